@@ -1,0 +1,92 @@
+# Cairn: entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BOARD    ?= qemu-aarch64
+RECIPE   ?= default
+API_PORT ?= 6443
+# Version the image reports; defaults to the workspace version.
+VERSION  ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+export CAIRN_VERSION := $(VERSION)
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)
+
+# Host tools and tests use the machine's cargo; device binaries are cross-built with
+# Debian's rustc 1.85 (see docs/toolchain.md). `make build CARGO=cross` uses cross-rs
+# (needs Docker or Podman) instead.
+HOST_CARGO ?= cargo
+CARGO      ?= /usr/bin/cargo
+DEVICE_RUSTC ?= /usr/bin/rustc
+DEVICE_TARGET_DIR := $(CURDIR)/target/device
+
+ARCHES ?= x86_64 aarch64 armv7 s390x
+triple_x86_64  := x86_64-unknown-linux-gnu
+triple_aarch64 := aarch64-unknown-linux-gnu
+triple_armv7   := armv7-unknown-linux-gnueabihf
+triple_s390x   := s390x-unknown-linux-gnu
+
+board_arch = $(shell sed -n 's/^arch: *//p' board-configs/$(1).yaml)
+QEMU_BOARDS := qemu-x86_64 qemu-aarch64 qemu-armv7 qemu-s390x
+CAIRNCTL := $(CURDIR)/target/debug/cairnctl
+
+ifeq ($(notdir $(CARGO)),cross)
+device_build = cross build --release --target $(triple_$(1)) -p cairn-init -p cairn --target-dir $(DEVICE_TARGET_DIR)
+else
+device_build = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+	$(CARGO) build --release --target $(triple_$(1)) -p cairn-init -p cairn
+endif
+
+.PHONY: help deps build build-% cairnctl image images qemu test unit-test boot-test bench clean
+
+help:
+	@echo "Cairn make targets:"
+	@echo "  make deps                    install every tool and package (Debian 12, needs root/sudo)"
+	@echo "  make build [ARCHES='x86_64 aarch64 armv7 s390x'] [CARGO=cross]"
+	@echo "                               cross-build static cairn-init and cairn"
+	@echo "  make image BOARD=B [RECIPE=R] [VERSION=V]"
+	@echo "                               build out/B/disk.img{,.zst,.bmap} and manifest.json"
+	@echo "  make qemu BOARD=B [API_PORT=6443]"
+	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
+	@echo "  make test                    unit tests, then build and boot all four qemu-* boards"
+	@echo "  make bench                   sizes and boot timings per architecture"
+	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
+
+deps:
+	bash ci/install-deps.sh
+
+build: $(addprefix build-,$(ARCHES))
+
+build-%:
+	@echo "==> cross-building cairn-init and cairn for $(triple_$*)"
+	$(call device_build,$*)
+
+cairnctl:
+	$(HOST_CARGO) build -q -p cairnctl
+
+image: cairnctl
+	@test -f board-configs/$(BOARD).yaml || { $(CAIRNCTL) build --board $(BOARD); exit 1; }
+	$(MAKE) --no-print-directory build-$(call board_arch,$(BOARD))
+	$(CAIRNCTL) build --board $(BOARD) --recipe $(RECIPE) --image-version $(VERSION)
+
+images:
+	@for b in $(QEMU_BOARDS); do $(MAKE) --no-print-directory image BOARD=$$b || exit 1; done
+
+# Builds the image first when there is none.
+qemu: cairnctl
+	@test -f out/$(BOARD)/disk.img || $(MAKE) --no-print-directory image BOARD=$(BOARD)
+	$(CAIRNCTL) qemu --board $(BOARD) --api-port $(API_PORT)
+
+unit-test:
+	$(HOST_CARGO) test --workspace --exclude cairnctl
+	$(HOST_CARGO) test -p cairnctl --lib --bins
+
+boot-test: cairnctl
+	$(HOST_CARGO) test -p cairnctl --test boot -- --test-threads=2
+
+test: unit-test images boot-test
+
+bench: images
+	bash ci/bench.sh
+
+clean:
+	rm -rf out target

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs everything Cairn needs on a fresh Debian 12 (bookworm) x86_64 machine.
+# Idempotent: safe to run again. Tolerates a failed apt index (mirror syncs happen);
+# cross-architecture packages are pinned to bookworm main so every arch gets one version.
+set -euo pipefail
+
+log() { printf '\033[1m[deps]\033[0m %s\n' "$*"; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+FOREIGN_ARCHES="arm64 armhf s390x"
+
+# --- 1. apt sources: backports (QEMU 10 matches the machine's qemu-utils), non-free-firmware
+SRC=/etc/apt/sources.list.d/cairn.sources
+if [ ! -f "$SRC" ]; then
+  log "adding bookworm-backports and non-free-firmware sources ($SRC)"
+  $SUDO tee "$SRC" >/dev/null <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+fi
+for a in $FOREIGN_ARCHES; do
+  if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+    log "enabling foreign architecture $a (for apt-get download only)"
+    $SUDO dpkg --add-architecture "$a"
+  fi
+done
+
+log "apt-get update (a failed index is tolerated)"
+$SUDO apt-get update -o Acquire::Retries=3 || log "warning: apt-get update reported errors; continuing"
+
+# --- 2. host packages
+HOST_PKGS=(
+  gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-s390x-linux-gnu libc6-dev
+  libc6-dev-arm64-cross libc6-dev-armhf-cross libc6-dev-s390x-cross
+  squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd
+  ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
+  ca-certificates python3 curl
+)
+log "installing host packages"
+$SUDO apt-get install -y --no-install-recommends "${HOST_PKGS[@]}"
+
+# Debian's Rust 1.85 is the cross compiler (rustup cannot add targets here).
+log "installing Debian rustc-web 1.85 (cross compiler)"
+$SUDO apt-get install -y --no-install-recommends \
+  rustc-web/bookworm cargo-web/bookworm libstd-rust-web-dev/bookworm libstd-rust-web-1.85/bookworm
+
+log "installing QEMU from bookworm-backports"
+$SUDO apt-get install -y --no-install-recommends -t bookworm-backports \
+  qemu-system-x86 qemu-system-arm qemu-system-misc qemu-system-data ipxe-qemu
+
+# --- 3. target standard libraries for the foreign arches, unpacked next to the host one
+RUSTC_VER=$(dpkg-query -W -f='${Version}' libstd-rust-web-dev)
+declare -A TRIPLE=([arm64]=aarch64-unknown-linux-gnu [armhf]=armv7-unknown-linux-gnueabihf [s390x]=s390x-unknown-linux-gnu)
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+for a in $FOREIGN_ARCHES; do
+  t=${TRIPLE[$a]}
+  stamp=/usr/lib/rustlib/$t/.cairn-version
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$RUSTC_VER" ]; then continue; fi
+  log "unpacking Rust std for $t ($RUSTC_VER)"
+  (cd "$tmp" && apt-get download "libstd-rust-web-dev:$a=$RUSTC_VER")
+  mkdir -p "$tmp/$a" && dpkg-deb -x "$tmp"/libstd-rust-web-dev_*_"$a".deb "$tmp/$a"
+  $SUDO rm -rf "/usr/lib/rustlib/$t"
+  $SUDO cp -a "$tmp/$a/usr/lib/rustlib/$t" /usr/lib/rustlib/
+  echo "$RUSTC_VER" | $SUDO tee "$stamp" >/dev/null
+done
+
+log "done: $(/usr/bin/rustc --version), $(qemu-system-x86_64 --version | head -1)"

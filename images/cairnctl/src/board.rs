@@ -1,0 +1,275 @@
+//! Board configs (`board-configs/<name>.yaml`): what hardware an image is for and how it
+//! boots. Parsed strictly: unknown keys and bad values are errors with `file:line:column`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// CPU architecture of a board, as Cairn names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+    Armv7,
+    S390x,
+}
+
+impl Arch {
+    /// Rust target triple the device binaries are built for.
+    pub fn rust_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+            Arch::Armv7 => "armv7-unknown-linux-gnueabihf",
+            Arch::S390x => "s390x-unknown-linux-gnu",
+        }
+    }
+    /// Debian architecture name (for `apt-get download pkg:<arch>`).
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+            Arch::Armv7 => "armhf",
+            Arch::S390x => "s390x",
+        }
+    }
+    /// Debian multiarch triplet (library directory name).
+    pub fn multiarch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-linux-gnu",
+            Arch::Aarch64 => "aarch64-linux-gnu",
+            Arch::Armv7 => "arm-linux-gnueabihf",
+            Arch::S390x => "s390x-linux-gnu",
+        }
+    }
+    /// Name of the removable-media boot loader on a UEFI system partition.
+    pub fn efi_boot_name(self) -> Option<&'static str> {
+        match self {
+            Arch::X86_64 => Some("BOOTX64.EFI"),
+            Arch::Aarch64 => Some("BOOTAA64.EFI"),
+            Arch::Armv7 => Some("BOOTARM.EFI"),
+            Arch::S390x => None,
+        }
+    }
+    /// systemd-boot's file name for this architecture.
+    pub fn systemd_boot_name(self) -> Option<&'static str> {
+        match self {
+            Arch::X86_64 => Some("systemd-bootx64.efi"),
+            Arch::Aarch64 => Some("systemd-bootaa64.efi"),
+            Arch::Armv7 => Some("systemd-bootarm.efi"),
+            Arch::S390x => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+            Arch::Armv7 => "armv7",
+            Arch::S390x => "s390x",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub name: String,
+    pub description: String,
+    pub arch: Arch,
+    pub kernel: Kernel,
+    /// Kernel modules cairn-init loads (dependencies are resolved from modules.dep).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    pub boot: Boot,
+    pub partitions: Partitions,
+    /// Grow the data partition and its filesystem to the end of the device on boot.
+    #[serde(default)]
+    pub grow_data: bool,
+    pub qemu: Option<Qemu>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// Debian binary package, e.g. `linux-image-6.1.0-50-cloud-amd64`.
+    pub package: String,
+    /// Exact Debian version of that package (the pin).
+    pub version: String,
+    /// Kernel command line (console etc.); the slot is added by the boot chain.
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+impl Kernel {
+    /// The kernel release (`uname -r`), derived from the package name.
+    pub fn release(&self) -> &str {
+        self.package.strip_prefix("linux-image-").unwrap_or(&self.package)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootChain {
+    /// UEFI firmware loads a boot loader from the boot partition.
+    Uefi,
+    /// QEMU loads kernel + initramfs directly; the initramfs picks the slot.
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loader {
+    SystemdBoot,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    pub chain: BootChain,
+    pub loader: Option<Loader>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partitions {
+    pub boot_mib: u64,
+    pub slot_mib: u64,
+    pub data_mib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    Pci,
+    Ccw,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Qemu {
+    pub binary: String,
+    pub machine: String,
+    pub cpu: String,
+    pub memory_mib: u64,
+    pub firmware: Option<Firmware>,
+    pub bus: Bus,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firmware {
+    pub code: PathBuf,
+    pub vars: PathBuf,
+}
+
+/// Names of the boards in `dir` (file stems of `*.yaml`), sorted.
+pub fn known_boards(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "yaml").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Loads and validates `dir/<name>.yaml`.
+pub fn load(dir: &Path, name: &str) -> Result<Board> {
+    let path = dir.join(format!("{name}.yaml"));
+    if !path.is_file() {
+        bail!(
+            "unknown board `{name}`; known boards: {}",
+            known_boards(dir).join(", ")
+        );
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates one board config's text; `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Board> {
+    let board: Board = cairn_config::from_yaml_str(text, file)?;
+    validate(&board, text, file)?;
+    Ok(board)
+}
+
+fn validate(b: &Board, text: &str, file: &str) -> Result<()> {
+    let at = |key: &str| crate::yamlfile::locate_key(text, key).map_or(file.to_string(), |(l, c)| format!("{file}:{l}:{c}"));
+    if b.partitions.boot_mib < 40 {
+        bail!("{}: partitions.boot_mib must be at least 40 (FAT32 minimum)", at("boot_mib"));
+    }
+    if b.partitions.slot_mib < 8 || b.partitions.data_mib < 16 {
+        bail!("{}: partitions: slot_mib must be ≥ 8 and data_mib ≥ 16", at("partitions"));
+    }
+    if !b.kernel.package.starts_with("linux-image-") {
+        bail!("{}: kernel.package must be a Debian linux-image-* package", at("package"));
+    }
+    if b.boot.chain == BootChain::Uefi {
+        if b.boot.loader.is_none() {
+            bail!("{}: boot.loader is required when boot.chain is uefi", at("chain"));
+        }
+        if b.arch.efi_boot_name().is_none() {
+            bail!("{}: {} has no UEFI boot path; use boot.chain: direct", at("chain"), b.arch.as_str());
+        }
+    }
+    for m in &b.modules {
+        if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            bail!("{}: bad module name `{m}`", at("modules"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_boards() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../board-configs")
+    }
+
+    #[test]
+    fn every_shipped_board_parses() {
+        let dir = repo_boards();
+        let names = known_boards(&dir);
+        assert!(names.len() >= 4, "{names:?}");
+        for n in names {
+            let b = load(&dir, &n).unwrap_or_else(|e| panic!("{n}: {e:#}"));
+            assert_eq!(b.name, n);
+        }
+    }
+
+    #[test]
+    fn unknown_board_lists_known_ones() {
+        let err = load(&repo_boards(), "toaster").unwrap_err().to_string();
+        assert!(err.contains("unknown board `toaster`"), "{err}");
+        assert!(err.contains("qemu-aarch64"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_has_file_line_column() {
+        let text = std::fs::read_to_string(repo_boards().join("qemu-x86_64.yaml")).unwrap();
+        let bad = text.replace("grow_data: true", "grow_data: true\ncolour: blue");
+        let line = bad.lines().position(|l| l.starts_with("colour")).unwrap() + 1;
+        let err = parse(&bad, "b.yaml").unwrap_err().to_string();
+        assert!(err.starts_with(&format!("b.yaml:{line}:")), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_rejected() {
+        let text = std::fs::read_to_string(repo_boards().join("qemu-x86_64.yaml")).unwrap();
+        let bad = text.replace("arch: x86_64", "arch: pdp11");
+        let err = parse(&bad, "b.yaml").unwrap_err().to_string();
+        assert!(err.contains("b.yaml:") && err.contains("pdp11"), "{err}");
+        let small = text.replace("boot_mib: 96", "boot_mib: 4");
+        let err = parse(&small, "b.yaml").unwrap_err().to_string();
+        assert!(err.contains("boot_mib"), "{err}");
+    }
+}

@@ -1,0 +1,275 @@
+//! `cairnctl build`: board config + recipe + device binaries -> `out/<board>/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::board::{Board, BootChain};
+use crate::disk::{self, MIB};
+use crate::manifest::{Artefact, KernelInfo, Manifest};
+use crate::progress::{mib, Progress};
+use crate::recipe::Recipe;
+use crate::{debs, fat, initramfs, kmod, rootfs, tools};
+
+pub struct Options {
+    pub repo: PathBuf,
+    pub board: Board,
+    pub recipe: Recipe,
+    pub out: PathBuf,
+    /// Directory holding `cairn-init` and `cairn` for the board's arch.
+    pub bin_dir: PathBuf,
+    pub version: String,
+    pub epoch: u64,
+    pub quiet: bool,
+}
+
+const DEFAULT_NODE_YAML: &str = "\
+# Cairn node config: edit it on any computer after flashing, or replace it with
+#   cairnctl config set disk.img node.yaml
+# Every key is optional; see docs/design.md (\"Node config\").
+role: server
+network:
+  mode: dhcp
+";
+
+pub fn build(o: &Options) -> Result<Manifest> {
+    let b = &o.board;
+    let arch = b.arch;
+    let mut p = Progress::new(10, o.quiet);
+    let work = o.out.join("work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    for t in ["apt-get", "dpkg-deb", "mksquashfs", "mkfs.vfat", "mcopy", "sfdisk", "bmaptool"] {
+        tools::find(t)?;
+    }
+
+    p.step("device binaries");
+    let init_bin = o.bin_dir.join("cairn-init");
+    let cairn_bin = o.bin_dir.join("cairn");
+    for bin in [&init_bin, &cairn_bin] {
+        if !bin.is_file() {
+            bail!("{} is missing: run `make build` first (cross-builds {})", bin.display(), arch.rust_target());
+        }
+    }
+    let binaries = vec![Artefact::of(&init_bin)?, Artefact::of(&cairn_bin)?];
+    p.done(&format!("cairn-init {}, cairn {}", mib(binaries[0].size), mib(binaries[1].size)));
+
+    p.step(&format!("kernel {} {} ({})", b.kernel.package, b.kernel.version, arch.debian()));
+    let kdeb = debs::fetch(&b.kernel.package, arch.debian(), Some(&b.kernel.version))?;
+    debs::verify_version(&kdeb)?;
+    let kroot = work.join("kernel");
+    debs::extract(&kdeb, &kroot)?;
+    let krel = b.kernel.release().to_string();
+    let vmlinuz = kroot.join(format!("boot/vmlinuz-{krel}"));
+    let moddir = kroot.join(format!("lib/modules/{krel}"));
+    if !vmlinuz.is_file() {
+        bail!("{} has no boot/vmlinuz-{krel}", kdeb.path.display());
+    }
+    p.done(&format!("{} ({})", kdeb.path.display(), mib(std::fs::metadata(&vmlinuz)?.len())));
+
+    p.step("Debian packages");
+    let mut packages = vec![kdeb.clone()];
+    let pkgroot = work.join("pkgroot");
+    let mut wanted: Vec<(String, String)> = o.recipe.debian_packages.iter().map(|n| (n.clone(), arch.debian().to_string())).collect();
+    wanted.push(("ca-certificates".into(), "all".into()));
+    if b.boot.chain == BootChain::Uefi {
+        wanted.push(("systemd-boot-efi".into(), arch.debian().into()));
+    }
+    for (name, a) in &wanted {
+        let fetch_arch = if a == "all" { arch.debian() } else { a };
+        let deb = debs::fetch(name, fetch_arch, None)?;
+        debs::extract(&deb, &pkgroot)?;
+        packages.push(deb);
+    }
+    p.done(&format!("{} packages", packages.len()));
+
+    p.step("kernel modules");
+    let db = kmod::ModuleDb::load(&moddir)?;
+    let mods = db.closure(&b.modules).with_context(|| format!("board-configs/{}.yaml: modules", b.name))?;
+    let moddep = db.filtered_dep(&mods);
+    let modlist: String = b.modules.iter().map(|m| format!("{m}\n")).collect();
+    let lay_modules = |root: &Path| -> Result<u64> {
+        let mut bytes = 0;
+        for m in &mods {
+            let rel = format!("usr/lib/modules/{krel}/{m}");
+            let src = moddir.join(m);
+            bytes += std::fs::metadata(&src)?.len();
+            rootfs::copy(root, &rel, &src, false)?;
+        }
+        rootfs::write(root, &format!("usr/lib/modules/{krel}/modules.dep"), moddep.as_bytes(), false)?;
+        rootfs::write(root, "etc/cairn/modules", modlist.as_bytes(), false)?;
+        Ok(bytes)
+    };
+    p.done(&format!("{} listed, {} with dependencies", b.modules.len(), mods.len()));
+
+    p.step("root filesystem tree");
+    let root = work.join("rootfs");
+    rootfs::skeleton(&root)?;
+    rootfs::copy(&root, "usr/sbin/init", &init_bin, true)?;
+    rootfs::copy(&root, "usr/bin/cairn", &cairn_bin, true)?;
+    lay_modules(&root)?;
+    rootfs::write(&root, "etc/ssl/certs/ca-certificates.crt", &ca_bundle(&pkgroot)?, false)?;
+    rootfs::write(&root, "etc/os-release", os_release(&o.version).as_bytes(), false)?;
+    let release = format!("version={}\nboard={}\narch={}\nkernel={krel}\n", o.version, b.name, arch.as_str());
+    rootfs::write(&root, "etc/cairn/release", release.as_bytes(), false)?;
+    rootfs::write(&root, "etc/cairn/board", format!("grow_data={}\n", u8::from(b.grow_data)).as_bytes(), false)?;
+    rootfs::install_elf_closure(&root, &pkgroot, arch.multiarch(), &o.recipe.install)?;
+    let mut overlays: Vec<PathBuf> = o.recipe.overlays.iter().map(|n| o.repo.join("overlays").join(n)).collect();
+    overlays.push(o.repo.join("overlays").join(&b.name));
+    for dir in overlays.iter().filter(|d| d.is_dir()) {
+        rootfs::overlay(&root, dir)?;
+    }
+    p.done(&format!("{} entries", rootfs::walk(&root)?.len()));
+
+    p.step("read-only root (squashfs, zstd)");
+    let squash = o.out.join("rootfs.squashfs");
+    if squash.exists() {
+        std::fs::remove_file(&squash)?;
+    }
+    let e = o.epoch.to_string();
+    tools::run(
+        Command::new("mksquashfs")
+            .arg(&root)
+            .arg(&squash)
+            .args(["-noappend", "-comp", "zstd", "-Xcompression-level", "19", "-all-root", "-no-xattrs"])
+            .args(["-all-time", &e, "-mkfs-time", &e, "-quiet", "-no-progress"]),
+    )?;
+    let squash_len = std::fs::metadata(&squash)?.len();
+    p.done(&mib(squash_len));
+
+    p.step("initramfs (cpio, zstd)");
+    let iroot = work.join("initramfs");
+    rootfs::mkdir(&iroot)?;
+    for d in ["proc", "sys", "dev", "sysroot", "boot", "etc/cairn"] {
+        rootfs::mkdir(&iroot.join(d))?;
+    }
+    rootfs::copy(&iroot, "init", &init_bin, true)?;
+    lay_modules(&iroot)?;
+    // cairn-init looks modules up under /lib/modules: keep the merged-/usr shape.
+    std::os::unix::fs::symlink("usr/lib", iroot.join("lib"))?;
+    let initrd = initramfs::pack(&iroot, o.epoch as u32)?;
+    let initrd_path = o.out.join("initrd.img");
+    std::fs::write(&initrd_path, &initrd)?;
+    let out_vmlinuz = o.out.join("vmlinuz");
+    std::fs::copy(&vmlinuz, &out_vmlinuz)?;
+    p.done(&mib(initrd.len() as u64));
+
+    p.step("boot partition (FAT32)");
+    let cmdline = format!("{} cairn.slot=a", b.kernel.cmdline).trim().to_string();
+    std::fs::write(o.out.join("cmdline"), format!("{}\n", b.kernel.cmdline.trim()))?;
+    let btree = work.join("boot");
+    rootfs::copy(&btree, "a/vmlinuz", &vmlinuz, false)?;
+    rootfs::write(&btree, "a/initrd.img", &initrd, false)?;
+    rootfs::write(&btree, "cairn/slot", b"a\n", false)?;
+    rootfs::write(&btree, "cairn/node.yaml", DEFAULT_NODE_YAML.as_bytes(), false)?;
+    if b.boot.chain == BootChain::Uefi {
+        let name = arch.systemd_boot_name().unwrap();
+        let efi = pkgroot.join("usr/lib/systemd/boot/efi").join(name);
+        rootfs::copy(&btree, &format!("EFI/BOOT/{}", arch.efi_boot_name().unwrap()), &efi, false)?;
+        rootfs::write(&btree, "loader/loader.conf", b"timeout 0\ndefault slot-a.conf\neditor no\n", false)?;
+        let entry = format!(
+            "title Cairn {v} (slot A)\nversion {v}\nlinux /a/vmlinuz\ninitrd /a/initrd.img\noptions {cmdline}\n",
+            v = o.version
+        );
+        rootfs::write(&btree, "loader/entries/slot-a.conf", entry.as_bytes(), false)?;
+    }
+    set_mtimes(&btree, o.epoch)?;
+    let fat_img = work.join("boot.fat");
+    let volid = u32::from_be_bytes(crate::manifest::sha256(b.name.as_bytes())[..4].try_into().unwrap());
+    fat::make(&fat_img, b.partitions.boot_mib, "CAIRN-BOOT", volid, &btree, o.epoch)?;
+    p.done(&format!("{} MiB", b.partitions.boot_mib));
+
+    p.step("disk image (GPT: boot, slot A, slot B, data)");
+    let (parts, total) = disk::plan(b.partitions.boot_mib, b.partitions.slot_mib, b.partitions.data_mib);
+    let img = o.out.join("disk.img");
+    disk::create(&img, total, &parts, &b.name)?;
+    disk::write_sparse(&img, parts[0].start, parts[0].size, &fat_img)?;
+    disk::write_sparse(&img, parts[1].start, parts[1].size, &squash)?;
+    disk::write_zeros(&img, parts[2].start, MIB)?;
+    disk::write_zeros(&img, parts[3].start, MIB)?;
+    p.done(&format!("{} raw", mib(total)));
+
+    p.step("block map and zstd");
+    let bmap = o.out.join("disk.img.bmap");
+    tools::run(Command::new("bmaptool").arg("create").arg("-o").arg(&bmap).arg(&img))?;
+    let zst = o.out.join("disk.img.zst");
+    compress(&img, &zst)?;
+    p.done(&format!("disk.img.zst {}", mib(std::fs::metadata(&zst)?.len())));
+
+    let mut artefacts = Vec::new();
+    for f in ["disk.img", "disk.img.zst", "disk.img.bmap", "rootfs.squashfs", "initrd.img", "vmlinuz"] {
+        artefacts.push(Artefact::of(&o.out.join(f))?);
+    }
+    let manifest = Manifest {
+        format: 1,
+        board: b.name.clone(),
+        arch: arch.as_str().into(),
+        version: o.version.clone(),
+        recipe: o.recipe.name.clone(),
+        source_date_epoch: o.epoch,
+        kernel: KernelInfo {
+            package: b.kernel.package.clone(),
+            version: b.kernel.version.clone(),
+            release: krel.clone(),
+            modules: mods.clone(),
+        },
+        binaries,
+        packages,
+        partitions: parts
+            .iter()
+            .map(|p| crate::manifest::Partition { label: p.label.into(), start_bytes: p.start, size_bytes: p.size })
+            .collect(),
+        artefacts,
+    };
+    let json = serde_json::to_string_pretty(&manifest)? + "\n";
+    std::fs::write(o.out.join("manifest.json"), json)?;
+    std::fs::remove_dir_all(&work)?;
+    p.finish(&format!("built {} in {}", b.name, o.out.display()));
+    Ok(manifest)
+}
+
+/// Concatenates the Mozilla CA certificates from Debian's ca-certificates, sorted by name.
+fn ca_bundle(pkgroot: &Path) -> Result<Vec<u8>> {
+    let dir = pkgroot.join("usr/share/ca-certificates/mozilla");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        out.extend(std::fs::read(f)?);
+    }
+    Ok(out)
+}
+
+fn os_release(version: &str) -> String {
+    format!(
+        "NAME=Cairn\nID=cairn\nVERSION_ID={version}\nPRETTY_NAME=\"Cairn {version}\"\n"
+    )
+}
+
+fn set_mtimes(tree: &Path, epoch: u64) -> Result<()> {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    for p in rootfs::walk(tree)? {
+        if p.is_file() {
+            std::fs::File::options().write(true).open(&p)?.set_modified(t)?;
+        }
+    }
+    Ok(())
+}
+
+/// zstd level 19, single-threaded (deterministic), streaming (no whole image in memory).
+fn compress(src: &Path, dst: &Path) -> Result<()> {
+    let input = std::fs::File::open(src)?;
+    let output = std::fs::File::create(dst)?;
+    let mut enc = zstd::stream::Encoder::new(output, 19)?;
+    enc.include_checksum(true)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
+    std::io::copy(&mut reader, &mut enc)?;
+    enc.finish()?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! `cairnctl config set|get`: the node config on an image's boot/seed partition, read and
+//! written with mtools at the partition's offset (no root, no loop device).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::fat::{mtools, OutputChecked};
+
+pub const SEED_PATH: &str = "::/cairn/node.yaml";
+
+/// Validates `yaml` (the file's text; `name` for errors) and writes it into `img`.
+pub fn set(img: &Path, yaml: &str, name: &str) -> Result<()> {
+    cairn_config::NodeConfig::parse(yaml, name)?;
+    let (offset, _) = crate::disk::find_partition(img, "cairn-boot")?;
+    let tmp = tempfile_with(yaml)?;
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let _ = mtools("mmd", img, offset, epoch).arg("::/cairn").output();
+    mtools("mcopy", img, offset, epoch)
+        .arg(&tmp)
+        .arg(SEED_PATH)
+        .output_checked()
+        .with_context(|| format!("writing {SEED_PATH} into {}", img.display()))?;
+    let _ = std::fs::remove_file(tmp);
+    Ok(())
+}
+
+/// The node config currently in `img`.
+pub fn get(img: &Path) -> Result<String> {
+    let (offset, _) = crate::disk::find_partition(img, "cairn-boot")?;
+    let out = mtools("mtype", img, offset, 0).arg(SEED_PATH).output_checked()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn tempfile_with(text: &str) -> Result<std::path::PathBuf> {
+    let p = std::env::temp_dir().join(format!("cairn-node-{}-{}.yaml", std::process::id(), rand_suffix()));
+    std::fs::write(&p, text)?;
+    Ok(p)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}

@@ -1,0 +1,71 @@
+//! The initramfs: a newc cpio archive (sorted, fixed timestamps and owners) holding
+//! cairn-init as `/init`, the board's modules and a `/dev/console` node, compressed with
+//! zstd (the Debian kernels have CONFIG_RD_ZSTD).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use cpio::newc::{Builder, ModeFileType};
+
+/// Packs the tree at `root` (plus a `/dev/console` character device) into a compressed cpio.
+pub fn pack(root: &Path, mtime: u32) -> Result<Vec<u8>> {
+    let mut entries: Vec<(String, Builder, Vec<u8>)> = Vec::new();
+    let mut ino = 1;
+    let mut next_ino = || {
+        ino += 1;
+        ino
+    };
+    for path in crate::rootfs::walk(root)? {
+        let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
+        let meta = path.symlink_metadata()?;
+        let b = Builder::new(&rel).ino(next_ino()).uid(0).gid(0).mtime(mtime).nlink(1);
+        use std::os::unix::fs::PermissionsExt;
+        let perm = meta.permissions().mode() & 0o7777;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)?.to_string_lossy().into_owned().into_bytes();
+            entries.push((rel, b.mode(0o777).set_mode_file_type(ModeFileType::Symlink), target));
+        } else if meta.is_dir() {
+            entries.push((rel, b.mode(perm).set_mode_file_type(ModeFileType::Directory).nlink(2), Vec::new()));
+        } else {
+            entries.push((rel, b.mode(perm).set_mode_file_type(ModeFileType::Regular), std::fs::read(&path)?));
+        }
+    }
+    // The kernel opens /dev/console for init before any devtmpfs exists.
+    let dev_exists = entries.iter().any(|(n, _, _)| n == "dev");
+    if !dev_exists {
+        let b = Builder::new("dev").ino(next_ino()).mtime(mtime).nlink(2).mode(0o755);
+        entries.push(("dev".into(), b.set_mode_file_type(ModeFileType::Directory), Vec::new()));
+    }
+    let console = Builder::new("dev/console").ino(next_ino()).mtime(mtime).mode(0o600).rdev_major(5).rdev_minor(1);
+    entries.push(("dev/console".into(), console.set_mode_file_type(ModeFileType::Char), Vec::new()));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut cpio = Vec::new();
+    for (_, builder, data) in entries {
+        let mut w = builder.write(&mut cpio, data.len() as u32);
+        w.write_all(&data)?;
+        w.finish()?;
+    }
+    cpio::newc::trailer(&mut cpio)?;
+    Ok(zstd::bulk::compress(&cpio, 19)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_tree_packs_to_same_bytes_and_has_console() {
+        let dir = std::env::temp_dir().join(format!("cairn-initramfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("init"), b"#!init").unwrap();
+        std::fs::write(dir.join("etc/modules"), b"virtio_blk\n").unwrap();
+        let a = super::pack(&dir, 1_700_000_000).unwrap();
+        let b = super::pack(&dir, 1_700_000_000).unwrap();
+        assert_eq!(a, b);
+        let raw = zstd::decode_all(&a[..]).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("#!init"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

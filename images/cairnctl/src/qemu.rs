@@ -1,0 +1,328 @@
+//! Boots a built image in QEMU (TCG), headless: the serial console goes to
+//! `out/<board>/console.log` (and optionally to stdout), QMP on a unix socket drives power
+//! (Ctrl-C = the power button), and a guest reboot relaunches QEMU on the same disk.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::board::{Board, BootChain, Bus};
+
+pub struct VmOptions {
+    pub board: Board,
+    /// `out/<board>`: holds disk.img (and vmlinuz/initrd.img for direct boot).
+    pub out: PathBuf,
+    /// Host port forwarded to the node's 6443.
+    pub api_port: u16,
+    /// Start from a fresh copy of disk.img (else reuse the node's disk if there is one).
+    pub fresh: bool,
+    /// Size of the node's disk (the data partition grows into it).
+    pub disk_mib: u64,
+    /// Copy the console to stdout as well as console.log.
+    pub echo: bool,
+    pub smp: u32,
+}
+
+impl VmOptions {
+    pub fn node_disk(&self) -> PathBuf {
+        self.out.join("node-disk.img")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.out.join("console.log")
+    }
+    fn qmp_socket(&self) -> PathBuf {
+        self.out.join("qmp.sock")
+    }
+    fn efivars(&self) -> PathBuf {
+        self.out.join("efivars.fd")
+    }
+}
+
+/// Why QEMU stopped, from its QMP SHUTDOWN event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The guest powered itself off.
+    GuestShutdown,
+    /// The guest rebooted (QEMU runs with -no-reboot, so it exits).
+    GuestReset,
+    /// QEMU exited for another reason (reason string, or exit status).
+    Other(String),
+}
+
+pub struct Vm {
+    child: Child,
+    qmp: UnixStream,
+    last_shutdown: Arc<Mutex<Option<String>>>,
+    pub console: PathBuf,
+}
+
+/// Prepares the node's disk (and UEFI variable store) without touching a running one.
+pub fn prepare(o: &VmOptions) -> Result<()> {
+    let src = o.out.join("disk.img");
+    if !src.is_file() {
+        bail!("{} is missing: run `make image BOARD={}` first", src.display(), o.board.name);
+    }
+    let disk = o.node_disk();
+    let stale = match (std::fs::metadata(&disk), std::fs::metadata(&src)) {
+        (Ok(d), Ok(s)) => d.modified()? < s.modified()?,
+        _ => true,
+    };
+    if o.fresh || stale {
+        let len = std::fs::metadata(&src)?.len();
+        std::fs::File::create(&disk)?.set_len(len.max(o.disk_mib * crate::disk::MIB))?;
+        crate::disk::write_sparse(&disk, 0, u64::MAX, &src)?;
+        let _ = std::fs::remove_file(o.efivars());
+        let _ = std::fs::remove_file(o.console_log());
+    }
+    if let Some(fw) = o.board.qemu.as_ref().and_then(|q| q.firmware.as_ref()) {
+        if !o.efivars().exists() {
+            std::fs::copy(&fw.vars, o.efivars())
+                .with_context(|| format!("copying {}: run `make deps` (UEFI firmware packages)", fw.vars.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The QEMU command line for one launch.
+pub fn command(o: &VmOptions) -> Result<Command> {
+    let q = o.board.qemu.as_ref().with_context(|| format!("board {} has no qemu section", o.board.name))?;
+    let bin = crate::tools::find(&q.binary)?;
+    let mut c = Command::new(bin);
+    let dev = |name: &str| match q.bus {
+        Bus::Pci => format!("{name}-pci"),
+        Bus::Ccw => format!("{name}-ccw"),
+    };
+    c.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    c.args(["-machine", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string()]);
+    c.args(["-smp", &o.smp.to_string()]);
+    c.arg("-chardev").arg(format!("file,id=con0,path={},append=on", o.console_log().display()));
+    c.args(["-serial", "chardev:con0"]);
+    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", o.qmp_socket().display()));
+    c.arg("-drive").arg(format!("if=none,id=disk0,format=raw,file={}", o.node_disk().display()));
+    c.args(["-device", &format!("{},drive=disk0", dev("virtio-blk"))]);
+    c.arg("-netdev").arg(format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443", o.api_port));
+    c.args(["-device", &format!("{},netdev=net0", dev("virtio-net"))]);
+    c.args(["-object", "rng-random,filename=/dev/urandom,id=rng0"]);
+    c.args(["-device", &format!("{},rng=rng0", dev("virtio-rng"))]);
+    if let Some(fw) = &q.firmware {
+        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", fw.code.display()));
+        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", o.efivars().display()));
+    }
+    if o.board.boot.chain == BootChain::Direct {
+        let cmdline = std::fs::read_to_string(o.out.join("cmdline")).unwrap_or_default();
+        c.arg("-kernel").arg(o.out.join("vmlinuz"));
+        c.arg("-initrd").arg(o.out.join("initrd.img"));
+        c.args(["-append", cmdline.trim()]);
+    }
+    Ok(c)
+}
+
+impl Vm {
+    /// Launches QEMU once and connects to its QMP socket.
+    pub fn launch(o: &VmOptions) -> Result<Vm> {
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", o.api_port)) {
+            drop(l);
+        } else {
+            bail!("127.0.0.1:{} is in use: pick another API_PORT", o.api_port);
+        }
+        let sock = o.qmp_socket();
+        let _ = std::fs::remove_file(&sock);
+        let mut cmd = command(o)?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting QEMU")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let qmp = loop {
+            if let Ok(s) = UnixStream::connect(&sock) {
+                break s;
+            }
+            if let Some(st) = child.try_wait()? {
+                bail!("QEMU exited at start ({st}): {cmd:?}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("QEMU's QMP socket {} never appeared", sock.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let last_shutdown = Arc::new(Mutex::new(None));
+        let mut reader = BufReader::new(qmp.try_clone()?);
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting)?;
+        (&qmp).write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+        let seen = last_shutdown.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["event"] == "SHUTDOWN" {
+                        let reason = v["data"]["reason"].as_str().unwrap_or("unknown").to_string();
+                        *seen.lock().unwrap() = Some(reason);
+                    }
+                }
+            }
+        });
+        Ok(Vm { child, qmp, last_shutdown, console: o.console_log() })
+    }
+
+    /// Presses the power button (ACPI / GPIO key / s390 quiesce, by machine).
+    pub fn powerdown(&mut self) -> Result<()> {
+        self.qmp.write_all(b"{\"execute\":\"system_powerdown\"}\n")?;
+        Ok(())
+    }
+
+    /// Stops QEMU at once (no guest shutdown).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for QEMU to exit; `None` on timeout.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Option<Stop>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // Give the QMP reader a moment to record the final event.
+                std::thread::sleep(Duration::from_millis(100));
+                let reason = self.last_shutdown.lock().unwrap().clone();
+                return Ok(Some(match reason.as_deref() {
+                    Some("guest-shutdown") => Stop::GuestShutdown,
+                    Some("guest-reset") => Stop::GuestReset,
+                    Some(r) => Stop::Other(r.to_string()),
+                    None => Stop::Other(status.to_string()),
+                }));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The console so far.
+    pub fn console_text(&self) -> String {
+        read_lossy(&self.console)
+    }
+
+    /// Waits until the console contains `marker` (after byte `from`); returns the byte offset
+    /// just past it.
+    pub fn wait_for(&mut self, marker: &str, from: usize, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.console_text();
+            if let Some(i) = text.get(from..).and_then(|t| t.find(marker)) {
+                return Ok(from + i + marker.len());
+            }
+            if !self.running() {
+                bail!("QEMU exited before `{marker}` appeared; console tail:\n{}", tail(&text, 40));
+            }
+            if Instant::now() > deadline {
+                bail!("`{marker}` did not appear within {timeout:?}; console tail:\n{}", tail(&text, 40));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.running() {
+            self.kill();
+        }
+    }
+}
+
+pub fn read_lossy(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `make qemu`: runs the node until the guest powers off or the user presses Ctrl-C,
+/// relaunching QEMU when the guest reboots.
+pub fn run_interactive(o: &VmOptions) -> Result<()> {
+    prepare(o)?;
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let console = o.console_log();
+    let echo_from = Arc::new(Mutex::new(std::fs::metadata(&console).map(|m| m.len()).unwrap_or(0)));
+    if o.echo {
+        let pos = echo_from.clone();
+        let path = console.clone();
+        std::thread::spawn(move || echo_console(&path, &pos));
+    }
+    eprintln!(
+        "cairnctl: booting {} (console: {}, API: https://127.0.0.1:{}); Ctrl-C powers the node off",
+        o.board.name,
+        console.display(),
+        o.api_port
+    );
+    loop {
+        let mut vm = Vm::launch(o)?;
+        let mut pressed_at: Option<Instant> = None;
+        let stop = loop {
+            if let Some(s) = vm.wait(Duration::from_millis(200))? {
+                break s;
+            }
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) && pressed_at.is_none() {
+                eprintln!("\ncairnctl: Ctrl-C: pressing the power button (again in 60 s: QEMU is stopped)");
+                vm.powerdown()?;
+                pressed_at = Some(Instant::now());
+            }
+            if pressed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+                eprintln!("cairnctl: the guest did not power off within 60 s; stopping QEMU");
+                vm.kill();
+                break Stop::Other("killed".into());
+            }
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        match stop {
+            Stop::GuestReset if !interrupted.load(std::sync::atomic::Ordering::SeqCst) => {
+                eprintln!("cairnctl: guest rebooted; relaunching QEMU on the same disk");
+            }
+            Stop::GuestShutdown => {
+                eprintln!("cairnctl: guest powered off");
+                return Ok(());
+            }
+            other => {
+                eprintln!("cairnctl: QEMU stopped ({other:?})");
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn echo_console(path: &Path, pos: &Mutex<u64>) {
+    use std::io::{Read, Seek, SeekFrom};
+    loop {
+        if let Ok(mut f) = std::fs::File::open(path) {
+            let mut p = pos.lock().unwrap();
+            if f.seek(SeekFrom::Start(*p)).is_ok() {
+                let mut buf = Vec::new();
+                if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
+                    *p += buf.len() as u64;
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&buf);
+                    let _ = out.flush();
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
