@@ -1,0 +1,156 @@
+//! Command-line interface (clap derive).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use cairn_config::{HttpsUrl, Token};
+use clap::{Args, Parser, Subcommand};
+
+/// `cairn --version`: the crate version and the Kubernetes version it speaks.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (Kubernetes v1.35.0)");
+
+const EXAMPLES: &str = "\
+Examples:
+  cairn server                                   # control plane on 0.0.0.0:6443
+  cairn server --write-kubeconfig /run/cairn/admin.kubeconfig
+  cairn agent --server https://10.0.0.1:6443 --token K10...
+  cairn config render /boot/cairn/node.yaml     # validate, print KEY=VALUE lines for init";
+
+const SERVER_EXAMPLES: &str = "\
+Examples:
+  cairn server
+  cairn server --data-dir /tmp/cairn --https-listen-port 0 --bind-address 127.0.0.1
+  cairn server --write-kubeconfig ~/.kube/cairn && kubectl --kubeconfig ~/.kube/cairn version";
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  cairn agent --server https://10.0.0.1:6443 --token K10...
+  CAIRN_URL=https://10.0.0.1:6443 CAIRN_TOKEN=K10... cairn agent";
+
+const RENDER_EXAMPLES: &str = "\
+Output (one KEY=VALUE per line, no quoting):
+  CAIRN_ROLE=server
+  CAIRN_HOSTNAME=edge-1
+  CAIRN_NET_INTERFACE=
+  CAIRN_NET_MODE=dhcp
+  CAIRN_NET_ADDRESS=
+  CAIRN_NET_GATEWAY=
+  CAIRN_NET_DNS=192.168.1.1
+
+Exit status: 0 valid (a missing file means defaults), 2 invalid (`file:line:column: message`
+on stderr).";
+
+/// The Cairn node daemon.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version = VERSION, after_help = EXAMPLES)]
+#[command(about = "The Cairn node daemon: a small Kubernetes-compatible orchestrator")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (today: HTTPS health and version endpoints)
+    #[command(after_help = SERVER_EXAMPLES)]
+    Server(ServerArgs),
+    /// Run a worker node that joins a server (today: HTTPS health endpoints)
+    #[command(after_help = AGENT_EXAMPLES)]
+    Agent(AgentArgs),
+    /// Work with the node config (/boot/cairn/node.yaml)
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Options both roles take.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Directory for state and certificates
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cairn")]
+    pub data_dir: PathBuf,
+    /// HTTPS port (0 picks a free port, printed on stderr)
+    #[arg(long, value_name = "PORT", default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Node config to read (hostname, server, token) [default: /boot/cairn/node.yaml if present]
+    #[arg(long, value_name = "FILE")]
+    pub node_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Write an admin kubeconfig (mode 0600) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub write_kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Server to join [default: `server:` of the node config]
+    #[arg(long, value_name = "URL", env = "CAIRN_URL")]
+    pub server: Option<HttpsUrl>,
+    /// Join token [default: `token:` of the node config]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CAIRN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<Token>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a node config and print it as KEY=VALUE lines for init
+    #[command(after_help = RENDER_EXAMPLES)]
+    Render {
+        /// The node config, e.g. /boot/cairn/node.yaml
+        file: PathBuf,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["cairn", "server"]).unwrap();
+        let Command::Server(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.common.data_dir, PathBuf::from("/var/lib/cairn"));
+        assert_eq!(args.common.https_listen_port, 6443);
+        assert_eq!(args.common.bind_address.to_string(), "0.0.0.0");
+        assert!(args.write_kubeconfig.is_none());
+    }
+
+    #[test]
+    fn agent_validates_its_url() {
+        let ok = Cli::try_parse_from(["cairn", "agent", "--server", "https://10.0.0.1:6443"]);
+        assert!(ok.is_ok());
+        let bad = Cli::try_parse_from(["cairn", "agent", "--server", "http://10.0.0.1"]);
+        assert!(bad.unwrap_err().to_string().contains("invalid server URL"));
+    }
+
+    #[test]
+    fn render_takes_a_file() {
+        let cli = Cli::try_parse_from(["cairn", "config", "render", "n.yaml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Config(ConfigCommand::Render { .. })
+        ));
+    }
+}

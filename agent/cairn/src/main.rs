@@ -1,0 +1,27 @@
+//! `cairn`: parses the command line and hands over to the library (see `lib.rs`).
+
+mod cli;
+mod config_cmd;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ConfigCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => run::server(args),
+        Command::Agent(args) => run::agent(args),
+        Command::Config(ConfigCommand::Render { file }) => return config_cmd::render(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Deciding whether a stored certificate can be kept: it must match its key, chain to the CA,
+//! cover every name, and stay valid for the renewal window. Verified with rustls' own
+//! verifiers, so "kept" means "a TLS peer trusting the CA accepts it".
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
+use rustls::RootCertStore;
+
+use super::issue::PemPair;
+use super::ServingNames;
+
+/// Why a stored certificate is replaced; shown in the start-up log.
+pub type Reason = String;
+
+/// The crypto provider cairn uses everywhere (ring; no aws-lc).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Roots holding only the cluster CA.
+pub fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, Reason> {
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| format!("ca: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).map_err(|e| format!("ca: {e}"))?;
+    Ok(Arc::new(roots))
+}
+
+/// The certificate if it matches its key.
+fn matching_cert(pair: &PemPair) -> Result<CertificateDer<'static>, Reason> {
+    let cert = CertificateDer::from_pem_slice(pair.cert.as_bytes()).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).map_err(|e| e.to_string())?;
+    CertifiedKey::from_der(vec![cert.clone()], key, &provider()).map_err(|e| e.to_string())?;
+    Ok(cert)
+}
+
+fn at(now: SystemTime, ahead: Duration) -> UnixTime {
+    UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default() + ahead)
+}
+
+/// Ok if the serving certificate is usable for every name until `now + ahead`.
+pub fn serving_ok(
+    ca_pem: &str,
+    pair: &PemPair,
+    names: &ServingNames,
+    now: SystemTime,
+    ahead: Duration,
+) -> Result<(), Reason> {
+    let cert = matching_cert(pair)?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let when = at(now, ahead);
+    for name in names.all() {
+        let server_name = ServerName::try_from(name.as_str()).map_err(|e| e.to_string())?;
+        verifier
+            .verify_server_cert(&cert, &[], &server_name, &[], when)
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Ok if the client certificate is accepted by a verifier trusting the CA until `now + ahead`.
+pub fn client_ok(
+    ca_pem: &str,
+    pair: &PemPair,
+    now: SystemTime,
+    ahead: Duration,
+) -> Result<(), Reason> {
+    let cert = matching_cert(pair)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .build()
+        .map_err(|e| e.to_string())?;
+    verifier
+        .verify_client_cert(&cert, &[], at(now, ahead))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The node's certificates: a cluster CA, the API server's serving certificate and the admin
+//! client certificate, kept as PEM files in one directory (`DATA/server/tls/`):
+//!
+//! | file | content | mode |
+//! |---|---|---|
+//! | `ca.crt`, `ca.key` | cluster CA, ECDSA P-256, 10 years | 0644, 0600 |
+//! | `serving.crt`, `serving.key` | API server certificate, 365 days | 0644, 0600 |
+//! | `admin.crt`, `admin.key` | client `CN=admin, O=system:masters`, 365 days | 0644, 0600 |
+//!
+//! [`ensure`] runs at every start: it keeps what is usable and replaces the rest. A leaf is
+//! replaced when it is missing, does not match its key or the CA, lacks one of the current names
+//! (hostname, addresses), or expires within [`RENEW_BEFORE`]. Files are written atomically
+//! (key first, then certificate; a crash in between leaves a mismatch that the next start fixes).
+//!
+//! Limitations: certificates are only checked at start-up (a node running for 9 months
+//! renews at its next restart); the CA itself is never renewed; a `ca.crt` that cairn did not
+//! generate is refused.
+
+mod check;
+mod files;
+mod issue;
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+
+pub use check::{provider, roots};
+pub use files::write_atomic;
+pub use issue::PemPair;
+
+use issue::Ca;
+
+/// Leaf certificates are renewed when they expire within this window.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
+/// Names every serving certificate carries besides the node's own.
+const STANDARD_DNS: [&str; 5] = [
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
+
+/// The names the serving certificate must be valid for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingNames {
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+impl ServingNames {
+    /// The standard names, `hostname` (skipped if not a valid DNS name), 127.0.0.1 and `ips`.
+    pub fn new(hostname: Option<&str>, ips: impl IntoIterator<Item = IpAddr>) -> ServingNames {
+        let mut dns: Vec<String> = STANDARD_DNS.iter().map(|s| s.to_string()).collect();
+        let valid = |h: &&str| rustls::pki_types::DnsName::try_from(*h).is_ok() && !h.contains(':');
+        dns.extend(hostname.filter(valid).map(|h| h.to_ascii_lowercase()));
+        let mut ips: Vec<IpAddr> = ips.into_iter().collect();
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+        dns.sort();
+        dns.dedup();
+        ips.sort();
+        ips.dedup();
+        ServingNames { dns, ips }
+    }
+
+    /// Every name, DNS names then addresses.
+    pub fn all(&self) -> Vec<String> {
+        self.dns
+            .iter()
+            .cloned()
+            .chain(self.ips.iter().map(IpAddr::to_string))
+            .collect()
+    }
+}
+
+/// The certificates in force, in PEM.
+#[derive(Clone)]
+pub struct Pki {
+    pub ca_cert: String,
+    pub serving: PemPair,
+    pub admin: PemPair,
+}
+
+/// What [`ensure`] did, one line per file pair, for the start-up log.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+}
+
+/// Why the certificates could not be made ready.
+#[derive(Debug, Error)]
+pub enum PkiError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// A stored key rcgen cannot read, or a generation failure.
+    #[error("{}: {source}", path.display())]
+    Key { path: PathBuf, source: rcgen::Error },
+    #[error("{}: the CA certificate exists but its key is missing; restore it, or remove \
+             the directory to start a new cluster CA", path.display())]
+    CaKeyMissing { path: PathBuf },
+    #[error("{}: certificates signed with ca.key do not verify against it ({reason}); \
+             was ca.crt replaced?", path.display())]
+    ForeignCa { path: PathBuf, reason: String },
+}
+
+struct Files<'a> {
+    dir: &'a Path,
+}
+
+impl Files<'_> {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn read(&self, name: &str) -> Result<Option<String>, PkiError> {
+        let path = self.path(name);
+        files::read_optional(&path).map_err(|source| PkiError::Io { path, source })
+    }
+
+    fn write(&self, name: &str, text: &str, mode: u32) -> Result<(), PkiError> {
+        let path = self.path(name);
+        write_atomic(&path, text.as_bytes(), mode).map_err(|source| PkiError::Io { path, source })
+    }
+
+    fn read_pair(&self, stem: &str) -> Result<Option<PemPair>, PkiError> {
+        let cert = self.read(&format!("{stem}.crt"))?;
+        let key = self.read(&format!("{stem}.key"))?;
+        Ok(cert.zip(key).map(|(cert, key)| PemPair { cert, key }))
+    }
+
+    fn write_pair(&self, stem: &str, pair: &PemPair) -> Result<(), PkiError> {
+        self.write(&format!("{stem}.key"), &pair.key, 0o600)?;
+        self.write(&format!("{stem}.crt"), &pair.cert, 0o644)
+    }
+}
+
+/// Loads, renews or creates the certificates in `dir` (created with mode 0700).
+pub fn ensure(
+    dir: &Path,
+    names: &ServingNames,
+    now: SystemTime,
+) -> Result<(Pki, Report), PkiError> {
+    files::create_private_dir(dir).map_err(|source| PkiError::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let files = Files { dir };
+    let mut report = Report::default();
+    let key_err = |name: &str| {
+        let path = files.path(name);
+        move |source| PkiError::Key { path, source }
+    };
+
+    let ca = match (files.read("ca.key")?, files.read("ca.crt")?) {
+        (Some(key), cert) => {
+            let recreate = cert.is_none();
+            let ca = Ca::load(&key, cert, now).map_err(key_err("ca.key"))?;
+            if recreate {
+                files.write("ca.crt", &ca.cert_pem, 0o644)?;
+                report.lines.push("ca.crt recreated from ca.key".into());
+            } else {
+                report.lines.push("ca reused".into());
+            }
+            ca
+        }
+        (None, Some(_)) => {
+            return Err(PkiError::CaKeyMissing {
+                path: files.path("ca.key"),
+            })
+        }
+        (None, None) => {
+            let (ca, key) = Ca::generate(now).map_err(key_err("ca.key"))?;
+            files.write("ca.key", &key, 0o600)?;
+            files.write("ca.crt", &ca.cert_pem, 0o644)?;
+            report.lines.push("ca created".into());
+            ca
+        }
+    };
+
+    let serving = keep_or_issue(
+        &files,
+        "serving",
+        &mut report,
+        |pair| check::serving_ok(&ca.cert_pem, pair, names, now, RENEW_BEFORE),
+        || ca.issue_serving(names, now),
+    )?;
+    let admin = keep_or_issue(
+        &files,
+        "admin",
+        &mut report,
+        |pair| check::client_ok(&ca.cert_pem, pair, now, RENEW_BEFORE),
+        || ca.issue_client("admin", "system:masters", now),
+    )?;
+    Ok((
+        Pki {
+            ca_cert: ca.cert_pem,
+            serving,
+            admin,
+        },
+        report,
+    ))
+}
+
+/// Keeps the stored pair `stem` if `ok` accepts it; otherwise issues, checks and writes a new one.
+fn keep_or_issue(
+    files: &Files<'_>,
+    stem: &str,
+    report: &mut Report,
+    ok: impl Fn(&PemPair) -> Result<(), String>,
+    issue: impl FnOnce() -> Result<PemPair, rcgen::Error>,
+) -> Result<PemPair, PkiError> {
+    let why = match files.read_pair(stem)? {
+        Some(pair) => match ok(&pair) {
+            Ok(()) => {
+                report.lines.push(format!("{stem} reused"));
+                return Ok(pair);
+            }
+            Err(reason) => format!("renewed ({reason})"),
+        },
+        None => "created".to_owned(),
+    };
+    let path = files.path(&format!("{stem}.key"));
+    let pair = issue().map_err(|source| PkiError::Key { path, source })?;
+    ok(&pair).map_err(|reason| PkiError::ForeignCa {
+        path: files.path("ca.crt"),
+        reason,
+    })?;
+    files.write_pair(stem, &pair)?;
+    report.lines.push(format!("{stem} {why}"));
+    Ok(pair)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

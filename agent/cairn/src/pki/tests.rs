@@ -1,0 +1,189 @@
+//! `ensure` against a real directory, with the clock moved by hand.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+
+/// A fresh directory under the system temp dir (removed by the tests that pass).
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("cairn-test-{tag}-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn names(host: &str) -> ServingNames {
+    ServingNames::new(Some(host), [IpAddr::from([10, 0, 2, 15])])
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    fs::read_to_string(dir.join(name)).unwrap()
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 24 * 60 * 60)
+}
+
+#[test]
+fn serving_names() {
+    let n = ServingNames::new(Some("Edge-1"), [IpAddr::from([127, 0, 0, 1])]);
+    assert_eq!(
+        n.all(),
+        [
+            "edge-1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+            "127.0.0.1"
+        ]
+    );
+    assert!(!ServingNames::new(Some("bad name"), [])
+        .dns
+        .iter()
+        .any(|d| d.contains(' ')));
+}
+
+#[test]
+fn creates_then_reuses() {
+    let dir = temp_dir("pki");
+    let now = SystemTime::now();
+    let (pki, report) = ensure(&dir, &names("edge-1"), now).unwrap();
+    assert_eq!(
+        report.lines,
+        ["ca created", "serving created", "admin created"]
+    );
+    for (file, mode) in [
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("serving.crt", 0o644),
+        ("serving.key", 0o600),
+        ("admin.crt", 0o644),
+        ("admin.key", 0o600),
+    ] {
+        let meta = fs::metadata(dir.join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+    }
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(pki.ca_cert, read(&dir, "ca.crt"));
+    assert_eq!(pki.serving.key, read(&dir, "serving.key"));
+
+    let (again, report) = ensure(&dir, &names("edge-1"), now + days(200)).unwrap();
+    assert_eq!(
+        report.lines,
+        ["ca reused", "serving reused", "admin reused"]
+    );
+    assert_eq!(again.serving.cert, pki.serving.cert);
+    assert_eq!(again.admin.cert, pki.admin.cert);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn renews_leaves_close_to_expiry() {
+    let dir = temp_dir("pki");
+    let now = SystemTime::now();
+    let (pki, _) = ensure(&dir, &names("edge-1"), now).unwrap();
+    let (renewed, report) = ensure(&dir, &names("edge-1"), now + days(300)).unwrap();
+    assert_eq!(report.lines[0], "ca reused");
+    assert!(
+        report.lines[1].starts_with("serving renewed ("),
+        "{:?}",
+        report.lines
+    );
+    assert!(
+        report.lines[2].starts_with("admin renewed ("),
+        "{:?}",
+        report.lines
+    );
+    assert_eq!(renewed.ca_cert, pki.ca_cert);
+    assert_ne!(renewed.serving.cert, pki.serving.cert);
+    assert_eq!(renewed.serving.cert, read(&dir, "serving.crt"));
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn renews_serving_for_new_names() {
+    let dir = temp_dir("pki");
+    let now = SystemTime::now();
+    ensure(&dir, &names("edge-1"), now).unwrap();
+    let (_, report) = ensure(&dir, &names("edge-2"), now).unwrap();
+    assert!(
+        report.lines[1].starts_with("serving renewed (edge-2:"),
+        "{:?}",
+        report.lines
+    );
+    assert_eq!(report.lines[2], "admin reused");
+    let more = ServingNames::new(
+        Some("edge-2"),
+        [IpAddr::from([10, 0, 2, 15]), IpAddr::from([192, 168, 1, 9])],
+    );
+    let (_, report) = ensure(&dir, &more, now).unwrap();
+    assert!(
+        report.lines[1].starts_with("serving renewed (192.168.1.9:"),
+        "{:?}",
+        report.lines
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn repairs_mismatched_or_missing_files() {
+    let dir = temp_dir("pki");
+    let now = SystemTime::now();
+    let (pki, _) = ensure(&dir, &names("edge-1"), now).unwrap();
+    // A crash between writing the new key and the new certificate.
+    fs::write(dir.join("serving.key"), &pki.admin.key).unwrap();
+    fs::remove_file(dir.join("admin.crt")).unwrap();
+    let (_, report) = ensure(&dir, &names("edge-1"), now).unwrap();
+    assert!(
+        report.lines[1].starts_with("serving renewed ("),
+        "{:?}",
+        report.lines
+    );
+    assert_eq!(report.lines[2], "admin created");
+    // The CA certificate is rebuilt from its key; certificates it signed stay valid.
+    fs::remove_file(dir.join("ca.crt")).unwrap();
+    let (_, report) = ensure(&dir, &names("edge-1"), now).unwrap();
+    assert_eq!(
+        report.lines,
+        [
+            "ca.crt recreated from ca.key",
+            "serving reused",
+            "admin reused"
+        ]
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn refuses_a_ca_without_key_or_a_foreign_ca() {
+    let dir = temp_dir("pki");
+    let now = SystemTime::now();
+    ensure(&dir, &names("edge-1"), now).unwrap();
+    let ca_key = read(&dir, "ca.key");
+    fs::remove_file(dir.join("ca.key")).unwrap();
+    let err = ensure(&dir, &names("edge-1"), now).err().unwrap();
+    assert!(matches!(err, PkiError::CaKeyMissing { .. }), "{err}");
+    assert!(err
+        .to_string()
+        .contains("ca.key: the CA certificate exists but its key is missing"));
+
+    // Another cluster's ca.crt next to this cluster's ca.key.
+    let other = temp_dir("pki-other");
+    ensure(&other, &names("edge-1"), now).unwrap();
+    fs::write(dir.join("ca.key"), ca_key).unwrap();
+    fs::copy(other.join("ca.crt"), dir.join("ca.crt")).unwrap();
+    let err = ensure(&dir, &names("edge-1"), now).err().unwrap();
+    assert!(matches!(err, PkiError::ForeignCa { .. }), "{err}");
+    fs::remove_dir_all(dir).unwrap();
+    fs::remove_dir_all(other).unwrap();
+}

@@ -1,0 +1,136 @@
+//! What cairn reads from `/proc`: uptime and init's memory for the ready marker, the hostname,
+//! and the local IPv4 addresses for the serving certificate. Parsers are pure for testing.
+
+use std::fs;
+use std::net::Ipv4Addr;
+
+/// The console marker printed once HTTPS is serving (docs/design.md, "Boot sequence").
+pub fn ready_line() -> String {
+    let uptime = fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| parse_uptime_ms(&t));
+    let rss = fs::read_to_string("/proc/1/status")
+        .ok()
+        .and_then(|t| parse_vm_rss_kb(&t));
+    format!(
+        "cairn: ready uptime_ms={} init_rss_kb={}",
+        uptime.unwrap_or(0),
+        rss.unwrap_or(0)
+    )
+}
+
+/// Milliseconds since boot (CLOCK_BOOTTIME) from `/proc/uptime` ("12.34 56.78").
+pub fn parse_uptime_ms(text: &str) -> Option<u64> {
+    let first = text.split_whitespace().next()?;
+    let (secs, frac) = first.split_once('.').unwrap_or((first, "0"));
+    let secs: u64 = secs.parse().ok()?;
+    // The kernel prints two decimals; take up to three as milliseconds.
+    let mut ms = 0;
+    for (i, c) in frac.chars().chain("000".chars()).take(3).enumerate() {
+        ms += c.to_digit(10)? as u64 * [100, 10, 1][i];
+    }
+    Some(secs * 1000 + ms)
+}
+
+/// `VmRSS` in kB from a `/proc/<pid>/status` text.
+pub fn parse_vm_rss_kb(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The kernel's hostname (`/proc/sys/kernel/hostname`), if set.
+pub fn kernel_hostname() -> Option<String> {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != "(none)").then(|| name.to_owned())
+}
+
+/// The IPv4 addresses assigned to local interfaces, loopback included, sorted.
+pub fn local_ipv4_addrs() -> Vec<Ipv4Addr> {
+    fs::read_to_string("/proc/net/fib_trie")
+        .map(|t| parse_fib_trie(&t))
+        .unwrap_or_default()
+}
+
+/// Local addresses from `/proc/net/fib_trie`: a leaf `|-- A.B.C.D` followed by `/32 host LOCAL`.
+pub fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
+    let mut leaf = None;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            leaf = addr.parse::<Ipv4Addr>().ok();
+        } else if line.starts_with("/32 host LOCAL") {
+            out.extend(leaf);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime() {
+        assert_eq!(parse_uptime_ms("12.34 56.78\n"), Some(12_340));
+        assert_eq!(parse_uptime_ms("0.05 0.00"), Some(50));
+        assert_eq!(parse_uptime_ms("7 1"), Some(7_000));
+        assert_eq!(parse_uptime_ms("3.1234 1"), Some(3_123));
+        assert_eq!(parse_uptime_ms(""), None);
+        assert_eq!(parse_uptime_ms("x.1 2"), None);
+    }
+
+    #[test]
+    fn rss() {
+        let status = "Name:\tinit\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t1\n";
+        assert_eq!(parse_vm_rss_kb(status), Some(1234));
+        assert_eq!(parse_vm_rss_kb("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn ready_line_format() {
+        let line = ready_line();
+        let rest = line.strip_prefix("cairn: ready uptime_ms=").unwrap();
+        let (up, rss) = rest.split_once(" init_rss_kb=").unwrap();
+        up.parse::<u64>().unwrap();
+        rss.parse::<u64>().unwrap();
+    }
+
+    #[test]
+    fn fib_trie() {
+        let text = "Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 10.0.2.0/24 2 0 2
+        +-- 10.0.2.0/28 2 0 2
+           |-- 10.0.2.0
+              /24 link UNICAST
+           |-- 10.0.2.15
+              /32 host LOCAL
+        |-- 10.0.2.255
+           /32 link BROADCAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+Local:
+  +-- 0.0.0.0/0 3 0 5
+           |-- 10.0.2.15
+              /32 host LOCAL
+";
+        assert_eq!(
+            parse_fib_trie(text),
+            [Ipv4Addr::new(10, 0, 2, 15), Ipv4Addr::LOCALHOST]
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! `cairn server` and `cairn agent`: certificates, then HTTPS until a signal.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use cairn_config::{NodeConfig, Role};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use cairn::apiserver::{self, version::VersionInfo, Router};
+use cairn::{kubeconfig, pki, procfs};
+
+use crate::cli::{AgentArgs, CommonArgs, ServerArgs};
+
+/// Read when `--node-config` is not given; missing or invalid means defaults, as for init.
+const DEFAULT_NODE_CONFIG: &str = "/boot/cairn/node.yaml";
+
+pub fn server(args: ServerArgs) -> Result<()> {
+    let node = load_node_config(args.common.node_config.as_deref())?;
+    serve(
+        Role::Server,
+        &args.common,
+        &node,
+        args.write_kubeconfig.as_deref(),
+    )
+}
+
+pub fn agent(args: AgentArgs) -> Result<()> {
+    let node = load_node_config(args.common.node_config.as_deref())?;
+    let Some(server) = args.server.or_else(|| node.server.clone()) else {
+        bail!("an agent needs a server: --server URL, CAIRN_URL or `server:` in the node config");
+    };
+    let token = if args.token.or_else(|| node.token.clone()).is_some() {
+        "set"
+    } else {
+        "none"
+    };
+    eprintln!("cairn: agent of {server} (token {token}); joining is not implemented yet");
+    serve(Role::Agent, &args.common, &node, None)
+}
+
+fn load_node_config(explicit: Option<&Path>) -> Result<NodeConfig> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_NODE_CONFIG));
+    let name = path.display().to_string();
+    let parsed = match fs::read_to_string(path) {
+        Ok(text) => NodeConfig::parse(&text, &name).map_err(anyhow::Error::from),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && explicit.is_none() => {
+            return Ok(NodeConfig::default());
+        }
+        Err(e) => Err(anyhow::Error::from(e).context(name)),
+    };
+    match (parsed, explicit) {
+        (Ok(config), _) => Ok(config),
+        (Err(e), Some(_)) => Err(e),
+        (Err(e), None) => {
+            eprintln!("cairn: {e:#}; using defaults");
+            Ok(NodeConfig::default())
+        }
+    }
+}
+
+fn serve(
+    role: Role,
+    args: &CommonArgs,
+    node: &NodeConfig,
+    kubeconfig: Option<&Path>,
+) -> Result<()> {
+    let role_name = role.as_str();
+    let tls_dir = args.data_dir.join(role_name).join("tls");
+    eprintln!(
+        "cairn: {role_name} starting, data dir {}",
+        args.data_dir.display()
+    );
+
+    let hostname = node
+        .hostname
+        .as_ref()
+        .map(|h| h.to_string())
+        .or_else(procfs::kernel_hostname);
+    let mut ips: Vec<IpAddr> = procfs::local_ipv4_addrs()
+        .into_iter()
+        .map(IpAddr::V4)
+        .collect();
+    if !args.bind_address.is_unspecified() {
+        ips.push(args.bind_address);
+    }
+    let names = pki::ServingNames::new(hostname.as_deref(), ips);
+    let (certs, report) = pki::ensure(&tls_dir, &names, SystemTime::now())
+        .with_context(|| format!("certificates in {}", tls_dir.display()))?;
+    eprintln!(
+        "cairn: tls {}: {}",
+        tls_dir.display(),
+        report.lines.join(", ")
+    );
+    eprintln!("cairn: serving names {}", names.all().join(","));
+    let tls = apiserver::tls::server_config(&certs).context("TLS configuration")?;
+    let router = Router::new(&VersionInfo::current());
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let bind = SocketAddr::new(args.bind_address, args.https_listen_port);
+        let listener = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("listening on {bind}"))?;
+        let local = listener.local_addr().context("local address")?;
+        eprintln!("cairn: listening on https://{local}");
+        if let Some(path) = kubeconfig {
+            write_kubeconfig(path, local, &certs)?;
+        }
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{}", procfs::ready_line())
+            .and_then(|()| stdout.flush())
+            .ok();
+        drop(stdout);
+
+        let shutdown = async {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            eprintln!("cairn: {name}, shutting down");
+        };
+        apiserver::serve(listener, tls, router, shutdown).await;
+        eprintln!("cairn: stopped");
+        Ok(())
+    })
+}
+
+/// Writes the admin kubeconfig pointing at this server: loopback unless bound to one address.
+fn write_kubeconfig(path: &Path, local: SocketAddr, certs: &pki::Pki) -> Result<()> {
+    let host = match local.ip() {
+        ip if ip.is_unspecified() || ip.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let url = format!("https://{}", SocketAddr::new(host, local.port()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = kubeconfig::render(&url, certs);
+    pki::write_atomic(path, text.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("cairn: wrote kubeconfig {} for {url}", path.display());
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! `cairn server` as init runs it: real process, real TLS, real signals.
+//!
+//! Starts the binary on 127.0.0.1 with an ephemeral port and a temporary data dir, talks to it
+//! with a rustls client that trusts only the generated CA, stops it with SIGTERM, and starts it
+//! again to check that the certificates are reused.
+
+use std::fs;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+struct Server {
+    child: Child,
+    port: u16,
+    ready: String,
+    /// stderr up to the "listening on" line.
+    log: Vec<String>,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
+            .arg("--node-config")
+            .arg(data.join("node.yaml"))
+            .arg("--write-kubeconfig")
+            .arg(data.join("admin.kubeconfig"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cairn");
+        let (tx, stderr) = mpsc::channel();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                eprintln!("[cairn] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let mut port = None;
+        let mut log = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while port.is_none() {
+            let line = stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("cairn did not report its address");
+            port = line
+                .strip_prefix("cairn: listening on https://127.0.0.1:")
+                .map(|p| p.parse().unwrap());
+            log.push(line);
+        }
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        Server {
+            child,
+            port: port.unwrap(),
+            ready,
+            log,
+        }
+    }
+
+    /// SIGTERM, then the exit status within two seconds.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("cairn did not exit within 2 s of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_dir(data: &Path) -> PathBuf {
+    data.join("server/tls")
+}
+
+fn client_config(data: &Path, alpn: &[&[u8]], client_cert: bool) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(tls_dir(data).join("ca.crt")).unwrap())
+        .unwrap();
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+    let mut config = if client_cert {
+        let cert = CertificateDer::from_pem_file(tls_dir(data).join("admin.crt")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(tls_dir(data).join("admin.key")).unwrap();
+        builder.with_client_auth_cert(vec![cert], key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+fn connect(port: u16, config: Arc<ClientConfig>, name: &str) -> (ClientConnection, TcpStream) {
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let mut conn = ClientConnection::new(config, name).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).expect("TLS handshake");
+    }
+    (conn, sock)
+}
+
+/// One HTTP/1.1 request; returns (status code, content type, body).
+fn get(port: u16, config: Arc<ClientConfig>, name: &str, path: &str) -> (u16, String, String) {
+    let (mut conn, mut sock) = connect(port, config, name);
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    match tls.read_to_end(&mut raw) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => panic!("reading {path}: {e}"),
+    }
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (code, content_type, body.to_owned())
+}
+
+fn temp_data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cairn-serve-test-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn read_tls_files(data: &Path) -> Vec<(String, Vec<u8>)> {
+    [
+        "ca.crt",
+        "ca.key",
+        "serving.crt",
+        "serving.key",
+        "admin.crt",
+        "admin.key",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), fs::read(tls_dir(data).join(f)).unwrap()))
+    .collect()
+}
+
+#[test]
+fn serves_https_and_reuses_certificates() {
+    let data = temp_data_dir();
+    fs::write(data.join("node.yaml"), "hostname: test-node\n").unwrap();
+    let server = Server::start(&data);
+    let line = server.ready.trim_end();
+    let rest = line
+        .strip_prefix("cairn: ready uptime_ms=")
+        .unwrap_or_else(|| panic!("{line:?}"));
+    let (uptime, rss) = rest.split_once(" init_rss_kb=").unwrap();
+    assert!(
+        uptime.parse::<u64>().is_ok() && rss.parse::<u64>().is_ok(),
+        "{line:?}"
+    );
+
+    let port = server.port;
+    let anonymous = client_config(&data, &[], false);
+    for name in ["localhost", "127.0.0.1", "test-node", "kubernetes.default"] {
+        let (code, ct, body) = get(port, anonymous.clone(), name, "/readyz");
+        assert_eq!(
+            (code, ct.as_str(), body.as_str()),
+            (200, "text/plain; charset=utf-8", "ok"),
+            "{name}"
+        );
+    }
+    let (code, _, body) = get(port, anonymous.clone(), "localhost", "/livez?verbose");
+    assert_eq!((code, body.as_str()), (200, "ok"));
+
+    let (code, ct, body) = get(port, anonymous.clone(), "localhost", "/version");
+    assert_eq!((code, ct.as_str()), (200, "application/json"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["major"].as_str(), v["minor"].as_str()),
+        (Some("1"), Some("35"))
+    );
+    assert!(v["gitVersion"]
+        .as_str()
+        .unwrap()
+        .starts_with("v1.35.0+cairn-"));
+
+    let (code, ct, body) = get(port, anonymous.clone(), "localhost", "/api/v1/nodes");
+    assert_eq!((code, ct.as_str()), (404, "application/json"));
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["apiVersion"], "v1");
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NotFound");
+    assert_eq!(status["code"], 404);
+
+    // The admin client certificate is accepted; ALPN offers HTTP/2.
+    let admin = client_config(&data, &[b"h2", b"http/1.1"], true);
+    let (conn, _sock) = connect(port, admin, "localhost");
+    assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]));
+    drop(conn);
+
+    // An unrelated name is refused by the client's certificate check.
+    let name = ServerName::try_from("example.com").unwrap();
+    let mut conn = ClientConnection::new(client_config(&data, &[], false), name).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut handshake = Ok((0, 0));
+    while conn.is_handshaking() && handshake.is_ok() {
+        handshake = conn.complete_io(&mut sock);
+    }
+    assert!(handshake.is_err(), "certificate accepted for example.com");
+
+    let kubeconfig = fs::read_to_string(data.join("admin.kubeconfig")).unwrap();
+    assert!(
+        kubeconfig.contains(&format!("server: https://127.0.0.1:{port}\n")),
+        "{kubeconfig}"
+    );
+    let before = read_tls_files(&data);
+
+    assert!(
+        server.stop().success(),
+        "cairn exited with an error after SIGTERM"
+    );
+
+    let server = Server::start(&data);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|l| l.ends_with(": ca reused, serving reused, admin reused")),
+        "{:?}",
+        server.log
+    );
+    let (code, _, _) = get(
+        server.port,
+        client_config(&data, &[], false),
+        "localhost",
+        "/healthz",
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        read_tls_files(&data),
+        before,
+        "certificates changed on restart"
+    );
+    assert!(server.stop().success());
+    fs::remove_dir_all(&data).unwrap();
+}
