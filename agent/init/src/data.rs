@@ -1,0 +1,244 @@
+//! The data partition (`cairn-data`, ext4 at `/var`): grown, formatted, checked or recreated,
+//! then mounted and grown online. Losing `/var` means losing the node's state, so the only
+//! path that reformats an existing filesystem is "e2fsck -y could not repair it".
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use nix::mount::MsFlags;
+
+use crate::blockdev;
+use crate::config::Board;
+use crate::error::{bail, Context, Result};
+use crate::log::line;
+use crate::{gpt, mounts, sys};
+
+pub const LABEL: &str = "cairn-data";
+const MKE2FS: &str = "/usr/sbin/mke2fs";
+const E2FSCK: &str = "/usr/sbin/e2fsck";
+
+/// The ext4 superblock facts init needs; `None` from [`Ext4Super::parse`] means "no ext4".
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ext4Super {
+    pub block_size: u64,
+    pub blocks: u64,
+}
+
+impl Ext4Super {
+    /// Parses the 1024-byte superblock found at byte 1024 of the device.
+    pub fn parse(sb: &[u8]) -> Option<Ext4Super> {
+        if sb.len() < 1024 || u16::from_le_bytes([sb[56], sb[57]]) != 0xEF53 {
+            return None;
+        }
+        let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+        let log = u32_at(0x18);
+        if log > 6 {
+            return None;
+        }
+        let mut blocks = u64::from(u32_at(0x4));
+        if u32_at(0x60) & 0x80 != 0 {
+            blocks |= u64::from(u32_at(0x150)) << 32; // INCOMPAT_64BIT: s_blocks_count_hi
+        }
+        Some(Ext4Super {
+            block_size: 1024 << log,
+            blocks,
+        })
+    }
+
+    pub fn read(dev: &str) -> Result<Option<Ext4Super>> {
+        let file = File::open(dev).context(format!("open {dev}"))?;
+        let mut sb = vec![0u8; 1024];
+        file.read_exact_at(&mut sb, 1024)
+            .context(format!("read superblock of {dev}"))?;
+        Ok(Ext4Super::parse(&sb))
+    }
+}
+
+/// What an `e2fsck` exit code means for the boot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fsck {
+    Clean,
+    Repaired,
+    Failed,
+}
+
+pub fn fsck_outcome(code: Option<i32>) -> Fsck {
+    match code {
+        Some(0) => Fsck::Clean,
+        Some(1..=3) => Fsck::Repaired,
+        _ => Fsck::Failed,
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<Option<i32>> {
+    let status = sys::command(program)
+        .args(args)
+        .status()
+        .context(format!("run {program}"))?;
+    Ok(status.code())
+}
+
+fn mkfs(dev: &str, force: bool) -> Result<()> {
+    let mut args = vec![
+        "-q",
+        "-t",
+        "ext4",
+        "-L",
+        LABEL,
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1",
+    ];
+    if force {
+        args.push("-F");
+    }
+    args.push(dev);
+    match run(MKE2FS, &args)? {
+        Some(0) => Ok(()),
+        code => bail!("mke2fs {dev} failed (exit {code:?})"),
+    }
+}
+
+/// Makes sure `dev` holds a usable ext4, logging the `data ...` marker.
+fn check_or_format(dev: &str) -> Result<()> {
+    if Ext4Super::read(dev)?.is_none() {
+        mkfs(dev, false)?;
+        info!("data formatted dev={dev}");
+        return Ok(());
+    }
+    match fsck_outcome(run(E2FSCK, &["-p", dev])?) {
+        Fsck::Clean => info!("data clean dev={dev}"),
+        Fsck::Repaired => info!("data repaired dev={dev}"),
+        Fsck::Failed => {
+            warn!("e2fsck -p could not repair {dev}, trying e2fsck -y");
+            let code = run(E2FSCK, &["-y", dev])?;
+            if fsck_outcome(code) != Fsck::Failed {
+                info!("data repaired dev={dev}");
+                return Ok(());
+            }
+            line(
+                2,
+                "!!! ================================================================ !!!",
+            );
+            line(
+                2,
+                &format!("!!! data filesystem on {dev} is beyond repair (e2fsck -y exit {code:?})"),
+            );
+            line(
+                2,
+                "!!! RECREATING IT: all node state on the data partition is lost      !!!",
+            );
+            line(
+                2,
+                "!!! ================================================================ !!!",
+            );
+            mkfs(dev, true)?;
+            info!("data recreated dev={dev}");
+        }
+    }
+    Ok(())
+}
+
+/// Finds, prepares and mounts the data partition at `/var`.
+pub fn prepare(board: &Board) -> Result<()> {
+    let (name, others) = blockdev::wait_for(LABEL, Duration::from_secs(10))?;
+    if !others.is_empty() {
+        warn!(
+            "several {LABEL} partitions ({name} {}), using {name}",
+            others.join(" ")
+        );
+    }
+    let dev = format!("/dev/{name}");
+    if board.grow_data {
+        match gpt::grow_partition(&name) {
+            Ok(Some((old, new))) => info!("data grown dev={dev} partition_bytes={old}->{new}"),
+            Ok(None) => {}
+            Err(e) => warn!("cannot grow {dev}: {e}"),
+        }
+    }
+    check_or_format(&dev)?;
+    let Some(sb) = Ext4Super::read(&dev)? else {
+        bail!("no ext4 superblock on {dev} after mke2fs")
+    };
+    mounts::mount_fs(&dev, "/var", "ext4", MsFlags::MS_NOATIME, None)?;
+    let part_bytes = blockdev::sys_u64(&name, "size")? * 512;
+    let want = part_bytes / sb.block_size;
+    // mke2fs may leave a few blocks at the end unused; only a real grow is worth a resize.
+    if want.saturating_sub(sb.blocks) * sb.block_size >= 1 << 20 {
+        let grown = File::open("/var")
+            .context("open /var")
+            .and_then(|d| sys::ext4_resize(&d, want));
+        match grown {
+            Ok(()) => info!("data grown dev={dev} fs_blocks={}->{want}", sb.blocks),
+            Err(e) => warn!("cannot grow the filesystem on {dev}: {e}"),
+        }
+    }
+    for dir in ["/var/lib/cairn", "/var/log"] {
+        fs::create_dir_all(dir).context(format!("mkdir {dir}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn superblock(log: u32, lo: u32, hi: Option<u32>) -> Vec<u8> {
+        let mut sb = vec![0u8; 1024];
+        sb[56..58].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[0x4..0x8].copy_from_slice(&lo.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&log.to_le_bytes());
+        if let Some(hi) = hi {
+            sb[0x60..0x64].copy_from_slice(&0x2c2u32.to_le_bytes());
+            sb[0x150..0x154].copy_from_slice(&hi.to_le_bytes());
+        }
+        sb
+    }
+
+    #[test]
+    fn superblock_fields() {
+        assert_eq!(
+            Ext4Super::parse(&superblock(2, 262144, None)),
+            Some(Ext4Super {
+                block_size: 4096,
+                blocks: 262144
+            })
+        );
+        assert_eq!(
+            Ext4Super::parse(&superblock(2, 5, Some(1))).unwrap().blocks,
+            (1 << 32) + 5
+        );
+        assert_eq!(Ext4Super::parse(&vec![0u8; 1024]), None);
+        assert_eq!(Ext4Super::parse(&superblock(40, 1, None)), None);
+    }
+
+    /// Cross-check with e2fsprogs when it is installed.
+    #[test]
+    fn mke2fs_superblock() {
+        let path = std::env::temp_dir().join(format!("cairn-init-ext4-{}.img", std::process::id()));
+        File::create(&path).unwrap().set_len(48 << 20).unwrap();
+        let path_str = path.to_str().unwrap();
+        let made = std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", path_str])
+            .status();
+        if !made.map(|s| s.success()).unwrap_or(false) {
+            eprintln!("mke2fs not available, skipping");
+            let _ = fs::remove_file(&path);
+            return;
+        }
+        let sb = Ext4Super::read(path_str).unwrap();
+        let _ = fs::remove_file(&path);
+        let sb = sb.unwrap();
+        assert_eq!(sb.blocks * sb.block_size, 48 << 20);
+    }
+
+    #[test]
+    fn fsck_codes() {
+        assert_eq!(fsck_outcome(Some(0)), Fsck::Clean);
+        assert_eq!(fsck_outcome(Some(1)), Fsck::Repaired);
+        assert_eq!(fsck_outcome(Some(2)), Fsck::Repaired);
+        assert_eq!(fsck_outcome(Some(4)), Fsck::Failed);
+        assert_eq!(fsck_outcome(Some(8)), Fsck::Failed);
+        assert_eq!(fsck_outcome(None), Fsck::Failed);
+    }
+}

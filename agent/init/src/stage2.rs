@@ -1,0 +1,67 @@
+//! Stage 2: `/sbin/init` on the read-only root, still PID 1. Prepares the writable parts of
+//! the system, the network, and hands over to the supervisor loop.
+
+use std::convert::Infallible;
+use std::fs;
+use std::time::Duration;
+
+use nix::mount::MsFlags;
+
+use crate::config::{self, Board};
+use crate::error::Result;
+use crate::net::{self, Network};
+use crate::stage1::BOOT_LABEL;
+use crate::{blockdev, data, log, modules, mounts, supervisor};
+
+pub fn run() -> Result<Infallible> {
+    let uptime = crate::uptime_ms();
+    supervisor::block_signals()?;
+    // Idempotent: only mounts what stage 1 did not (a boot without initramfs).
+    let early = mounts::mount_early();
+    log::ensure_console();
+    log::open_kmsg();
+    info!("start stage=2 uptime_ms={uptime}");
+    early?;
+    // Ctrl-Alt-Del now reaches us as SIGINT instead of rebooting on the spot.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        warn!("cannot disable Ctrl-Alt-Del: {e}");
+    }
+    let cmdline = crate::cmdline();
+    mounts::mount_stage2()?;
+    modules::load_listed();
+    mount_boot();
+    let cfg = config::render();
+    data::prepare(&Board::load())?;
+
+    let iface = net::wait_for_interface(cfg.interface.as_deref(), Duration::from_secs(10));
+    let hostname = cfg.hostname.clone().unwrap_or_else(|| {
+        net::default_hostname(net::interfaces().first().and_then(|i| net::mac_of(i)))
+    });
+    if let Err(e) = nix::unistd::sethostname(&hostname) {
+        warn!("sethostname {hostname}: {e}");
+    }
+    if let Err(e) = fs::write("/run/cairn/hostname", format!("{hostname}\n")) {
+        warn!("write /run/cairn/hostname: {e}");
+    }
+    let net = Network::start(&cfg, iface, &hostname);
+    supervisor::run(&cfg, net, cmdline.cad)
+}
+
+/// Mounts the boot partition read-only at `/boot`; without it the node runs on defaults.
+fn mount_boot() {
+    let mounted = blockdev::wait_for(BOOT_LABEL, Duration::from_secs(10)).and_then(|(name, _)| {
+        let dev = format!("/dev/{name}");
+        mounts::mount_fs(
+            &dev,
+            "/boot",
+            "vfat",
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        )
+        .map(|()| dev)
+    });
+    match mounted {
+        Ok(dev) => info!("boot mounted dev={dev}"),
+        Err(e) => warn!("boot partition: {e}"),
+    }
+}
