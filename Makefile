@@ -78,15 +78,15 @@ qemu: cairnctl
 
 unit-test:
 	$(HOST_CARGO) test --workspace --exclude cairnctl
-	$(HOST_CARGO) test -p cairnctl --lib --bins
+	$(HOST_CARGO) test -p cairnctl --lib --bins --test config
 
 boot-test: cairnctl
-	$(HOST_CARGO) test -p cairnctl --test boot -- --test-threads=2
+	$(HOST_CARGO) test -p cairnctl --test reproducible --test boot -- --test-threads=2
 
 test: unit-test images boot-test
 
 bench: images
-	bash ci/bench.sh
+	$(CAIRNCTL) bench $(QEMU_BOARDS)
 
 clean:
 	rm -rf out target

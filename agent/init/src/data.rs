@@ -99,9 +99,19 @@ fn mkfs(dev: &str, force: bool) -> Result<()> {
     }
 }
 
+/// Whether the first MiB of `dev` is all zeros (a partition never formatted).
+fn is_blank(dev: &str) -> Result<bool> {
+    let file = File::open(dev).context(format!("open {dev}"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    file.read_exact_at(&mut buf, 0).context(format!("read {dev}"))?;
+    Ok(buf.iter().all(|&b| b == 0))
+}
+
 /// Makes sure `dev` holds a usable ext4, logging the `data ...` marker.
 fn check_or_format(dev: &str) -> Result<()> {
-    if Ext4Super::read(dev)?.is_none() {
+    // Only a blank partition (as shipped: its first MiB written as zeros) is formatted
+    // outright. A damaged primary superblock goes through e2fsck, which finds the backups.
+    if Ext4Super::read(dev)?.is_none() && is_blank(dev)? {
         mkfs(dev, false)?;
         info!("data formatted dev={dev}");
         return Ok(());

@@ -42,7 +42,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
-    for t in ["apt-get", "dpkg-deb", "mksquashfs", "mkfs.vfat", "mcopy", "sfdisk", "bmaptool"] {
+    for t in ["apt-get", "dpkg-deb", "depmod", "mksquashfs", "mkfs.vfat", "mcopy", "sfdisk", "bmaptool"] {
         tools::find(t)?;
     }
 
@@ -58,7 +58,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
     p.done(&format!("cairn-init {}, cairn {}", mib(binaries[0].size), mib(binaries[1].size)));
 
     p.step(&format!("kernel {} {} ({})", b.kernel.package, b.kernel.version, arch.debian()));
-    let kdeb = debs::fetch(&b.kernel.package, arch.debian(), Some(&b.kernel.version))?;
+    let kdeb = debs::fetch(&b.kernel.package, arch.debian(), &b.kernel.version)?;
     debs::verify_version(&kdeb)?;
     let kroot = work.join("kernel");
     debs::extract(&kdeb, &kroot)?;
@@ -68,6 +68,8 @@ pub fn build(o: &Options) -> Result<Manifest> {
     if !vmlinuz.is_file() {
         bail!("{} has no boot/vmlinuz-{krel}", kdeb.path.display());
     }
+    // Debian generates modules.dep at install time; the package ships only modules.order.
+    tools::run(Command::new("depmod").arg("-b").arg(&kroot).arg(&krel))?;
     p.done(&format!("{} ({})", kdeb.path.display(), mib(std::fs::metadata(&vmlinuz)?.len())));
 
     p.step("Debian packages");
@@ -78,9 +80,9 @@ pub fn build(o: &Options) -> Result<Manifest> {
     if b.boot.chain == BootChain::Uefi {
         wanted.push(("systemd-boot-efi".into(), arch.debian().into()));
     }
-    for (name, a) in &wanted {
-        let fetch_arch = if a == "all" { arch.debian() } else { a };
-        let deb = debs::fetch(name, fetch_arch, None)?;
+    let versions = debs::candidates(&wanted)?;
+    for ((name, a), version) in wanted.iter().zip(&versions) {
+        let deb = debs::fetch(name, a, version)?;
         debs::extract(&deb, &pkgroot)?;
         packages.push(deb);
     }
@@ -90,7 +92,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
     let db = kmod::ModuleDb::load(&moddir)?;
     let mods = db.closure(&b.modules).with_context(|| format!("board-configs/{}.yaml: modules", b.name))?;
     let moddep = db.filtered_dep(&mods);
-    let modlist: String = b.modules.iter().map(|m| format!("{m}\n")).collect();
+    let modlist: String = b.modules.iter().filter(|m| !db.is_builtin(m)).map(|m| format!("{m}\n")).collect();
     let lay_modules = |root: &Path| -> Result<u64> {
         let mut bytes = 0;
         for m in &mods {
@@ -135,7 +137,9 @@ pub fn build(o: &Options) -> Result<Manifest> {
             .arg(&root)
             .arg(&squash)
             .args(["-noappend", "-comp", "zstd", "-Xcompression-level", "19", "-all-root", "-no-xattrs"])
-            .args(["-all-time", &e, "-mkfs-time", &e, "-quiet", "-no-progress"]),
+            .args(["-all-time", &e, "-mkfs-time", &e, "-quiet", "-no-progress"])
+            // mksquashfs refuses SOURCE_DATE_EPOCH together with explicit times.
+            .env_remove("SOURCE_DATE_EPOCH"),
     )?;
     let squash_len = std::fs::metadata(&squash)?.len();
     p.done(&mib(squash_len));

@@ -32,21 +32,18 @@ pub struct Deb {
     pub sha256: String,
 }
 
-/// Fetches `name:arch` (at `version`, or the candidate apt would pick when `None`).
-pub fn fetch(name: &str, arch: &str, version: Option<&str>) -> Result<Deb> {
+/// Fetches `name:arch` at `version` (arch `all` for architecture-independent packages).
+pub fn fetch(name: &str, arch: &str, version: &str) -> Result<Deb> {
     let dir = cache_dir().join("debs");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let version = match version {
-        Some(v) => v.to_string(),
-        None => candidate(name, arch)?,
-    };
+    let version = version.to_string();
     // Debian file names encode an epoch's colon as %3a.
     let file_version = version.replace(':', "%3a");
     let existing = find_cached(&dir, name, &file_version, arch);
     let path = match existing {
         Some(p) => p,
         None => {
-            let spec = format!("{name}:{arch}={version}");
+            let spec = if arch == "all" { format!("{name}={version}") } else { format!("{name}:{arch}={version}") };
             tools::run(Command::new("apt-get").arg("download").arg("-q").arg(&spec).current_dir(&dir))
                 .with_context(|| {
                     format!("downloading {spec}; is the pin still in the archive? `make deps` runs apt-get update")
@@ -67,24 +64,37 @@ fn find_cached(dir: &Path, name: &str, version: &str, arch: &str) -> Option<Path
         .find(|p| p.is_file())
 }
 
-/// The version apt would install for `name:arch`, preferring bookworm main so every
-/// architecture gets the same one.
-fn candidate(name: &str, arch: &str) -> Result<String> {
-    let out = tools::run(Command::new("apt-cache").args(["madison", &format!("{name}:{arch}")]))?;
+/// The versions apt would install for each `(name, arch)` (arch `all` for
+/// architecture-independent packages), preferring bookworm main so every architecture gets
+/// the same one. One `apt-cache` call for all of them (each call costs seconds).
+pub fn candidates(wanted: &[(String, String)]) -> Result<Vec<String>> {
+    let spec = |(n, a): &(String, String)| if a == "all" { n.clone() } else { format!("{n}:{a}") };
+    let specs: Vec<String> = wanted.iter().map(spec).collect();
+    let out = tools::run(Command::new("apt-cache").arg("madison").args(&specs))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut fallback = None;
-    for line in text.lines() {
-        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cols.len() < 3 {
-            continue;
-        }
-        let suite_main = cols[2].contains(" bookworm/main");
-        if suite_main {
-            return Ok(cols[1].to_string());
-        }
-        fallback.get_or_insert_with(|| cols[1].to_string());
-    }
-    fallback.with_context(|| format!("no Debian package {name}:{arch} known to apt: run `make deps` (apt-get update)"))
+    // apt prints the native architecture's packages without the `:arch` suffix, so match
+    // on the name and the architecture in the archive column.
+    wanted
+        .iter()
+        .zip(&specs)
+        .map(|((name, arch), want)| {
+            let mut fallback = None;
+            for line in text.lines() {
+                let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+                if cols.len() < 3 || cols[0].split(':').next() != Some(name.as_str()) {
+                    continue;
+                }
+                if arch != "all" && !cols[2].contains(&format!(" {arch} ")) {
+                    continue;
+                }
+                if cols[2].contains(" bookworm/main") {
+                    return Ok(cols[1].to_string());
+                }
+                fallback.get_or_insert_with(|| cols[1].to_string());
+            }
+            fallback.with_context(|| format!("no Debian package {want} known to apt: run `make deps` (apt-get update)"))
+        })
+        .collect()
 }
 
 /// Unpacks a package into `dest` (created if needed).

@@ -40,6 +40,11 @@ impl ModuleDb {
         Ok(ModuleDb::parse(&dep, &builtin))
     }
 
+    /// Whether `name` is built into the kernel (nothing to load).
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(&canonical(name))
+    }
+
     /// Paths of the wanted modules and everything they depend on. Built-in modules are
     /// skipped; unknown ones are an error.
     pub fn closure(&self, wanted: &[String]) -> Result<Vec<String>> {

@@ -10,6 +10,7 @@
 //! Limitations: GPT disks only (MBR for Raspberry Pi is still to come); the host must be
 //! Debian (apt-get download fetches the kernel and packages).
 
+pub mod bench;
 pub mod board;
 pub mod build;
 pub mod config;

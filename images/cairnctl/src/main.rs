@@ -45,6 +45,11 @@ enum Cmd {
     },
     /// List the known boards.
     Boards,
+    /// Print sizes and boot timings (guest clock) for built boards, as a Markdown table.
+    Bench {
+        /// Boards to measure [default: every qemu-* board].
+        boards: Vec<String>,
+    },
     /// Read or write the node config on an image's boot/seed partition.
     Config {
         #[command(subcommand)]
@@ -120,12 +125,26 @@ fn run(cli: Cli) -> Result<()> {
             config::set(&image, &text, &node_yaml.display().to_string())?;
             eprintln!("cairnctl: wrote {} into {}", node_yaml.display(), image.display());
         }
+        Cmd::Bench { boards } => {
+            let repo = repo_root()?;
+            let boards = if boards.is_empty() {
+                board::known_boards(&repo.join("board-configs")).into_iter().filter(|b| b.starts_with("qemu-")).collect()
+            } else {
+                boards
+            };
+            let mut rows = Vec::new();
+            for b in &boards {
+                eprintln!("cairnctl: measuring {b}");
+                rows.push(cairnctl::bench::measure(&repo, b)?);
+            }
+            cairnctl::bench::print(&rows);
+        }
         Cmd::Config { cmd: ConfigCmd::Get { image } } => print!("{}", config::get(&image)?),
         Cmd::Qemu { board, api_port, fresh, disk_mib, smp, out } => {
             let repo = repo_root()?;
             let board = board::load(&repo.join("board-configs"), &board)?;
             let out = out.unwrap_or_else(|| repo.join("out").join(&board.name));
-            let o = qemu::VmOptions { board, out, api_port, fresh, disk_mib, echo: true, smp };
+            let o = qemu::VmOptions { board, run_dir: out.clone(), out, api_port, fresh, disk_mib, echo: true, smp };
             qemu::run_interactive(&o)?;
         }
     }

@@ -17,6 +17,8 @@ pub struct VmOptions {
     pub board: Board,
     /// `out/<board>`: holds disk.img (and vmlinuz/initrd.img for direct boot).
     pub out: PathBuf,
+    /// Where the node's disk, UEFI variables, console log and QMP socket live.
+    pub run_dir: PathBuf,
     /// Host port forwarded to the node's 6443.
     pub api_port: u16,
     /// Start from a fresh copy of disk.img (else reuse the node's disk if there is one).
@@ -30,16 +32,16 @@ pub struct VmOptions {
 
 impl VmOptions {
     pub fn node_disk(&self) -> PathBuf {
-        self.out.join("node-disk.img")
+        self.run_dir.join("node-disk.img")
     }
     pub fn console_log(&self) -> PathBuf {
-        self.out.join("console.log")
+        self.run_dir.join("console.log")
     }
     fn qmp_socket(&self) -> PathBuf {
-        self.out.join("qmp.sock")
+        self.run_dir.join("qmp.sock")
     }
     fn efivars(&self) -> PathBuf {
-        self.out.join("efivars.fd")
+        self.run_dir.join("efivars.fd")
     }
 }
 
@@ -67,6 +69,7 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
     if !src.is_file() {
         bail!("{} is missing: run `make image BOARD={}` first", src.display(), o.board.name);
     }
+    std::fs::create_dir_all(&o.run_dir)?;
     let disk = o.node_disk();
     let stale = match (std::fs::metadata(&disk), std::fs::metadata(&src)) {
         (Ok(d), Ok(s)) => d.modified()? < s.modified()?,

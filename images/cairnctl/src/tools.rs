@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 const TOOLS: &[(&str, &str)] = &[
     ("apt-get", "apt"),
     ("dpkg-deb", "dpkg"),
+    ("depmod", "kmod"),
     ("mksquashfs", "squashfs-tools"),
     ("mkfs.vfat", "dosfstools"),
     ("mcopy", "mtools"),
@@ -40,10 +41,15 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     let prog = cmd.get_program().to_string_lossy().into_owned();
     let resolved = find(&prog)?;
     let shown = format!("{cmd:?}");
-    let out = Command::new(resolved)
-        .args(cmd.get_args())
-        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .current_dir(cmd.get_current_dir().unwrap_or(std::path::Path::new(".")))
+    let mut real = Command::new(resolved);
+    real.args(cmd.get_args()).current_dir(cmd.get_current_dir().unwrap_or(std::path::Path::new(".")));
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => real.env(k, v),
+            None => real.env_remove(k),
+        };
+    }
+    let out = real
         .output()
         .with_context(|| format!("running {shown}"))?;
     if !out.status.success() {
