@@ -123,7 +123,8 @@ pub fn install_elf_closure(root: &Path, pkgroot: &Path, multiarch: &str, paths: 
         write(root, &target, &bytes, true)?;
         if let Ok(elf) = goblin::elf::Elf::parse(&bytes) {
             if let Some(interp) = elf.interpreter {
-                queue.push(interp.to_string());
+                // Some ELF writers pad PT_INTERP with NULs (seen on s390x).
+                queue.push(interp.trim_end_matches('\0').to_string());
             }
             for lib in elf.libraries {
                 queue.push(find_lib(pkgroot, multiarch, lib)?);
