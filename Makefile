@@ -24,7 +24,7 @@ triple_aarch64 := aarch64-unknown-linux-gnu
 triple_armv7   := armv7-unknown-linux-gnueabihf
 triple_s390x   := s390x-unknown-linux-gnu
 
-board_arch = $(shell sed -n 's/^arch: *//p' board-configs/$(1).yaml)
+board_arch = $(shell sed -n 's/^arch: *//p' board-configs/$(1).yaml 2>/dev/null)
 QEMU_BOARDS := qemu-x86_64 qemu-aarch64 qemu-armv7 qemu-s390x
 CAIRNCTL := $(CURDIR)/target/debug/cairnctl
 
@@ -32,7 +32,7 @@ ifeq ($(notdir $(CARGO)),cross)
 device_build = cross build --release --target $(triple_$(1)) -p cairn-init -p cairn --target-dir $(DEVICE_TARGET_DIR)
 else
 device_build = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
 	$(CARGO) build --release --target $(triple_$(1)) -p cairn-init -p cairn
 endif
 

@@ -56,16 +56,7 @@ pub fn measure(repo: &Path, board_name: &str) -> Result<Row> {
         ..Row::default()
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let o = VmOptions {
-        board,
-        run_dir: out.join("bench-run"),
-        out,
-        api_port: port,
-        fresh: true,
-        disk_mib: 1024,
-        echo: false,
-        smp: 1,
-    };
+    let o = VmOptions::headless(board, out, "bench-run", port);
     qemu::prepare(&o)?;
     let mut vm = Vm::launch(&o)?;
     vm.wait_for("cairn: ready", 0, Duration::from_secs(600))?;

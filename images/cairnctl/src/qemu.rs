@@ -31,6 +31,12 @@ pub struct VmOptions {
 }
 
 impl VmOptions {
+    /// Options for an unattended boot from a fresh copy of `out/disk.img` (tests and
+    /// benchmarks), running in `out/<run>`.
+    pub fn headless(board: Board, out: PathBuf, run: &str, api_port: u16) -> VmOptions {
+        VmOptions { board, run_dir: out.join(run), out, api_port, fresh: true, disk_mib: 1024, echo: false, smp: 1 }
+    }
+
     pub fn node_disk(&self) -> PathBuf {
         self.run_dir.join("node-disk.img")
     }
@@ -136,6 +142,10 @@ impl Vm {
         let sock = o.qmp_socket();
         let _ = std::fs::remove_file(&sock);
         let mut cmd = command(o)?;
+        // Its own process group: a Ctrl-C in the terminal reaches only cairnctl, which turns
+        // it into a press of the power button instead of QEMU dying with the guest's disk
+        // mid-write.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

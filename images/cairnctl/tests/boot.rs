@@ -75,16 +75,7 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         out.display()
     );
     let port = free_port();
-    let o = VmOptions {
-        board,
-        run_dir: out.join("test-run"),
-        out,
-        api_port: port,
-        fresh: true,
-        disk_mib: 1024,
-        echo: false,
-        smp: 1,
-    };
+    let o = VmOptions::headless(board, out, "test-run", port);
     qemu::prepare(&o).unwrap();
     if let Some((yaml, _)) = extras.node_yaml {
         cairnctl::config::set(&o.node_disk(), yaml, "test-node.yaml").unwrap();
@@ -111,14 +102,7 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     drop(vm);
 
     // Second boot on the same disk: the data partition must be clean (no fsck repairs).
-    let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
-    let mut vm = Vm::launch(&o).unwrap();
-    let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
-    let console = vm.console_text();
-    let line = console[at..].lines().next().unwrap_or("");
-    assert!(line.starts_with("clean"), "data partition not clean on second boot: `data {line}`");
-    vm.wait_for("cairn: ready", at, BOOT).unwrap();
-    wait_https(&mut vm, port, "/readyz", "ok");
+    let (mut vm, _) = reboot_expecting_data(&o, port, "clean");
     power_off(&mut vm);
     drop(vm);
 
@@ -129,18 +113,25 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         let f = std::fs::OpenOptions::new().write(true).open(o.node_disk()).unwrap();
         f.write_all_at(&[0xa5; 1024], offset + 1024).unwrap();
         drop(f);
-        let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
-        let mut vm = Vm::launch(&o).unwrap();
-        let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
-        let console = vm.console_text();
-        let line = console[at..].lines().next().unwrap_or("");
-        assert!(line.starts_with("repaired"), "corrupt superblock not repaired: `data {line}`");
-        vm.wait_for("cairn: ready", at, BOOT).unwrap();
-        wait_https(&mut vm, port, "/readyz", "ok");
+        let (mut vm, start) = reboot_expecting_data(&o, port, "repaired");
         let console = vm.console_text();
         assert!(console[start..].contains("ca reused"), "node state lost in the repair:\n{}", qemu::tail(&console, 30));
         power_off(&mut vm);
     }
+}
+
+/// Boots the node's disk again and checks the `cairn-init: data <state>` marker, then
+/// health; returns the VM and the console offset where this boot began.
+fn reboot_expecting_data(o: &VmOptions, port: u16, state: &str) -> (Vm, usize) {
+    let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
+    let mut vm = Vm::launch(o).unwrap();
+    let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
+    let console = vm.console_text();
+    let line = console[at..].lines().next().unwrap_or("");
+    assert!(line.starts_with(state), "expected `data {state}` on this boot, got `data {line}`");
+    vm.wait_for("cairn: ready", at, BOOT).unwrap();
+    wait_https(&mut vm, port, "/readyz", "ok");
+    (vm, start)
 }
 
 #[test]
