@@ -151,6 +151,10 @@ fn qemu_armv7_boots_serves_and_powers_off() {
 }
 
 #[test]
-fn qemu_s390x_boots_serves_and_powers_off() {
-    boot_twice("qemu-s390x", "s390x");
+fn qemu_s390x_boots_serves_and_powers_off_with_static_network() {
+    // QEMU's user network forwards the API port to 10.0.2.15, so a static node config
+    // with that address must be as reachable as DHCP.
+    let yaml = "hostname: edge-s390x\nnetwork:\n  mode: static\n  address: 10.0.2.15/24\n  gateway: 10.0.2.2\n  dns: [10.0.2.3]\n";
+    let want = "network iface=eth0 mode=static address=10.0.2.15/24 gateway=10.0.2.2";
+    boot("qemu-s390x", "s390x", Extras { node_yaml: Some((yaml, want)), ..Extras::default() });
 }
