@@ -37,8 +37,9 @@
 //! * A missing or unmountable data partition is fatal (no tmpfs fallback).
 //! * The power button devices are rescanned every 30 s, so a late driver can miss a press.
 //! * Mount and syscall sequences are not behind a test seam; they are exercised by booting.
-//! * On boards without a battery-backed clock, `e2fsck -p` may fix "time in the future" and
-//!   report `data repaired`; an `/etc/e2fsck.conf` with `broken_system_clock = 1` avoids it.
+//! * Boards without a battery-backed clock rely on `/etc/e2fsck.conf`
+//!   (`broken_system_clock = 1`, from overlays/common) so that `e2fsck -p` does not
+//!   "repair" superblock times from the future on every boot.
 
 #[macro_use]
 mod log;
