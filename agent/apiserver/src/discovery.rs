@@ -1,0 +1,213 @@
+//! Discovery documents, generated from the resource table: `/api`, `/apis`, `/apis/<group>`,
+//! `/api/v1`, `/apis/<group>/<version>`, and aggregated discovery (`apidiscovery.k8s.io/v2`),
+//! which kubectl asks for first.
+
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::request::Discovery;
+use crate::resources::{self, Resource};
+
+/// Content type of an aggregated discovery answer.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// The document for `request`, and whether it is the aggregated format.
+pub fn document(request: &Discovery) -> Result<(Value, bool), ApiError> {
+    match request {
+        Discovery::Api { aggregated: true } => Ok((aggregated(true), true)),
+        Discovery::Apis { aggregated: true } => Ok((aggregated(false), true)),
+        Discovery::Api { aggregated: false } => Ok((
+            json!({
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+            }),
+            false,
+        )),
+        Discovery::Apis { aggregated: false } => {
+            let groups: Vec<Value> = named_groups().into_iter().map(group).collect();
+            Ok((
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+                false,
+            ))
+        }
+        Discovery::Group(name) => named_groups()
+            .into_iter()
+            .find(|g| g == name)
+            .map(|g| {
+                let mut doc = group(g);
+                doc["kind"] = json!("APIGroup");
+                doc["apiVersion"] = json!("v1");
+                (doc, false)
+            })
+            .ok_or_else(|| ApiError::PathNotFound {
+                path: format!("/apis/{name}"),
+            }),
+        Discovery::GroupVersion { group, version } => {
+            let list: Vec<Value> = resources::in_group_version(group, version)
+                .map(resource)
+                .collect();
+            if list.is_empty() {
+                let path = if group.is_empty() {
+                    format!("/api/{version}")
+                } else {
+                    format!("/apis/{group}/{version}")
+                };
+                return Err(ApiError::PathNotFound { path });
+            }
+            let gv = if group.is_empty() {
+                version.clone()
+            } else {
+                format!("{group}/{version}")
+            };
+            Ok((
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+                false,
+            ))
+        }
+    }
+}
+
+/// Non-core groups, in table order.
+fn named_groups() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for (g, _) in resources::group_versions() {
+        if !g.is_empty() && !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
+fn versions_of(group: &str) -> Vec<&'static str> {
+    resources::group_versions()
+        .into_iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// An `APIGroup` entry.
+fn group(name: &str) -> Value {
+    let versions: Vec<Value> = versions_of(name)
+        .into_iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
+    let preferred = versions.first().cloned().unwrap_or(Value::Null);
+    json!({"name": name, "versions": versions, "preferredVersion": preferred})
+}
+
+/// An `APIResource` entry.
+fn resource(r: &Resource) -> Value {
+    let mut v = json!({
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": r.verbs,
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    v
+}
+
+/// `APIGroupDiscoveryList` for the core group (`core`) or for the named groups.
+fn aggregated(core: bool) -> Value {
+    let groups: Vec<&str> = if core { vec![""] } else { named_groups() };
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|g| {
+            let versions: Vec<Value> = versions_of(g)
+                .into_iter()
+                .map(|v| {
+                    let list: Vec<Value> = resources::in_group_version(g, v)
+                        .map(|r| {
+                            let mut e = json!({
+                                "resource": r.plural,
+                                "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                "singularResource": r.singular,
+                                "verbs": r.verbs,
+                            });
+                            if !r.short_names.is_empty() {
+                                e["shortNames"] = json!(r.short_names);
+                            }
+                            e
+                        })
+                        .collect();
+                    json!({"version": v, "resources": list, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_documents() {
+        let (api, _) = document(&Discovery::Api { aggregated: false }).unwrap();
+        assert_eq!(api["versions"], json!(["v1"]));
+        let (apis, _) = document(&Discovery::Apis { aggregated: false }).unwrap();
+        assert_eq!(apis["groups"][0]["name"], "coordination.k8s.io");
+        assert_eq!(
+            apis["groups"][0]["preferredVersion"]["groupVersion"],
+            "coordination.k8s.io/v1"
+        );
+        let (v1, _) = document(&Discovery::GroupVersion {
+            group: "".into(),
+            version: "v1".into(),
+        })
+        .unwrap();
+        let names: Vec<&str> = v1["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "namespaces",
+                "configmaps",
+                "secrets",
+                "serviceaccounts",
+                "events"
+            ]
+        );
+        assert_eq!(v1["resources"][0]["shortNames"], json!(["ns"]));
+        assert!(document(&Discovery::Group("apps".into())).is_err());
+        assert!(document(&Discovery::GroupVersion {
+            group: "".into(),
+            version: "v2".into()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn aggregated_documents() {
+        let (core, agg) = document(&Discovery::Api { aggregated: true }).unwrap();
+        assert!(agg);
+        assert_eq!(core["items"][0]["metadata"]["name"], "");
+        assert_eq!(
+            core["items"][0]["versions"][0]["resources"][1]["scope"],
+            "Namespaced"
+        );
+        let (groups, _) = document(&Discovery::Apis { aggregated: true }).unwrap();
+        assert_eq!(
+            groups["items"][0]["versions"][0]["resources"][0]["responseKind"]["kind"],
+            "Lease"
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Handlers: execute a parsed [`Action`] against the store and answer with a JSON value.
+//!
+//! Handlers are synchronous (the store is); the HTTP layer runs them on tokio's blocking pool.
+//! Watches are the exception and live in [`watch`]. Objects are stored as JSON without
+//! `metadata.resourceVersion`: it is the key's store revision and is filled in on every read.
+
+mod patch;
+mod read;
+pub mod watch;
+mod write;
+
+pub use write::MAX_BODY;
+
+use std::sync::Arc;
+
+use cairn_store::{KeyValue, Store};
+use serde_json::Value;
+
+use crate::error::{ApiError, Subject};
+use crate::request::{Action, Verb};
+use crate::resources::Resource;
+
+/// A handler's answer: HTTP code and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub code: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Reply {
+        Reply { code: 200, body }
+    }
+}
+
+/// The API server's state: the store.
+#[derive(Clone)]
+pub struct Api {
+    pub store: Arc<dyn Store>,
+}
+
+impl Api {
+    pub fn new(store: Arc<dyn Store>) -> Api {
+        Api { store }
+    }
+
+    /// Execute a non-watch action with its request body.
+    pub fn handle(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
+        let reply = match action.verb {
+            Verb::Get => self.get(action)?,
+            Verb::List => self.list(action)?,
+            Verb::Watch => {
+                return Err(ApiError::BadRequest(
+                    "watch requests are served by the streaming handler".into(),
+                ))
+            }
+            Verb::Create => self.create(action, body)?,
+            Verb::Update => self.update(action, body)?,
+            Verb::Patch(kind) => self.patch(action, kind, body)?,
+            Verb::Delete => self.delete(action, body)?,
+            Verb::DeleteCollection => self.delete_collection(action)?,
+        };
+        if action.as_table && matches!(action.verb, Verb::Get | Verb::List) {
+            return Ok(Reply::ok(crate::table::to_table(
+                action.resource,
+                &reply.body,
+            )));
+        }
+        Ok(reply)
+    }
+}
+
+/// The subject of errors about `name`.
+fn subject(resource: &Resource, name: &str) -> Subject {
+    Subject {
+        group: resource.group.to_owned(),
+        kind: resource.plural.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// The stored bytes as the object a client sees (with `resourceVersion`).
+pub fn decode_object(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::Internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    set_resource_version(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+fn set_resource_version(obj: &mut Value, rev: u64) {
+    if obj.is_object() {
+        crate::meta::metadata(obj).insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+/// The bytes to store: the object without `resourceVersion`.
+fn encode_object(obj: &Value) -> Vec<u8> {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&obj).expect("JSON values serialise")
+}
+
+/// The namespace and name of an action on one object.
+fn target(action: &Action) -> (Option<&str>, &str) {
+    let ns = if action.resource.namespaced {
+        action.namespace.as_deref()
+    } else {
+        None
+    };
+    (ns, action.name.as_deref().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests;

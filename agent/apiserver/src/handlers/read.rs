@@ -1,0 +1,123 @@
+//! get and list (with selectors, `limit` and `continue` at a fixed store revision).
+
+use serde_json::{json, Value};
+
+use super::{decode_object, subject, target, Api, Reply};
+use crate::error::ApiError;
+use crate::request::Action;
+
+impl Api {
+    pub(super) fn get(&self, action: &Action) -> Result<Reply, ApiError> {
+        let (ns, name) = target(action);
+        let key = action.resource.key(ns, name);
+        let kv = self
+            .store
+            .get(&key)
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::NotFound(subject(action.resource, name)))?;
+        Ok(Reply::ok(decode_object(&kv)?))
+    }
+
+    pub(super) fn list(&self, action: &Action) -> Result<Reply, ApiError> {
+        let (items, revision, next) = self.list_items(action)?;
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if let Some(token) = next {
+            metadata["continue"] = Value::String(token);
+        }
+        Ok(Reply::ok(json!({
+            "kind": action.resource.list_kind(),
+            "apiVersion": action.resource.api_version(),
+            "metadata": metadata,
+            "items": items,
+        })))
+    }
+
+    /// The matching objects of one page, the snapshot revision and the next page's token.
+    pub(crate) fn list_items(
+        &self,
+        action: &Action,
+    ) -> Result<(Vec<Value>, u64, Option<String>), ApiError> {
+        let opts = &action.options;
+        let prefix = action.resource.prefix(action.namespace.as_deref());
+        let (mut at_rev, mut start_after) = match &opts.continue_token {
+            Some(token) => {
+                let (rev, key) = decode_continue(token)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::BadRequest(
+                        "the continue token belongs to a different list: start the list again"
+                            .into(),
+                    ));
+                }
+                (Some(rev), Some(key))
+            }
+            None => (None, None),
+        };
+        let mut items = Vec::new();
+        loop {
+            // Fetch more than asked when filtering, so selective lists take few round trips.
+            let fetch = if opts.limit == 0 {
+                0
+            } else {
+                (opts.limit - items.len()).max(64)
+            };
+            let page = self
+                .store
+                .list(&prefix, start_after.as_deref(), fetch, at_rev)
+                .map_err(|e| match e {
+                    cairn_store::StoreError::Compacted { .. } => ApiError::Expired {
+                        requested: at_rev.unwrap_or(0),
+                        compacted: self.store.compacted_revision().unwrap_or(0),
+                    },
+                    other => other.into(),
+                })?;
+            at_rev = Some(page.revision);
+            let mut scanned = page.items.len();
+            for kv in &page.items {
+                let obj = decode_object(kv)?;
+                scanned -= 1;
+                start_after = Some(kv.key.clone());
+                if opts.label_selector.matches_object(&obj)
+                    && opts.field_selector.matches_object(&obj)
+                {
+                    items.push(obj);
+                    if opts.limit != 0 && items.len() == opts.limit {
+                        break;
+                    }
+                }
+            }
+            let more = page.more || scanned > 0;
+            let revision = page.revision;
+            if !more {
+                return Ok((items, revision, None));
+            }
+            if opts.limit != 0 && items.len() == opts.limit {
+                let token = encode_continue(revision, start_after.as_deref().unwrap_or(""));
+                return Ok((items, revision, Some(token)));
+            }
+        }
+    }
+}
+
+/// `continue` tokens: `<revision>:<last key>`, hex-encoded so they are opaque and URL-safe.
+pub fn encode_continue(revision: u64, key: &str) -> String {
+    let raw = format!("{revision}:{key}");
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "invalid continue token {token:?}: pass the metadata.continue value of the previous page unchanged"
+        ))
+    };
+    if token.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let raw = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    let (rev, key) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((rev.parse().map_err(|_| bad())?, key.to_owned()))
+}

@@ -1,0 +1,428 @@
+//! Handler tests against `MemoryStore`.
+
+use std::sync::Arc;
+
+use cairn_store::MemoryStore;
+use http::Method;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::request::{parse_parts, ApiRequest};
+
+fn api() -> Api {
+    Api::new(Arc::new(MemoryStore::new()))
+}
+
+fn call(
+    api: &Api,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: Value,
+) -> Result<Reply, ApiError> {
+    let uri: http::Uri = uri.parse().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", content_type.parse().unwrap());
+    let method: Method = method.parse().unwrap();
+    let ApiRequest::Resource(action) = parse_parts(&method, uri.path(), uri.query(), &headers)?
+    else {
+        panic!("not a resource request");
+    };
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    };
+    api.handle(&action, &bytes)
+}
+
+fn ok(api: &Api, method: &str, uri: &str, body: Value) -> Value {
+    let ct = if method == "PATCH" {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
+    };
+    call(api, method, uri, ct, body)
+        .unwrap_or_else(|e| panic!("{method} {uri}: {e}"))
+        .body
+}
+
+fn err(api: &Api, method: &str, uri: &str, body: Value) -> (u16, String) {
+    let e = call(api, method, uri, "application/json", body).unwrap_err();
+    (e.code_reason().0, e.to_string())
+}
+
+fn with_ns(name: &str) -> Api {
+    let api = api();
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": name}}),
+    );
+    api
+}
+
+#[test]
+fn create_sets_metadata_and_requires_namespace() {
+    let api = api();
+    let (code, msg) = err(
+        &api,
+        "POST",
+        "/api/v1/namespaces/dev/configmaps",
+        json!({"metadata": {"name": "a"}}),
+    );
+    assert_eq!(code, 404);
+    assert!(msg.contains("kubectl create namespace dev"), "{msg}");
+    let ns = ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "dev"}}),
+    );
+    assert_eq!(ns["kind"], "Namespace");
+    let cm = ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/dev/configmaps",
+        json!({"metadata": {"generateName": "cfg-"}, "data": {"k": "v"}}),
+    );
+    let meta = &cm["metadata"];
+    assert!(meta["name"].as_str().unwrap().starts_with("cfg-"));
+    assert_eq!(meta["namespace"], "dev");
+    assert_eq!(meta["generation"], 1);
+    assert_eq!(meta["uid"].as_str().unwrap().len(), 36);
+    assert!(meta["creationTimestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(cm["apiVersion"], "v1");
+    let rv: u64 = meta["resourceVersion"].as_str().unwrap().parse().unwrap();
+    assert!(rv > 0);
+    let got = ok(
+        &api,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/dev/configmaps/{}",
+            meta["name"].as_str().unwrap()
+        ),
+        Value::Null,
+    );
+    assert_eq!(got, cm);
+    // Duplicates, bad names, mismatched namespaces, dry run.
+    let dup = json!({"metadata": {"name": cm["metadata"]["name"]}});
+    assert_eq!(
+        err(&api, "POST", "/api/v1/namespaces/dev/configmaps", dup).0,
+        409
+    );
+    assert_eq!(
+        err(
+            &api,
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            json!({"metadata": {"name": "Bad_Name"}})
+        )
+        .0,
+        422
+    );
+    assert_eq!(
+        err(
+            &api,
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            json!({"metadata": {"name": "x", "namespace": "other"}})
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        err(
+            &api,
+            "POST",
+            "/api/v1/namespaces/dev/configmaps",
+            json!({"kind": "Secret", "metadata": {"name": "x"}})
+        )
+        .0,
+        400
+    );
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/dev/secrets?dryRun=All",
+        json!({"metadata": {"name": "s"}}),
+    );
+    assert_eq!(
+        err(&api, "GET", "/api/v1/namespaces/dev/secrets/s", Value::Null).0,
+        404
+    );
+}
+
+#[test]
+fn update_is_optimistic() {
+    let api = with_ns("d");
+    let cm = ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/d/configmaps",
+        json!({"metadata": {"name": "a"}, "data": {"k": "1"}}),
+    );
+    let mut next = cm.clone();
+    next["data"]["k"] = json!("2");
+    let updated = ok(&api, "PUT", "/api/v1/namespaces/d/configmaps/a", next);
+    assert_eq!(updated["metadata"]["generation"], 2);
+    assert_eq!(updated["metadata"]["uid"], cm["metadata"]["uid"]);
+    assert_ne!(
+        updated["metadata"]["resourceVersion"],
+        cm["metadata"]["resourceVersion"]
+    );
+    // The stale version loses.
+    let mut stale = cm.clone();
+    stale["data"]["k"] = json!("3");
+    let (code, msg) = err(&api, "PUT", "/api/v1/namespaces/d/configmaps/a", stale);
+    assert_eq!(code, 409);
+    assert!(msg.contains("the object has been modified"), "{msg}");
+    // No change, no write.
+    let same = ok(
+        &api,
+        "PUT",
+        "/api/v1/namespaces/d/configmaps/a",
+        updated.clone(),
+    );
+    assert_eq!(
+        same["metadata"]["resourceVersion"],
+        updated["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        err(
+            &api,
+            "PUT",
+            "/api/v1/namespaces/d/configmaps/zz",
+            json!({"metadata": {"name": "zz"}})
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        err(
+            &api,
+            "PUT",
+            "/api/v1/namespaces/d/configmaps/a",
+            json!({"metadata": {"name": "b"}})
+        )
+        .0,
+        400
+    );
+}
+
+#[test]
+fn patches() {
+    let api = with_ns("d");
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/d/configmaps",
+        json!({"metadata": {"name": "a", "labels": {"x": "1"}}, "data": {"k": "1"}}),
+    );
+    let m = ok(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/d/configmaps/a",
+        json!({"metadata": {"labels": {"x": null, "y": "2"}}}),
+    );
+    assert_eq!(m["metadata"]["labels"], json!({"y": "2"}));
+    let j = call(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/d/configmaps/a",
+        "application/json-patch+json",
+        json!([{"op": "add", "path": "/data/n", "value": "v"}]),
+    )
+    .unwrap()
+    .body;
+    assert_eq!(j["data"], json!({"k": "1", "n": "v"}));
+    let s = call(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/d/configmaps/a",
+        "application/strategic-merge-patch+json",
+        json!({"data": {"k": null}}),
+    )
+    .unwrap()
+    .body;
+    assert_eq!(s["data"], json!({"n": "v"}));
+    // A stale resourceVersion in the patch is a precondition that fails.
+    let e = call(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/d/configmaps/a",
+        "application/merge-patch+json",
+        json!({"metadata": {"resourceVersion": "1"}}),
+    )
+    .unwrap_err();
+    assert_eq!(e.code_reason().0, 409);
+    let e = call(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/d/configmaps/nope",
+        "application/merge-patch+json",
+        json!({}),
+    )
+    .unwrap_err();
+    assert_eq!(e.code_reason().0, 404);
+}
+
+#[test]
+fn lists_select_and_page() {
+    let api = with_ns("d");
+    for (i, app) in ["web", "db", "web", "cache", "web"].iter().enumerate() {
+        ok(
+            &api,
+            "POST",
+            "/api/v1/namespaces/d/configmaps",
+            json!({"metadata": {"name": format!("c{i}"), "labels": {"app": app}}}),
+        );
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = ok(&api, "GET", "/api/v1/configmaps", Value::Null);
+    assert_eq!(all["kind"], "ConfigMapList");
+    assert_eq!(names(&all).len(), 5);
+    let web = ok(
+        &api,
+        "GET",
+        "/api/v1/namespaces/d/configmaps?labelSelector=app%3Dweb",
+        Value::Null,
+    );
+    assert_eq!(names(&web), ["c0", "c2", "c4"]);
+    let notin = ok(
+        &api,
+        "GET",
+        "/api/v1/configmaps?labelSelector=app%20notin%20(web)",
+        Value::Null,
+    );
+    assert_eq!(names(&notin), ["c1", "c3"]);
+    let field = ok(
+        &api,
+        "GET",
+        "/api/v1/configmaps?fieldSelector=metadata.name%3Dc3",
+        Value::Null,
+    );
+    assert_eq!(names(&field), ["c3"]);
+    // Pages of 2 web objects at one snapshot, unaffected by a later write.
+    let p1 = ok(
+        &api,
+        "GET",
+        "/api/v1/namespaces/d/configmaps?labelSelector=app%3Dweb&limit=2",
+        Value::Null,
+    );
+    assert_eq!(names(&p1), ["c0", "c2"]);
+    let token = p1["metadata"]["continue"].as_str().unwrap().to_owned();
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/d/configmaps",
+        json!({"metadata": {"name": "c9", "labels": {"app": "web"}}}),
+    );
+    let p2 = ok(
+        &api,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/d/configmaps?labelSelector=app%3Dweb&limit=2&continue={token}"
+        ),
+        Value::Null,
+    );
+    assert_eq!(names(&p2), ["c4"]);
+    assert!(p2["metadata"].get("continue").is_none());
+    assert_eq!(
+        p2["metadata"]["resourceVersion"],
+        p1["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        err(&api, "GET", "/api/v1/configmaps?continue=zz", Value::Null).0,
+        400
+    );
+}
+
+#[test]
+fn deletes() {
+    let api = with_ns("d");
+    ok(
+        &api,
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/d/leases",
+        json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}),
+    );
+    let gone = ok(
+        &api,
+        "DELETE",
+        "/apis/coordination.k8s.io/v1/namespaces/d/leases/l",
+        Value::Null,
+    );
+    assert_eq!(gone["spec"]["holderIdentity"], "me");
+    let (code, msg) = err(
+        &api,
+        "DELETE",
+        "/apis/coordination.k8s.io/v1/namespaces/d/leases/l",
+        Value::Null,
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (404, "leases.coordination.k8s.io \"l\" not found")
+    );
+    for n in ["a", "b"] {
+        ok(
+            &api,
+            "POST",
+            "/api/v1/namespaces/d/secrets",
+            json!({"metadata": {"name": n, "labels": {"n": n}}, "stringData": {"k": "v"}}),
+        );
+    }
+    let deleted = ok(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/d/secrets?labelSelector=n%3Da",
+        Value::Null,
+    );
+    assert_eq!(deleted["items"].as_array().unwrap().len(), 1);
+    let left = ok(&api, "GET", "/api/v1/namespaces/d/secrets", Value::Null);
+    assert_eq!(left["items"][0]["metadata"]["name"], "b");
+    assert_eq!(left["items"][0]["data"]["k"], "dg==");
+    // Preconditions.
+    let (code, _) = err(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/d/secrets/b",
+        json!({"preconditions": {"uid": "nope"}}),
+    );
+    assert_eq!(code, 409);
+    // Deleting the namespace takes its objects along.
+    ok(&api, "DELETE", "/api/v1/namespaces/d", Value::Null);
+    assert!(ok(&api, "GET", "/api/v1/secrets", Value::Null)["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn tables() {
+    let api = with_ns("d");
+    let uri: http::Uri = "/api/v1/namespaces".parse().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+            .parse()
+            .unwrap(),
+    );
+    let Ok(ApiRequest::Resource(action)) = parse_parts(&Method::GET, uri.path(), None, &headers)
+    else {
+        panic!()
+    };
+    let t = api.handle(&action, &[]).unwrap().body;
+    assert_eq!(t["kind"], "Table");
+    assert_eq!(t["rows"][0]["cells"][0], "d");
+    assert_eq!(t["rows"][0]["cells"][1], "Active");
+}

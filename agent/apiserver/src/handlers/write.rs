@@ -1,0 +1,343 @@
+//! create, update (PUT), delete and deletecollection.
+
+use serde_json::{json, Value};
+
+use super::{decode_object, encode_object, set_resource_version, subject, target, Api, Reply};
+use crate::error::{success, ApiError};
+use crate::meta::{self, meta_str};
+use crate::request::Action;
+use crate::resources::{self, Resource};
+use crate::validate::validate_and_default;
+
+/// Largest request body accepted (etcd's default value limit is 1.5 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+impl Api {
+    pub(super) fn create(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
+        let resource = action.resource;
+        let mut obj = parse_body(resource, body)?;
+        let namespace = check_namespace(action, &mut obj)?;
+        let meta = meta::metadata(&mut obj);
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if name.is_empty() {
+            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
+                name = meta::generate_name(prefix);
+            }
+        }
+        let dns_label = resource.kind == "Namespace";
+        meta::check_name(&name, dns_label).map_err(|m| invalid(resource, &name, m))?;
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(invalid(
+                resource,
+                &name,
+                "metadata.resourceVersion: Invalid value: must be empty on create".into(),
+            ));
+        }
+        meta.insert("name".into(), Value::String(name.clone()));
+        meta.insert("uid".into(), Value::String(meta::new_uid()));
+        meta.insert("creationTimestamp".into(), Value::String(meta::now()));
+        meta.insert("generation".into(), json!(1));
+        for field in ["resourceVersion", "deletionTimestamp", "selfLink"] {
+            meta.remove(field);
+        }
+        validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, &name, m))?;
+        if let Some(ns) = &namespace {
+            self.require_namespace(ns)?;
+        }
+        let key = resource.key(namespace.as_deref(), &name);
+        if action.options.dry_run {
+            if self.store.get(&key)?.is_some() {
+                return Err(ApiError::AlreadyExists(subject(resource, &name)));
+            }
+            return Ok(Reply {
+                code: 201,
+                body: obj,
+            });
+        }
+        let rev = self
+            .store
+            .create(&key, &encode_object(&obj))
+            .map_err(|e| ApiError::from_store(e, &subject(resource, &name)))?;
+        set_resource_version(&mut obj, rev);
+        Ok(Reply {
+            code: 201,
+            body: obj,
+        })
+    }
+
+    pub(super) fn update(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
+        let resource = action.resource;
+        let mut obj = parse_body(resource, body)?;
+        check_namespace(action, &mut obj)?;
+        let (_, name) = target(action);
+        let body_name = meta_str(&obj, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let expected = match meta_str(&obj, "resourceVersion") {
+            "" => None,
+            rv => Some(rv.parse::<u64>().map_err(|_| {
+                invalid(
+                    resource,
+                    name,
+                    format!("metadata.resourceVersion: Invalid value: {rv:?}"),
+                )
+            })?),
+        };
+        self.replace(action, obj, expected)
+    }
+
+    /// Store `obj` as the new state of the action's object: keep the server-owned metadata,
+    /// bump `generation` when anything but metadata/status changed, and write only if the
+    /// object changed. `expected`: the client's resourceVersion precondition.
+    pub(super) fn replace(
+        &self,
+        action: &Action,
+        mut obj: Value,
+        expected: Option<u64>,
+    ) -> Result<Reply, ApiError> {
+        let resource = action.resource;
+        let (ns, name) = target(action);
+        let key = resource.key(ns, name);
+        let who = subject(resource, name);
+        let current = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| ApiError::NotFound(who.clone()))?;
+        if expected.is_some_and(|rv| rv != current.mod_revision) {
+            return Err(ApiError::from_store(
+                cairn_store::StoreError::Conflict {
+                    key,
+                    expected: expected.unwrap_or(0),
+                    current: current.mod_revision,
+                },
+                &who,
+            ));
+        }
+        let old = decode_object(&current)?;
+        let meta = meta::metadata(&mut obj);
+        meta.insert("name".into(), Value::String(name.to_owned()));
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+        ] {
+            match old["metadata"].get(field) {
+                Some(v) => meta.insert(field.into(), v.clone()),
+                None => meta.remove(field),
+            };
+        }
+        validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, name, m))?;
+        if spec_changed(&old, &obj) {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            meta::metadata(&mut obj).insert("generation".into(), json!(generation));
+        }
+        let bytes = encode_object(&obj);
+        if bytes == current.value || action.options.dry_run {
+            // No change: Kubernetes does not write (the resourceVersion stays).
+            set_resource_version(&mut obj, current.mod_revision);
+            return Ok(Reply::ok(obj));
+        }
+        let rev = self
+            .store
+            .update(&key, &bytes, current.mod_revision)
+            .map_err(|e| ApiError::from_store(e, &who))?;
+        set_resource_version(&mut obj, rev);
+        Ok(Reply::ok(obj))
+    }
+
+    pub(super) fn delete(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
+        let resource = action.resource;
+        let (ns, name) = target(action);
+        let who = subject(resource, name);
+        let key = resource.key(ns, name);
+        let current = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| ApiError::NotFound(who.clone()))?;
+        let obj = decode_object(&current)?;
+        check_preconditions(body, &obj, &who)?;
+        if action.options.dry_run {
+            return Ok(Reply::ok(obj));
+        }
+        if resource.kind == "Namespace" {
+            self.delete_namespace_contents(name)?;
+        }
+        self.store
+            .delete(&key, Some(current.mod_revision))
+            .map_err(|e| ApiError::from_store(e, &who))?;
+        if obj.is_object() {
+            Ok(Reply::ok(obj))
+        } else {
+            Ok(Reply::ok(success(&who)))
+        }
+    }
+
+    pub(super) fn delete_collection(&self, action: &Action) -> Result<Reply, ApiError> {
+        let mut list_action = action.clone();
+        list_action.options.limit = 0;
+        list_action.options.continue_token = None;
+        let (items, revision, _) = self.list_items(&list_action)?;
+        let mut deleted = Vec::new();
+        for obj in items {
+            let name = meta_str(&obj, "name");
+            let ns = meta_str(&obj, "namespace");
+            let ns = (!ns.is_empty()).then_some(ns);
+            if !action.options.dry_run {
+                match self.store.delete(&action.resource.key(ns, name), None) {
+                    // Deleted by someone else meanwhile: not ours to report.
+                    Err(cairn_store::StoreError::NotFound { .. }) => continue,
+                    other => {
+                        other.map_err(|e| {
+                            ApiError::from_store(e, &subject(action.resource, name))
+                        })?;
+                    }
+                }
+            }
+            deleted.push(obj);
+        }
+        Ok(Reply::ok(json!({
+            "kind": action.resource.list_kind(),
+            "apiVersion": action.resource.api_version(),
+            "metadata": {"resourceVersion": revision.to_string()},
+            "items": deleted,
+        })))
+    }
+
+    /// Namespaced resources only: the namespace must exist.
+    fn require_namespace(&self, namespace: &str) -> Result<(), ApiError> {
+        let ns = resources::find("", "v1", "namespaces").expect("namespaces are served");
+        match self.store.get(&ns.key(None, namespace))? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::NamespaceNotFound(namespace.to_owned())),
+        }
+    }
+
+    /// Deleting a namespace deletes everything in it at once (no Terminating phase yet).
+    fn delete_namespace_contents(&self, namespace: &str) -> Result<(), ApiError> {
+        for resource in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+            let page = self
+                .store
+                .list(&resource.prefix(Some(namespace)), None, 0, None)?;
+            for kv in page.items {
+                match self.store.delete(&kv.key, None) {
+                    Ok(_) | Err(cairn_store::StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(resource: &Resource, name: &str, message: String) -> ApiError {
+    ApiError::Invalid {
+        subject: crate::error::Subject {
+            group: resource.group.to_owned(),
+            kind: resource.kind.to_owned(),
+            name: name.to_owned(),
+        },
+        message,
+    }
+}
+
+/// Decode a JSON body and check its `kind`/`apiVersion` (filled in when missing).
+pub(super) fn parse_body(resource: &Resource, body: &[u8]) -> Result<Value, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::TooLarge { limit: MAX_BODY });
+    }
+    let mut obj: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    };
+    for (field, want) in [
+        ("kind", resource.kind.to_owned()),
+        ("apiVersion", resource.api_version()),
+    ] {
+        match map.get(field).and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert(field.into(), Value::String(want));
+            }
+            Some(got) if got == want => {}
+            Some(got) => {
+                return Err(ApiError::BadRequest(format!(
+                "the {field} of the object ({got}) does not match the resource ({want}) of the URL"
+            )))
+            }
+        }
+    }
+    Ok(obj)
+}
+
+/// Make the object's namespace the URL's (namespaced) or remove it (cluster-scoped).
+fn check_namespace(action: &Action, obj: &mut Value) -> Result<Option<String>, ApiError> {
+    let meta = meta::metadata(obj);
+    if !action.resource.namespaced {
+        meta.remove("namespace");
+        return Ok(None);
+    }
+    let url_ns = action.namespace.clone().unwrap_or_default();
+    match meta.get("namespace").and_then(Value::as_str) {
+        Some(ns) if !ns.is_empty() && ns != url_ns => Err(ApiError::BadRequest(format!(
+            "the namespace of the provided object ({ns}) does not match the namespace sent on the request ({url_ns})"
+        ))),
+        _ => {
+            meta.insert("namespace".into(), Value::String(url_ns.clone()));
+            Ok(Some(url_ns))
+        }
+    }
+}
+
+/// `DeleteOptions.preconditions` (uid, resourceVersion).
+fn check_preconditions(
+    body: &[u8],
+    obj: &Value,
+    who: &crate::error::Subject,
+) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let opts: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("DeleteOptions is not valid JSON: {e}")))?;
+    for field in ["uid", "resourceVersion"] {
+        if let Some(want) = opts["preconditions"][field].as_str() {
+            let have = meta_str(obj, field);
+            if want != have {
+                return Err(ApiError::Conflict {
+                    subject: who.clone(),
+                    message: format!(
+                        "Precondition failed: {field} in precondition: {want}, {field} in object meta: {have}"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True when anything outside `metadata` and `status` differs.
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            m.remove("status");
+        }
+        v
+    };
+    strip(old) != strip(new)
+}

@@ -1,0 +1,52 @@
+//! The Cairn Kubernetes-compatible API server (library).
+//!
+//! **Purpose.** Serve the Kubernetes REST API for the resources Cairn supports, backed by the
+//! [`cairn_store`] revision log, so the real `kubectl` (and later controllers and kubelets)
+//! work against a Cairn node. Not yet linked into the `cairn` binary: `examples/devserver.rs`
+//! serves it on 127.0.0.1 over plain HTTP for tests and experiments.
+//!
+//! **Design.** Firecracker style, in three layers:
+//! - [`request`] turns method, path, query and headers into a typed [`request::ApiRequest`]
+//!   (a [`request::Action`]: verb, resource, namespace, name, options) without I/O;
+//! - [`handlers`] execute actions against an `Arc<dyn Store>` (synchronously, on the blocking
+//!   pool) and return JSON; watches stream newline-delimited `WatchEvent`s;
+//! - [`server`] owns sockets, bodies and content types.
+//!
+//! Every error is an [`error::ApiError`] and reaches the client as a Kubernetes `Status`.
+//! Resources are rows of [`resources::RESOURCES`]; objects are stored as JSON under
+//! `/registry/<group>/<resource>/[<namespace>/]<name>` (`core` for the core group), without
+//! `metadata.resourceVersion`, which is the store revision of the key and filled in on reads.
+//! Objects are handled as `serde_json::Value`; the typed k8s-openapi structs (Kubernetes 1.35)
+//! validate shapes and apply defaults ([`validate`]) and [`table`] prints kubectl columns.
+//!
+//! **Served.** Namespaces, configmaps, secrets, serviceaccounts, events (core/v1) and leases
+//! (coordination.k8s.io/v1): get, list (label selectors `= == != in notin exists !exists`,
+//! field selectors on `metadata.name`/`metadata.namespace`, `limit`/`continue` at a fixed
+//! revision), watch (from a resourceVersion, bookmarks, 410 ERROR when compacted), create
+//! (`generateName`, name rules, namespace must exist), update with optimistic concurrency,
+//! patch (JSON, merge, strategic-as-merge), delete, deletecollection, `dryRun=All`;
+//! discovery (classic and aggregated v2), `/version`, health endpoints; `Table` answers.
+//!
+//! **Limitations.** No authentication or authorisation; no TLS in this crate yet. Strategic
+//! merge patch is a JSON merge patch (correct for these types, which have no keyed lists;
+//! `$patch` directives are refused). No server-side apply, no OpenAPI documents (kubectl apply
+//! needs `--validate=false`), no YAML or protobuf bodies, no subresources (`/status`), no
+//! finalizers or graceful deletion: deleting a namespace removes its objects at once. A list's
+//! `resourceVersion` / `resourceVersionMatch` parameters are ignored (lists are always
+//! current); `remainingItemCount` is not set. Watches end after 30 minutes by default.
+
+pub mod discovery;
+pub mod error;
+pub mod handlers;
+pub mod meta;
+pub mod request;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod table;
+pub mod validate;
+pub mod version;
+
+pub use error::{ApiError, Status};
+pub use handlers::{Api, Reply};
+pub use server::{serve, Server};

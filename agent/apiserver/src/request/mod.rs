@@ -1,0 +1,240 @@
+//! The I/O-free request parser: method, path, query and headers in, a typed [`ApiRequest`] out.
+//!
+//! Nothing here touches the store; every route is tested with inline cases. Request bodies
+//! are not read here: the handlers decode them (after the content type was checked here).
+
+mod query;
+
+pub use query::{decode, Options};
+
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request};
+
+use crate::error::ApiError;
+use crate::resources::{self, Resource};
+
+/// How a PATCH body is to be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    /// RFC 6902 (`application/json-patch+json`).
+    Json,
+    /// RFC 7386 (`application/merge-patch+json`).
+    Merge,
+    /// `application/strategic-merge-patch+json`: applied as a merge patch for now (the types
+    /// served so far have no lists merged by key, so the result is the same except for
+    /// `$patch` directives, which are rejected).
+    StrategicMerge,
+}
+
+/// What a resource request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch(PatchType),
+    Delete,
+    DeleteCollection,
+}
+
+/// A request on a resource: which objects, which verb, which options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub verb: Verb,
+    pub resource: &'static Resource,
+    /// The namespace in the path (namespaced resources only; `None` = all namespaces).
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub options: Options,
+    /// The client accepts a `meta.k8s.io/v1 Table` (kubectl get).
+    pub as_table: bool,
+}
+
+/// Discovery documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// `/api`; `aggregated` when the client accepts `APIGroupDiscoveryList`.
+    Api { aggregated: bool },
+    /// `/apis`.
+    Apis { aggregated: bool },
+    /// `/apis/<group>`.
+    Group(String),
+    /// `/api/v1`, `/apis/<group>/<version>`.
+    GroupVersion { group: String, version: String },
+}
+
+/// Every request the server understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiRequest {
+    /// `/healthz`, `/livez`, `/readyz`.
+    Health,
+    Version,
+    Discovery(Discovery),
+    Resource(Action),
+}
+
+/// Parse a request (its body is ignored).
+pub fn parse<B>(req: &Request<B>) -> Result<ApiRequest, ApiError> {
+    parse_parts(
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+    )
+}
+
+/// [`parse`] from the request's parts.
+pub fn parse_parts(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<ApiRequest, ApiError> {
+    let not_found = || ApiError::PathNotFound {
+        path: path.to_owned(),
+    };
+    let not_allowed = || ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: path.to_owned(),
+    };
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let readable = method == Method::GET || method == Method::HEAD;
+    let accept = header(headers, ACCEPT.as_str());
+    // Aggregated discovery v2 (GA in 1.30); v2beta1-only clients get the classic documents.
+    let aggregated = accept
+        .split(',')
+        .any(|t| t.contains("as=APIGroupDiscoveryList") && t.contains("v=v2;"));
+    let meta = match segments.as_slice() {
+        ["healthz" | "livez" | "readyz"] => Some(ApiRequest::Health),
+        ["version"] => Some(ApiRequest::Version),
+        ["api"] => Some(ApiRequest::Discovery(Discovery::Api { aggregated })),
+        ["apis"] => Some(ApiRequest::Discovery(Discovery::Apis { aggregated })),
+        ["api", version] => Some(ApiRequest::Discovery(Discovery::GroupVersion {
+            group: String::new(),
+            version: (*version).to_owned(),
+        })),
+        ["apis", group] => Some(ApiRequest::Discovery(Discovery::Group((*group).to_owned()))),
+        ["apis", group, version] => Some(ApiRequest::Discovery(Discovery::GroupVersion {
+            group: (*group).to_owned(),
+            version: (*version).to_owned(),
+        })),
+        _ => None,
+    };
+    if let Some(meta) = meta {
+        return if readable {
+            Ok(meta)
+        } else {
+            Err(not_allowed())
+        };
+    }
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(not_found()),
+    };
+    // [namespaces, ns, plural, name?] or [plural, name?]; `namespaces/<name>` is the namespace.
+    let (namespace, plural, name) = match rest {
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+        [plural] => (None, *plural, None),
+        [plural, name] => (None, *plural, Some(*name)),
+        _ => return Err(not_found()),
+    };
+    let resource = resources::find(group, version, plural).ok_or_else(not_found)?;
+    if namespace.is_some() && !resource.namespaced {
+        return Err(not_found());
+    }
+    let options = Options::parse(query)?;
+    let verb = match (method.as_str(), name.is_some()) {
+        ("GET" | "HEAD", true) => Verb::Get,
+        ("GET" | "HEAD", false) if options.watch => Verb::Watch,
+        ("GET" | "HEAD", false) => Verb::List,
+        ("POST", false) => Verb::Create,
+        ("PUT", true) => Verb::Update,
+        ("PATCH", true) => Verb::Patch(patch_type(headers)?),
+        ("DELETE", true) => Verb::Delete,
+        ("DELETE", false) => Verb::DeleteCollection,
+        _ => return Err(not_allowed()),
+    };
+    if matches!(verb, Verb::Create | Verb::Update) {
+        check_json(headers)?;
+    }
+    let verb_name = verb_name(verb);
+    if !resource.verbs.contains(&verb_name) {
+        return Err(not_allowed());
+    }
+    // Writes to a namespaced resource need a namespace in the path.
+    let needs_namespace = !matches!(verb, Verb::List | Verb::Watch);
+    if resource.namespaced && namespace.is_none() && needs_namespace {
+        return Err(not_allowed());
+    }
+    Ok(ApiRequest::Resource(Action {
+        verb,
+        resource,
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+        options,
+        as_table: accept.contains("as=Table"),
+    }))
+}
+
+/// The RBAC verb name of a [`Verb`].
+pub fn verb_name(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Get => "get",
+        Verb::List => "list",
+        Verb::Watch => "watch",
+        Verb::Create => "create",
+        Verb::Update => "update",
+        Verb::Patch(_) => "patch",
+        Verb::Delete => "delete",
+        Verb::DeleteCollection => "deletecollection",
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The media type without parameters, lowercased.
+fn media_type(headers: &HeaderMap) -> String {
+    let ct = header(headers, CONTENT_TYPE.as_str());
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match media_type(headers).as_str() {
+        "application/json" | "" => Ok(()),
+        other => Err(ApiError::UnsupportedMediaType {
+            accepted: format!(
+                "application/json (got {other}; cairn does not accept YAML or protobuf bodies yet)"
+            ),
+        }),
+    }
+}
+
+fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
+    match media_type(headers).as_str() {
+        "application/json-patch+json" => Ok(PatchType::Json),
+        "application/merge-patch+json" => Ok(PatchType::Merge),
+        "application/strategic-merge-patch+json" => Ok(PatchType::StrategicMerge),
+        _ => Err(ApiError::UnsupportedMediaType {
+            accepted: "application/json-patch+json, application/merge-patch+json, \
+                       application/strategic-merge-patch+json (server-side apply is not supported yet: \
+                       use client-side kubectl apply)"
+                .into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! Inline cases for the request parser.
+
+use super::*;
+
+fn req(method: &str, uri: &str, headers: &[(&str, &str)]) -> Result<ApiRequest, ApiError> {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    parse(&b.body(()).unwrap())
+}
+
+fn action(method: &str, uri: &str) -> Action {
+    match req(method, uri, &[]) {
+        Ok(ApiRequest::Resource(a)) => a,
+        other => panic!("{method} {uri}: {other:?}"),
+    }
+}
+
+fn code(r: Result<ApiRequest, ApiError>) -> u16 {
+    r.unwrap_err().code_reason().0
+}
+
+#[test]
+fn meta_paths() {
+    assert_eq!(req("GET", "/healthz", &[]).unwrap(), ApiRequest::Health);
+    assert_eq!(
+        req("GET", "/readyz?verbose", &[]).unwrap(),
+        ApiRequest::Health
+    );
+    assert_eq!(req("GET", "/version", &[]).unwrap(), ApiRequest::Version);
+    assert_eq!(
+        req("GET", "/api", &[]).unwrap(),
+        ApiRequest::Discovery(Discovery::Api { aggregated: false })
+    );
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    assert_eq!(
+        req("GET", "/apis", &[("accept", accept)]).unwrap(),
+        ApiRequest::Discovery(Discovery::Apis { aggregated: true })
+    );
+    assert_eq!(
+        req("GET", "/api/v1", &[]).unwrap(),
+        ApiRequest::Discovery(Discovery::GroupVersion {
+            group: "".into(),
+            version: "v1".into()
+        })
+    );
+    assert_eq!(
+        req("GET", "/apis/coordination.k8s.io/v1/", &[]).unwrap(),
+        ApiRequest::Discovery(Discovery::GroupVersion {
+            group: "coordination.k8s.io".into(),
+            version: "v1".into()
+        })
+    );
+    assert_eq!(code(req("POST", "/version", &[])), 405);
+    assert_eq!(code(req("GET", "/nope", &[])), 404);
+}
+
+#[test]
+fn reads() {
+    let a = action("GET", "/api/v1/namespaces/default/configmaps/cfg");
+    assert_eq!((a.verb, a.resource.kind), (Verb::Get, "ConfigMap"));
+    assert_eq!(
+        (a.namespace.as_deref(), a.name.as_deref()),
+        (Some("default"), Some("cfg"))
+    );
+
+    let a = action("GET", "/api/v1/configmaps?labelSelector=a%3Db&limit=2");
+    assert_eq!((a.verb, a.namespace), (Verb::List, None));
+    assert_eq!(a.options.limit, 2);
+
+    let a = action("GET", "/api/v1/namespaces/kube-system");
+    assert_eq!(
+        (a.verb, a.resource.kind, a.name.as_deref()),
+        (Verb::Get, "Namespace", Some("kube-system"))
+    );
+    assert_eq!(a.namespace, None);
+
+    let a = action("GET", "/api/v1/namespaces");
+    assert_eq!((a.verb, a.resource.kind), (Verb::List, "Namespace"));
+
+    let a = action(
+        "GET",
+        "/apis/coordination.k8s.io/v1/namespaces/n/leases?watch=true&resourceVersion=5",
+    );
+    assert_eq!((a.verb, a.resource.kind), (Verb::Watch, "Lease"));
+    assert_eq!(a.options.revision().unwrap(), Some(5));
+}
+
+#[test]
+fn writes() {
+    let a = action("POST", "/api/v1/namespaces/default/secrets?dryRun=All");
+    assert_eq!(
+        (a.verb, a.name, a.options.dry_run),
+        (Verb::Create, None, true)
+    );
+    assert_eq!(action("POST", "/api/v1/namespaces").verb, Verb::Create);
+    assert_eq!(
+        action("PUT", "/api/v1/namespaces/d/serviceaccounts/x").verb,
+        Verb::Update
+    );
+    assert_eq!(
+        action("DELETE", "/api/v1/namespaces/d/events/x").verb,
+        Verb::Delete
+    );
+    assert_eq!(
+        action("DELETE", "/api/v1/namespaces/d/events").verb,
+        Verb::DeleteCollection
+    );
+    for (ct, t) in [
+        ("application/json-patch+json", PatchType::Json),
+        ("application/merge-patch+json", PatchType::Merge),
+        (
+            "application/strategic-merge-patch+json; charset=utf-8",
+            PatchType::StrategicMerge,
+        ),
+    ] {
+        match req(
+            "PATCH",
+            "/api/v1/namespaces/d/configmaps/x",
+            &[("content-type", ct)],
+        ) {
+            Ok(ApiRequest::Resource(a)) => assert_eq!(a.verb, Verb::Patch(t)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn errors() {
+    // Unknown resource, cluster-scoped resource under a namespace, subresource.
+    assert_eq!(code(req("GET", "/api/v1/pods", &[])), 404);
+    assert_eq!(
+        code(req("GET", "/api/v1/namespaces/d/namespaces", &[])),
+        404
+    );
+    assert_eq!(
+        code(req("GET", "/api/v1/namespaces/d/configmaps/x/status", &[])),
+        404
+    );
+    assert_eq!(
+        code(req("GET", "/apis/coordination.k8s.io/v2/leases", &[])),
+        404
+    );
+    // Verbs that do not apply.
+    assert_eq!(
+        code(req("POST", "/api/v1/namespaces/d/configmaps/x", &[])),
+        405
+    );
+    assert_eq!(
+        code(req("PUT", "/api/v1/namespaces/d/configmaps", &[])),
+        405
+    );
+    assert_eq!(code(req("POST", "/api/v1/configmaps", &[])), 405);
+    assert_eq!(code(req("DELETE", "/api/v1/namespaces", &[])), 405);
+    // Media types.
+    let yaml = [("content-type", "application/yaml")];
+    assert_eq!(code(req("POST", "/api/v1/namespaces", &yaml)), 415);
+    let apply = [("content-type", "application/apply-patch+yaml")];
+    assert_eq!(code(req("PATCH", "/api/v1/namespaces/x", &apply)), 415);
+    assert_eq!(code(req("PATCH", "/api/v1/namespaces/x", &[])), 415);
+    // Bad query.
+    assert_eq!(code(req("GET", "/api/v1/namespaces?limit=-1", &[])), 400);
+}
+
+#[test]
+fn table_accept() {
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    match req("GET", "/api/v1/namespaces", &[("accept", accept)]) {
+        Ok(ApiRequest::Resource(a)) => assert!(a.as_table),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,182 @@
+//! The resource table: one row per served resource. Later resources are added as rows here
+//! (plus, where they need it, validation and defaulting in [`crate::validate`]).
+
+/// Every verb a plain read-write resource supports.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// One served resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// API group; "" is the core (legacy) group served under `/api`.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// The path segment (`configmaps`).
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub short_names: &'static [&'static str],
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+}
+
+impl Resource {
+    /// `apiVersion` of the objects (`v1`, `coordination.k8s.io/v1`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The list kind (`ConfigMapList`).
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// Store group segment: the core group is stored as `core`.
+    fn store_group(&self) -> &'static str {
+        if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        }
+    }
+
+    /// The key prefix of every object of this resource, or of one namespace's.
+    /// `/registry/<group>/<resource>/` or `/registry/<group>/<resource>/<namespace>/`.
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => {
+                format!("/registry/{}/{}/{ns}/", self.store_group(), self.plural)
+            }
+            _ => format!("/registry/{}/{}/", self.store_group(), self.plural),
+        }
+    }
+
+    /// The store key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.prefix(namespace))
+    }
+}
+
+const fn core(
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group: "",
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        short_names,
+        namespaced,
+        verbs: ALL_VERBS,
+    }
+}
+
+/// Namespaces cannot be deleted as a collection in Kubernetes.
+const NAMESPACE_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+
+/// Every resource this server serves.
+pub const RESOURCES: &[Resource] = &[
+    Resource {
+        verbs: NAMESPACE_VERBS,
+        ..core("Namespace", "namespaces", "namespace", &["ns"], false)
+    },
+    core("ConfigMap", "configmaps", "configmap", &["cm"], true),
+    core("Secret", "secrets", "secret", &[], true),
+    core(
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        &["sa"],
+        true,
+    ),
+    core("Event", "events", "event", &["ev"], true),
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        kind: "Lease",
+        plural: "leases",
+        singular: "lease",
+        short_names: &[],
+        namespaced: true,
+        verbs: ALL_VERBS,
+    },
+];
+
+/// The resource served at `group`/`version`/`plural`.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The group/versions served, in discovery order: `("", "v1")` first.
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+/// The resources of one group/version.
+pub fn in_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let cm = find("", "v1", "configmaps").unwrap();
+        assert_eq!(
+            cm.key(Some("default"), "a"),
+            "/registry/core/configmaps/default/a"
+        );
+        assert_eq!(cm.prefix(None), "/registry/core/configmaps/");
+        let ns = find("", "v1", "namespaces").unwrap();
+        assert_eq!(
+            ns.key(Some("ignored"), "kube-system"),
+            "/registry/core/namespaces/kube-system"
+        );
+        let lease = find("coordination.k8s.io", "v1", "leases").unwrap();
+        assert_eq!(lease.api_version(), "coordination.k8s.io/v1");
+        assert_eq!(lease.list_kind(), "LeaseList");
+        assert_eq!(
+            lease.key(Some("kube-node-lease"), "n1"),
+            "/registry/coordination.k8s.io/leases/kube-node-lease/n1"
+        );
+        assert!(find("", "v1", "pods").is_none());
+        assert_eq!(
+            group_versions(),
+            vec![("", "v1"), ("coordination.k8s.io", "v1")]
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! Label and field selectors: parsed once by the request parser, matched by the handlers.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// A parse error: the message names the offending selector part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unable to parse requirement: {0}")]
+pub struct SelectorError(pub String);
+
+/// One label requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+/// A label selector: every requirement must hold. Empty selects everything.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LabelSelector(pub Vec<Requirement>);
+
+impl LabelSelector {
+    /// Parse `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
+    pub fn parse(text: &str) -> Result<LabelSelector, SelectorError> {
+        let mut out = Vec::new();
+        for part in split_top_level(text) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            out.push(parse_requirement(part)?);
+        }
+        Ok(LabelSelector(out))
+    }
+
+    /// True if `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|req| match req {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+        })
+    }
+
+    /// [`LabelSelector::matches`] for a JSON object's `metadata.labels`.
+    pub fn matches_object(&self, object: &Value) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let labels = object["metadata"]["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.matches(&labels)
+    }
+}
+
+/// Split at commas that are not inside parentheses.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
+    let bad = || SelectorError(part.to_owned());
+    if let Some(key) = part.strip_prefix('!') {
+        return Ok(Requirement::DoesNotExist(check_key(key.trim(), part)?));
+    }
+    for (op, is_in) in [(" notin ", false), (" in ", true)] {
+        if let Some((key, rest)) = part.split_once(op) {
+            let key = check_key(key.trim(), part)?;
+            let list = rest.trim();
+            let inner = list
+                .strip_prefix('(')
+                .and_then(|l| l.strip_suffix(')'))
+                .ok_or_else(bad)?;
+            let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
+            if values.iter().any(|v| !valid_value(v)) {
+                return Err(bad());
+            }
+            return Ok(if is_in {
+                Requirement::In(key, values)
+            } else {
+                Requirement::NotIn(key, values)
+            });
+        }
+    }
+    for (op, equals) in [("!=", false), ("==", true), ("=", true)] {
+        if let Some((key, value)) = part.split_once(op) {
+            let key = check_key(key.trim(), part)?;
+            let value = value.trim();
+            if !valid_value(value) {
+                return Err(bad());
+            }
+            return Ok(if equals {
+                Requirement::Equals(key, value.to_owned())
+            } else {
+                Requirement::NotEquals(key, value.to_owned())
+            });
+        }
+    }
+    Ok(Requirement::Exists(check_key(part, part)?))
+}
+
+fn check_key(key: &str, part: &str) -> Result<String, SelectorError> {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let prefix_ok = prefix.len() <= 253
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+    if name_ok && prefix_ok && !(key.contains('/') && prefix.is_empty()) {
+        Ok(key.to_owned())
+    } else {
+        Err(SelectorError(format!("{part}: invalid label key {key:?}")))
+    }
+}
+
+fn valid_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A field selector over `metadata.name` and `metadata.namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldSelector(pub Vec<(FieldPath, bool, String)>);
+
+/// A field a selector may test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldPath {
+    Name,
+    Namespace,
+}
+
+impl FieldSelector {
+    /// Parse `metadata.name=x,metadata.namespace!=y`.
+    pub fn parse(text: &str) -> Result<FieldSelector, SelectorError> {
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, equals, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(SelectorError(format!("{part}: expected field=value")));
+            };
+            let path = match field.trim() {
+                "metadata.name" => FieldPath::Name,
+                "metadata.namespace" => FieldPath::Namespace,
+                other => {
+                    return Err(SelectorError(format!(
+                        "field label not supported: {other} (supported: metadata.name, metadata.namespace)"
+                    )))
+                }
+            };
+            out.push((path, equals, value.trim().to_owned()));
+        }
+        Ok(FieldSelector(out))
+    }
+
+    /// True if `object` satisfies every term.
+    pub fn matches_object(&self, object: &Value) -> bool {
+        self.0.iter().all(|(path, equals, value)| {
+            let field = match path {
+                FieldPath::Name => &object["metadata"]["name"],
+                FieldPath::Namespace => &object["metadata"]["namespace"],
+            };
+            (field.as_str().unwrap_or("") == value) == *equals
+        })
+    }
+
+    /// The name an `metadata.name=x` term pins, which turns a list into a single get.
+    pub fn exact_name(&self) -> Option<&str> {
+        self.0.iter().find_map(|(path, equals, value)| {
+            (*path == FieldPath::Name && *equals).then_some(value.as_str())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_every_operator() {
+        let s = LabelSelector::parse("a=1,b==2,c!=3,d in (x, y),e notin (z),f,!g").unwrap();
+        assert_eq!(
+            s.0,
+            vec![
+                Requirement::Equals("a".into(), "1".into()),
+                Requirement::Equals("b".into(), "2".into()),
+                Requirement::NotEquals("c".into(), "3".into()),
+                Requirement::In("d".into(), vec!["x".into(), "y".into()]),
+                Requirement::NotIn("e".into(), vec!["z".into()]),
+                Requirement::Exists("f".into()),
+                Requirement::DoesNotExist("g".into()),
+            ]
+        );
+        assert_eq!(LabelSelector::parse("").unwrap(), LabelSelector::default());
+        assert!(LabelSelector::parse("app.kubernetes.io/name=x").is_ok());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in ["a=b c", "a in x", "=v", "a/=b", "a in (b", "a=(", "/x"] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching() {
+        let l = labels(&[("app", "web"), ("tier", "front")]);
+        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(&l);
+        assert!(m("app=web"));
+        assert!(!m("app!=web"));
+        assert!(m("app in (db,web)"));
+        assert!(!m("app notin (db,web)"));
+        assert!(m("missing notin (x)"));
+        assert!(!m("missing in (x)"));
+        assert!(m("tier,!missing"));
+        assert!(!m("!tier"));
+        assert!(m("x!=y"));
+    }
+
+    #[test]
+    fn field_selectors() {
+        let obj = json!({"metadata": {"name": "a", "namespace": "ns"}});
+        let f = |s: &str| FieldSelector::parse(s).unwrap().matches_object(&obj);
+        assert!(f("metadata.name=a"));
+        assert!(f("metadata.name==a,metadata.namespace=ns"));
+        assert!(!f("metadata.namespace!=ns"));
+        assert_eq!(
+            FieldSelector::parse("metadata.name=a")
+                .unwrap()
+                .exact_name(),
+            Some("a")
+        );
+        let err = FieldSelector::parse("spec.x=1").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("field label not supported: spec.x"));
+    }
+}

@@ -1,0 +1,118 @@
+//! Per-kind validation and defaulting with the typed k8s-openapi structs.
+//!
+//! Objects travel as `serde_json::Value`; here each is also decoded into its typed struct, so
+//! a body of the wrong shape (`data: [1]` in a ConfigMap, bad base64 in a Secret) is refused
+//! with the decoder's message, and kind-specific defaults are applied.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::ByteString;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::resources::Resource;
+
+/// Check the object's shape and apply defaults. `Err` is a message for a 400/422 answer.
+pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(), String> {
+    match (resource.group, resource.kind) {
+        ("", "Namespace") => {
+            check::<Namespace>(object)?;
+            let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            // Like kube-apiserver: every namespace carries its name as a label.
+            let meta = crate::meta::metadata(object);
+            let labels = meta
+                .entry("labels")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(labels) = labels.as_object_mut() {
+                labels.insert("kubernetes.io/metadata.name".into(), Value::String(name));
+            }
+            let spec = &mut object["spec"];
+            if spec.get("finalizers").is_none() {
+                spec["finalizers"] = serde_json::json!(["kubernetes"]);
+            }
+            object["status"] = serde_json::json!({"phase": "Active"});
+        }
+        ("", "ConfigMap") => {
+            check::<ConfigMap>(object)?;
+        }
+        ("", "Secret") => secret(object)?,
+        ("", "ServiceAccount") => {
+            check::<ServiceAccount>(object)?;
+        }
+        ("", "Event") => {
+            check::<Event>(object)?;
+        }
+        ("coordination.k8s.io", "Lease") => {
+            check::<Lease>(object)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check<T: DeserializeOwned>(object: &Value) -> Result<T, String> {
+    T::deserialize(object).map_err(|e| format!("the object does not match its schema: {e}"))
+}
+
+/// Secrets: `stringData` is merged into `data` (base64) and dropped; `type` defaults to Opaque.
+fn secret(object: &mut Value) -> Result<(), String> {
+    let mut secret: Secret = check(object)?;
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, ByteString(v.into_bytes()));
+        }
+        let encoded = serde_json::to_value(&secret.data).map_err(|e| e.to_string())?;
+        let obj = object.as_object_mut().expect("object");
+        obj.remove("stringData");
+        obj.insert("data".into(), encoded);
+    }
+    if object.get("type").is_none_or(Value::is_null) {
+        object["type"] = Value::String("Opaque".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+    use serde_json::json;
+
+    #[test]
+    fn secret_string_data() {
+        let mut s =
+            json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"b": "hi"}});
+        validate_and_default(find("", "v1", "secrets").unwrap(), &mut s).unwrap();
+        assert_eq!(s["data"], json!({"a": "eA==", "b": "aGk="}));
+        assert_eq!(s["type"], "Opaque");
+        assert!(s.get("stringData").is_none());
+        let mut bad = json!({"metadata": {"name": "s"}, "data": {"a": "!!"}});
+        assert!(validate_and_default(find("", "v1", "secrets").unwrap(), &mut bad).is_err());
+    }
+
+    #[test]
+    fn shapes() {
+        let cm = find("", "v1", "configmaps").unwrap();
+        assert!(validate_and_default(
+            cm,
+            &mut json!({"metadata": {"name": "c"}, "data": {"k": "v"}})
+        )
+        .is_ok());
+        let err = validate_and_default(cm, &mut json!({"metadata": {"name": "c"}, "data": [1]}))
+            .unwrap_err();
+        assert!(err.contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn namespace_defaults() {
+        let mut ns = json!({"metadata": {"name": "team"}});
+        validate_and_default(find("", "v1", "namespaces").unwrap(), &mut ns).unwrap();
+        assert_eq!(
+            ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+            "team"
+        );
+        assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
+        assert_eq!(ns["status"]["phase"], "Active");
+    }
+}
