@@ -4,7 +4,6 @@
 //! handlers never build a `Status` by hand.
 
 use cairn_store::StoreError;
-use serde::Serialize;
 use serde_json::Value;
 
 /// Which object an error is about (`Status.details`).
@@ -104,16 +103,7 @@ impl ApiError {
             }
             d
         });
-        Status {
-            kind: "Status",
-            api_version: "v1",
-            metadata: serde_json::json!({}),
-            status: "Failure",
-            message: self.to_string(),
-            reason,
-            details,
-            code,
-        }
+        Status::failure(code, reason, self.to_string()).with_details(details)
     }
 
     /// Map a store error about `subject` (conflicts, missing keys, compaction).
@@ -146,20 +136,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Kubernetes `meta/v1 Status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub kind: &'static str,
-    pub api_version: &'static str,
-    pub metadata: Value,
-    pub status: &'static str,
-    pub message: String,
-    pub reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
-    pub code: u16,
-}
+pub use cairn_apimeta::Status;
 
 /// A `Success` status (the answer to some deletes).
 pub fn success(subject: &Subject) -> Value {

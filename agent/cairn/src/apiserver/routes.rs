@@ -130,15 +130,6 @@ mod tests {
     }
 
     #[test]
-    fn go_arch_names() {
-        use super::super::version::go_arch;
-        assert_eq!(go_arch("x86_64"), "amd64");
-        assert_eq!(go_arch("aarch64"), "arm64");
-        assert_eq!(go_arch("arm"), "arm");
-        assert_eq!(go_arch("s390x"), "s390x");
-    }
-
-    #[test]
     fn unknown_path_is_a_not_found_status() {
         let (code, ct, body) = call(Method::GET, "/api/v1/pods");
         assert_eq!((code, ct.as_str()), (StatusCode::NOT_FOUND, JSON));
