@@ -35,7 +35,10 @@ impl VersionInfo {
         VersionInfo {
             major: major.into(),
             minor: minor.into(),
-            git_version: format!("v{major}.{minor}.{patch}+cairn-{}", env!("CARGO_PKG_VERSION")),
+            git_version: format!(
+                "v{major}.{minor}.{patch}+cairn-{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             git_commit: option_env!("CAIRN_GIT_COMMIT").unwrap_or_default().into(),
             git_tree_state: "clean".into(),
             build_date: option_env!("CAIRN_BUILD_DATE").unwrap_or_default().into(),
@@ -109,7 +112,10 @@ mod tests {
     fn version_is_kubectl_parsable() {
         let v = serde_json::to_value(VersionInfo::current()).unwrap();
         assert_eq!(v["major"], "1");
-        assert!(v["gitVersion"].as_str().unwrap().starts_with("v1.35.0+cairn-"));
+        assert!(v["gitVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1.35.0+cairn-"));
         assert!(v["platform"].as_str().unwrap().starts_with("linux/"));
     }
 

@@ -51,6 +51,10 @@ pub enum ApiError {
     #[error("namespace \"{0}\" not found: create it first (kubectl create namespace {0})")]
     NamespaceNotFound(String),
 
+    /// No valid credentials (the reason is logged by the server, not told to the client).
+    #[error("Unauthorized")]
+    Unauthorized,
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => (415, "UnsupportedMediaType"),
             ApiError::TooLarge { .. } => (413, "RequestEntityTooLarge"),
             ApiError::Expired { .. } => (410, "Expired"),
+            ApiError::Unauthorized => (401, "Unauthorized"),
             ApiError::Internal(_) => (500, "InternalError"),
         }
     }

@@ -2,15 +2,16 @@
 //!
 //! **Purpose.** Serve the Kubernetes REST API for the resources Cairn supports, backed by the
 //! [`cairn_store`] revision log, so the real `kubectl` (and later controllers and kubelets)
-//! work against a Cairn node. Not yet linked into the `cairn` binary: `examples/devserver.rs`
-//! serves it on 127.0.0.1 over plain HTTP for tests and experiments.
+//! work against a Cairn node. `cairn server` serves it over HTTPS; its tests drive it with the
+//! real kubectl (`agent/cairn/tests/kubectl.rs`).
 //!
 //! **Design.** Firecracker style, in three layers:
 //! - [`request`] turns method, path, query and headers into a typed [`request::ApiRequest`]
 //!   (a [`request::Action`]: verb, resource, namespace, name, options) without I/O;
 //! - [`handlers`] execute actions against an `Arc<dyn Store>` (synchronously, on the blocking
 //!   pool) and return JSON; watches stream newline-delimited `WatchEvent`s;
-//! - [`server`] owns sockets, bodies and content types.
+//! - [`server`] owns sockets, TLS, bodies and content types, and asks [`auth`] who is calling
+//!   (client certificates, bootstrap tokens; anonymous only for health and version).
 //!
 //! Every error is an [`error::ApiError`] and reaches the client as a Kubernetes `Status`.
 //! Resources are rows of [`resources::RESOURCES`]; objects are stored as JSON under
@@ -27,7 +28,8 @@
 //! patch (JSON, merge, strategic-as-merge), delete, deletecollection, `dryRun=All`;
 //! discovery (classic and aggregated v2), `/version`, health endpoints; `Table` answers.
 //!
-//! **Limitations.** No authentication or authorisation; no TLS in this crate yet. Strategic
+//! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
+//! anything); no service-account tokens. Strategic
 //! merge patch is a JSON merge patch (correct for these types, which have no keyed lists;
 //! `$patch` directives are refused). No server-side apply, no OpenAPI documents (kubectl apply
 //! needs `--validate=false`), no YAML or protobuf bodies, no subresources (`/status`), no
@@ -35,6 +37,8 @@
 //! `resourceVersion` / `resourceVersionMatch` parameters are ignored (lists are always
 //! current); `remainingItemCount` is not set. Watches end after 30 minutes by default.
 
+pub mod auth;
+pub mod bootstrap;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
@@ -49,4 +53,4 @@ pub mod version;
 
 pub use error::{ApiError, Status};
 pub use handlers::{Api, Reply};
-pub use server::{serve, Server};
+pub use server::{serve, Peer, Server};

@@ -1,22 +1,28 @@
-//! The HTTP layer: reads a request, parses it, runs the handler and writes the answer.
-//! Plain HTTP/1.1 and HTTP/2 (prior knowledge) on a `TcpListener`; TLS is added by the caller
-//! later (the `cairn` binary already owns certificates).
+//! The HTTPS layer: accepts TLS connections, authenticates each request, parses it, runs the
+//! handler and writes the answer. HTTP/1.1 and HTTP/2 (ALPN); the caller owns the certificates
+//! and passes a rustls `ServerConfig` whose client verifier trusts the cluster CA.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{self, TokenAuthenticator, User};
 
 use crate::error::ApiError;
 use crate::handlers::watch::{self, WatchConfig};
@@ -29,6 +35,11 @@ pub type ApiBody = BoxBody<Bytes, Infallible>;
 
 const JSON: &str = "application/json";
 
+/// A TLS handshake must finish within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown is requested, open connections get this long to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What the server needs to answer requests.
 #[derive(Clone)]
 pub struct Server {
@@ -36,25 +47,72 @@ pub struct Server {
     pub watch: WatchConfig,
 }
 
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The identity in the client certificate, if one was presented (and verified by TLS).
+    pub cert_user: Option<User>,
+}
+
 impl Server {
-    /// Answer one request.
-    pub async fn respond<B>(&self, req: Request<B>) -> Response<ApiBody>
+    /// Answer one request from `peer`.
+    pub async fn respond<B>(&self, req: Request<B>, peer: &Peer) -> Response<ApiBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match self.try_respond(req).await {
+        match self.try_respond(req, peer).await {
             Ok(resp) => resp,
             Err(err) => error_response(&err),
         }
     }
 
-    async fn try_respond<B>(&self, req: Request<B>) -> Result<Response<ApiBody>, ApiError>
+    /// The request's user: the client certificate's, else the bearer token's, else `None`
+    /// (anonymous). A bearer token that does not authenticate is a 401, logged with its reason.
+    fn authenticate<B>(&self, req: &Request<B>, peer: &Peer) -> Result<Option<User>, ApiError> {
+        if let Some(user) = &peer.cert_user {
+            return Ok(Some(user.clone()));
+        }
+        let Some(header) = req.headers().get(AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
+        let result = match token {
+            Some(token) => TokenAuthenticator::new(self.api.store.clone())
+                .authenticate(token, SystemTime::now()),
+            None => Err(auth::AuthError::MalformedToken),
+        };
+        result.map(Some).map_err(|reason| {
+            eprintln!(
+                "cairn: apiserver: 401 for {} {} {}: {reason}",
+                peer.addr,
+                req.method(),
+                req.uri().path()
+            );
+            ApiError::Unauthorized
+        })
+    }
+
+    async fn try_respond<B>(
+        &self,
+        req: Request<B>,
+        peer: &Peer,
+    ) -> Result<Response<ApiBody>, ApiError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let user = self.authenticate(&req, peer)?;
         let parsed = request::parse(&req)?;
+        let public = matches!(parsed, ApiRequest::Health | ApiRequest::Version);
+        if user.is_none() && !public {
+            return Err(ApiError::Unauthorized);
+        }
         match parsed {
             ApiRequest::Health => Ok(whole(
                 StatusCode::OK,
@@ -106,32 +164,65 @@ impl Server {
     }
 }
 
-/// Serve plain HTTP on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, server: Server, shutdown: impl Future<Output = ()>) {
+/// Serve HTTPS on `listener` until `shutdown` completes, then stop accepting, ask open
+/// connections to close (HTTP/2 GOAWAY, HTTP/1.1 after the current response) and wait for them
+/// up to [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    server: Server,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
     let server = Arc::new(server);
+    let graceful = GracefulShutdown::new();
     let http = auto::Builder::new(TokioExecutor::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, _) = tokio::select! {
-            () = &mut shutdown => return,
+        let (tcp, addr) = tokio::select! {
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    eprintln!("cairn: apiserver: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
+        let acceptor = acceptor.clone();
         let server = server.clone();
         let http = http.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return; // failed or stalled handshakes are the client's problem
+            };
+            let cert_user = match stream.get_ref().1.peer_certificates() {
+                Some([leaf, ..]) => match auth::user_from_certificate(leaf) {
+                    Ok(user) => Some(user),
+                    Err(e) => {
+                        eprintln!("cairn: apiserver: {addr}: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let peer = Arc::new(Peer { addr, cert_user });
             let service = service_fn(move |req: Request<Incoming>| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(server.respond(req).await) }
+                let peer = peer.clone();
+                async move { Ok::<_, Infallible>(server.respond(req, &peer).await) }
             });
-            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
         });
     }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
 }
 
 fn whole(code: StatusCode, content_type: &'static str, bytes: Vec<u8>) -> Response<ApiBody> {

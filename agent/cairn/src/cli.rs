@@ -14,13 +14,26 @@ Examples:
   cairn server                                   # control plane on 0.0.0.0:6443
   cairn server --write-kubeconfig /run/cairn/admin.kubeconfig
   cairn agent --server https://10.0.0.1:6443 --token K10...
+  cairn token create --ttl 2h                    # a join token for agents
   cairn config render /boot/cairn/node.yaml     # validate, print KEY=VALUE lines for init";
 
 const SERVER_EXAMPLES: &str = "\
+State under the data dir: server/tls/ (CA and certificates), server/db/state.db (the
+datastore), server/node-token (the join token), server/cred/admin.kubeconfig.
+
 Examples:
   cairn server
-  cairn server --data-dir /tmp/cairn --https-listen-port 0 --bind-address 127.0.0.1
-  cairn server --write-kubeconfig ~/.kube/cairn && kubectl --kubeconfig ~/.kube/cairn version";
+  cairn server --data-dir /tmp/cairn --https-listen-port 0 --bind-address 127.0.0.1 --disable-agent
+  cairn server --write-kubeconfig ~/.kube/cairn && kubectl --kubeconfig ~/.kube/cairn get ns";
+
+const TOKEN_EXAMPLES: &str = "\
+Tokens are bootstrap-token Secrets (kube-system/bootstrap-token-<id>); deleting one revokes
+it. The commands talk to the server with the admin kubeconfig.
+
+Examples:
+  cairn token create --ttl 2h --description \"rack 3\"
+  cairn token list
+  cairn token delete abcdef";
 
 const AGENT_EXAMPLES: &str = "\
 Examples:
@@ -51,15 +64,83 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the control plane (today: HTTPS health and version endpoints)
+    /// Run the control plane: the Kubernetes API over HTTPS, backed by SQLite
     #[command(after_help = SERVER_EXAMPLES)]
     Server(ServerArgs),
     /// Run a worker node that joins a server (today: HTTPS health endpoints)
     #[command(after_help = AGENT_EXAMPLES)]
     Agent(AgentArgs),
+    /// Create, list and delete join tokens for agents
+    #[command(after_help = TOKEN_EXAMPLES)]
+    Token(TokenArgs),
     /// Work with the node config (/boot/cairn/node.yaml)
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Kubeconfig with admin rights [default: DATA/server/cred/admin.kubeconfig]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The server's data dir (to find the admin kubeconfig)
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/cairn",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (K10<ca-hash>::<id>.<secret>)
+    Create {
+        /// Lifetime: 90s, 30m, 24h, 7d; 0 never expires
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+        ttl: u64,
+        /// A note shown by `token list`
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Extra groups (comma-separated, each system:bootstrappers:...)
+        #[arg(long, value_name = "GROUPS", value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+    /// List tokens with their expiry
+    #[command(alias = "ls")]
+    List,
+    /// Delete (revoke) tokens by id or whole token
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+}
+
+/// A lifetime in seconds from `90s`, `30m`, `24h`, `7d` or `0`.
+pub fn parse_ttl(text: &str) -> Result<u64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    let (number, unit) = text.split_at(
+        text.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .len(),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, like 30m or 24h"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Options both roles take.
@@ -83,9 +164,12 @@ pub struct CommonArgs {
 pub struct ServerArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Write an admin kubeconfig (mode 0600) to FILE
+    /// Also write the admin kubeconfig (mode 0600) to FILE
     #[arg(long, value_name = "FILE")]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Run only the control plane, no workloads on this node (no root needed)
+    #[arg(long)]
+    pub disable_agent: bool,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +227,25 @@ mod tests {
         assert!(ok.is_ok());
         let bad = Cli::try_parse_from(["cairn", "agent", "--server", "http://10.0.0.1"]);
         assert!(bad.unwrap_err().to_string().contains("invalid server URL"));
+    }
+
+    #[test]
+    fn ttl() {
+        assert_eq!(parse_ttl("0"), Ok(0));
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("2h"), Ok(7200));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert!(parse_ttl("2").unwrap_err().contains("unit"));
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("2w").is_err());
+        let cli = Cli::try_parse_from(["cairn", "token", "create", "--ttl", "5m"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Token(TokenArgs {
+                command: TokenCommand::Create { ttl: 300, .. },
+                ..
+            })
+        ));
     }
 
     #[test]

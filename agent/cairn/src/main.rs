@@ -3,6 +3,7 @@
 mod cli;
 mod config_cmd;
 mod run;
+mod token_cmd;
 
 use std::process::ExitCode;
 
@@ -15,6 +16,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => run::server(args),
         Command::Agent(args) => run::agent(args),
+        Command::Token(args) => token_cmd::run(args),
         Command::Config(ConfigCommand::Render { file }) => return config_cmd::render(&file),
     };
     match result {

@@ -1,26 +1,56 @@
 //! `cairn server` and `cairn agent`: certificates, then HTTPS until a signal.
+//!
+//! The server serves the Kubernetes API (`cairn_apiserver`) over the SQLite store in
+//! `DATA/server/db/state.db`; the agent serves health and version only until the kubelet exists.
 
 use std::fs;
+use std::future::Future;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
+use cairn_apiserver::handlers::watch::WatchConfig;
 use cairn_config::{NodeConfig, Role};
+use cairn_store::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use cairn::apiserver::{self, version::VersionInfo, Router};
-use cairn::{kubeconfig, pki, procfs};
+use cairn::health::{self, version::VersionInfo, Router};
+use cairn::{kubeconfig, pki, procfs, token};
 
 use crate::cli::{AgentArgs, CommonArgs, ServerArgs};
 
 /// Read when `--node-config` is not given; missing or invalid means defaults, as for init.
 const DEFAULT_NODE_CONFIG: &str = "/boot/cairn/node.yaml";
 
+/// Where the server keeps its state under the data dir (the K3s layout, minus `rancher/k3s`).
+pub struct ServerPaths {
+    pub tls: PathBuf,
+    pub db: PathBuf,
+    pub node_token: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+}
+
+impl ServerPaths {
+    pub fn new(data_dir: &Path) -> ServerPaths {
+        let server = data_dir.join("server");
+        ServerPaths {
+            tls: server.join("tls"),
+            db: server.join("db").join("state.db"),
+            node_token: server.join("node-token"),
+            admin_kubeconfig: server.join("cred").join("admin.kubeconfig"),
+        }
+    }
+}
+
 pub fn server(args: ServerArgs) -> Result<()> {
     let node = load_node_config(args.common.node_config.as_deref())?;
+    if args.disable_agent {
+        eprintln!("cairn: --disable-agent: this server runs no workloads");
+    }
     serve(
         Role::Server,
         &args.common,
@@ -70,7 +100,11 @@ fn serve(
     kubeconfig: Option<&Path>,
 ) -> Result<()> {
     let role_name = role.as_str();
-    let tls_dir = args.data_dir.join(role_name).join("tls");
+    let paths = ServerPaths::new(&args.data_dir);
+    let tls_dir = match role {
+        Role::Server => paths.tls.clone(),
+        Role::Agent => args.data_dir.join(role_name).join("tls"),
+    };
     eprintln!(
         "cairn: {role_name} starting, data dir {}",
         args.data_dir.display()
@@ -97,8 +131,11 @@ fn serve(
         report.lines.join(", ")
     );
     eprintln!("cairn: serving names {}", names.all().join(","));
-    let tls = apiserver::tls::server_config(&certs).context("TLS configuration")?;
-    let router = Router::new(&VersionInfo::current());
+    let tls = pki::tls::server_config(&certs).context("TLS configuration")?;
+    let api = match role {
+        Role::Server => Some(open_api(&paths, &certs)?),
+        Role::Agent => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -114,8 +151,11 @@ fn serve(
             .with_context(|| format!("listening on {bind}"))?;
         let local = listener.local_addr().context("local address")?;
         eprintln!("cairn: listening on https://{local}");
-        if let Some(path) = kubeconfig {
-            write_kubeconfig(path, local, &certs)?;
+        if role == Role::Server {
+            write_kubeconfig(&paths.admin_kubeconfig, local, &certs)?;
+            if let Some(path) = kubeconfig {
+                write_kubeconfig(path, local, &certs)?;
+            }
         }
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "{}", procfs::ready_line())
@@ -130,10 +170,57 @@ fn serve(
             };
             eprintln!("cairn: {name}, shutting down");
         };
-        apiserver::serve(listener, tls, router, shutdown).await;
+        match api {
+            Some(api) => serve_api(listener, tls, api, shutdown).await,
+            None => {
+                let router = Router::new(&VersionInfo::current());
+                health::serve(listener, tls, router, shutdown).await;
+            }
+        }
         eprintln!("cairn: stopped");
         Ok(())
     })
+}
+
+/// Opens the datastore, creates the system namespaces and makes sure the server token exists.
+fn open_api(paths: &ServerPaths, certs: &pki::Pki) -> Result<cairn_apiserver::Api> {
+    let (join, written) = token::ensure_server_token(&paths.node_token, &certs.ca_cert)
+        .with_context(|| format!("server token {}", paths.node_token.display()))?;
+    let pinned = &join.ca_hash[..12];
+    let state = if written { "written" } else { "kept" };
+    eprintln!(
+        "cairn: server token {} {state} (pins CA sha256 {pinned}...)",
+        paths.node_token.display()
+    );
+    let db_dir = paths.db.parent().expect("state.db has a directory");
+    fs::create_dir_all(db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
+    let store = SqliteStore::open(&paths.db, SqliteOptions::default())
+        .with_context(|| format!("opening the datastore {}", paths.db.display()))?;
+    eprintln!(
+        "cairn: datastore {} at revision {}",
+        paths.db.display(),
+        cairn_store::Store::current_revision(&store).unwrap_or(0)
+    );
+    let api = cairn_apiserver::Api::new(Arc::new(store));
+    let created = cairn_apiserver::bootstrap::ensure_system_namespaces(&api)
+        .map_err(|e| anyhow::anyhow!("creating the system namespaces: {e}"))?;
+    if !created.is_empty() {
+        eprintln!("cairn: created namespaces {}", created.join(", "));
+    }
+    Ok(api)
+}
+
+async fn serve_api(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    api: cairn_apiserver::Api,
+    shutdown: impl Future<Output = ()>,
+) {
+    let server = cairn_apiserver::Server {
+        api,
+        watch: WatchConfig::default(),
+    };
+    cairn_apiserver::serve(listener, tls, server, shutdown).await;
 }
 
 /// Writes the admin kubeconfig pointing at this server: loopback unless bound to one address.

@@ -5,101 +5,18 @@
 //! again to check that the certificates are reused.
 
 use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
-struct Server {
-    child: Child,
-    port: u16,
-    ready: String,
-    /// stderr up to the "listening on" line.
-    log: Vec<String>,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("server")
-            .arg("--data-dir")
-            .arg(data)
-            .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
-            .arg("--node-config")
-            .arg(data.join("node.yaml"))
-            .arg("--write-kubeconfig")
-            .arg(data.join("admin.kubeconfig"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cairn");
-        let (tx, stderr) = mpsc::channel();
-        let err = BufReader::new(child.stderr.take().unwrap());
-        thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                eprintln!("[cairn] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let mut port = None;
-        let mut log = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while port.is_none() {
-            let line = stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("cairn did not report its address");
-            port = line
-                .strip_prefix("cairn: listening on https://127.0.0.1:")
-                .map(|p| p.parse().unwrap());
-            log.push(line);
-        }
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        Server {
-            child,
-            port: port.unwrap(),
-            ready,
-            log,
-        }
-    }
-
-    /// SIGTERM, then the exit status within two seconds.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("cairn did not exit within 2 s of SIGTERM");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{temp_data_dir, Server};
 
 fn tls_dir(data: &Path) -> PathBuf {
     data.join("server/tls")
@@ -167,13 +84,6 @@ fn get(port: u16, config: Arc<ClientConfig>, name: &str, path: &str) -> (u16, St
     (code, content_type, body.to_owned())
 }
 
-fn temp_data_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cairn-serve-test-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn read_tls_files(data: &Path) -> Vec<(String, Vec<u8>)> {
     [
         "ca.crt",
@@ -190,7 +100,7 @@ fn read_tls_files(data: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn serves_https_and_reuses_certificates() {
-    let data = temp_data_dir();
+    let data = temp_data_dir("serve");
     fs::write(data.join("node.yaml"), "hostname: test-node\n").unwrap();
     let server = Server::start(&data);
     let line = server.ready.trim_end();
@@ -228,14 +138,36 @@ fn serves_https_and_reuses_certificates() {
         .unwrap()
         .starts_with("v1.35.0+cairn-"));
 
-    let (code, ct, body) = get(port, anonymous.clone(), "localhost", "/api/v1/nodes");
-    assert_eq!((code, ct.as_str()), (404, "application/json"));
+    // Anonymous clients get health and version only.
+    let (code, ct, body) = get(port, anonymous.clone(), "localhost", "/api/v1/namespaces");
+    assert_eq!((code, ct.as_str()), (401, "application/json"));
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["apiVersion"], "v1");
     assert_eq!(status["status"], "Failure");
-    assert_eq!(status["reason"], "NotFound");
-    assert_eq!(status["code"], 404);
+    assert_eq!(status["reason"], "Unauthorized");
+    assert_eq!(status["code"], 401);
+
+    // The admin certificate reads the API; the system namespaces exist.
+    let admin = client_config(&data, &[], true);
+    let (code, _, body) = get(port, admin.clone(), "localhost", "/api/v1/namespaces");
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+    let token = fs::read_to_string(data.join("server/node-token")).unwrap();
+    assert!(
+        token.starts_with("K10") && token.contains("::server:"),
+        "{token}"
+    );
 
     // The admin client certificate is accepted; ALPN offers HTTP/2.
     let admin = client_config(&data, &[b"h2", b"http/1.1"], true);

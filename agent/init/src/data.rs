@@ -103,7 +103,8 @@ fn mkfs(dev: &str, force: bool) -> Result<()> {
 fn is_blank(dev: &str) -> Result<bool> {
     let file = File::open(dev).context(format!("open {dev}"))?;
     let mut buf = vec![0u8; 1 << 20];
-    file.read_exact_at(&mut buf, 0).context(format!("read {dev}"))?;
+    file.read_exact_at(&mut buf, 0)
+        .context(format!("read {dev}"))?;
     Ok(buf.iter().all(|&b| b == 0))
 }
 

@@ -28,26 +28,42 @@ pub struct Row {
 pub fn field(line: &str, key: &str) -> Option<u64> {
     let pat = format!("{key}=");
     let rest = &line[line.find(&pat)? + pat.len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Extracts the boot timings from a console log of one boot.
 pub fn timings(console: &str) -> Option<(u64, u64, u64)> {
-    let start = console.lines().find(|l| l.contains("cairn-init: start stage=1"))?;
+    let start = console
+        .lines()
+        .find(|l| l.contains("cairn-init: start stage=1"))?;
     let ready = console.lines().find(|l| l.contains("cairn: ready"))?;
     let t0 = field(start, "uptime_ms")?;
     let t1 = field(ready, "uptime_ms")?;
-    Some((t0, t1.saturating_sub(t0), field(ready, "init_rss_kb").unwrap_or(0)))
+    Some((
+        t0,
+        t1.saturating_sub(t0),
+        field(ready, "init_rss_kb").unwrap_or(0),
+    ))
 }
 
 pub fn measure(repo: &Path, board_name: &str) -> Result<Row> {
     let board = crate::board::load(&repo.join("board-configs"), board_name)?;
     let out = repo.join("out").join(board_name);
     let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("manifest.json")).with_context(|| format!("run `make image BOARD={board_name}` first"))?,
+        &std::fs::read(out.join("manifest.json"))
+            .with_context(|| format!("run `make image BOARD={board_name}` first"))?,
     )?;
     let size = |list: &str, name: &str| -> u64 {
-        m[list].as_array().into_iter().flatten().find(|a| a["name"] == name).and_then(|a| a["size"].as_u64()).unwrap_or(0)
+        m[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a["size"].as_u64())
+            .unwrap_or(0)
     };
     let mut row = Row {
         board: board_name.into(),
@@ -58,7 +74,9 @@ pub fn measure(repo: &Path, board_name: &str) -> Result<Row> {
         zst_bytes: size("artefacts", "disk.img.zst"),
         ..Row::default()
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let o = VmOptions::headless(board, out, "bench-run", port);
     qemu::prepare(&o)?;
     let (_, first, _) = boot_once(&o)?;
@@ -72,7 +90,9 @@ pub fn measure(repo: &Path, board_name: &str) -> Result<Row> {
 
 /// Boots the node's disk until cairn is ready, powers it off, returns its timings.
 fn boot_once(o: &VmOptions) -> Result<(u64, u64, u64)> {
-    let start = std::fs::metadata(o.console_log()).map(|m| m.len() as usize).unwrap_or(0);
+    let start = std::fs::metadata(o.console_log())
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
     let mut vm = Vm::launch(o)?;
     vm.wait_for("cairn: ready", start, Duration::from_secs(600))?;
     let console = vm.console_text();
@@ -113,6 +133,9 @@ mod tests {
     fn timings_come_from_the_markers() {
         let c = "noise\ncairn-init: start stage=1 uptime_ms=5947\nx\ncairn: ready uptime_ms=9210 init_rss_kb=1368\n";
         assert_eq!(super::timings(c), Some((5947, 3263, 1368)));
-        assert_eq!(super::timings("cairn-init: start stage=1 uptime_ms=1\n"), None);
+        assert_eq!(
+            super::timings("cairn-init: start stage=1 uptime_ms=1\n"),
+            None
+        );
     }
 }

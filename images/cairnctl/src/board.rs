@@ -105,7 +105,9 @@ pub struct Kernel {
 impl Kernel {
     /// The kernel release (`uname -r`), derived from the package name.
     pub fn release(&self) -> &str {
-        self.package.strip_prefix("linux-image-").unwrap_or(&self.package)
+        self.package
+            .strip_prefix("linux-image-")
+            .unwrap_or(&self.package)
     }
 }
 
@@ -188,7 +190,8 @@ pub fn load(dir: &Path, name: &str) -> Result<Board> {
             known_boards(dir).join(", ")
         );
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text, &path.display().to_string())
 }
 
@@ -200,26 +203,49 @@ pub fn parse(text: &str, file: &str) -> Result<Board> {
 }
 
 fn validate(b: &Board, text: &str, file: &str) -> Result<()> {
-    let at = |key: &str| crate::yamlfile::locate_key(text, key).map_or(file.to_string(), |(l, c)| format!("{file}:{l}:{c}"));
+    let at = |key: &str| {
+        crate::yamlfile::locate_key(text, key)
+            .map_or(file.to_string(), |(l, c)| format!("{file}:{l}:{c}"))
+    };
     if b.partitions.boot_mib < 40 {
-        bail!("{}: partitions.boot_mib must be at least 40 (FAT32 minimum)", at("boot_mib"));
+        bail!(
+            "{}: partitions.boot_mib must be at least 40 (FAT32 minimum)",
+            at("boot_mib")
+        );
     }
     if b.partitions.slot_mib < 8 || b.partitions.data_mib < 16 {
-        bail!("{}: partitions: slot_mib must be ≥ 8 and data_mib ≥ 16", at("partitions"));
+        bail!(
+            "{}: partitions: slot_mib must be ≥ 8 and data_mib ≥ 16",
+            at("partitions")
+        );
     }
     if !b.kernel.package.starts_with("linux-image-") {
-        bail!("{}: kernel.package must be a Debian linux-image-* package", at("package"));
+        bail!(
+            "{}: kernel.package must be a Debian linux-image-* package",
+            at("package")
+        );
     }
     if b.boot.chain == BootChain::Uefi {
         if b.boot.loader.is_none() {
-            bail!("{}: boot.loader is required when boot.chain is uefi", at("chain"));
+            bail!(
+                "{}: boot.loader is required when boot.chain is uefi",
+                at("chain")
+            );
         }
         if b.arch.efi_boot_name().is_none() {
-            bail!("{}: {} has no UEFI boot path; use boot.chain: direct", at("chain"), b.arch.as_str());
+            bail!(
+                "{}: {} has no UEFI boot path; use boot.chain: direct",
+                at("chain"),
+                b.arch.as_str()
+            );
         }
     }
     for m in &b.modules {
-        if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if m.is_empty()
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             bail!("{}: bad module name `{m}`", at("modules"));
         }
     }

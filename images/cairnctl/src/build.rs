@@ -42,7 +42,16 @@ pub fn build(o: &Options) -> Result<Manifest> {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
-    for t in ["apt-get", "dpkg-deb", "depmod", "mksquashfs", "mkfs.vfat", "mcopy", "sfdisk", "bmaptool"] {
+    for t in [
+        "apt-get",
+        "dpkg-deb",
+        "depmod",
+        "mksquashfs",
+        "mkfs.vfat",
+        "mcopy",
+        "sfdisk",
+        "bmaptool",
+    ] {
         tools::find(t)?;
     }
 
@@ -51,13 +60,26 @@ pub fn build(o: &Options) -> Result<Manifest> {
     let cairn_bin = o.bin_dir.join("cairn");
     for bin in [&init_bin, &cairn_bin] {
         if !bin.is_file() {
-            bail!("{} is missing: run `make build` first (cross-builds {})", bin.display(), arch.rust_target());
+            bail!(
+                "{} is missing: run `make build` first (cross-builds {})",
+                bin.display(),
+                arch.rust_target()
+            );
         }
     }
     let binaries = vec![Artefact::of(&init_bin)?, Artefact::of(&cairn_bin)?];
-    p.done(&format!("cairn-init {}, cairn {}", mib(binaries[0].size), mib(binaries[1].size)));
+    p.done(&format!(
+        "cairn-init {}, cairn {}",
+        mib(binaries[0].size),
+        mib(binaries[1].size)
+    ));
 
-    p.step(&format!("kernel {} {} ({})", b.kernel.package, b.kernel.version, arch.debian()));
+    p.step(&format!(
+        "kernel {} {} ({})",
+        b.kernel.package,
+        b.kernel.version,
+        arch.debian()
+    ));
     let kdeb = debs::fetch(&b.kernel.package, arch.debian(), &b.kernel.version)?;
     debs::verify_version(&kdeb)?;
     let kroot = work.join("kernel");
@@ -70,12 +92,21 @@ pub fn build(o: &Options) -> Result<Manifest> {
     }
     // Debian generates modules.dep at install time; the package ships only modules.order.
     tools::run(Command::new("depmod").arg("-b").arg(&kroot).arg(&krel))?;
-    p.done(&format!("{} ({})", kdeb.path.display(), mib(std::fs::metadata(&vmlinuz)?.len())));
+    p.done(&format!(
+        "{} ({})",
+        kdeb.path.display(),
+        mib(std::fs::metadata(&vmlinuz)?.len())
+    ));
 
     p.step("Debian packages");
     let mut packages = vec![kdeb.clone()];
     let pkgroot = work.join("pkgroot");
-    let mut wanted: Vec<(String, String)> = o.recipe.debian_packages.iter().map(|n| (n.clone(), arch.debian().to_string())).collect();
+    let mut wanted: Vec<(String, String)> = o
+        .recipe
+        .debian_packages
+        .iter()
+        .map(|n| (n.clone(), arch.debian().to_string()))
+        .collect();
     wanted.push(("ca-certificates".into(), "all".into()));
     if b.boot.chain == BootChain::Uefi {
         wanted.push(("systemd-boot-efi".into(), arch.debian().into()));
@@ -90,9 +121,16 @@ pub fn build(o: &Options) -> Result<Manifest> {
 
     p.step("kernel modules");
     let db = kmod::ModuleDb::load(&moddir)?;
-    let mods = db.closure(&b.modules).with_context(|| format!("board-configs/{}.yaml: modules", b.name))?;
+    let mods = db
+        .closure(&b.modules)
+        .with_context(|| format!("board-configs/{}.yaml: modules", b.name))?;
     let moddep = db.filtered_dep(&mods);
-    let modlist: String = b.modules.iter().filter(|m| !db.is_builtin(m)).map(|m| format!("{m}\n")).collect();
+    let modlist: String = b
+        .modules
+        .iter()
+        .filter(|m| !db.is_builtin(m))
+        .map(|m| format!("{m}\n"))
+        .collect();
     let lay_modules = |root: &Path| -> Result<u64> {
         let mut bytes = 0;
         for m in &mods {
@@ -101,11 +139,20 @@ pub fn build(o: &Options) -> Result<Manifest> {
             bytes += std::fs::metadata(&src)?.len();
             rootfs::copy(root, &rel, &src, false)?;
         }
-        rootfs::write(root, &format!("usr/lib/modules/{krel}/modules.dep"), moddep.as_bytes(), false)?;
+        rootfs::write(
+            root,
+            &format!("usr/lib/modules/{krel}/modules.dep"),
+            moddep.as_bytes(),
+            false,
+        )?;
         rootfs::write(root, "etc/cairn/modules", modlist.as_bytes(), false)?;
         Ok(bytes)
     };
-    p.done(&format!("{} listed, {} with dependencies", b.modules.len(), mods.len()));
+    p.done(&format!(
+        "{} listed, {} with dependencies",
+        b.modules.len(),
+        mods.len()
+    ));
 
     p.step("root filesystem tree");
     let root = work.join("rootfs");
@@ -113,13 +160,38 @@ pub fn build(o: &Options) -> Result<Manifest> {
     rootfs::copy(&root, "usr/sbin/init", &init_bin, true)?;
     rootfs::copy(&root, "usr/bin/cairn", &cairn_bin, true)?;
     lay_modules(&root)?;
-    rootfs::write(&root, "etc/ssl/certs/ca-certificates.crt", &ca_bundle(&pkgroot)?, false)?;
-    rootfs::write(&root, "etc/os-release", os_release(&o.version).as_bytes(), false)?;
-    let release = format!("version={}\nboard={}\narch={}\nkernel={krel}\n", o.version, b.name, arch.as_str());
+    rootfs::write(
+        &root,
+        "etc/ssl/certs/ca-certificates.crt",
+        &ca_bundle(&pkgroot)?,
+        false,
+    )?;
+    rootfs::write(
+        &root,
+        "etc/os-release",
+        os_release(&o.version).as_bytes(),
+        false,
+    )?;
+    let release = format!(
+        "version={}\nboard={}\narch={}\nkernel={krel}\n",
+        o.version,
+        b.name,
+        arch.as_str()
+    );
     rootfs::write(&root, "etc/cairn/release", release.as_bytes(), false)?;
-    rootfs::write(&root, "etc/cairn/board", format!("grow_data={}\n", u8::from(b.grow_data)).as_bytes(), false)?;
+    rootfs::write(
+        &root,
+        "etc/cairn/board",
+        format!("grow_data={}\n", u8::from(b.grow_data)).as_bytes(),
+        false,
+    )?;
     rootfs::install_elf_closure(&root, &pkgroot, arch.multiarch(), &o.recipe.install)?;
-    let mut overlays: Vec<PathBuf> = o.recipe.overlays.iter().map(|n| o.repo.join("overlays").join(n)).collect();
+    let mut overlays: Vec<PathBuf> = o
+        .recipe
+        .overlays
+        .iter()
+        .map(|n| o.repo.join("overlays").join(n))
+        .collect();
     overlays.push(o.repo.join("overlays").join(&b.name));
     for dir in overlays.iter().filter(|d| d.is_dir()) {
         rootfs::overlay(&root, dir)?;
@@ -136,7 +208,15 @@ pub fn build(o: &Options) -> Result<Manifest> {
         Command::new("mksquashfs")
             .arg(&root)
             .arg(&squash)
-            .args(["-noappend", "-comp", "zstd", "-Xcompression-level", "19", "-all-root", "-no-xattrs"])
+            .args([
+                "-noappend",
+                "-comp",
+                "zstd",
+                "-Xcompression-level",
+                "19",
+                "-all-root",
+                "-no-xattrs",
+            ])
             .args(["-all-time", &e, "-mkfs-time", &e, "-quiet", "-no-progress"])
             // mksquashfs refuses SOURCE_DATE_EPOCH together with explicit times.
             .env_remove("SOURCE_DATE_EPOCH"),
@@ -162,32 +242,72 @@ pub fn build(o: &Options) -> Result<Manifest> {
     p.done(&mib(initrd.len() as u64));
 
     p.step("boot partition (FAT32)");
-    let cmdline = format!("{} cairn.slot=a", b.kernel.cmdline).trim().to_string();
-    std::fs::write(o.out.join("cmdline"), format!("{}\n", b.kernel.cmdline.trim()))?;
+    let cmdline = format!("{} cairn.slot=a", b.kernel.cmdline)
+        .trim()
+        .to_string();
+    std::fs::write(
+        o.out.join("cmdline"),
+        format!("{}\n", b.kernel.cmdline.trim()),
+    )?;
     let btree = work.join("boot");
     rootfs::copy(&btree, "a/vmlinuz", &vmlinuz, false)?;
     rootfs::write(&btree, "a/initrd.img", &initrd, false)?;
     rootfs::write(&btree, "cairn/slot", b"a\n", false)?;
-    rootfs::write(&btree, "cairn/node.yaml", DEFAULT_NODE_YAML.as_bytes(), false)?;
+    rootfs::write(
+        &btree,
+        "cairn/node.yaml",
+        DEFAULT_NODE_YAML.as_bytes(),
+        false,
+    )?;
     if b.boot.chain == BootChain::Uefi {
         let name = arch.systemd_boot_name().unwrap();
         let efi = pkgroot.join("usr/lib/systemd/boot/efi").join(name);
-        rootfs::copy(&btree, &format!("EFI/BOOT/{}", arch.efi_boot_name().unwrap()), &efi, false)?;
-        rootfs::write(&btree, "loader/loader.conf", b"timeout 0\ndefault slot-a.conf\neditor no\n", false)?;
+        rootfs::copy(
+            &btree,
+            &format!("EFI/BOOT/{}", arch.efi_boot_name().unwrap()),
+            &efi,
+            false,
+        )?;
+        rootfs::write(
+            &btree,
+            "loader/loader.conf",
+            b"timeout 0\ndefault slot-a.conf\neditor no\n",
+            false,
+        )?;
         let entry = format!(
             "title Cairn {v} (slot A)\nversion {v}\nlinux /a/vmlinuz\ninitrd /a/initrd.img\noptions {cmdline}\n",
             v = o.version
         );
-        rootfs::write(&btree, "loader/entries/slot-a.conf", entry.as_bytes(), false)?;
+        rootfs::write(
+            &btree,
+            "loader/entries/slot-a.conf",
+            entry.as_bytes(),
+            false,
+        )?;
     }
     set_mtimes(&btree, o.epoch)?;
     let fat_img = work.join("boot.fat");
-    let volid = u32::from_be_bytes(crate::manifest::sha256(b.name.as_bytes())[..4].try_into().unwrap());
-    fat::make(&fat_img, b.partitions.boot_mib, "CAIRN-BOOT", volid, &btree, o.epoch)?;
+    let volid = u32::from_be_bytes(
+        crate::manifest::sha256(b.name.as_bytes())[..4]
+            .try_into()
+            .unwrap(),
+    );
+    fat::make(
+        &fat_img,
+        b.partitions.boot_mib,
+        "CAIRN-BOOT",
+        volid,
+        &btree,
+        o.epoch,
+    )?;
     p.done(&format!("{} MiB", b.partitions.boot_mib));
 
     p.step("disk image (GPT: boot, slot A, slot B, data)");
-    let (parts, total) = disk::plan(b.partitions.boot_mib, b.partitions.slot_mib, b.partitions.data_mib);
+    let (parts, total) = disk::plan(
+        b.partitions.boot_mib,
+        b.partitions.slot_mib,
+        b.partitions.data_mib,
+    );
     let img = o.out.join("disk.img");
     disk::create(&img, total, &parts, &b.name)?;
     disk::write_sparse(&img, parts[0].start, parts[0].size, &fat_img)?;
@@ -198,13 +318,29 @@ pub fn build(o: &Options) -> Result<Manifest> {
 
     p.step("block map and zstd");
     let bmap = o.out.join("disk.img.bmap");
-    tools::run(Command::new("bmaptool").arg("create").arg("-o").arg(&bmap).arg(&img))?;
+    tools::run(
+        Command::new("bmaptool")
+            .arg("create")
+            .arg("-o")
+            .arg(&bmap)
+            .arg(&img),
+    )?;
     let zst = o.out.join("disk.img.zst");
     compress(&img, &zst)?;
-    p.done(&format!("disk.img.zst {}", mib(std::fs::metadata(&zst)?.len())));
+    p.done(&format!(
+        "disk.img.zst {}",
+        mib(std::fs::metadata(&zst)?.len())
+    ));
 
     let mut artefacts = Vec::new();
-    for f in ["disk.img", "disk.img.zst", "disk.img.bmap", "rootfs.squashfs", "initrd.img", "vmlinuz"] {
+    for f in [
+        "disk.img",
+        "disk.img.zst",
+        "disk.img.bmap",
+        "rootfs.squashfs",
+        "initrd.img",
+        "vmlinuz",
+    ] {
         artefacts.push(Artefact::of(&o.out.join(f))?);
     }
     let manifest = Manifest {
@@ -224,7 +360,11 @@ pub fn build(o: &Options) -> Result<Manifest> {
         packages,
         partitions: parts
             .iter()
-            .map(|p| crate::manifest::Partition { label: p.label.into(), start_bytes: p.start, size_bytes: p.size })
+            .map(|p| crate::manifest::Partition {
+                label: p.label.into(),
+                start_bytes: p.start,
+                size_bytes: p.size,
+            })
             .collect(),
         artefacts,
     };
@@ -251,16 +391,17 @@ fn ca_bundle(pkgroot: &Path) -> Result<Vec<u8>> {
 }
 
 fn os_release(version: &str) -> String {
-    format!(
-        "NAME=Cairn\nID=cairn\nVERSION_ID={version}\nPRETTY_NAME=\"Cairn {version}\"\n"
-    )
+    format!("NAME=Cairn\nID=cairn\nVERSION_ID={version}\nPRETTY_NAME=\"Cairn {version}\"\n")
 }
 
 fn set_mtimes(tree: &Path, epoch: u64) -> Result<()> {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
     for p in rootfs::walk(tree)? {
         if p.is_file() {
-            std::fs::File::options().write(true).open(&p)?.set_modified(t)?;
+            std::fs::File::options()
+                .write(true)
+                .open(&p)?
+                .set_modified(t)?;
         }
     }
     Ok(())

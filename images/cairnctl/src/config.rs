@@ -14,7 +14,9 @@ pub fn set(img: &Path, yaml: &str, name: &str) -> Result<()> {
     cairn_config::NodeConfig::parse(yaml, name)?;
     let (offset, _) = crate::disk::find_partition(img, "cairn-boot")?;
     let tmp = tempfile_with(yaml)?;
-    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let _ = mtools("mmd", img, offset, epoch).arg("::/cairn").output();
     mtools("mcopy", img, offset, epoch)
         .arg(&tmp)
@@ -28,16 +30,25 @@ pub fn set(img: &Path, yaml: &str, name: &str) -> Result<()> {
 /// The node config currently in `img`.
 pub fn get(img: &Path) -> Result<String> {
     let (offset, _) = crate::disk::find_partition(img, "cairn-boot")?;
-    let out = mtools("mtype", img, offset, 0).arg(SEED_PATH).output_checked()?;
+    let out = mtools("mtype", img, offset, 0)
+        .arg(SEED_PATH)
+        .output_checked()?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn tempfile_with(text: &str) -> Result<std::path::PathBuf> {
-    let p = std::env::temp_dir().join(format!("cairn-node-{}-{}.yaml", std::process::id(), rand_suffix()));
+    let p = std::env::temp_dir().join(format!(
+        "cairn-node-{}-{}.yaml",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::write(&p, text)?;
     Ok(p)
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }

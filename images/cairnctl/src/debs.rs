@@ -43,17 +43,28 @@ pub fn fetch(name: &str, arch: &str, version: &str) -> Result<Deb> {
     let path = match existing {
         Some(p) => p,
         None => {
-            let spec = if arch == "all" { format!("{name}={version}") } else { format!("{name}:{arch}={version}") };
+            let spec = if arch == "all" {
+                format!("{name}={version}")
+            } else {
+                format!("{name}:{arch}={version}")
+            };
             tools::run(Command::new("apt-get").arg("download").arg("-q").arg(&spec).current_dir(&dir))
                 .with_context(|| {
                     format!("downloading {spec}; is the pin still in the archive? `make deps` runs apt-get update")
                 })?;
-            find_cached(&dir, name, &file_version, arch)
-                .with_context(|| format!("apt-get download {spec} left no .deb in {}", dir.display()))?
+            find_cached(&dir, name, &file_version, arch).with_context(|| {
+                format!("apt-get download {spec} left no .deb in {}", dir.display())
+            })?
         }
     };
     let sha256 = crate::manifest::sha256_file(&path)?;
-    Ok(Deb { name: name.into(), version, arch: arch.into(), path, sha256 })
+    Ok(Deb {
+        name: name.into(),
+        version,
+        arch: arch.into(),
+        path,
+        sha256,
+    })
 }
 
 fn find_cached(dir: &Path, name: &str, version: &str, arch: &str) -> Option<PathBuf> {
@@ -68,7 +79,13 @@ fn find_cached(dir: &Path, name: &str, version: &str, arch: &str) -> Option<Path
 /// architecture-independent packages), preferring bookworm main so every architecture gets
 /// the same one. One `apt-cache` call for all of them (each call costs seconds).
 pub fn candidates(wanted: &[(String, String)]) -> Result<Vec<String>> {
-    let spec = |(n, a): &(String, String)| if a == "all" { n.clone() } else { format!("{n}:{a}") };
+    let spec = |(n, a): &(String, String)| {
+        if a == "all" {
+            n.clone()
+        } else {
+            format!("{n}:{a}")
+        }
+    };
     let specs: Vec<String> = wanted.iter().map(spec).collect();
     let out = tools::run(Command::new("apt-cache").arg("madison").args(&specs))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -92,7 +109,9 @@ pub fn candidates(wanted: &[(String, String)]) -> Result<Vec<String>> {
                 }
                 fallback.get_or_insert_with(|| cols[1].to_string());
             }
-            fallback.with_context(|| format!("no Debian package {want} known to apt: run `make deps` (apt-get update)"))
+            fallback.with_context(|| {
+                format!("no Debian package {want} known to apt: run `make deps` (apt-get update)")
+            })
         })
         .collect()
 }
@@ -106,10 +125,19 @@ pub fn extract(deb: &Deb, dest: &Path) -> Result<()> {
 
 /// Checks a package's control Version against the pin.
 pub fn verify_version(deb: &Deb) -> Result<()> {
-    let out = tools::run(Command::new("dpkg-deb").args(["-f"]).arg(&deb.path).arg("Version"))?;
+    let out = tools::run(
+        Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb.path)
+            .arg("Version"),
+    )?;
     let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if got != deb.version {
-        bail!("{} has version {got}, expected {}", deb.path.display(), deb.version);
+        bail!(
+            "{} has version {got}, expected {}",
+            deb.path.display(),
+            deb.version
+        );
     }
     Ok(())
 }

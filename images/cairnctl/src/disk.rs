@@ -39,7 +39,12 @@ pub fn plan(boot_mib: u64, slot_mib: u64, data_mib: u64) -> (Vec<Part>, u64) {
         ("cairn-b", LINUX_TYPE, slot_mib),
         ("cairn-data", LINUX_TYPE, data_mib),
     ] {
-        parts.push(Part { label, type_guid, start: at, size: mib * MIB });
+        parts.push(Part {
+            label,
+            type_guid,
+            start: at,
+            size: mib * MIB,
+        });
         at += mib * MIB;
     }
     (parts, at + MIB)
@@ -51,7 +56,14 @@ pub fn stable_uuid(seed: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = crate::manifest::hex(&b).to_uppercase();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Creates `img` of `total` bytes (sparse) with a GPT for `parts`.
@@ -167,7 +179,12 @@ pub fn find_partition(img: &Path, label: &str) -> Result<(u64, u64)> {
         .iter()
         .find(|p| p.name.as_deref() == Some(label))
         .map(|p| (p.start * ss, p.size * ss))
-        .with_context(|| format!("{} has no partition labelled {label}: is it a Cairn image?", img.display()))
+        .with_context(|| {
+            format!(
+                "{} has no partition labelled {label}: is it a Cairn image?",
+                img.display()
+            )
+        })
 }
 
 /// Reads `len` bytes at `offset` (used by tests and `config get`).
@@ -187,7 +204,9 @@ mod tests {
     fn plan_is_aligned_and_ordered() {
         let (parts, total) = plan(96, 64, 64);
         assert_eq!(parts[0].start, MIB);
-        assert!(parts.windows(2).all(|w| w[0].start + w[0].size == w[1].start));
+        assert!(parts
+            .windows(2)
+            .all(|w| w[0].start + w[0].size == w[1].start));
         assert!(parts.iter().all(|p| p.start % MIB == 0));
         assert_eq!(total, (1 + 96 + 64 + 64 + 64 + 1) * MIB);
     }

@@ -10,7 +10,14 @@ use anyhow::Result;
 use crate::tools;
 
 /// Makes a FAT32 image of `size_mib` at `img` holding the tree at `tree`.
-pub fn make(img: &Path, size_mib: u64, label: &str, volume_id: u32, tree: &Path, epoch: u64) -> Result<()> {
+pub fn make(
+    img: &Path,
+    size_mib: u64,
+    label: &str,
+    volume_id: u32,
+    tree: &Path,
+    epoch: u64,
+) -> Result<()> {
     if img.exists() {
         std::fs::remove_file(img)?;
     }
@@ -24,9 +31,14 @@ pub fn make(img: &Path, size_mib: u64, label: &str, volume_id: u32, tree: &Path,
     let target = |p: &Path| format!("::/{}", p.strip_prefix(tree).unwrap().display());
     for path in crate::rootfs::walk(tree)? {
         if path.is_dir() {
-            mtools("mmd", img, 0, epoch).arg(target(&path)).output_checked()?;
+            mtools("mmd", img, 0, epoch)
+                .arg(target(&path))
+                .output_checked()?;
         } else {
-            mtools("mcopy", img, 0, epoch).arg(&path).arg(target(&path)).output_checked()?;
+            mtools("mcopy", img, 0, epoch)
+                .arg(&path)
+                .arg(target(&path))
+                .output_checked()?;
         }
     }
     Ok(())
@@ -35,8 +47,13 @@ pub fn make(img: &Path, size_mib: u64, label: &str, volume_id: u32, tree: &Path,
 /// An mtools command on the FAT filesystem at byte `offset` of `img`.
 pub fn mtools(tool: &str, img: &Path, offset: u64, epoch: u64) -> Command {
     let mut c = Command::new(tool);
-    c.env("MTOOLS_SKIP_CHECK", "1").env("SOURCE_DATE_EPOCH", epoch.to_string());
-    let spec = if offset == 0 { img.display().to_string() } else { format!("{}@@{offset}", img.display()) };
+    c.env("MTOOLS_SKIP_CHECK", "1")
+        .env("SOURCE_DATE_EPOCH", epoch.to_string());
+    let spec = if offset == 0 {
+        img.display().to_string()
+    } else {
+        format!("{}@@{offset}", img.display())
+    };
     c.arg("-i").arg(spec);
     if tool == "mcopy" {
         c.args(["-o", "-m"]);

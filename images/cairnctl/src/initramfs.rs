@@ -19,26 +19,65 @@ pub fn pack(root: &Path, mtime: u32) -> Result<Vec<u8>> {
     for path in crate::rootfs::walk(root)? {
         let rel = path.strip_prefix(root)?.to_string_lossy().into_owned();
         let meta = path.symlink_metadata()?;
-        let b = Builder::new(&rel).ino(next_ino()).uid(0).gid(0).mtime(mtime).nlink(1);
+        let b = Builder::new(&rel)
+            .ino(next_ino())
+            .uid(0)
+            .gid(0)
+            .mtime(mtime)
+            .nlink(1);
         use std::os::unix::fs::PermissionsExt;
         let perm = meta.permissions().mode() & 0o7777;
         if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path)?.to_string_lossy().into_owned().into_bytes();
-            entries.push((rel, b.mode(0o777).set_mode_file_type(ModeFileType::Symlink), target));
+            let target = std::fs::read_link(&path)?
+                .to_string_lossy()
+                .into_owned()
+                .into_bytes();
+            entries.push((
+                rel,
+                b.mode(0o777).set_mode_file_type(ModeFileType::Symlink),
+                target,
+            ));
         } else if meta.is_dir() {
-            entries.push((rel, b.mode(perm).set_mode_file_type(ModeFileType::Directory).nlink(2), Vec::new()));
+            entries.push((
+                rel,
+                b.mode(perm)
+                    .set_mode_file_type(ModeFileType::Directory)
+                    .nlink(2),
+                Vec::new(),
+            ));
         } else {
-            entries.push((rel, b.mode(perm).set_mode_file_type(ModeFileType::Regular), std::fs::read(&path)?));
+            entries.push((
+                rel,
+                b.mode(perm).set_mode_file_type(ModeFileType::Regular),
+                std::fs::read(&path)?,
+            ));
         }
     }
     // The kernel opens /dev/console for init before any devtmpfs exists.
     let dev_exists = entries.iter().any(|(n, _, _)| n == "dev");
     if !dev_exists {
-        let b = Builder::new("dev").ino(next_ino()).mtime(mtime).nlink(2).mode(0o755);
-        entries.push(("dev".into(), b.set_mode_file_type(ModeFileType::Directory), Vec::new()));
+        let b = Builder::new("dev")
+            .ino(next_ino())
+            .mtime(mtime)
+            .nlink(2)
+            .mode(0o755);
+        entries.push((
+            "dev".into(),
+            b.set_mode_file_type(ModeFileType::Directory),
+            Vec::new(),
+        ));
     }
-    let console = Builder::new("dev/console").ino(next_ino()).mtime(mtime).mode(0o600).rdev_major(5).rdev_minor(1);
-    entries.push(("dev/console".into(), console.set_mode_file_type(ModeFileType::Char), Vec::new()));
+    let console = Builder::new("dev/console")
+        .ino(next_ino())
+        .mtime(mtime)
+        .mode(0o600)
+        .rdev_major(5)
+        .rdev_minor(1);
+    entries.push((
+        "dev/console".into(),
+        console.set_mode_file_type(ModeFileType::Char),
+        Vec::new(),
+    ));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut cpio = Vec::new();
@@ -65,7 +104,9 @@ mod tests {
         assert_eq!(a, b);
         let raw = zstd::decode_all(&a[..]).unwrap();
         let text = String::from_utf8_lossy(&raw);
-        assert!(text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("#!init"));
+        assert!(
+            text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("#!init")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

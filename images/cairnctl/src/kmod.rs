@@ -25,7 +25,9 @@ impl ModuleDb {
     pub fn parse(modules_dep: &str, modules_builtin: &str) -> ModuleDb {
         let mut db = ModuleDb::default();
         for line in modules_dep.lines() {
-            let Some((path, rest)) = line.split_once(':') else { continue };
+            let Some((path, rest)) = line.split_once(':') else {
+                continue;
+            };
             let deps = rest.split_whitespace().map(str::to_owned).collect();
             db.deps.insert(canonical(path), (path.to_string(), deps));
         }
@@ -86,14 +88,17 @@ impl ModuleDb {
 mod tests {
     use super::*;
 
-    const DEP: &str = "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko\n\
+    const DEP: &str =
+        "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko\n\
 kernel/fs/jbd2/jbd2.ko:\nkernel/fs/mbcache.ko:\nkernel/lib/crc16.ko:\n\
 kernel/drivers/block/virtio_blk.ko:\nkernel/drivers/input/keyboard/gpio_keys.ko:\n";
 
     #[test]
     fn closure_adds_dependencies_and_skips_builtins() {
         let db = ModuleDb::parse(DEP, "kernel/fs/squashfs/squashfs.ko\n");
-        let c = db.closure(&["ext4".into(), "squashfs".into(), "gpio-keys".into()]).unwrap();
+        let c = db
+            .closure(&["ext4".into(), "squashfs".into(), "gpio-keys".into()])
+            .unwrap();
         assert_eq!(c.len(), 5, "{c:?}");
         assert!(c.contains(&"kernel/fs/jbd2/jbd2.ko".to_string()));
         let dep = db.filtered_dep(&c);
@@ -104,6 +109,10 @@ kernel/drivers/block/virtio_blk.ko:\nkernel/drivers/input/keyboard/gpio_keys.ko:
     #[test]
     fn unknown_module_is_an_error() {
         let db = ModuleDb::parse(DEP, "");
-        assert!(db.closure(&["nonesuch".into()]).unwrap_err().to_string().contains("nonesuch"));
+        assert!(db
+            .closure(&["nonesuch".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("nonesuch"));
     }
 }

@@ -42,7 +42,10 @@ pub fn repo_root() -> anyhow::Result<PathBuf> {
             return Ok(dir.to_path_buf());
         }
         dir = dir.parent().ok_or_else(|| {
-            anyhow::anyhow!("no Cairn checkout (a directory with board-configs/) above {}; set CAIRN_REPO", cwd.display())
+            anyhow::anyhow!(
+                "no Cairn checkout (a directory with board-configs/) above {}; set CAIRN_REPO",
+                cwd.display()
+            )
         })?;
     }
 }

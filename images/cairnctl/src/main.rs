@@ -97,21 +97,48 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Build { board, recipe: recipe_name, out, bin_dir, image_version, quiet } => {
+        Cmd::Build {
+            board,
+            recipe: recipe_name,
+            out,
+            bin_dir,
+            image_version,
+            quiet,
+        } => {
             let repo = repo_root()?;
             let board = board::load(&repo.join("board-configs"), &board)?;
             let recipe = recipe::load(&repo.join("images/recipes"), &recipe_name)?;
             let out = out.unwrap_or_else(|| repo.join("out").join(&board.name));
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let bin_dir = bin_dir.unwrap_or_else(|| repo.join("target/device").join(board.arch.rust_target()).join("release"));
+            let bin_dir = bin_dir.unwrap_or_else(|| {
+                repo.join("target/device")
+                    .join(board.arch.rust_target())
+                    .join("release")
+            });
             let version = image_version
-                .or_else(|| std::env::var("CAIRN_VERSION").ok().filter(|v| !v.is_empty()))
+                .or_else(|| {
+                    std::env::var("CAIRN_VERSION")
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                })
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
             let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(s) => s.trim().parse().context("SOURCE_DATE_EPOCH must be a number of seconds")?,
+                Ok(s) => s
+                    .trim()
+                    .parse()
+                    .context("SOURCE_DATE_EPOCH must be a number of seconds")?,
                 Err(_) => 1_735_689_600, // 2025-01-01: a fixed default keeps builds reproducible
             };
-            build::build(&build::Options { repo, board, recipe, out, bin_dir, version, epoch, quiet })?;
+            build::build(&build::Options {
+                repo,
+                board,
+                recipe,
+                out,
+                bin_dir,
+                version,
+                epoch,
+                quiet,
+            })?;
         }
         Cmd::Boards => {
             let dir = repo_root()?.join("board-configs");
@@ -120,15 +147,25 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{:<16} {:<8} {}", b.name, b.arch.as_str(), b.description);
             }
         }
-        Cmd::Config { cmd: ConfigCmd::Set { image, node_yaml } } => {
-            let text = std::fs::read_to_string(&node_yaml).with_context(|| format!("reading {}", node_yaml.display()))?;
+        Cmd::Config {
+            cmd: ConfigCmd::Set { image, node_yaml },
+        } => {
+            let text = std::fs::read_to_string(&node_yaml)
+                .with_context(|| format!("reading {}", node_yaml.display()))?;
             config::set(&image, &text, &node_yaml.display().to_string())?;
-            eprintln!("cairnctl: wrote {} into {}", node_yaml.display(), image.display());
+            eprintln!(
+                "cairnctl: wrote {} into {}",
+                node_yaml.display(),
+                image.display()
+            );
         }
         Cmd::Bench { boards } => {
             let repo = repo_root()?;
             let boards = if boards.is_empty() {
-                board::known_boards(&repo.join("board-configs")).into_iter().filter(|b| b.starts_with("qemu-")).collect()
+                board::known_boards(&repo.join("board-configs"))
+                    .into_iter()
+                    .filter(|b| b.starts_with("qemu-"))
+                    .collect()
             } else {
                 boards
             };
@@ -139,12 +176,30 @@ fn run(cli: Cli) -> Result<()> {
             }
             cairnctl::bench::print(&rows);
         }
-        Cmd::Config { cmd: ConfigCmd::Get { image } } => print!("{}", config::get(&image)?),
-        Cmd::Qemu { board, api_port, fresh, disk_mib, smp, out } => {
+        Cmd::Config {
+            cmd: ConfigCmd::Get { image },
+        } => print!("{}", config::get(&image)?),
+        Cmd::Qemu {
+            board,
+            api_port,
+            fresh,
+            disk_mib,
+            smp,
+            out,
+        } => {
             let repo = repo_root()?;
             let board = board::load(&repo.join("board-configs"), &board)?;
             let out = out.unwrap_or_else(|| repo.join("out").join(&board.name));
-            let o = qemu::VmOptions { board, run_dir: out.clone(), out, api_port, fresh, disk_mib, echo: true, smp };
+            let o = qemu::VmOptions {
+                board,
+                run_dir: out.clone(),
+                out,
+                api_port,
+                fresh,
+                disk_mib,
+                echo: true,
+                smp,
+            };
             qemu::run_interactive(&o)?;
         }
     }

@@ -13,7 +13,13 @@ pub struct Progress {
 impl Progress {
     pub fn new(total: usize, quiet: bool) -> Self {
         let now = Instant::now();
-        Progress { total, step: 0, started: now, step_started: now, quiet }
+        Progress {
+            total,
+            step: 0,
+            started: now,
+            step_started: now,
+            quiet,
+        }
     }
 
     /// Announces the next step.
@@ -28,7 +34,10 @@ impl Progress {
     /// Reports a detail of the current step with its elapsed time.
     pub fn done(&self, detail: &str) {
         if !self.quiet {
-            eprintln!("        {detail} ({:.1} s)", self.step_started.elapsed().as_secs_f64());
+            eprintln!(
+                "        {detail} ({:.1} s)",
+                self.step_started.elapsed().as_secs_f64()
+            );
         }
     }
 

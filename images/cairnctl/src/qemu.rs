@@ -34,7 +34,16 @@ impl VmOptions {
     /// Options for an unattended boot from a fresh copy of `out/disk.img` (tests and
     /// benchmarks), running in `out/<run>`.
     pub fn headless(board: Board, out: PathBuf, run: &str, api_port: u16) -> VmOptions {
-        VmOptions { board, run_dir: out.join(run), out, api_port, fresh: true, disk_mib: 1024, echo: false, smp: 1 }
+        VmOptions {
+            board,
+            run_dir: out.join(run),
+            out,
+            api_port,
+            fresh: true,
+            disk_mib: 1024,
+            echo: false,
+            smp: 1,
+        }
     }
 
     pub fn node_disk(&self) -> PathBuf {
@@ -73,7 +82,11 @@ pub struct Vm {
 pub fn prepare(o: &VmOptions) -> Result<()> {
     let src = o.out.join("disk.img");
     if !src.is_file() {
-        bail!("{} is missing: run `make image BOARD={}` first", src.display(), o.board.name);
+        bail!(
+            "{} is missing: run `make image BOARD={}` first",
+            src.display(),
+            o.board.name
+        );
     }
     std::fs::create_dir_all(&o.run_dir)?;
     let disk = o.node_disk();
@@ -90,8 +103,12 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
     }
     if let Some(fw) = o.board.qemu.as_ref().and_then(|q| q.firmware.as_ref()) {
         if !o.efivars().exists() {
-            std::fs::copy(&fw.vars, o.efivars())
-                .with_context(|| format!("copying {}: run `make deps` (UEFI firmware packages)", fw.vars.display()))?;
+            std::fs::copy(&fw.vars, o.efivars()).with_context(|| {
+                format!(
+                    "copying {}: run `make deps` (UEFI firmware packages)",
+                    fw.vars.display()
+                )
+            })?;
         }
     }
     Ok(())
@@ -99,28 +116,63 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
 
 /// The QEMU command line for one launch.
 pub fn command(o: &VmOptions) -> Result<Command> {
-    let q = o.board.qemu.as_ref().with_context(|| format!("board {} has no qemu section", o.board.name))?;
+    let q = o
+        .board
+        .qemu
+        .as_ref()
+        .with_context(|| format!("board {} has no qemu section", o.board.name))?;
     let bin = crate::tools::find(&q.binary)?;
     let mut c = Command::new(bin);
     let dev = |name: &str| match q.bus {
         Bus::Pci => format!("{name}-pci"),
         Bus::Ccw => format!("{name}-ccw"),
     };
-    c.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
-    c.args(["-machine", &q.machine, "-cpu", &q.cpu, "-m", &q.memory_mib.to_string()]);
+    c.args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    c.args([
+        "-machine",
+        &q.machine,
+        "-cpu",
+        &q.cpu,
+        "-m",
+        &q.memory_mib.to_string(),
+    ]);
     c.args(["-smp", &o.smp.to_string()]);
-    c.arg("-chardev").arg(format!("file,id=con0,path={},append=on", o.console_log().display()));
+    c.arg("-chardev").arg(format!(
+        "file,id=con0,path={},append=on",
+        o.console_log().display()
+    ));
     c.args(["-serial", "chardev:con0"]);
-    c.arg("-qmp").arg(format!("unix:{},server=on,wait=off", o.qmp_socket().display()));
-    c.arg("-drive").arg(format!("if=none,id=disk0,format=raw,file={}", o.node_disk().display()));
+    c.arg("-qmp").arg(format!(
+        "unix:{},server=on,wait=off",
+        o.qmp_socket().display()
+    ));
+    c.arg("-drive").arg(format!(
+        "if=none,id=disk0,format=raw,file={}",
+        o.node_disk().display()
+    ));
     c.args(["-device", &format!("{},drive=disk0", dev("virtio-blk"))]);
-    c.arg("-netdev").arg(format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443", o.api_port));
+    c.arg("-netdev").arg(format!(
+        "user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443",
+        o.api_port
+    ));
     c.args(["-device", &format!("{},netdev=net0", dev("virtio-net"))]);
     c.args(["-object", "rng-random,filename=/dev/urandom,id=rng0"]);
     c.args(["-device", &format!("{},rng=rng0", dev("virtio-rng"))]);
     if let Some(fw) = &q.firmware {
-        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", fw.code.display()));
-        c.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", o.efivars().display()));
+        c.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            fw.code.display()
+        ));
+        c.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            o.efivars().display()
+        ));
     }
     if o.board.boot.chain == BootChain::Direct {
         let cmdline = std::fs::read_to_string(o.out.join("cmdline")).unwrap_or_default();
@@ -176,18 +228,27 @@ impl Vm {
             for line in reader.lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if v["event"] == "SHUTDOWN" {
-                        let reason = v["data"]["reason"].as_str().unwrap_or("unknown").to_string();
+                        let reason = v["data"]["reason"]
+                            .as_str()
+                            .unwrap_or("unknown")
+                            .to_string();
                         *seen.lock().unwrap() = Some(reason);
                     }
                 }
             }
         });
-        Ok(Vm { child, qmp, last_shutdown, console: o.console_log() })
+        Ok(Vm {
+            child,
+            qmp,
+            last_shutdown,
+            console: o.console_log(),
+        })
     }
 
     /// Presses the power button (ACPI / GPIO key / s390 quiesce, by machine).
     pub fn powerdown(&mut self) -> Result<()> {
-        self.qmp.write_all(b"{\"execute\":\"system_powerdown\"}\n")?;
+        self.qmp
+            .write_all(b"{\"execute\":\"system_powerdown\"}\n")?;
         Ok(())
     }
 
@@ -238,10 +299,16 @@ impl Vm {
                 return Ok(from + i + marker.len());
             }
             if !self.running() {
-                bail!("QEMU exited before `{marker}` appeared; console tail:\n{}", tail(&text, 40));
+                bail!(
+                    "QEMU exited before `{marker}` appeared; console tail:\n{}",
+                    tail(&text, 40)
+                );
             }
             if Instant::now() > deadline {
-                bail!("`{marker}` did not appear within {timeout:?}; console tail:\n{}", tail(&text, 40));
+                bail!(
+                    "`{marker}` did not appear within {timeout:?}; console tail:\n{}",
+                    tail(&text, 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -274,7 +341,9 @@ pub fn run_interactive(o: &VmOptions) -> Result<()> {
     ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     let console = o.console_log();
-    let echo_from = Arc::new(Mutex::new(std::fs::metadata(&console).map(|m| m.len()).unwrap_or(0)));
+    let echo_from = Arc::new(Mutex::new(
+        std::fs::metadata(&console).map(|m| m.len()).unwrap_or(0),
+    ));
     if o.echo {
         let pos = echo_from.clone();
         let path = console.clone();

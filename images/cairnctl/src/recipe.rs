@@ -33,16 +33,29 @@ pub fn load(dir: &Path, name: &str) -> Result<Recipe> {
     let r: Recipe = crate::yamlfile::load(&path)?;
     let text = std::fs::read_to_string(&path)?;
     let file = path.display().to_string();
-    let at = |k: &str| crate::yamlfile::locate_key(&text, k).map_or(file.clone(), |(l, c)| format!("{file}:{l}:{c}"));
+    let at = |k: &str| {
+        crate::yamlfile::locate_key(&text, k)
+            .map_or(file.clone(), |(l, c)| format!("{file}:{l}:{c}"))
+    };
     if r.name != name {
-        bail!("{}: name `{}` does not match the file name `{name}`", at("name"), r.name);
+        bail!(
+            "{}: name `{}` does not match the file name `{name}`",
+            at("name"),
+            r.name
+        );
     }
     if !r.install.is_empty() && r.debian_packages.is_empty() {
-        bail!("{}: install lists paths but debian_packages is empty", at("install"));
+        bail!(
+            "{}: install lists paths but debian_packages is empty",
+            at("install")
+        );
     }
     for p in &r.install {
         if p.starts_with('/') || p.split('/').any(|c| c == "..") {
-            bail!("{}: install path `{p}` must be relative to the package root", at("install"));
+            bail!(
+                "{}: install path `{p}` must be relative to the package root",
+                at("install")
+            );
         }
     }
     Ok(r)

@@ -23,8 +23,19 @@ pub fn merged_usr(rel: &str) -> String {
 /// Creates the skeleton: mount points, merged-/usr symlinks, /etc links into /run.
 pub fn skeleton(root: &Path) -> Result<()> {
     for d in [
-        "usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "proc", "sys", "dev", "run", "tmp", "var", "boot",
-        "etc/cairn", "etc/ssl/certs",
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib64",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var",
+        "boot",
+        "etc/cairn",
+        "etc/ssl/certs",
     ] {
         mkdir(&root.join(d))?;
     }
@@ -57,7 +68,10 @@ pub fn write(root: &Path, rel: &str, bytes: &[u8], exec: bool) -> Result<()> {
         fs::remove_file(&dest)?;
     }
     fs::write(&dest, bytes).with_context(|| format!("writing {}", dest.display()))?;
-    fs::set_permissions(&dest, fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }))?;
+    fs::set_permissions(
+        &dest,
+        fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+    )?;
     Ok(())
 }
 
@@ -72,7 +86,11 @@ pub fn copy(root: &Path, rel: &str, src: &Path, exec: bool) -> Result<()> {
 pub fn overlay(root: &Path, src: &Path) -> Result<usize> {
     let mut n = 0;
     for entry in walk(src)? {
-        let rel = entry.strip_prefix(src).unwrap().to_string_lossy().into_owned();
+        let rel = entry
+            .strip_prefix(src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let meta = entry.symlink_metadata()?;
         let dest = root.join(&rel);
         if meta.file_type().is_symlink() {
@@ -110,7 +128,12 @@ pub fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Installs `paths` (relative to the unpacked packages in `pkgroot`) and, transitively, the
 /// shared libraries and ELF interpreter they need, as regular files. Returns what was
 /// installed (paths in the root).
-pub fn install_elf_closure(root: &Path, pkgroot: &Path, multiarch: &str, paths: &[String]) -> Result<Vec<String>> {
+pub fn install_elf_closure(
+    root: &Path,
+    pkgroot: &Path,
+    multiarch: &str,
+    paths: &[String],
+) -> Result<Vec<String>> {
     let mut installed = BTreeSet::new();
     let mut queue: Vec<String> = paths.to_vec();
     while let Some(rel) = queue.pop() {
@@ -119,7 +142,8 @@ pub fn install_elf_closure(root: &Path, pkgroot: &Path, multiarch: &str, paths: 
         if !installed.insert(target.clone()) {
             continue;
         }
-        let bytes = fs::read(&src).with_context(|| format!("{rel} is not in the recipe's debian_packages"))?;
+        let bytes = fs::read(&src)
+            .with_context(|| format!("{rel} is not in the recipe's debian_packages"))?;
         write(root, &target, &bytes, true)?;
         if let Ok(elf) = goblin::elf::Elf::parse(&bytes) {
             if let Some(interp) = elf.interpreter {
@@ -135,7 +159,12 @@ pub fn install_elf_closure(root: &Path, pkgroot: &Path, multiarch: &str, paths: 
 }
 
 fn find_lib(pkgroot: &Path, multiarch: &str, soname: &str) -> Result<String> {
-    for dir in [format!("lib/{multiarch}"), format!("usr/lib/{multiarch}"), "lib".into(), "usr/lib".into()] {
+    for dir in [
+        format!("lib/{multiarch}"),
+        format!("usr/lib/{multiarch}"),
+        "lib".into(),
+        "usr/lib".into(),
+    ] {
         let rel = format!("{dir}/{soname}");
         if pkgroot.join(&rel).exists() {
             return Ok(rel);
@@ -151,7 +180,10 @@ mod tests {
     #[test]
     fn merged_usr_maps_top_level_dirs() {
         assert_eq!(merged_usr("sbin/mke2fs"), "usr/sbin/mke2fs");
-        assert_eq!(merged_usr("/lib64/ld-linux-x86-64.so.2"), "usr/lib64/ld-linux-x86-64.so.2");
+        assert_eq!(
+            merged_usr("/lib64/ld-linux-x86-64.so.2"),
+            "usr/lib64/ld-linux-x86-64.so.2"
+        );
         assert_eq!(merged_usr("usr/lib/x.so"), "usr/lib/x.so");
         assert_eq!(merged_usr("etc/x"), "etc/x");
         assert_eq!(merged_usr("library/x"), "library/x");
@@ -163,11 +195,19 @@ mod tests {
         let host = Path::new("/");
         let tmp = std::env::temp_dir().join(format!("cairn-closure-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
-        let e2fsck = ["sbin/e2fsck", "usr/sbin/e2fsck"].into_iter().find(|p| host.join(p).is_file());
-        let Some(e2fsck) = e2fsck else { panic!("e2fsck missing on host: run make deps") };
-        let got = install_elf_closure(&tmp, host, "x86_64-linux-gnu", &[e2fsck.to_string()]).unwrap();
+        let e2fsck = ["sbin/e2fsck", "usr/sbin/e2fsck"]
+            .into_iter()
+            .find(|p| host.join(p).is_file());
+        let Some(e2fsck) = e2fsck else {
+            panic!("e2fsck missing on host: run make deps")
+        };
+        let got =
+            install_elf_closure(&tmp, host, "x86_64-linux-gnu", &[e2fsck.to_string()]).unwrap();
         assert!(got.iter().any(|p| p.ends_with("libext2fs.so.2")), "{got:?}");
-        assert!(got.iter().any(|p| p.contains("ld-linux-x86-64.so.2")), "{got:?}");
+        assert!(
+            got.iter().any(|p| p.contains("ld-linux-x86-64.so.2")),
+            "{got:?}"
+        );
         assert!(got.iter().any(|p| p.ends_with("libc.so.6")), "{got:?}");
         let _ = fs::remove_dir_all(&tmp);
     }

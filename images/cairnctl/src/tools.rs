@@ -17,7 +17,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("sfdisk", "fdisk"),
     ("bmaptool", "bmap-tools"),
     ("qemu-system-x86_64", "qemu-system-x86 (bookworm-backports)"),
-    ("qemu-system-aarch64", "qemu-system-arm (bookworm-backports)"),
+    (
+        "qemu-system-aarch64",
+        "qemu-system-arm (bookworm-backports)",
+    ),
     ("qemu-system-arm", "qemu-system-arm (bookworm-backports)"),
     ("qemu-system-s390x", "qemu-system-misc (bookworm-backports)"),
 ];
@@ -32,7 +35,10 @@ pub fn find(tool: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    let pkg = TOOLS.iter().find(|(t, _)| *t == tool).map_or("?", |(_, p)| p);
+    let pkg = TOOLS
+        .iter()
+        .find(|(t, _)| *t == tool)
+        .map_or("?", |(_, p)| p);
     bail!("host tool `{tool}` not found: run `make deps` (ci/install-deps.sh installs it from the Debian package {pkg})")
 }
 
@@ -42,16 +48,15 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     let resolved = find(&prog)?;
     let shown = format!("{cmd:?}");
     let mut real = Command::new(resolved);
-    real.args(cmd.get_args()).current_dir(cmd.get_current_dir().unwrap_or(std::path::Path::new(".")));
+    real.args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().unwrap_or(std::path::Path::new(".")));
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => real.env(k, v),
             None => real.env_remove(k),
         };
     }
-    let out = real
-        .output()
-        .with_context(|| format!("running {shown}"))?;
+    let out = real.output().with_context(|| format!("running {shown}"))?;
     if !out.status.success() {
         bail!(
             "{shown} failed ({}):\n{}{}",
@@ -67,7 +72,9 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 mod tests {
     #[test]
     fn missing_tool_names_make_deps_step() {
-        let e = super::find("mcopy-that-does-not-exist").unwrap_err().to_string();
+        let e = super::find("mcopy-that-does-not-exist")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("make deps"), "{e}");
     }
 }

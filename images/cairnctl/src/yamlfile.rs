@@ -7,8 +7,12 @@ use serde::de::DeserializeOwned;
 
 /// Reads and parses `path`; errors read `path:line:column: message`.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(cairn_config::from_yaml_str(&text, &path.display().to_string())?)
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(cairn_config::from_yaml_str(
+        &text,
+        &path.display().to_string(),
+    )?)
 }
 
 /// 1-based line and column of the first `key:` in `text` (for semantic errors found after

@@ -13,20 +13,34 @@ use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 const BOOT: Duration = Duration::from_secs(420);
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// GET over HTTPS with the real curl (the node's CA is not known to the host yet).
 fn https_get(port: u16, path: &str) -> Option<String> {
     let out = Command::new("curl")
-        .args(["-sk", "--max-time", "10", &format!("https://127.0.0.1:{port}{path}")])
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            &format!("https://127.0.0.1:{port}{path}"),
+        ])
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn wait_https(vm: &mut Vm, port: u16, path: &str, want: &str) -> String {
@@ -37,8 +51,16 @@ fn wait_https(vm: &mut Vm, port: u16, path: &str, want: &str) -> String {
                 return body;
             }
         }
-        assert!(vm.running(), "QEMU exited; console:\n{}", qemu::tail(&vm.console_text(), 40));
-        assert!(Instant::now() < deadline, "{path} never answered {want:?}; console:\n{}", qemu::tail(&vm.console_text(), 40));
+        assert!(
+            vm.running(),
+            "QEMU exited; console:\n{}",
+            qemu::tail(&vm.console_text(), 40)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{path} never answered {want:?}; console:\n{}",
+            qemu::tail(&vm.console_text(), 40)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -47,8 +69,17 @@ fn power_off(vm: &mut Vm) {
     vm.powerdown().unwrap();
     let stop = vm.wait(Duration::from_secs(180)).unwrap();
     let console = vm.console_text();
-    assert_eq!(stop, Some(Stop::GuestShutdown), "no clean power-off; console:\n{}", qemu::tail(&console, 40));
-    assert!(console.contains("cairn-init: shutdown action=poweroff"), "{}", qemu::tail(&console, 40));
+    assert_eq!(
+        stop,
+        Some(Stop::GuestShutdown),
+        "no clean power-off; console:\n{}",
+        qemu::tail(&console, 40)
+    );
+    assert!(
+        console.contains("cairn-init: shutdown action=poweroff"),
+        "{}",
+        qemu::tail(&console, 40)
+    );
 }
 
 /// What a test does to the node between and around the standard boots.
@@ -88,15 +119,24 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     let at = vm.wait_for("cairn-init: switch_root", at, BOOT).unwrap();
     let at = vm.wait_for("cairn-init: start stage=2", at, BOOT).unwrap();
     let at = vm.wait_for("cairn-init: data formatted", at, BOOT).unwrap();
-    let at = vm.wait_for("cairn-init: started cairn role=server", at, BOOT).unwrap();
+    let at = vm
+        .wait_for("cairn-init: started cairn role=server", at, BOOT)
+        .unwrap();
     vm.wait_for("cairn: ready", at, BOOT).unwrap();
     assert_eq!(wait_https(&mut vm, port, "/readyz", "ok").trim(), "ok");
     let version = wait_https(&mut vm, port, "/version", "gitVersion");
-    assert!(version.contains(&format!("linux/{arch_in_version}")), "{version}");
+    assert!(
+        version.contains(&format!("linux/{arch_in_version}")),
+        "{version}"
+    );
     let console = vm.console_text();
     assert!(!console.contains("FATAL"), "{}", qemu::tail(&console, 40));
     if let Some((_, want)) = extras.node_yaml {
-        assert!(console.contains(want), "node config not applied: no `{want}` in\n{}", qemu::tail(&console, 40));
+        assert!(
+            console.contains(want),
+            "node config not applied: no `{want}` in\n{}",
+            qemu::tail(&console, 40)
+        );
     }
     power_off(&mut vm);
     drop(vm);
@@ -110,12 +150,19 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         // A damaged data filesystem is repaired (from a backup superblock), never a boot loop.
         let (offset, _) = cairnctl::disk::find_partition(&o.node_disk(), "cairn-data").unwrap();
         use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(o.node_disk()).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(o.node_disk())
+            .unwrap();
         f.write_all_at(&[0xa5; 1024], offset + 1024).unwrap();
         drop(f);
         let (mut vm, start) = reboot_expecting_data(&o, port, "repaired");
         let console = vm.console_text();
-        assert!(console[start..].contains("ca reused"), "node state lost in the repair:\n{}", qemu::tail(&console, 30));
+        assert!(
+            console[start..].contains("ca reused"),
+            "node state lost in the repair:\n{}",
+            qemu::tail(&console, 30)
+        );
         power_off(&mut vm);
     }
 }
@@ -128,7 +175,10 @@ fn reboot_expecting_data(o: &VmOptions, port: u16, state: &str) -> (Vm, usize) {
     let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
     let console = vm.console_text();
     let line = console[at..].lines().next().unwrap_or("");
-    assert!(line.starts_with(state), "expected `data {state}` on this boot, got `data {line}`");
+    assert!(
+        line.starts_with(state),
+        "expected `data {state}` on this boot, got `data {line}`"
+    );
     vm.wait_for("cairn: ready", at, BOOT).unwrap();
     wait_https(&mut vm, port, "/readyz", "ok");
     (vm, start)
@@ -136,13 +186,28 @@ fn reboot_expecting_data(o: &VmOptions, port: u16, state: &str) -> (Vm, usize) {
 
 #[test]
 fn qemu_x86_64_boots_serves_and_powers_off() {
-    let yaml = "# written by the boot test\nhostname: edge-x86\nrole: server\nnetwork:\n  mode: dhcp\n";
-    boot("qemu-x86_64", "amd64", Extras { node_yaml: Some((yaml, "serving names edge-x86")), ..Extras::default() });
+    let yaml =
+        "# written by the boot test\nhostname: edge-x86\nrole: server\nnetwork:\n  mode: dhcp\n";
+    boot(
+        "qemu-x86_64",
+        "amd64",
+        Extras {
+            node_yaml: Some((yaml, "serving names edge-x86")),
+            ..Extras::default()
+        },
+    );
 }
 
 #[test]
 fn qemu_aarch64_boots_serves_and_powers_off_and_repairs_data() {
-    boot("qemu-aarch64", "arm64", Extras { corrupt_data: true, ..Extras::default() });
+    boot(
+        "qemu-aarch64",
+        "arm64",
+        Extras {
+            corrupt_data: true,
+            ..Extras::default()
+        },
+    );
 }
 
 #[test]
@@ -156,5 +221,12 @@ fn qemu_s390x_boots_serves_and_powers_off_with_static_network() {
     // with that address must be as reachable as DHCP.
     let yaml = "hostname: edge-s390x\nnetwork:\n  mode: static\n  address: 10.0.2.15/24\n  gateway: 10.0.2.2\n  dns: [10.0.2.3]\n";
     let want = "network iface=eth0 mode=static address=10.0.2.15/24 gateway=10.0.2.2";
-    boot("qemu-s390x", "s390x", Extras { node_yaml: Some((yaml, want)), ..Extras::default() });
+    boot(
+        "qemu-s390x",
+        "s390x",
+        Extras {
+            node_yaml: Some((yaml, want)),
+            ..Extras::default()
+        },
+    );
 }

@@ -8,7 +8,15 @@ fn image(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("tree/cairn")).unwrap();
     std::fs::write(dir.join("tree/cairn/node.yaml"), "role: server\n").unwrap();
     let fat_img = dir.join("boot.fat");
-    fat::make(&fat_img, 40, "CAIRN-BOOT", 0x1234, &dir.join("tree"), 1_700_000_000).unwrap();
+    fat::make(
+        &fat_img,
+        40,
+        "CAIRN-BOOT",
+        0x1234,
+        &dir.join("tree"),
+        1_700_000_000,
+    )
+    .unwrap();
     let (parts, total) = disk::plan(40, 8, 16);
     let img = dir.join("disk.img");
     disk::create(&img, total, &parts, "test").unwrap();
@@ -29,13 +37,23 @@ fn set_then_get_round_trips() {
 fn invalid_config_is_refused_and_the_image_keeps_its_own() {
     let img = image("bad");
     let before = std::fs::read(&img).unwrap();
-    let err = config::set(&img, "role: server\nnetwork:\n  mode: dhcp\n  gatway: 10.0.0.1\n", "node.yaml")
-        .unwrap_err()
-        .to_string();
+    let err = config::set(
+        &img,
+        "role: server\nnetwork:\n  mode: dhcp\n  gatway: 10.0.0.1\n",
+        "node.yaml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.starts_with("node.yaml:4:"), "{err}");
     assert!(err.contains("gatway"), "{err}");
-    assert_eq!(std::fs::read(&img).unwrap(), before, "a refused config must not touch the image");
-    let err = config::set(&img, "role: [server\n", "node.yaml").unwrap_err().to_string();
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        before,
+        "a refused config must not touch the image"
+    );
+    let err = config::set(&img, "role: [server\n", "node.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("node.yaml:"), "{err}");
 }
 
@@ -43,6 +61,12 @@ fn invalid_config_is_refused_and_the_image_keeps_its_own() {
 fn not_a_cairn_image_is_a_clear_error() {
     let p = std::env::temp_dir().join(format!("cairn-not-an-image-{}", std::process::id()));
     std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
-    let err = format!("{:#}", config::set(&p, "role: server\n", "n.yaml").unwrap_err());
-    assert!(err.contains("partition table") || err.contains("cairn-boot"), "{err}");
+    let err = format!(
+        "{:#}",
+        config::set(&p, "role: server\n", "n.yaml").unwrap_err()
+    );
+    assert!(
+        err.contains("partition table") || err.contains("cairn-boot"),
+        "{err}"
+    );
 }

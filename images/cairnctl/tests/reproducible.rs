@@ -8,10 +8,19 @@ use cairnctl::{board, build, recipe};
 
 #[test]
 fn two_builds_are_byte_identical() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap();
     let b = board::load(&repo.join("board-configs"), "qemu-s390x").unwrap();
-    let bin_dir = repo.join("target/device").join(b.arch.rust_target()).join("release");
-    assert!(bin_dir.join("cairn").is_file(), "run `make build-s390x` first (make test does)");
+    let bin_dir = repo
+        .join("target/device")
+        .join(b.arch.rust_target())
+        .join("release");
+    assert!(
+        bin_dir.join("cairn").is_file(),
+        "run `make build-s390x` first (make test does)"
+    );
     let digests = |n: u32| {
         let out = repo.join(format!("out/repro-{n}"));
         let _ = std::fs::remove_dir_all(&out);
@@ -27,7 +36,11 @@ fn two_builds_are_byte_identical() {
             quiet: true,
         })
         .unwrap();
-        let v: Vec<(String, String)> = m.artefacts.into_iter().map(|a| (a.name, a.sha256)).collect();
+        let v: Vec<(String, String)> = m
+            .artefacts
+            .into_iter()
+            .map(|a| (a.name, a.sha256))
+            .collect();
         std::fs::remove_dir_all(&out).unwrap();
         v
     };

@@ -19,6 +19,7 @@
 mod check;
 mod files;
 mod issue;
+pub mod tls;
 
 use std::io;
 use std::net::IpAddr;

@@ -17,6 +17,14 @@ pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Certificates made in a fresh directory, for tests of other modules.
+pub(crate) fn fresh_pki() -> Pki {
+    let dir = temp_dir("fresh");
+    let (pki, _) = ensure(&dir, &names("test"), SystemTime::now()).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    pki
+}
+
 fn names(host: &str) -> ServingNames {
     ServingNames::new(Some(host), [IpAddr::from([10, 0, 2, 15])])
 }

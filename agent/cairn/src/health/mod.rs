@@ -1,16 +1,13 @@
-//! The HTTPS API server: TLS, HTTP/1.1 and HTTP/2, routing, graceful shutdown.
+//! The agent's HTTPS health server: `/readyz`, `/livez`, `/healthz`, `/version`, and a
+//! Kubernetes `Status` 404 for everything else. The server role serves the whole Kubernetes API
+//! (`cairn_apiserver`) instead; this goes when the agent serves the kubelet API.
 //!
-//! Today it serves health (`/readyz`, `/livez`, `/healthz`), `/version`, and a Kubernetes
-//! `Status` 404 for everything else. The split is the one the Kubernetes API will grow into:
 //! [`routes`] turns a request into a response without I/O, [`serve`] owns sockets and
-//! connections, [`tls`] owns the TLS configuration (certificates come from [`crate::pki`]).
-//!
-//! Limitations: client certificates are verified when presented but not yet required, and the
-//! identity they carry is not used (no authorisation yet). Request bodies are ignored.
+//! connections; the TLS configuration comes from [`crate::pki::tls`]. Request bodies are
+//! ignored.
 
 pub mod routes;
 pub mod status;
-pub mod tls;
 pub mod version;
 
 use std::convert::Infallible;

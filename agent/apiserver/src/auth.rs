@@ -1,0 +1,383 @@
+//! Authentication: who is making a request.
+//!
+//! Two authenticators, tried in Kubernetes' order (the first that succeeds wins):
+//! 1. **Client certificates** signed by the cluster CA. The TLS layer has already verified the
+//!    chain; [`user_from_certificate`] reads the identity from the subject like
+//!    kube-apiserver: `CN` is the user name, each `O` a group.
+//! 2. **Bearer tokens** of the bootstrap-token form `<id>.<secret>` (6 and 16 characters of
+//!    `[a-z0-9]`), stored as Secrets `kube-system/bootstrap-token-<id>` of type
+//!    `bootstrap.kubernetes.io/token`, exactly as kubeadm stores them, so `kubectl get secrets
+//!    -n kube-system` shows them and deleting one revokes it. The user is
+//!    `system:bootstrap:<id>` in `system:bootstrappers` and the token's `auth-extra-groups`.
+//!
+//! Every authenticated user also gets `system:authenticated`. A request with neither is
+//! anonymous and may only read health and version endpoints.
+//!
+//! Limitations: no service-account tokens yet; every authenticated user may do everything
+//! (authorisation is RBAC's job, not built yet).
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use cairn_store::Store;
+use serde_json::Value;
+
+/// An authenticated identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// Group every authenticated user is in.
+pub const AUTHENTICATED: &str = "system:authenticated";
+/// Group of users authenticated with a bootstrap token.
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// Secret type of bootstrap tokens.
+pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
+/// Bootstrap-token Secrets live here, named `bootstrap-token-<id>`.
+pub const BOOTSTRAP_TOKEN_NAMESPACE: &str = "kube-system";
+
+impl User {
+    fn new(name: String, mut groups: Vec<String>) -> User {
+        if !groups.iter().any(|g| g == AUTHENTICATED) {
+            groups.push(AUTHENTICATED.to_owned());
+        }
+        User { name, groups }
+    }
+}
+
+/// Why credentials were refused; logged by the server (never sent to the client, never
+/// containing the secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("client certificate: {0}")]
+    Certificate(String),
+    #[error("bearer token is not of the form <6-char id>.<16-char secret>")]
+    MalformedToken,
+    #[error("bootstrap token {0}: no such token")]
+    UnknownToken(String),
+    #[error("bootstrap token {0}: wrong secret")]
+    WrongSecret(String),
+    #[error("bootstrap token {id}: expired at {at}")]
+    Expired { id: String, at: String },
+    #[error("bootstrap token {0}: not usable for authentication")]
+    NotForAuthentication(String),
+    #[error("bootstrap token {0}: {1}")]
+    Invalid(String, String),
+    #[error("looking up the token: {0}")]
+    Store(String),
+}
+
+/// The identity in a client certificate (DER) already verified against the cluster CA.
+pub fn user_from_certificate(der: &[u8]) -> Result<User, AuthError> {
+    use x509_cert::der::asn1::{PrintableStringRef, Utf8StringRef};
+    use x509_cert::der::Decode;
+
+    let cert =
+        x509_cert::Certificate::from_der(der).map_err(|e| AuthError::Certificate(e.to_string()))?;
+    let text = |value: &x509_cert::der::Any| -> Option<String> {
+        if let Ok(s) = value.decode_as::<Utf8StringRef<'_>>() {
+            return Some(s.as_str().to_owned());
+        }
+        value
+            .decode_as::<PrintableStringRef<'_>>()
+            .ok()
+            .map(|s| s.as_str().to_owned())
+    };
+    let mut name = None;
+    let mut groups = Vec::new();
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid == const_oid::db::rfc4519::CN {
+                name = text(&atv.value);
+            } else if atv.oid == const_oid::db::rfc4519::O {
+                groups.extend(text(&atv.value));
+            }
+        }
+    }
+    match name {
+        Some(name) if !name.is_empty() => Ok(User::new(name, groups)),
+        _ => Err(AuthError::Certificate(
+            "the subject has no common name".into(),
+        )),
+    }
+}
+
+/// A parsed bootstrap token `<id>.<secret>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    pub id: String,
+    pub secret: String,
+}
+
+impl BootstrapToken {
+    /// Parses `<id>.<secret>` (6 and 16 characters of `[a-z0-9]`), alone or in the join form
+    /// `K10<ca-sha256>::<id>.<secret>` (the CA hash is for the client to check, not us).
+    pub fn parse(token: &str) -> Result<BootstrapToken, AuthError> {
+        let token = match token.split_once("::") {
+            Some((prefix, rest)) if prefix.starts_with("K10") => rest,
+            _ => token,
+        };
+        let (id, secret) = token.split_once('.').ok_or(AuthError::MalformedToken)?;
+        let ok = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        if !ok(id, 6) || !ok(secret, 16) {
+            return Err(AuthError::MalformedToken);
+        }
+        Ok(BootstrapToken {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+
+    /// The name of the Secret holding this token.
+    pub fn secret_name(&self) -> String {
+        format!("bootstrap-token-{}", self.id)
+    }
+}
+
+impl std::fmt::Display for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.id, self.secret)
+    }
+}
+
+/// Authenticates bearer tokens against the store.
+#[derive(Clone)]
+pub struct TokenAuthenticator {
+    store: std::sync::Arc<dyn Store>,
+}
+
+impl TokenAuthenticator {
+    pub fn new(store: std::sync::Arc<dyn Store>) -> TokenAuthenticator {
+        TokenAuthenticator { store }
+    }
+
+    /// The user a bearer token stands for at time `now`.
+    pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<User, AuthError> {
+        let token = BootstrapToken::parse(token)?;
+        let key = format!(
+            "/registry/core/secrets/{BOOTSTRAP_TOKEN_NAMESPACE}/{}",
+            token.secret_name()
+        );
+        let kv = self
+            .store
+            .get(&key)
+            .map_err(|e| AuthError::Store(e.to_string()))?
+            .ok_or_else(|| AuthError::UnknownToken(token.id.clone()))?;
+        let secret: Value = serde_json::from_slice(&kv.value)
+            .map_err(|e| AuthError::Invalid(token.id.clone(), e.to_string()))?;
+        check_bootstrap_secret(&token, &secret, now)
+    }
+}
+
+/// Checks a stored bootstrap-token Secret against the presented token.
+fn check_bootstrap_secret(
+    token: &BootstrapToken,
+    secret: &Value,
+    now: SystemTime,
+) -> Result<User, AuthError> {
+    let id = || token.id.clone();
+    if secret["type"] != BOOTSTRAP_TOKEN_TYPE {
+        return Err(AuthError::Invalid(
+            id(),
+            format!("the Secret is not of type {BOOTSTRAP_TOKEN_TYPE}"),
+        ));
+    }
+    let field = |name: &str| -> Result<Option<String>, AuthError> {
+        let Some(encoded) = secret["data"][name].as_str() else {
+            return Ok(None);
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| AuthError::Invalid(id(), format!("data.{name}: {e}")))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| AuthError::Invalid(id(), format!("data.{name} is not UTF-8")))
+    };
+    if field("token-id")?.as_deref() != Some(token.id.as_str()) {
+        return Err(AuthError::Invalid(
+            id(),
+            "data.token-id does not match the name".into(),
+        ));
+    }
+    let stored = field("token-secret")?.unwrap_or_default();
+    if !constant_time_eq(stored.as_bytes(), token.secret.as_bytes()) {
+        return Err(AuthError::WrongSecret(id()));
+    }
+    if field("usage-bootstrap-authentication")?.as_deref() != Some("true") {
+        return Err(AuthError::NotForAuthentication(id()));
+    }
+    if let Some(at) = field("expiration")? {
+        let when: jiff::Timestamp = at
+            .parse()
+            .map_err(|e| AuthError::Invalid(id(), format!("data.expiration: {e}")))?;
+        let now = jiff::Timestamp::try_from(now).unwrap_or(jiff::Timestamp::MAX);
+        if when <= now {
+            return Err(AuthError::Expired { id: id(), at });
+        }
+    }
+    let mut groups = vec![BOOTSTRAPPERS.to_owned()];
+    if let Some(extra) = field("auth-extra-groups")? {
+        groups.extend(
+            extra
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok(User::new(format!("system:bootstrap:{}", token.id), groups))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    fn secret(id: &str, secret: &str, expiration: Option<&str>) -> Value {
+        let mut data = json!({
+            "token-id": b64(id),
+            "token-secret": b64(secret),
+            "usage-bootstrap-authentication": b64("true"),
+            "auth-extra-groups": b64("system:bootstrappers:cairn:agents"),
+        });
+        if let Some(at) = expiration {
+            data["expiration"] = Value::String(b64(at));
+        }
+        json!({"type": BOOTSTRAP_TOKEN_TYPE, "data": data})
+    }
+
+    fn at(rfc3339: &str) -> SystemTime {
+        let t: jiff::Timestamp = rfc3339.parse().unwrap();
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.as_second() as u64)
+    }
+
+    #[test]
+    fn token_form() {
+        let t = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+        assert_eq!(t.secret_name(), "bootstrap-token-abcdef");
+        assert_eq!(
+            BootstrapToken::parse("K10ab12::abcdef.0123456789abcdef"),
+            Ok(t.clone())
+        );
+        assert_eq!(t.to_string(), "abcdef.0123456789abcdef");
+        for bad in [
+            "",
+            "abcdef",
+            "abcde.0123456789abcdef",
+            "ABCDEF.0123456789abcdef",
+            "abcdef.0123456789abcde",
+            "abcdef.0123456789abcdef0",
+            "K10abc::server:xyz",
+        ] {
+            assert_eq!(
+                BootstrapToken::parse(bad),
+                Err(AuthError::MalformedToken),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bootstrap_secret_checks() {
+        let token = BootstrapToken::parse("abcdef.0123456789abcdef").unwrap();
+        let now = at("2026-01-01T00:00:00Z");
+        let user = check_bootstrap_secret(
+            &token,
+            &secret("abcdef", "0123456789abcdef", Some("2026-01-02T00:00:00Z")),
+            now,
+        )
+        .unwrap();
+        assert_eq!(user.name, "system:bootstrap:abcdef");
+        assert_eq!(
+            user.groups,
+            [
+                "system:bootstrappers",
+                "system:bootstrappers:cairn:agents",
+                "system:authenticated"
+            ]
+        );
+        assert!(matches!(
+            check_bootstrap_secret(
+                &token,
+                &secret("abcdef", "0123456789abcdef", Some("2025-12-31T23:59:59Z")),
+                now
+            ),
+            Err(AuthError::Expired { .. })
+        ));
+        assert_eq!(
+            check_bootstrap_secret(&token, &secret("abcdef", "ffffffffffffffff", None), now),
+            Err(AuthError::WrongSecret("abcdef".into()))
+        );
+        let mut not_auth = secret("abcdef", "0123456789abcdef", None);
+        not_auth["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("usage-bootstrap-authentication");
+        assert_eq!(
+            check_bootstrap_secret(&token, &not_auth, now),
+            Err(AuthError::NotForAuthentication("abcdef".into()))
+        );
+        let mut opaque = secret("abcdef", "0123456789abcdef", None);
+        opaque["type"] = json!("Opaque");
+        assert!(matches!(
+            check_bootstrap_secret(&token, &opaque, now),
+            Err(AuthError::Invalid(..))
+        ));
+    }
+
+    #[test]
+    fn token_lookup_in_store() {
+        let store = std::sync::Arc::new(cairn_store::MemoryStore::new());
+        let key = "/registry/core/secrets/kube-system/bootstrap-token-abcdef";
+        let value = secret("abcdef", "0123456789abcdef", None);
+        store
+            .create(key, &serde_json::to_vec(&value).unwrap())
+            .unwrap();
+        let authn = TokenAuthenticator::new(store);
+        let now = SystemTime::now();
+        assert!(authn.authenticate("abcdef.0123456789abcdef", now).is_ok());
+        assert_eq!(
+            authn.authenticate("bbbbbb.0123456789abcdef", now),
+            Err(AuthError::UnknownToken("bbbbbb".into()))
+        );
+    }
+
+    #[test]
+    fn certificate_subject() {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "admin");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        let cert = params.self_signed(&key).unwrap();
+        let user = user_from_certificate(cert.der()).unwrap();
+        assert_eq!(user.name, "admin");
+        assert_eq!(user.groups, ["system:masters", "system:authenticated"]);
+
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "x");
+        let nameless = params.self_signed(&key).unwrap();
+        assert!(user_from_certificate(nameless.der()).is_err());
+        assert!(user_from_certificate(b"not DER").is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! What every cluster has from its first start: the system namespaces.
+
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::handlers::Api;
+use crate::request::{Action, Options, Verb};
+use crate::resources;
+
+/// Namespaces kube-apiserver creates itself.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Creates the system namespaces that are missing; returns the names created.
+pub fn ensure_system_namespaces(api: &Api) -> Result<Vec<&'static str>, ApiError> {
+    let namespaces = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    let mut created = Vec::new();
+    for name in SYSTEM_NAMESPACES {
+        let action = |verb| Action {
+            verb,
+            resource: namespaces,
+            namespace: None,
+            name: Some(name.to_owned()),
+            options: Options::default(),
+            as_table: false,
+        };
+        match api.handle(&action(Verb::Get), b"") {
+            Ok(_) => continue,
+            Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        let mut create = action(Verb::Create);
+        create.name = None;
+        match api.handle(&create, body.to_string().as_bytes()) {
+            Ok(_) => created.push(name),
+            Err(ApiError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn creates_missing_namespaces_once() {
+        let api = Api::new(Arc::new(cairn_store::MemoryStore::new()));
+        assert_eq!(ensure_system_namespaces(&api).unwrap(), SYSTEM_NAMESPACES);
+        assert!(ensure_system_namespaces(&api).unwrap().is_empty());
+        let key = "/registry/core/namespaces/kube-system";
+        assert!(api.store.get(key).unwrap().is_some());
+    }
+}

@@ -1,0 +1,349 @@
+//! A small HTTPS client for the Kubernetes API, configured from a kubeconfig: what `cairn
+//! token` (and later the agent) use to talk to a server.
+//!
+//! One request per connection (HTTP/1.1), JSON in and out, rustls with only the kubeconfig's
+//! CA trusted. Kubeconfigs with embedded data (`certificate-authority-data`,
+//! `client-certificate-data`/`client-key-data`, or `token`) are understood, which is what
+//! `cairn server` writes; file references and exec plugins are refused with a clear error.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::ClientConfig;
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::pki;
+
+/// How long connecting and the TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a whole request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("{path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("connecting to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{method} {path}: {message}")]
+    Request {
+        method: Method,
+        path: String,
+        message: String,
+    },
+    /// The server answered with a failure `Status`.
+    #[error("{method} {path}: {code}: {message}")]
+    Status {
+        method: Method,
+        path: String,
+        code: StatusCode,
+        message: String,
+    },
+}
+
+/// The parts of a kubeconfig this client reads.
+#[derive(Debug, Deserialize)]
+struct Kubeconfig {
+    #[serde(default)]
+    clusters: Vec<Named<ClusterEntry>>,
+    #[serde(default)]
+    users: Vec<Named<UserEntry>>,
+    #[serde(default)]
+    contexts: Vec<Named<ContextEntry>>,
+    #[serde(rename = "current-context", default)]
+    current_context: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named<T> {
+    name: String,
+    #[serde(alias = "cluster", alias = "user", alias = "context")]
+    value: T,
+}
+
+#[derive(Debug, Deserialize)]
+struct ClusterEntry {
+    server: String,
+    #[serde(rename = "certificate-authority-data")]
+    ca_data: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct UserEntry {
+    #[serde(rename = "client-certificate-data")]
+    cert_data: Option<String>,
+    #[serde(rename = "client-key-data")]
+    key_data: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContextEntry {
+    cluster: String,
+    user: String,
+}
+
+/// An API client for one server.
+#[derive(Clone)]
+pub struct Client {
+    /// `https://host:port`, no trailing slash.
+    url: String,
+    host: String,
+    port: u16,
+    tls: Arc<ClientConfig>,
+    token: Option<String>,
+    ca_pem: String,
+}
+
+impl Client {
+    /// A client for the current context of the kubeconfig at `path`.
+    pub fn from_kubeconfig(path: &Path) -> Result<Client, ClientError> {
+        let err = |message: String| ClientError::Kubeconfig {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let config: Kubeconfig = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let context = config
+            .contexts
+            .iter()
+            .find(|c| c.name == config.current_context)
+            .ok_or_else(|| err(format!("no context {:?}", config.current_context)))?;
+        let cluster = config
+            .clusters
+            .iter()
+            .find(|c| c.name == context.value.cluster)
+            .ok_or_else(|| err(format!("no cluster {:?}", context.value.cluster)))?;
+        let user = config
+            .users
+            .iter()
+            .find(|u| u.name == context.value.user)
+            .map(|u| &u.value);
+        let decode = |what: &str, data: &str| {
+            STANDARD
+                .decode(data.trim())
+                .map_err(|e| err(format!("{what}: {e}")))
+        };
+        let ca = cluster
+            .value
+            .ca_data
+            .as_deref()
+            .ok_or_else(|| err("the cluster has no certificate-authority-data".into()))?;
+        let ca = String::from_utf8(decode("certificate-authority-data", ca)?)
+            .map_err(|_| err("certificate-authority-data is not PEM".into()))?;
+        let identity = match user {
+            Some(UserEntry {
+                cert_data: Some(cert),
+                key_data: Some(key),
+                ..
+            }) => Some((
+                decode("client-certificate-data", cert)?,
+                decode("client-key-data", key)?,
+            )),
+            _ => None,
+        };
+        let token = user.and_then(|u| u.token.clone());
+        Client::new(&cluster.value.server, &ca, identity, token).map_err(err)
+    }
+
+    /// A client for `url` trusting `ca_pem`, with an optional client certificate and key (PEM)
+    /// and an optional bearer token.
+    pub fn new(
+        url: &str,
+        ca_pem: &str,
+        identity: Option<(Vec<u8>, Vec<u8>)>,
+        token: Option<String>,
+    ) -> Result<Client, String> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("server {url:?} is not an https:// URL"))?
+            .trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("server {url:?}: bad port"))?,
+            ),
+            _ => (rest, 443),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let roots = pki::roots(ca_pem)?;
+        let builder = ClientConfig::builder_with_provider(pki::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let tls = match identity {
+            Some((cert, key)) => {
+                let cert = CertificateDer::from_pem_slice(&cert).map_err(|e| e.to_string())?;
+                let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| e.to_string())?;
+                builder
+                    .with_client_auth_cert(vec![cert], key)
+                    .map_err(|e| e.to_string())?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Client {
+            url: format!("https://{rest}"),
+            host,
+            port,
+            tls: Arc::new(tls),
+            token,
+            ca_pem: ca_pem.to_owned(),
+        })
+    }
+
+    /// The CA certificate (PEM) this client trusts.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends one request; a 2xx answer's JSON body, or the failure `Status` message as an error.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let req_err = |message: String| ClientError::Request {
+            method: method.clone(),
+            path: path.to_owned(),
+            message,
+        };
+        let (code, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, self.send(&method, path, body))
+            .await
+            .map_err(|_| req_err(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| {
+                req_err(format!(
+                    "{code}: the answer is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ))
+            })?
+        };
+        if code.is_success() {
+            Ok(value)
+        } else {
+            Err(ClientError::Status {
+                method,
+                path: path.to_owned(),
+                code,
+                message: value["message"].as_str().unwrap_or("").to_owned(),
+            })
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let connect_err = |message: String| ClientError::Connect {
+            url: self.url.clone(),
+            message,
+        };
+        let name =
+            ServerName::try_from(self.host.clone()).map_err(|e| connect_err(e.to_string()))?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| connect_err(e.to_string()))
+        })
+        .await
+        .map_err(|_| connect_err(format!("timed out after {CONNECT_TIMEOUT:?}")))??;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("host", format!("{}:{}", self.host, self.port))
+            .header("accept", "application/json")
+            .header("user-agent", concat!("cairn/", env!("CARGO_PKG_VERSION")));
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        if let Some(token) = &self.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| connect_err(e.to_string()))?;
+        let err = |e: hyper::Error| ClientError::Request {
+            method: method.clone(),
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let resp = sender.send_request(req).await.map_err(err)?;
+        let code = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(err)?.to_bytes();
+        Ok((code, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kubeconfig_cairn_writes() {
+        let pki = crate::pki::tests::fresh_pki();
+        let dir = std::env::temp_dir().join(format!("cairn-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            crate::kubeconfig::render("https://127.0.0.1:6443", &pki),
+        )
+        .unwrap();
+        let client = Client::from_kubeconfig(&path).unwrap();
+        assert_eq!(client.url(), "https://127.0.0.1:6443");
+        assert_eq!((client.host.as_str(), client.port), ("127.0.0.1", 6443));
+
+        std::fs::write(&path, "current-context: nope\n").unwrap();
+        let err = Client::from_kubeconfig(&path).err().unwrap().to_string();
+        assert!(err.contains("no context \"nope\""), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn urls() {
+        let pki = crate::pki::tests::fresh_pki();
+        let c = Client::new("https://[::1]:7443/", &pki.ca_cert, None, None).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 7443));
+        let c = Client::new("https://edge-1", &pki.ca_cert, None, None).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("edge-1", 443));
+        assert!(Client::new("http://edge-1", &pki.ca_cert, None, None).is_err());
+    }
+}

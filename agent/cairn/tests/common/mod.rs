@@ -1,0 +1,111 @@
+//! Shared by the integration tests: the real `cairn server` process on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub ready: String,
+    /// stderr up to the "listening on" line.
+    pub log: Vec<String>,
+}
+
+impl Server {
+    /// `cairn server` on 127.0.0.1, port 0, data in `data`, node config `data/node.yaml`,
+    /// kubeconfig `data/admin.kubeconfig`.
+    pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
+        if !data.join("node.yaml").exists() {
+            fs::write(data.join("node.yaml"), "hostname: test-node\n").unwrap();
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
+            .arg("--node-config")
+            .arg(data.join("node.yaml"))
+            .arg("--write-kubeconfig")
+            .arg(data.join("admin.kubeconfig"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cairn");
+        let (tx, stderr) = mpsc::channel();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                eprintln!("[cairn] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let mut port = None;
+        let mut log = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while port.is_none() {
+            let line = stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("cairn did not report its address");
+            port = line
+                .strip_prefix("cairn: listening on https://127.0.0.1:")
+                .map(|p| p.parse().unwrap());
+            log.push(line);
+        }
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        Server {
+            child,
+            port: port.unwrap(),
+            ready,
+            log,
+        }
+    }
+
+    /// SIGTERM, then the exit status within two seconds.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("cairn did not exit within 2 s of SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh directory for one test.
+pub fn temp_data_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cairn-{tag}-test-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
