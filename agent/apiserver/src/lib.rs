@@ -43,6 +43,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod meta;
+pub mod openapi;
 pub mod request;
 pub mod resources;
 pub mod selector;

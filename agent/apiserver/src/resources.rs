@@ -26,6 +26,8 @@ pub struct Resource {
     pub short_names: &'static [&'static str],
     pub namespaced: bool,
     pub verbs: &'static [&'static str],
+    /// Fields a field selector may test besides `metadata.name` and `metadata.namespace`.
+    pub field_labels: &'static [&'static str],
 }
 
 impl Resource {
@@ -85,8 +87,24 @@ const fn core(
         short_names,
         namespaced,
         verbs: ALL_VERBS,
+        field_labels: &[],
     }
 }
+
+/// The fields kube-apiserver lets clients select events by (`kubectl describe` uses them).
+const EVENT_FIELDS: &[&str] = &[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+];
 
 /// Namespaces cannot be deleted as a collection in Kubernetes.
 const NAMESPACE_VERBS: &[&str] = &[
@@ -97,10 +115,14 @@ const NAMESPACE_VERBS: &[&str] = &[
 pub const RESOURCES: &[Resource] = &[
     Resource {
         verbs: NAMESPACE_VERBS,
+        field_labels: &["status.phase"],
         ..core("Namespace", "namespaces", "namespace", &["ns"], false)
     },
     core("ConfigMap", "configmaps", "configmap", &["cm"], true),
-    core("Secret", "secrets", "secret", &[], true),
+    Resource {
+        field_labels: &["type"],
+        ..core("Secret", "secrets", "secret", &[], true)
+    },
     core(
         "ServiceAccount",
         "serviceaccounts",
@@ -108,7 +130,10 @@ pub const RESOURCES: &[Resource] = &[
         &["sa"],
         true,
     ),
-    core("Event", "events", "event", &["ev"], true),
+    Resource {
+        field_labels: EVENT_FIELDS,
+        ..core("Event", "events", "event", &["ev"], true)
+    },
     Resource {
         group: "coordination.k8s.io",
         version: "v1",
@@ -118,6 +143,7 @@ pub const RESOURCES: &[Resource] = &[
         short_names: &[],
         namespaced: true,
         verbs: ALL_VERBS,
+        field_labels: &[],
     },
 ];
 

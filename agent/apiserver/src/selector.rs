@@ -151,16 +151,14 @@ fn valid_value(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// A field selector over `metadata.name` and `metadata.namespace`.
+/// A field selector: `field=value`, `field==value`, `field!=value` terms, all of which must
+/// hold. Fields are dotted paths into the object (`involvedObject.name`); which ones a
+/// resource accepts is checked against its table row ([`FieldSelector::unsupported`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FieldSelector(pub Vec<(FieldPath, bool, String)>);
+pub struct FieldSelector(pub Vec<(String, bool, String)>);
 
-/// A field a selector may test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldPath {
-    Name,
-    Namespace,
-}
+/// Fields every resource can be selected by.
+pub const COMMON_FIELDS: [&str; 2] = ["metadata.name", "metadata.namespace"];
 
 impl FieldSelector {
     /// Parse `metadata.name=x,metadata.namespace!=y`.
@@ -176,35 +174,50 @@ impl FieldSelector {
             } else {
                 return Err(SelectorError(format!("{part}: expected field=value")));
             };
-            let path = match field.trim() {
-                "metadata.name" => FieldPath::Name,
-                "metadata.namespace" => FieldPath::Namespace,
-                other => {
-                    return Err(SelectorError(format!(
-                        "field label not supported: {other} (supported: metadata.name, metadata.namespace)"
-                    )))
-                }
-            };
-            out.push((path, equals, value.trim().to_owned()));
+            let field = field.trim();
+            let valid = !field.is_empty()
+                && field
+                    .split('.')
+                    .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()));
+            if !valid {
+                return Err(SelectorError(format!("{part}: invalid field {field:?}")));
+            }
+            out.push((field.to_owned(), equals, value.trim().to_owned()));
         }
         Ok(FieldSelector(out))
     }
 
-    /// True if `object` satisfies every term.
+    /// The first field that is neither common nor in `extra`, for the error message.
+    pub fn unsupported(&self, extra: &[&str]) -> Option<&str> {
+        self.0
+            .iter()
+            .map(|(f, _, _)| f.as_str())
+            .find(|f| !COMMON_FIELDS.contains(f) && !extra.contains(f))
+    }
+
+    /// True if `object` satisfies every term. A missing field is the empty string.
     pub fn matches_object(&self, object: &Value) -> bool {
         self.0.iter().all(|(path, equals, value)| {
-            let field = match path {
-                FieldPath::Name => &object["metadata"]["name"],
-                FieldPath::Namespace => &object["metadata"]["namespace"],
+            // Events select by `source`, which is `source.component`.
+            let path = if path == "source" {
+                "source.component"
+            } else {
+                path
             };
-            (field.as_str().unwrap_or("") == value) == *equals
+            let field = path.split('.').fold(object, |v, seg| &v[seg]);
+            let text = match field {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (text == *value) == *equals
         })
     }
 
     /// The name an `metadata.name=x` term pins, which turns a list into a single get.
     pub fn exact_name(&self) -> Option<&str> {
         self.0.iter().find_map(|(path, equals, value)| {
-            (*path == FieldPath::Name && *equals).then_some(value.as_str())
+            (path == "metadata.name" && *equals).then_some(value.as_str())
         })
     }
 }
@@ -275,9 +288,17 @@ mod tests {
                 .exact_name(),
             Some("a")
         );
-        let err = FieldSelector::parse("spec.x=1").unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("field label not supported: spec.x"));
+        assert!(FieldSelector::parse("spec..x=1").is_err());
+        assert!(FieldSelector::parse("a b=1").is_err());
+        let event = json!({"involvedObject": {"name": "d", "kind": "ConfigMap"}, "source": {"component": "k"}, "count": 2});
+        let e = |s: &str| FieldSelector::parse(s).unwrap().matches_object(&event);
+        assert!(e(
+            "involvedObject.name=d,involvedObject.kind=ConfigMap,source=k,count=2"
+        ));
+        assert!(e("involvedObject.uid=,type!=Warning"));
+        assert!(!e("involvedObject.name=e"));
+        let sel = FieldSelector::parse("metadata.name=a,spec.x=1,reason=r").unwrap();
+        assert_eq!(sel.unsupported(&["reason"]), Some("spec.x"));
+        assert_eq!(sel.unsupported(&["reason", "spec.x"]), None);
     }
 }

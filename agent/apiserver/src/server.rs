@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::handlers::watch::{self, WatchConfig};
 use crate::handlers::Api;
 use crate::request::{self, ApiRequest, Verb};
-use crate::{discovery, version};
+use crate::{discovery, openapi, version};
 
 /// Every response body: a whole document or a watch stream.
 pub type ApiBody = BoxBody<Bytes, Infallible>;
@@ -134,6 +134,19 @@ impl Server {
                 }
                 Ok(resp)
             }
+            ApiRequest::OpenApiV3(None) => Ok(json(200, &openapi::index())),
+            ApiRequest::OpenApiV3(Some(path)) => {
+                let parts: Vec<&str> = path.split('/').collect();
+                let doc = match parts.as_slice() {
+                    ["api", version] => openapi::group_version("", version),
+                    ["apis", group, version] => openapi::group_version(group, version),
+                    _ => None,
+                };
+                doc.map(|d| json(200, &d))
+                    .ok_or_else(|| ApiError::PathNotFound {
+                        path: format!("/openapi/v3/{path}"),
+                    })
+            }
             ApiRequest::Resource(action) if action.verb == Verb::Watch => {
                 let rx = watch::start(self.api.clone(), action, self.watch).await?;
                 let mut resp = Response::new(ChannelBody { rx }.boxed());
@@ -158,7 +171,14 @@ impl Server {
                 let reply = tokio::task::spawn_blocking(move || api.handle(&action, &body))
                     .await
                     .map_err(|e| ApiError::Internal(format!("handler failed: {e}")))??;
-                Ok(json(reply.code, &reply.body))
+                let mut resp = json(reply.code, &reply.body);
+                for warning in &reply.warnings {
+                    let text = format!("299 - {}", serde_json::Value::from(warning.as_str()));
+                    if let Ok(value) = HeaderValue::from_str(&text) {
+                        resp.headers_mut().append(http::header::WARNING, value);
+                    }
+                }
+                Ok(resp)
             }
         }
     }

@@ -92,16 +92,16 @@ fn kubectl_end_to_end() {
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
     );
     assert!(k
-        .run(&["apply", "--validate=false", "-f", ns.to_str().unwrap()])
+        .run(&["apply", "-f", ns.to_str().unwrap()])
         .contains("namespace/demo created"));
     let cm = dir.join("cm.yaml");
     write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  labels: {tier: web}\ndata:\n  x: \"1\"\n");
     assert!(k
-        .run(&["apply", "--validate=false", "-f", cm.to_str().unwrap()])
+        .run(&["apply", "-f", cm.to_str().unwrap()])
         .contains("configmap/app created"));
     write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  labels: {tier: web}\ndata:\n  x: \"2\"\n  z: \"3\"\n");
     assert!(k
-        .run(&["apply", "--validate=false", "-f", cm.to_str().unwrap()])
+        .run(&["apply", "-f", cm.to_str().unwrap()])
         .contains("configmap/app configured"));
     let json: serde_json::Value =
         serde_json::from_str(&k.run(&["get", "cm", "app", "-o", "json"])).unwrap();
@@ -158,6 +158,69 @@ fn kubectl_end_to_end() {
         "watch output: {seen}"
     );
 
+    // OpenAPI v3: kubectl leaves validation to the server, which names unknown fields.
+    let bad = dir.join("bad.yaml");
+    write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  labelz: {a: b}\ndatax:\n  x: \"1\"\n");
+    let (ok, _, err) = k.try_run(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("unknown field \"datax\"")
+            && err.contains("unknown field \"metadata.labelz\""),
+        "{err}"
+    );
+    let (ok, _, err) = k.try_run(&["get", "cm", "bad"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = k.try_run(&["create", "--validate=warn", "-f", bad.to_str().unwrap()]);
+    assert!(ok && err.contains("unknown field \"datax\""), "{err}");
+    let stored: serde_json::Value =
+        serde_json::from_str(&k.run(&["get", "cm", "bad", "-o", "json"])).unwrap();
+    assert!(
+        stored.get("datax").is_none(),
+        "unknown fields are dropped: {stored}"
+    );
+    let explain = k.run(&["explain", "configmap.data"]);
+    assert!(
+        explain.contains("KIND:       ConfigMap")
+            && explain.contains("FIELD: data <map[string]string>"),
+        "{explain}"
+    );
+    // wait (a streaming-list watch), describe (events by field selector), diff (dry-run patch).
+    let waited = k.run(&[
+        "wait",
+        "--for=jsonpath={.data.x}=2",
+        "cm/app",
+        "--timeout=20s",
+    ]);
+    assert!(waited.contains("condition met"), "{waited}");
+    let described = k.run(&["describe", "cm", "app"]);
+    assert!(
+        described.contains("Name:") && described.contains("app") && described.contains("Events:"),
+        "{described}"
+    );
+    write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  labels: {tier: web}\ndata:\n  x: \"9\"\n  z: \"3\"\n");
+    let out = k
+        .cmd(&["diff", "-f", cm.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "kubectl diff exits 1 on differences: {diff}"
+    );
+    assert!(
+        diff.contains("-  x: \"2\"") && diff.contains("+  x: \"9\""),
+        "{diff}"
+    );
+    let unchanged: serde_json::Value =
+        serde_json::from_str(&k.run(&["get", "cm", "app", "-o", "json"])).unwrap();
+    assert_eq!(unchanged["data"]["x"], "2", "diff must not write");
+
+    let versions = k.run(&["api-versions"]);
+    assert!(
+        versions.contains("coordination.k8s.io/v1") && versions.contains("v1"),
+        "{versions}"
+    );
+
     let resources = k.run(&["api-resources"]);
     for r in [
         "configmaps",
@@ -174,7 +237,7 @@ fn kubectl_end_to_end() {
     tokens(&bin, &dir, &server);
 
     // A restart keeps the data (SQLite on disk) and the revision counter.
-    k.run(&["create", "--validate=false", "-f", cm.to_str().unwrap()]);
+    k.run(&["create", "-f", cm.to_str().unwrap()]);
     let before: serde_json::Value =
         serde_json::from_str(&k.run(&["get", "cm", "app", "-o", "json"])).unwrap();
     assert!(server.stop().success());

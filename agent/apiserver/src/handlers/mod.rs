@@ -20,16 +20,26 @@ use crate::error::{ApiError, Subject};
 use crate::request::{Action, Verb};
 use crate::resources::Resource;
 
-/// A handler's answer: HTTP code and JSON body.
+/// A handler's answer: HTTP code, JSON body and warnings for the client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     pub code: u16,
     pub body: Value,
+    /// Sent as `Warning: 299 - "<text>"` headers (kubectl prints them).
+    pub warnings: Vec<String>,
 }
 
 impl Reply {
     fn ok(body: Value) -> Reply {
-        Reply { code: 200, body }
+        Reply::with_code(200, body)
+    }
+
+    fn with_code(code: u16, body: Value) -> Reply {
+        Reply {
+            code,
+            body,
+            warnings: Vec::new(),
+        }
     }
 }
 
@@ -61,10 +71,10 @@ impl Api {
             Verb::DeleteCollection => self.delete_collection(action)?,
         };
         if action.as_table && matches!(action.verb, Verb::Get | Verb::List) {
-            return Ok(Reply::ok(crate::table::to_table(
-                action.resource,
-                &reply.body,
-            )));
+            return Ok(Reply {
+                body: crate::table::to_table(action.resource, &reply.body),
+                ..reply
+            });
         }
         Ok(reply)
     }

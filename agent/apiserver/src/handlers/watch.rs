@@ -5,6 +5,11 @@
 //! resourceVersion it resumes after it; one that was compacted yields a single `ERROR` event
 //! with a 410 `Expired` Status, which tells clients to list again. Objects moving into or out
 //! of a label selector arrive as `ADDED` / `DELETED`.
+//!
+//! `sendInitialEvents=true` (the streaming list kubectl 1.35 uses for `wait` and `get -w`)
+//! always starts with the current objects (which satisfies `resourceVersionMatch=NotOlderThan`
+//! for any resourceVersion the client can have seen) and marks their end with a `BOOKMARK`
+//! annotated `k8s.io/initial-events-end: "true"`.
 
 use std::time::Duration;
 
@@ -45,7 +50,12 @@ pub async fn start(
     action: Action,
     config: WatchConfig,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
-    let from = action.options.revision()?;
+    let initial_events_end = action.options.send_initial_events;
+    let from = if initial_events_end {
+        None
+    } else {
+        action.options.revision()?
+    };
     let (tx, rx) = mpsc::channel(64);
     let setup_action = action.clone();
     let setup = tokio::task::spawn_blocking(move || -> Result<Setup, ApiError> {
@@ -76,6 +86,9 @@ pub async fn start(
             if !stream.send("ADDED", obj).await {
                 return;
             }
+        }
+        if initial_events_end && !stream.initial_events_end().await {
+            return;
         }
         match watch {
             Ok(watch) => stream.follow(watch, config).await,
@@ -160,6 +173,20 @@ impl Stream {
             "kind": r.kind,
             "apiVersion": r.api_version(),
             "metadata": {"resourceVersion": self.last_rev.to_string()},
+        });
+        self.line(json!({"type": "BOOKMARK", "object": obj})).await
+    }
+
+    /// The bookmark that ends the initial events of a streaming list.
+    async fn initial_events_end(&mut self) -> bool {
+        let r = self.action.resource;
+        let obj = json!({
+            "kind": r.kind,
+            "apiVersion": r.api_version(),
+            "metadata": {
+                "resourceVersion": self.last_rev.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"},
+            },
         });
         self.line(json!({"type": "BOOKMARK", "object": obj})).await
     }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::{decode_object, encode_object, set_resource_version, subject, target, Api, Reply};
 use crate::error::{success, ApiError};
 use crate::meta::{self, meta_str};
-use crate::request::Action;
+use crate::request::{Action, FieldValidation};
 use crate::resources::{self, Resource};
 use crate::validate::validate_and_default;
 
@@ -48,6 +48,7 @@ impl Api {
         for field in ["resourceVersion", "deletionTimestamp", "selfLink"] {
             meta.remove(field);
         }
+        let warnings = check_fields(action, &mut obj)?;
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, &name, m))?;
         if let Some(ns) = &namespace {
             self.require_namespace(ns)?;
@@ -58,8 +59,8 @@ impl Api {
                 return Err(ApiError::AlreadyExists(subject(resource, &name)));
             }
             return Ok(Reply {
-                code: 201,
-                body: obj,
+                warnings,
+                ..Reply::with_code(201, obj)
             });
         }
         let rev = self
@@ -68,8 +69,8 @@ impl Api {
             .map_err(|e| ApiError::from_store(e, &subject(resource, &name)))?;
         set_resource_version(&mut obj, rev);
         Ok(Reply {
-            code: 201,
-            body: obj,
+            warnings,
+            ..Reply::with_code(201, obj)
         })
     }
 
@@ -138,6 +139,7 @@ impl Api {
                 None => meta.remove(field),
             };
         }
+        let warnings = check_fields(action, &mut obj)?;
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, name, m))?;
         if spec_changed(&old, &obj) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
@@ -147,14 +149,20 @@ impl Api {
         if bytes == current.value || action.options.dry_run {
             // No change: Kubernetes does not write (the resourceVersion stays).
             set_resource_version(&mut obj, current.mod_revision);
-            return Ok(Reply::ok(obj));
+            return Ok(Reply {
+                warnings,
+                ..Reply::ok(obj)
+            });
         }
         let rev = self
             .store
             .update(&key, &bytes, current.mod_revision)
             .map_err(|e| ApiError::from_store(e, &who))?;
         set_resource_version(&mut obj, rev);
-        Ok(Reply::ok(obj))
+        Ok(Reply {
+            warnings,
+            ..Reply::ok(obj)
+        })
     }
 
     pub(super) fn delete(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
@@ -238,6 +246,36 @@ impl Api {
             }
         }
         Ok(())
+    }
+}
+
+/// Applies `fieldValidation` to a written object: unknown fields are an error (Strict) or
+/// are dropped (Warn: with one warning each; Ignore). Returns the warnings.
+fn check_fields(action: &Action, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+    let resource = action.resource;
+    let unknown = crate::openapi::unknown_fields(resource, obj);
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let named: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field \"{}\"", p.trim_start_matches('.')))
+        .collect();
+    match action.options.field_validation {
+        FieldValidation::Strict => Err(ApiError::BadRequest(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {fields}",
+            kind = resource.kind,
+            version = resource.version,
+            fields = named.join(", ")
+        ))),
+        FieldValidation::Warn => {
+            crate::openapi::prune(resource, obj);
+            Ok(named)
+        }
+        FieldValidation::Ignore => {
+            crate::openapi::prune(resource, obj);
+            Ok(Vec::new())
+        }
     }
 }
 

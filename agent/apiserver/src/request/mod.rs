@@ -5,7 +5,7 @@
 
 mod query;
 
-pub use query::{decode, Options};
+pub use query::{decode, FieldValidation, Options};
 
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request};
@@ -72,6 +72,8 @@ pub enum ApiRequest {
     Health,
     Version,
     Discovery(Discovery),
+    /// `/openapi/v3` (`None`) or one group-version document (`Some("api/v1")`).
+    OpenApiV3(Option<String>),
     Resource(Action),
 }
 
@@ -116,6 +118,8 @@ pub fn parse_parts(
             version: (*version).to_owned(),
         })),
         ["apis", group] => Some(ApiRequest::Discovery(Discovery::Group((*group).to_owned()))),
+        ["openapi", "v3"] => Some(ApiRequest::OpenApiV3(None)),
+        ["openapi", "v3", rest @ ..] => Some(ApiRequest::OpenApiV3(Some(rest.join("/")))),
         ["apis", group, version] => Some(ApiRequest::Discovery(Discovery::GroupVersion {
             group: (*group).to_owned(),
             version: (*version).to_owned(),
@@ -147,6 +151,15 @@ pub fn parse_parts(
         return Err(not_found());
     }
     let options = Options::parse(query)?;
+    if let Some(field) = options.field_selector.unsupported(resource.field_labels) {
+        let mut supported: Vec<&str> = crate::selector::COMMON_FIELDS.to_vec();
+        supported.extend(resource.field_labels);
+        return Err(ApiError::BadRequest(format!(
+            "field label not supported: {field} (supported for {}: {})",
+            resource.plural,
+            supported.join(", ")
+        )));
+    }
     let verb = match (method.as_str(), name.is_some()) {
         ("GET" | "HEAD", true) => Verb::Get,
         ("GET" | "HEAD", false) if options.watch => Verb::Watch,

@@ -16,9 +16,26 @@ pub struct Options {
     pub resource_version: Option<String>,
     pub watch: bool,
     pub allow_watch_bookmarks: bool,
+    /// `sendInitialEvents=true`: a watch that starts with the current objects and a bookmark
+    /// marking their end.
+    pub send_initial_events: bool,
     pub timeout_seconds: Option<u64>,
     /// `dryRun=All`: validate and answer, but do not write.
     pub dry_run: bool,
+    /// `fieldValidation`: what to do with fields the schema does not know.
+    pub field_validation: FieldValidation,
+}
+
+/// How unknown fields in a written object are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and say so in `Warning` headers (kube-apiserver's default).
+    #[default]
+    Warn,
+    /// Refuse the request (kubectl's default).
+    Strict,
 }
 
 impl Options {
@@ -53,12 +70,24 @@ impl Options {
                     opts.allow_watch_bookmarks =
                         parse_bool(&value).ok_or_else(|| bad("expected true or false"))?;
                 }
+                "sendInitialEvents" => {
+                    opts.send_initial_events =
+                        parse_bool(&value).ok_or_else(|| bad("expected true or false"))?;
+                }
                 "timeoutSeconds" => {
                     opts.timeout_seconds = Some(
                         value
                             .parse()
                             .map_err(|_| bad("expected a number of seconds"))?,
                     );
+                }
+                "fieldValidation" => {
+                    opts.field_validation = match value.as_str() {
+                        "Ignore" => FieldValidation::Ignore,
+                        "Warn" | "" => FieldValidation::Warn,
+                        "Strict" => FieldValidation::Strict,
+                        _ => return Err(bad("expected Ignore, Warn or Strict")),
+                    }
                 }
                 "dryRun" => match value.as_str() {
                     "All" => opts.dry_run = true,
@@ -164,7 +193,8 @@ mod tests {
             "watch=maybe",
             "labelSelector=a%20in%20b",
             "dryRun=Some",
-            "fieldSelector=spec.a%3D1",
+            "fieldSelector=spec..a%3D1",
+            "fieldValidation=Loose",
             "x=%zz",
         ] {
             let err = Options::parse(Some(q)).unwrap_err();

@@ -172,3 +172,42 @@ fn table_accept() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn field_selectors_per_resource_and_openapi_paths() {
+    let a = action(
+        "GET",
+        "/api/v1/namespaces/d/events?fieldSelector=involvedObject.name%3Dx%2Creason%3DY",
+    );
+    assert_eq!(a.options.field_selector.0.len(), 2);
+    let err = req("GET", "/api/v1/configmaps?fieldSelector=data.x%3D1", &[]).unwrap_err();
+    assert_eq!(err.code_reason().0, 400);
+    assert!(
+        err.to_string()
+            .contains("field label not supported: data.x"),
+        "{err}"
+    );
+    assert_eq!(
+        req("GET", "/openapi/v3", &[]).unwrap(),
+        ApiRequest::OpenApiV3(None)
+    );
+    assert_eq!(
+        req(
+            "GET",
+            "/openapi/v3/apis/coordination.k8s.io/v1?hash=AB",
+            &[]
+        )
+        .unwrap(),
+        ApiRequest::OpenApiV3(Some("apis/coordination.k8s.io/v1".into()))
+    );
+    let w = action(
+        "GET",
+        "/api/v1/configmaps?watch=true&sendInitialEvents=true",
+    );
+    assert!(w.options.send_initial_events && w.verb == Verb::Watch);
+    let p = action(
+        "POST",
+        "/api/v1/namespaces/d/configmaps?fieldValidation=Strict",
+    );
+    assert_eq!(p.options.field_validation, FieldValidation::Strict);
+}
