@@ -170,6 +170,9 @@ pub struct ServerArgs {
     /// Run only the control plane, no workloads on this node (no root needed)
     #[arg(long)]
     pub disable_agent: bool,
+    /// Cluster secrets to import on first start (made by `cairnctl gen secrets`)
+    #[arg(long, value_name = "DIR", default_value = "/boot/cairn/secrets")]
+    pub secrets_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

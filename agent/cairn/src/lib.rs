@@ -27,4 +27,5 @@ pub mod health;
 pub mod kubeconfig;
 pub mod pki;
 pub mod procfs;
+pub mod seed;
 pub mod token;

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use cairn::health::{self, version::VersionInfo, Router};
-use cairn::{kubeconfig, pki, procfs, token};
+use cairn::{kubeconfig, pki, procfs, seed, token};
 
 use crate::cli::{AgentArgs, CommonArgs, ServerArgs};
 
@@ -50,6 +50,21 @@ pub fn server(args: ServerArgs) -> Result<()> {
     let node = load_node_config(args.common.node_config.as_deref())?;
     if args.disable_agent {
         eprintln!("cairn: --disable-agent: this server runs no workloads");
+    }
+    let paths = ServerPaths::new(&args.common.data_dir);
+    let imported = seed::import(&args.secrets_dir, &paths.tls, &paths.node_token)
+        .with_context(|| format!("importing secrets from {}", args.secrets_dir.display()))?;
+    if imported.ca || imported.token {
+        eprintln!(
+            "cairn: imported {}{}from {}",
+            if imported.ca { "the cluster CA " } else { "" },
+            if imported.token {
+                "the server token "
+            } else {
+                ""
+            },
+            args.secrets_dir.display()
+        );
     }
     serve(
         Role::Server,

@@ -24,6 +24,7 @@ pub mod progress;
 pub mod qemu;
 pub mod recipe;
 pub mod rootfs;
+pub mod secrets;
 pub mod tools;
 pub mod yamlfile;
 

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use cairnctl::{board, build, config, qemu, recipe, repo_root};
+use cairnctl::{board, build, config, qemu, recipe, repo_root, secrets};
 
 #[derive(Parser)]
 #[command(
     name = "cairnctl",
     version,
     about = "Build Cairn images, configure them, and boot them in QEMU",
-    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl boards"
+    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl gen secrets && cairnctl secrets install out/qemu-aarch64/disk.img\n  cairnctl kubeconfig --server https://edge-1:6443 > edge-1.kubeconfig\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl boards"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,7 +55,31 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
-    /// Boot out/<board>/disk.img in QEMU until the guest powers off or Ctrl-C.
+    /// Make things: `gen secrets` makes a cluster CA, join token and admin certificate.
+    Gen {
+        #[command(subcommand)]
+        what: GenCmd,
+    },
+    /// Put cluster secrets on an image, so its kubeconfig exists before the node boots.
+    Secrets {
+        #[command(subcommand)]
+        cmd: SecretsCmd,
+    },
+    /// Print an admin kubeconfig for a node seeded with these secrets.
+    Kubeconfig {
+        /// Secrets directory [default: out/secrets].
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// The node's API URL.
+        #[arg(long, default_value = "https://127.0.0.1:6443")]
+        server: String,
+        /// Write to FILE (mode 0600) instead of stdout.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Boot out/<board>/disk.img in QEMU until the guest powers off or Ctrl-C. A fresh node
+    /// disk gets the secrets in out/secrets (made if missing); out/<board>/kubeconfig then
+    /// reaches the node's API through the forwarded port.
     Qemu {
         #[arg(long)]
         board: String,
@@ -78,11 +102,38 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum GenCmd {
+    /// Make ca.crt, ca.key, node-token, admin.crt, admin.key in DIR (refuses to overwrite).
+    Secrets {
+        /// Output directory [default: out/secrets].
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Copy ca.crt, ca.key and node-token into IMAGE's seed partition (cairn/secrets/); the
+    /// server imports them on its first start. The image then holds the CA key: keep it safe.
+    Install {
+        image: PathBuf,
+        /// Secrets directory [default: out/secrets].
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCmd {
     /// Validate NODE_YAML and write it into IMAGE as cairn/node.yaml (no root needed).
     Set { image: PathBuf, node_yaml: PathBuf },
     /// Print the node config in IMAGE.
     Get { image: PathBuf },
+}
+
+/// `out/secrets` in the repository: one cluster for every board built here.
+fn default_secrets() -> Result<PathBuf> {
+    Ok(repo_root()?.join("out/secrets"))
 }
 
 fn main() -> ExitCode {
@@ -179,6 +230,46 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Config {
             cmd: ConfigCmd::Get { image },
         } => print!("{}", config::get(&image)?),
+        Cmd::Gen {
+            what: GenCmd::Secrets { out },
+        } => {
+            let dir = out.unwrap_or(default_secrets()?);
+            secrets::generate(&dir)
+                .with_context(|| format!("generating secrets in {}", dir.display()))?;
+            eprintln!(
+                "cairnctl: wrote cluster secrets to {} (keep ca.key and node-token private)",
+                dir.display()
+            );
+        }
+        Cmd::Secrets {
+            cmd:
+                SecretsCmd::Install {
+                    image,
+                    secrets: dir,
+                },
+        } => {
+            let dir = dir.unwrap_or(default_secrets()?);
+            secrets::install(&image, &dir)?;
+            eprintln!(
+                "cairnctl: installed the secrets of {} into {}",
+                dir.display(),
+                image.display()
+            );
+        }
+        Cmd::Kubeconfig {
+            secrets: dir,
+            server,
+            output,
+        } => {
+            let dir = dir.unwrap_or(default_secrets()?);
+            match output {
+                Some(path) => secrets::write_kubeconfig(&dir, &server, &path)?,
+                None => {
+                    let pki = cairn::seed::load(&dir)?;
+                    print!("{}", cairn::kubeconfig::render(&server, &pki));
+                }
+            }
+        }
         Cmd::Qemu {
             board,
             api_port,
@@ -199,6 +290,7 @@ fn run(cli: Cli) -> Result<()> {
                 disk_mib,
                 echo: true,
                 smp,
+                secrets: Some(default_secrets()?),
             };
             qemu::run_interactive(&o)?;
         }

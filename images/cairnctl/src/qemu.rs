@@ -28,15 +28,20 @@ pub struct VmOptions {
     /// Copy the console to stdout as well as console.log.
     pub echo: bool,
     pub smp: u32,
+    /// Cluster secrets (made here if missing) installed on a fresh node disk; an admin
+    /// kubeconfig for the forwarded port is written to `run_dir/kubeconfig`.
+    pub secrets: Option<PathBuf>,
 }
 
 impl VmOptions {
     /// Options for an unattended boot from a fresh copy of `out/disk.img` (tests and
     /// benchmarks), running in `out/<run>`.
     pub fn headless(board: Board, out: PathBuf, run: &str, api_port: u16) -> VmOptions {
+        let run_dir = out.join(run);
         VmOptions {
             board,
-            run_dir: out.join(run),
+            secrets: Some(run_dir.join("secrets")),
+            run_dir,
             out,
             api_port,
             fresh: true,
@@ -44,6 +49,11 @@ impl VmOptions {
             echo: false,
             smp: 1,
         }
+    }
+
+    /// The admin kubeconfig for this VM (with `secrets`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.run_dir.join("kubeconfig")
     }
 
     pub fn node_disk(&self) -> PathBuf {
@@ -100,6 +110,15 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
         crate::disk::write_sparse(&disk, 0, u64::MAX, &src)?;
         let _ = std::fs::remove_file(o.efivars());
         let _ = std::fs::remove_file(o.console_log());
+        if let Some(dir) = &o.secrets {
+            crate::secrets::ensure(dir)?;
+            crate::secrets::install(&disk, dir)?;
+        }
+    }
+    if let Some(dir) = &o.secrets {
+        crate::secrets::ensure(dir)?;
+        let url = format!("https://127.0.0.1:{}", o.api_port);
+        crate::secrets::write_kubeconfig(dir, &url, &o.kubeconfig())?;
     }
     if let Some(fw) = o.board.qemu.as_ref().and_then(|q| q.firmware.as_ref()) {
         if !o.efivars().exists() {
@@ -355,6 +374,12 @@ pub fn run_interactive(o: &VmOptions) -> Result<()> {
         console.display(),
         o.api_port
     );
+    if o.secrets.is_some() {
+        eprintln!(
+            "cairnctl: once the node is ready: kubectl --kubeconfig {} get namespaces",
+            o.kubeconfig().display()
+        );
+    }
     loop {
         let mut vm = Vm::launch(o)?;
         let mut pressed_at: Option<Instant> = None;

@@ -1,7 +1,9 @@
 //! Boots every `qemu-*` board's real image in QEMU (TCG) and checks it as a user would:
 //! init's markers on the serial console, a healthy `/readyz` through the forwarded API
-//! port, a clean power-off from the power button, and a second boot that finds the data
-//! partition clean. Needs `make images` first (`make test` does it).
+//! port, the real kubectl with the kubeconfig made from host-generated secrets (seeded onto
+//! the disk), a clean power-off from the power button, and a second boot that finds the data
+//! partition clean and the object kubectl created still there. Needs `make images` first
+//! (`make test` does it) and kubectl (`make deps`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -63,6 +65,26 @@ fn wait_https(vm: &mut Vm, port: u16, path: &str, want: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The real kubectl with the VM's admin kubeconfig; returns stdout, panics with the console
+/// tail on failure.
+fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let out = Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(o.kubeconfig())
+        .arg("--request-timeout=60s")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {bin} ({e}): `make deps` installs kubectl"));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}\nconsole:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        qemu::tail(&vm.console_text(), 30)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn power_off(vm: &mut Vm) {
@@ -131,6 +153,26 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     );
     let console = vm.console_text();
     assert!(!console.contains("FATAL"), "{}", qemu::tail(&console, 40));
+    assert!(
+        console
+            .contains("cairn: imported the cluster CA the server token from /boot/cairn/secrets"),
+        "seeded secrets not imported:\n{}",
+        qemu::tail(&console, 40)
+    );
+    // The kubeconfig made on the host before the boot works against the node.
+    let namespaces = kubectl(&vm, &o, &["get", "namespaces", "-o", "name"]);
+    assert!(namespaces.contains("namespace/kube-system"), "{namespaces}");
+    let manifest = o.run_dir.join("boot-marker.yaml");
+    std::fs::write(
+        &manifest,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: boot-marker\ndata:\n  board: {board_name}\n"),
+    )
+    .unwrap();
+    let created = kubectl(&vm, &o, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        created.contains("configmap/boot-marker created"),
+        "{created}"
+    );
     if let Some((_, want)) = extras.node_yaml {
         assert!(
             console.contains(want),
@@ -141,8 +183,21 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     power_off(&mut vm);
     drop(vm);
 
-    // Second boot on the same disk: the data partition must be clean (no fsck repairs).
+    // Second boot on the same disk: the data partition must be clean (no fsck repairs), and
+    // the datastore on it still holds what kubectl wrote.
     let (mut vm, _) = reboot_expecting_data(&o, port, "clean");
+    let marker = kubectl(
+        &vm,
+        &o,
+        &[
+            "get",
+            "configmap",
+            "boot-marker",
+            "-o",
+            "jsonpath={.data.board}",
+        ],
+    );
+    assert_eq!(marker, board_name);
     power_off(&mut vm);
     drop(vm);
 
@@ -162,6 +217,21 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
             console[start..].contains("ca reused"),
             "node state lost in the repair:\n{}",
             qemu::tail(&console, 30)
+        );
+        let marker = kubectl(
+            &vm,
+            &o,
+            &[
+                "get",
+                "configmap",
+                "boot-marker",
+                "-o",
+                "jsonpath={.data.board}",
+            ],
+        );
+        assert_eq!(
+            marker, board_name,
+            "the datastore did not survive the repair"
         );
         power_off(&mut vm);
     }

@@ -17,7 +17,7 @@
 //! generate is refused.
 
 mod check;
-mod files;
+pub(crate) mod files;
 mod issue;
 pub mod tls;
 
