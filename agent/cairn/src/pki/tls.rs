@@ -8,7 +8,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use thiserror::Error;
 
-use super::{self as pki, Pki};
+use crate::pki::{self, Pki};
 
 /// The certificates could not be turned into a TLS configuration.
 #[derive(Debug, Error)]
