@@ -9,8 +9,8 @@
 
 use std::io::Write;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, policy, rbac};
+use k8s_openapi::api::{scheduling, storage};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 
@@ -19,16 +19,40 @@ fn main() {
     fn add<T: JsonSchema>(g: &mut schemars::SchemaGenerator) {
         g.subschema_for::<T>();
     }
-    add::<Namespace>(&mut generator);
-    add::<ConfigMap>(&mut generator);
-    add::<Secret>(&mut generator);
-    add::<ServiceAccount>(&mut generator);
-    add::<Event>(&mut generator);
-    add::<Lease>(&mut generator);
+    let g = &mut generator;
+    add::<core::v1::Namespace>(g);
+    add::<core::v1::Node>(g);
+    add::<core::v1::Pod>(g);
+    add::<core::v1::Service>(g);
+    add::<core::v1::Endpoints>(g);
+    add::<core::v1::ConfigMap>(g);
+    add::<core::v1::Secret>(g);
+    add::<core::v1::ServiceAccount>(g);
+    add::<core::v1::Event>(g);
+    add::<core::v1::PersistentVolume>(g);
+    add::<core::v1::PersistentVolumeClaim>(g);
+    add::<apps::v1::Deployment>(g);
+    add::<apps::v1::ReplicaSet>(g);
+    add::<apps::v1::DaemonSet>(g);
+    add::<apps::v1::StatefulSet>(g);
+    add::<apps::v1::ControllerRevision>(g);
+    add::<batch::v1::Job>(g);
+    add::<batch::v1::CronJob>(g);
+    add::<coordination::v1::Lease>(g);
+    add::<discovery::v1::EndpointSlice>(g);
+    add::<networking::v1::Ingress>(g);
+    add::<networking::v1::IngressClass>(g);
+    add::<storage::v1::StorageClass>(g);
+    add::<rbac::v1::Role>(g);
+    add::<rbac::v1::RoleBinding>(g);
+    add::<rbac::v1::ClusterRole>(g);
+    add::<rbac::v1::ClusterRoleBinding>(g);
+    add::<policy::v1::PodDisruptionBudget>(g);
+    add::<scheduling::v1::PriorityClass>(g);
     // What every API answers with besides objects.
-    add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>(&mut generator);
-    add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(&mut generator);
-    add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::WatchEvent<Namespace>>(&mut generator);
+    add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>(g);
+    add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(g);
+    add::<k8s_openapi::api::autoscaling::v1::Scale>(g);
 
     let schemas = generator.take_definitions(true);
     let json = serde_json::to_vec(&schemas).expect("schemas serialise");

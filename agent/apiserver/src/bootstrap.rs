@@ -23,6 +23,7 @@ pub fn ensure_system_namespaces(api: &Api) -> Result<Vec<&'static str>, ApiError
             name: Some(name.to_owned()),
             options: Options::default(),
             as_table: false,
+            subresource: None,
         };
         match api.handle(&action(Verb::Get), b"") {
             Ok(_) => continue,

@@ -46,7 +46,7 @@ pub fn document(request: &Discovery) -> Result<(Value, bool), ApiError> {
             }),
         Discovery::GroupVersion { group, version } => {
             let list: Vec<Value> = resources::in_group_version(group, version)
-                .map(resource)
+                .flat_map(|r| std::iter::once(resource(r)).chain(subresources(r)))
                 .collect();
             if list.is_empty() {
                 let path = if group.is_empty() {
@@ -67,6 +67,39 @@ pub fn document(request: &Discovery) -> Result<(Value, bool), ApiError> {
             ))
         }
     }
+}
+
+/// Verbs of every subresource.
+const SUBRESOURCE_VERBS: [&str; 3] = ["get", "patch", "update"];
+
+/// The kind a subresource answers with: (group, version, kind).
+fn subresource_kind<'a>(r: &'a Resource, sub: &str) -> (&'a str, &'a str, &'a str) {
+    match sub {
+        "scale" => ("autoscaling", "v1", "Scale"),
+        _ => (r.group, r.version, r.kind),
+    }
+}
+
+/// Classic discovery entries for `r`'s subresources (`deployments/scale`).
+fn subresources(r: &Resource) -> Vec<Value> {
+    r.subresources
+        .iter()
+        .map(|sub| {
+            let (group, version, kind) = subresource_kind(r, sub);
+            let mut v = json!({
+                "name": format!("{}/{sub}", r.plural),
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": kind,
+                "verbs": SUBRESOURCE_VERBS,
+            });
+            if group != r.group || version != r.version {
+                v["group"] = json!(group);
+                v["version"] = json!(version);
+            }
+            v
+        })
+        .collect()
 }
 
 /// Non-core groups, in table order.
@@ -110,6 +143,9 @@ fn resource(r: &Resource) -> Value {
     if !r.short_names.is_empty() {
         v["shortNames"] = json!(r.short_names);
     }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
     v
 }
 
@@ -133,6 +169,24 @@ fn aggregated(core: bool) -> Value {
                             });
                             if !r.short_names.is_empty() {
                                 e["shortNames"] = json!(r.short_names);
+                            }
+                            if !r.categories.is_empty() {
+                                e["categories"] = json!(r.categories);
+                            }
+                            if !r.subresources.is_empty() {
+                                let subs: Vec<Value> = r
+                                    .subresources
+                                    .iter()
+                                    .map(|sub| {
+                                        let (group, version, kind) = subresource_kind(r, sub);
+                                        json!({
+                                            "subresource": sub,
+                                            "responseKind": {"group": group, "version": version, "kind": kind},
+                                            "verbs": SUBRESOURCE_VERBS,
+                                        })
+                                    })
+                                    .collect();
+                                e["subresources"] = json!(subs);
                             }
                             e
                         })
@@ -160,10 +214,10 @@ mod tests {
         let (api, _) = document(&Discovery::Api { aggregated: false }).unwrap();
         assert_eq!(api["versions"], json!(["v1"]));
         let (apis, _) = document(&Discovery::Apis { aggregated: false }).unwrap();
-        assert_eq!(apis["groups"][0]["name"], "coordination.k8s.io");
+        assert_eq!(apis["groups"][0]["name"], "apps");
         assert_eq!(
             apis["groups"][0]["preferredVersion"]["groupVersion"],
-            "coordination.k8s.io/v1"
+            "apps/v1"
         );
         let (v1, _) = document(&Discovery::GroupVersion {
             group: "".into(),
@@ -177,17 +231,15 @@ mod tests {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         assert_eq!(
-            names,
-            [
-                "namespaces",
-                "configmaps",
-                "secrets",
-                "serviceaccounts",
-                "events"
-            ]
+            &names[..4],
+            ["namespaces", "namespaces/status", "nodes", "nodes/status"]
         );
+        assert!(names.contains(&"configmaps") && names.contains(&"persistentvolumeclaims"));
+        let pods = &v1["resources"][4];
+        assert_eq!(pods["categories"], json!(["all"]));
+        assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(v1["resources"][0]["shortNames"], json!(["ns"]));
-        assert!(document(&Discovery::Group("apps".into())).is_err());
+        assert!(document(&Discovery::Group("widgets.example.com".into())).is_err());
         assert!(document(&Discovery::GroupVersion {
             group: "".into(),
             version: "v2".into()
@@ -201,13 +253,24 @@ mod tests {
         assert!(agg);
         assert_eq!(core["items"][0]["metadata"]["name"], "");
         assert_eq!(
-            core["items"][0]["versions"][0]["resources"][1]["scope"],
+            core["items"][0]["versions"][0]["resources"][2]["scope"],
             "Namespaced"
         );
+        let (apps, _) = document(&Discovery::Apis { aggregated: true }).unwrap();
+        let deploy = &apps["items"][0]["versions"][0]["resources"][0];
+        assert_eq!(deploy["subresources"][1]["subresource"], "scale");
+        assert_eq!(deploy["subresources"][1]["responseKind"]["kind"], "Scale");
+        let (apps_v1, _) = document(&Discovery::GroupVersion {
+            group: "apps".into(),
+            version: "v1".into(),
+        })
+        .unwrap();
+        assert_eq!(apps_v1["resources"][2]["name"], "deployments/scale");
+        assert_eq!(apps_v1["resources"][2]["group"], "autoscaling");
         let (groups, _) = document(&Discovery::Apis { aggregated: true }).unwrap();
         assert_eq!(
             groups["items"][0]["versions"][0]["resources"][0]["responseKind"]["kind"],
-            "Lease"
+            "Deployment"
         );
     }
 }

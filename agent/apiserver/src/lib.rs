@@ -20,20 +20,29 @@
 //! Objects are handled as `serde_json::Value`; the typed k8s-openapi structs (Kubernetes 1.35)
 //! validate shapes and apply defaults ([`validate`]) and [`table`] prints kubectl columns.
 //!
-//! **Served.** Namespaces, configmaps, secrets, serviceaccounts, events (core/v1) and leases
-//! (coordination.k8s.io/v1): get, list (label selectors `= == != in notin exists !exists`,
-//! field selectors on `metadata.name`/`metadata.namespace`, `limit`/`continue` at a fixed
-//! revision), watch (from a resourceVersion, bookmarks, 410 ERROR when compacted), create
-//! (`generateName`, name rules, namespace must exist), update with optimistic concurrency,
-//! patch (JSON, merge, strategic-as-merge), delete, deletecollection, `dryRun=All`;
-//! discovery (classic and aggregated v2), `/version`, health endpoints; `Table` answers.
+//! **Served.** The resources of [`resources::RESOURCES`]: core/v1 namespaces, nodes, pods,
+//! services, endpoints, configmaps, secrets, serviceaccounts, events, persistentvolumes and
+//! claims; apps/v1 deployments, replicasets, daemonsets, statefulsets, controllerrevisions;
+//! batch/v1 jobs and cronjobs; leases, endpointslices, ingresses and ingressclasses,
+//! storageclasses, RBAC roles and bindings, poddisruptionbudgets and priorityclasses. For each:
+//! get, list (label selectors `= == != in notin exists !exists`, field selectors on
+//! `metadata.name`/`metadata.namespace` and the resource's own field labels, `limit`/`continue`
+//! at a fixed revision), watch (from a resourceVersion, bookmarks, `sendInitialEvents`, 410
+//! ERROR when compacted), create (`generateName`, name rules, namespace must exist), update
+//! with optimistic concurrency, patch (JSON, merge, strategic-as-merge), delete,
+//! deletecollection, `dryRun=All`, `fieldValidation`; the `status` subresource (writes to the
+//! object keep its status, `/status` writes change only the status) and `scale` for
+//! deployments, replicasets and statefulsets; discovery (classic and aggregated v2),
+//! `/openapi/v3`, `/version`, health endpoints; `Table` answers with kubectl's columns.
 //!
 //! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
 //! anything); no service-account tokens. Strategic
-//! merge patch is a JSON merge patch (correct for these types, which have no keyed lists;
-//! `$patch` directives are refused). No server-side apply, no OpenAPI documents (kubectl apply
-//! needs `--validate=false`), no YAML or protobuf bodies, no subresources (`/status`), no
-//! finalizers or graceful deletion: deleting a namespace removes its objects at once. A list's
+//! merge patch is a JSON merge patch: lists are replaced, not merged by key (a strategic patch
+//! of one container in a pod template replaces the list; `$patch` directives are refused).
+//! Nothing acts on the workloads yet (controllers and the scheduler are separate work), and
+//! pods' `binding`, `log`, `exec` and `eviction` subresources do not exist yet. No server-side
+//! apply, no `/openapi/v2`, no YAML or protobuf bodies (kubectl's typed commands such as
+//! `kubectl create namespace` send protobuf and get a 415), no finalizers or graceful deletion: deleting a namespace removes its objects at once. A list's
 //! `resourceVersion` / `resourceVersionMatch` parameters are ignored (lists are always
 //! current); `remainingItemCount` is not set. Watches end after 30 minutes by default.
 

@@ -448,7 +448,12 @@ mod tests {
             assert!(components.contains_key(&r), "dangling $ref {r}");
         }
         assert!(components.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
-        assert!(group_version("apps", "v1").is_none());
+        assert!(group_version("widgets.example.com", "v1").is_none());
+        let apps = group_version("apps", "v1").unwrap();
+        assert!(
+            apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
+                .is_object()
+        );
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct Resource {
     pub verbs: &'static [&'static str],
     /// Fields a field selector may test besides `metadata.name` and `metadata.namespace`.
     pub field_labels: &'static [&'static str],
+    /// Discovery categories (`all` makes `kubectl get all` include the resource).
+    pub categories: &'static [&'static str],
+    /// `status` (writes to the object keep its status; `/status` writes change only it)
+    /// and `scale` (an `autoscaling/v1 Scale` view of `spec.replicas`).
+    pub subresources: &'static [&'static str],
 }
 
 impl Resource {
@@ -88,8 +93,41 @@ const fn core(
         namespaced,
         verbs: ALL_VERBS,
         field_labels: &[],
+        categories: &[],
+        subresources: &[],
     }
 }
+
+const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
+
+/// A row of a named group.
+const fn named(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group,
+        ..core(kind, plural, singular, short_names, namespaced)
+    }
+}
+
+const ALL: &[&str] = &["all"];
+
+const POD_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+];
 
 /// The fields kube-apiserver lets clients select events by (`kubectl describe` uses them).
 const EVENT_FIELDS: &[&str] = &[
@@ -116,8 +154,26 @@ pub const RESOURCES: &[Resource] = &[
     Resource {
         verbs: NAMESPACE_VERBS,
         field_labels: &["status.phase"],
+        subresources: STATUS,
         ..core("Namespace", "namespaces", "namespace", &["ns"], false)
     },
+    Resource {
+        field_labels: &["spec.unschedulable"],
+        subresources: STATUS,
+        ..core("Node", "nodes", "node", &["no"], false)
+    },
+    Resource {
+        field_labels: POD_FIELDS,
+        categories: ALL,
+        subresources: STATUS,
+        ..core("Pod", "pods", "pod", &["po"], true)
+    },
+    Resource {
+        categories: ALL,
+        subresources: STATUS,
+        ..core("Service", "services", "service", &["svc"], true)
+    },
+    core("Endpoints", "endpoints", "endpoints", &["ep"], true),
     core("ConfigMap", "configmaps", "configmap", &["cm"], true),
     Resource {
         field_labels: &["type"],
@@ -135,16 +191,180 @@ pub const RESOURCES: &[Resource] = &[
         ..core("Event", "events", "event", &["ev"], true)
     },
     Resource {
-        group: "coordination.k8s.io",
-        version: "v1",
-        kind: "Lease",
-        plural: "leases",
-        singular: "lease",
-        short_names: &[],
-        namespaced: true,
-        verbs: ALL_VERBS,
-        field_labels: &[],
+        subresources: STATUS,
+        ..core(
+            "PersistentVolume",
+            "persistentvolumes",
+            "persistentvolume",
+            &["pv"],
+            false,
+        )
     },
+    Resource {
+        subresources: STATUS,
+        ..core(
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            &["pvc"],
+            true,
+        )
+    },
+    Resource {
+        categories: ALL,
+        subresources: STATUS_SCALE,
+        ..named(
+            "apps",
+            "Deployment",
+            "deployments",
+            "deployment",
+            &["deploy"],
+            true,
+        )
+    },
+    Resource {
+        categories: ALL,
+        field_labels: &["status.replicas"],
+        subresources: STATUS_SCALE,
+        ..named(
+            "apps",
+            "ReplicaSet",
+            "replicasets",
+            "replicaset",
+            &["rs"],
+            true,
+        )
+    },
+    Resource {
+        categories: ALL,
+        subresources: STATUS,
+        ..named(
+            "apps",
+            "DaemonSet",
+            "daemonsets",
+            "daemonset",
+            &["ds"],
+            true,
+        )
+    },
+    Resource {
+        categories: ALL,
+        subresources: STATUS_SCALE,
+        ..named(
+            "apps",
+            "StatefulSet",
+            "statefulsets",
+            "statefulset",
+            &["sts"],
+            true,
+        )
+    },
+    named(
+        "apps",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        &[],
+        true,
+    ),
+    Resource {
+        categories: ALL,
+        field_labels: &["status.successful"],
+        subresources: STATUS,
+        ..named("batch", "Job", "jobs", "job", &[], true)
+    },
+    Resource {
+        categories: ALL,
+        subresources: STATUS,
+        ..named("batch", "CronJob", "cronjobs", "cronjob", &["cj"], true)
+    },
+    named("coordination.k8s.io", "Lease", "leases", "lease", &[], true),
+    named(
+        "discovery.k8s.io",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        &[],
+        true,
+    ),
+    Resource {
+        subresources: STATUS,
+        ..named(
+            "networking.k8s.io",
+            "Ingress",
+            "ingresses",
+            "ingress",
+            &["ing"],
+            true,
+        )
+    },
+    named(
+        "networking.k8s.io",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        &[],
+        false,
+    ),
+    named(
+        "storage.k8s.io",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        &["sc"],
+        false,
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        "Role",
+        "roles",
+        "role",
+        &[],
+        true,
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        &[],
+        true,
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        &[],
+        false,
+    ),
+    named(
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        &[],
+        false,
+    ),
+    Resource {
+        subresources: STATUS,
+        ..named(
+            "policy",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            &["pdb"],
+            true,
+        )
+    },
+    named(
+        "scheduling.k8s.io",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        &["pc"],
+        false,
+    ),
 ];
 
 /// The resource served at `group`/`version`/`plural`.
@@ -199,10 +419,11 @@ mod tests {
             lease.key(Some("kube-node-lease"), "n1"),
             "/registry/coordination.k8s.io/leases/kube-node-lease/n1"
         );
-        assert!(find("", "v1", "pods").is_none());
-        assert_eq!(
-            group_versions(),
-            vec![("", "v1"), ("coordination.k8s.io", "v1")]
-        );
+        assert!(find("", "v1", "widgets").is_none());
+        assert!(find("apps", "v1", "deployments").is_some());
+        let gvs = group_versions();
+        assert_eq!(gvs[0], ("", "v1"), "the core group comes first");
+        assert!(gvs.contains(&("rbac.authorization.k8s.io", "v1")));
+        assert!(gvs.contains(&("coordination.k8s.io", "v1")));
     }
 }

@@ -32,7 +32,197 @@ fn columns(resource: &Resource) -> Vec<Column> {
             ("Message", "string"),
         ],
         "Lease" => vec![("Name", "string"), ("Holder", "string"), ("Age", "string")],
+        "Node" => vec![
+            ("Name", "string"),
+            ("Status", "string"),
+            ("Roles", "string"),
+            ("Age", "string"),
+            ("Version", "string"),
+            ("Internal-IP", "string"),
+            ("OS-Image", "string"),
+            ("Kernel-Version", "string"),
+        ],
+        "Pod" => vec![
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+            ("Age", "string"),
+            ("IP", "string"),
+            ("Node", "string"),
+        ],
+        "Service" => vec![
+            ("Name", "string"),
+            ("Type", "string"),
+            ("Cluster-IP", "string"),
+            ("External-IP", "string"),
+            ("Port(s)", "string"),
+            ("Age", "string"),
+            ("Selector", "string"),
+        ],
+        "Deployment" => vec![
+            ("Name", "string"),
+            ("Ready", "string"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+            ("Age", "string"),
+            ("Containers", "string"),
+            ("Images", "string"),
+        ],
+        "ReplicaSet" => vec![
+            ("Name", "string"),
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+            ("Age", "string"),
+            ("Containers", "string"),
+            ("Images", "string"),
+        ],
+        "DaemonSet" => vec![
+            ("Name", "string"),
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+            ("Age", "string"),
+        ],
+        "StatefulSet" => vec![("Name", "string"), ("Ready", "string"), ("Age", "string")],
+        "Job" => vec![
+            ("Name", "string"),
+            ("Status", "string"),
+            ("Completions", "string"),
+            ("Age", "string"),
+        ],
+        "CronJob" => vec![
+            ("Name", "string"),
+            ("Schedule", "string"),
+            ("Suspend", "boolean"),
+            ("Active", "integer"),
+            ("Last Schedule", "string"),
+            ("Age", "string"),
+        ],
+        "PersistentVolumeClaim" => vec![
+            ("Name", "string"),
+            ("Status", "string"),
+            ("Volume", "string"),
+            ("Capacity", "string"),
+            ("StorageClass", "string"),
+            ("Age", "string"),
+        ],
+        "StorageClass" => vec![
+            ("Name", "string"),
+            ("Provisioner", "string"),
+            ("ReclaimPolicy", "string"),
+            ("VolumeBindingMode", "string"),
+            ("Age", "string"),
+        ],
         _ => vec![("Name", "string"), ("Age", "string")],
+    }
+}
+
+/// Columns from this index on are shown by `-o wide` only.
+fn wide_from(resource: &Resource) -> usize {
+    match resource.kind {
+        "Node" | "Pod" | "Deployment" | "ReplicaSet" => 5,
+        "Service" => 6,
+        _ => usize::MAX,
+    }
+}
+
+fn text_or(v: &Value, default: &str) -> Value {
+    match v.as_str() {
+        Some(s) if !s.is_empty() => json!(s),
+        _ => json!(default),
+    }
+}
+
+fn int(v: &Value) -> Value {
+    json!(v.as_i64().unwrap_or(0))
+}
+
+/// Container names and images of a pod template, comma-separated.
+fn containers(spec: &Value) -> (Value, Value) {
+    let list = spec["containers"].as_array().cloned().unwrap_or_default();
+    let join = |field: &str| {
+        list.iter()
+            .filter_map(|c| c[field].as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (json!(join("name")), json!(join("image")))
+}
+
+fn node_status(obj: &Value) -> String {
+    let ready = obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["status"] == "True");
+    let mut status = match ready {
+        Some(true) => "Ready".to_owned(),
+        Some(false) => "NotReady".to_owned(),
+        None => "Unknown".to_owned(),
+    };
+    if obj["spec"]["unschedulable"] == true {
+        status.push_str(",SchedulingDisabled");
+    }
+    status
+}
+
+fn node_roles(obj: &Value) -> String {
+    let roles: Vec<&str> = obj["metadata"]["labels"]
+        .as_object()
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .filter(|r| !r.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if roles.is_empty() {
+        "<none>".into()
+    } else {
+        roles.join(",")
+    }
+}
+
+fn pod_status(obj: &Value) -> String {
+    if obj["metadata"]["deletionTimestamp"].is_string() {
+        return "Terminating".into();
+    }
+    let waiting = obj["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|c| {
+            c["state"]["waiting"]["reason"]
+                .as_str()
+                .or_else(|| c["state"]["terminated"]["reason"].as_str())
+        });
+    waiting
+        .or_else(|| obj["status"]["reason"].as_str())
+        .or_else(|| obj["status"]["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_owned()
+}
+
+fn service_ports(obj: &Value) -> String {
+    let ports: Vec<String> = obj["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_i64() {
+                Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                None => format!("{}/{proto}", p["port"]),
+            }
+        })
+        .collect();
+    if ports.is_empty() {
+        "<none>".into()
+    } else {
+        ports.join(",")
     }
 }
 
@@ -80,6 +270,176 @@ fn cells(resource: &Resource, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, obj["spec"]["holderIdentity"].clone(), json!(created)],
+        "Node" => {
+            let addresses = obj["status"]["addresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let internal = addresses
+                .iter()
+                .find(|a| a["type"] == "InternalIP")
+                .map_or(json!("<none>"), |a| a["address"].clone());
+            let info = &obj["status"]["nodeInfo"];
+            vec![
+                name,
+                json!(node_status(obj)),
+                json!(node_roles(obj)),
+                json!(created),
+                text_or(&info["kubeletVersion"], ""),
+                internal,
+                text_or(&info["osImage"], "<unknown>"),
+                text_or(&info["kernelVersion"], "<unknown>"),
+            ]
+        }
+        "Pod" => {
+            let statuses = obj["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let total = obj["spec"]["containers"].as_array().map_or(0, Vec::len);
+            let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+            let restarts: i64 = statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .sum();
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(obj)),
+                json!(restarts.to_string()),
+                json!(created),
+                text_or(&obj["status"]["podIP"], "<none>"),
+                text_or(&obj["spec"]["nodeName"], "<none>"),
+            ]
+        }
+        "Service" => {
+            let external = obj["spec"]["externalIPs"]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "<none>".into());
+            let selector = obj["spec"]["selector"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![
+                name,
+                text_or(&obj["spec"]["type"], "ClusterIP"),
+                text_or(&obj["spec"]["clusterIP"], "<none>"),
+                json!(external),
+                json!(service_ports(obj)),
+                json!(created),
+                json!(selector),
+            ]
+        }
+        "Deployment" | "ReplicaSet" => {
+            let st = &obj["status"];
+            let (names, images) = containers(&obj["spec"]["template"]["spec"]);
+            let desired = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+            if resource.kind == "Deployment" {
+                let ready = st["readyReplicas"].as_i64().unwrap_or(0);
+                vec![
+                    name,
+                    json!(format!("{ready}/{desired}")),
+                    int(&st["updatedReplicas"]),
+                    int(&st["availableReplicas"]),
+                    json!(created),
+                    names,
+                    images,
+                ]
+            } else {
+                vec![
+                    name,
+                    json!(desired),
+                    int(&st["replicas"]),
+                    int(&st["readyReplicas"]),
+                    json!(created),
+                    names,
+                    images,
+                ]
+            }
+        }
+        "DaemonSet" => {
+            let st = &obj["status"];
+            vec![
+                name,
+                int(&st["desiredNumberScheduled"]),
+                int(&st["currentNumberScheduled"]),
+                int(&st["numberReady"]),
+                int(&st["updatedNumberScheduled"]),
+                int(&st["numberAvailable"]),
+                json!(created),
+            ]
+        }
+        "StatefulSet" => {
+            let ready = obj["status"]["readyReplicas"].as_i64().unwrap_or(0);
+            let desired = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+            vec![name, json!(format!("{ready}/{desired}")), json!(created)]
+        }
+        "Job" => {
+            let st = &obj["status"];
+            let conditions = st["conditions"].as_array().cloned().unwrap_or_default();
+            let has = |t: &str| {
+                conditions
+                    .iter()
+                    .any(|c| c["type"] == t && c["status"] == "True")
+            };
+            let status = if has("Complete") {
+                "Complete"
+            } else if has("Failed") {
+                "Failed"
+            } else if has("Suspended") {
+                "Suspended"
+            } else {
+                "Running"
+            };
+            let completions = obj["spec"]["completions"].as_i64().unwrap_or(1);
+            let succeeded = st["succeeded"].as_i64().unwrap_or(0);
+            vec![
+                name,
+                json!(status),
+                json!(format!("{succeeded}/{completions}")),
+                json!(created),
+            ]
+        }
+        "CronJob" => {
+            let last = obj["status"]["lastScheduleTime"]
+                .as_str()
+                .map_or_else(|| "<none>".to_owned(), |t| age(t, now));
+            vec![
+                name,
+                obj["spec"]["schedule"].clone(),
+                json!(obj["spec"]["suspend"].as_bool().unwrap_or(false)),
+                json!(obj["status"]["active"].as_array().map_or(0, Vec::len)),
+                json!(last),
+                json!(created),
+            ]
+        }
+        "PersistentVolumeClaim" => vec![
+            name,
+            text_or(&obj["status"]["phase"], "Pending"),
+            text_or(&obj["spec"]["volumeName"], ""),
+            text_or(&obj["status"]["capacity"]["storage"], ""),
+            text_or(&obj["spec"]["storageClassName"], "<unset>"),
+            json!(created),
+        ],
+        "StorageClass" => vec![
+            name,
+            obj["provisioner"].clone(),
+            text_or(&obj["reclaimPolicy"], "Delete"),
+            text_or(&obj["volumeBindingMode"], "Immediate"),
+            json!(created),
+        ],
         _ => vec![name, json!(created)],
     }
 }
@@ -92,12 +452,13 @@ pub fn to_table(resource: &Resource, body: &Value) -> Value {
         None => vec![body],
     };
     let rows: Vec<Value> = objects.iter().map(|obj| row(resource, obj, now)).collect();
+    let wide = wide_from(resource);
     let defs: Vec<Value> = columns(resource)
         .into_iter()
         .enumerate()
         .map(|(i, (name, kind))| {
             let format = if name == "Name" { "name" } else { "" };
-            json!({"name": name, "type": kind, "format": format, "description": "", "priority": if i > 4 { 1 } else { 0 }})
+            json!({"name": name, "type": kind, "format": format, "description": "", "priority": u8::from(i >= wide)})
         })
         .collect();
     let mut metadata = json!({});
@@ -143,5 +504,47 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][0], "a");
         assert_eq!(t["rows"][0]["cells"][1], 2);
         assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "a");
+    }
+
+    #[test]
+    fn every_kind_has_as_many_cells_as_columns() {
+        let obj = json!({"metadata": {"name": "x"}, "spec": {}, "status": {}});
+        for r in crate::resources::RESOURCES {
+            assert_eq!(
+                cells(r, &obj, jiff::Timestamp::now()).len(),
+                columns(r).len(),
+                "{}",
+                r.kind
+            );
+        }
+    }
+
+    #[test]
+    fn pod_and_node_rows() {
+        let pod = json!({
+            "metadata": {"name": "web-1"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.42.0.5", "containerStatuses": [
+                {"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
+        });
+        let t = to_table(find("", "v1", "pods").unwrap(), &pod);
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "1/2");
+        assert_eq!(cells[2], "CrashLoopBackOff");
+        assert_eq!(cells[3], "3");
+        assert_eq!(cells[6], "n1");
+        assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+        let node = json!({
+            "metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/control-plane": "true"}},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "nodeInfo": {"kubeletVersion": "v1.35.0+cairn-0.1.0"}},
+        });
+        let t = to_table(find("", "v1", "nodes").unwrap(), &node);
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "Ready,SchedulingDisabled");
+        assert_eq!(cells[2], "control-plane");
+        assert_eq!(cells[4], "v1.35.0+cairn-0.1.0");
     }
 }

@@ -4,8 +4,9 @@
 //! a body of the wrong shape (`data: [1]` in a ConfigMap, bad base64 in a Secret) is refused
 //! with the decoder's message, and kind-specific defaults are applied.
 
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, policy, rbac};
+use k8s_openapi::api::{scheduling, storage};
 use k8s_openapi::ByteString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -32,22 +33,52 @@ pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(
             }
             object["status"] = serde_json::json!({"phase": "Active"});
         }
-        ("", "ConfigMap") => {
-            check::<ConfigMap>(object)?;
-        }
         ("", "Secret") => secret(object)?,
-        ("", "ServiceAccount") => {
-            check::<ServiceAccount>(object)?;
-        }
-        ("", "Event") => {
-            check::<Event>(object)?;
-        }
-        ("coordination.k8s.io", "Lease") => {
-            check::<Lease>(object)?;
-        }
-        _ => {}
+        (group, kind) => check_shape(group, kind, object)?,
     }
     Ok(())
+}
+
+/// Decodes `object` into the typed struct of `group`/`kind`: a body of the wrong shape is
+/// refused with the decoder's message.
+fn check_shape(group: &str, kind: &str, object: &Value) -> Result<(), String> {
+    macro_rules! kinds {
+        ($($g:literal, $k:literal => $t:ty;)*) => {
+            match (group, kind) {
+                $(($g, $k) => check::<$t>(object).map(drop),)*
+                _ => Ok(()),
+            }
+        };
+    }
+    kinds! {
+        "", "Node" => core::v1::Node;
+        "", "Pod" => core::v1::Pod;
+        "", "Service" => core::v1::Service;
+        "", "Endpoints" => core::v1::Endpoints;
+        "", "ConfigMap" => core::v1::ConfigMap;
+        "", "ServiceAccount" => core::v1::ServiceAccount;
+        "", "Event" => core::v1::Event;
+        "", "PersistentVolume" => core::v1::PersistentVolume;
+        "", "PersistentVolumeClaim" => core::v1::PersistentVolumeClaim;
+        "apps", "Deployment" => apps::v1::Deployment;
+        "apps", "ReplicaSet" => apps::v1::ReplicaSet;
+        "apps", "DaemonSet" => apps::v1::DaemonSet;
+        "apps", "StatefulSet" => apps::v1::StatefulSet;
+        "apps", "ControllerRevision" => apps::v1::ControllerRevision;
+        "batch", "Job" => batch::v1::Job;
+        "batch", "CronJob" => batch::v1::CronJob;
+        "coordination.k8s.io", "Lease" => coordination::v1::Lease;
+        "discovery.k8s.io", "EndpointSlice" => discovery::v1::EndpointSlice;
+        "networking.k8s.io", "Ingress" => networking::v1::Ingress;
+        "networking.k8s.io", "IngressClass" => networking::v1::IngressClass;
+        "storage.k8s.io", "StorageClass" => storage::v1::StorageClass;
+        "rbac.authorization.k8s.io", "Role" => rbac::v1::Role;
+        "rbac.authorization.k8s.io", "RoleBinding" => rbac::v1::RoleBinding;
+        "rbac.authorization.k8s.io", "ClusterRole" => rbac::v1::ClusterRole;
+        "rbac.authorization.k8s.io", "ClusterRoleBinding" => rbac::v1::ClusterRoleBinding;
+        "policy", "PodDisruptionBudget" => policy::v1::PodDisruptionBudget;
+        "scheduling.k8s.io", "PriorityClass" => scheduling::v1::PriorityClass;
+    }
 }
 
 fn check<T: DeserializeOwned>(object: &Value) -> Result<T, String> {

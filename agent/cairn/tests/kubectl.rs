@@ -221,9 +221,39 @@ fn kubectl_end_to_end() {
         "{versions}"
     );
 
+    // Workloads: apply a Deployment, scale it through /scale, read the usual columns.
+    let deploy = dir.join("deploy.yaml");
+    write(
+        &deploy,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: registry.example/web:1\n",
+    );
+    assert!(k
+        .run(&["apply", "-f", deploy.to_str().unwrap()])
+        .contains("deployment.apps/web created"));
+    assert!(k
+        .run(&["scale", "deployment/web", "--replicas=3"])
+        .contains("scaled"));
+    let replicas = k.run(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas, "3");
+    let wide = k.run(&["get", "deployments", "-o", "wide"]);
+    assert!(
+        wide.contains("READY")
+            && wide.contains("UP-TO-DATE")
+            && wide.contains("0/3")
+            && wide.contains("registry.example/web:1"),
+        "{wide}"
+    );
+    let all = k.run(&["get", "all"]);
+    assert!(all.contains("deployment.apps/web"), "{all}");
+    let (ok, _, err) = k.try_run(&["get", "deploy", "web", "--subresource=status", "-o", "name"]);
+    assert!(ok, "{err}");
+
     let resources = k.run(&["api-resources"]);
     for r in [
         "configmaps",
+        "deployments",
+        "nodes",
+        "clusterrolebindings",
         "leases",
         "serviceaccounts",
         "coordination.k8s.io/v1",

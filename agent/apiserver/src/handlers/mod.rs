@@ -6,6 +6,7 @@
 
 mod patch;
 mod read;
+pub mod scale;
 pub mod watch;
 mod write;
 

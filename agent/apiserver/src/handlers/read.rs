@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::{decode_object, subject, target, Api, Reply};
 use crate::error::ApiError;
-use crate::request::Action;
+use crate::request::{Action, Subresource};
 
 impl Api {
     pub(super) fn get(&self, action: &Action) -> Result<Reply, ApiError> {
@@ -15,7 +15,11 @@ impl Api {
             .get(&key)
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound(subject(action.resource, name)))?;
-        Ok(Reply::ok(decode_object(&kv)?))
+        let obj = decode_object(&kv)?;
+        if action.subresource == Some(Subresource::Scale) {
+            return Ok(Reply::ok(super::scale::to_scale(&obj)));
+        }
+        Ok(Reply::ok(obj))
     }
 
     pub(super) fn list(&self, action: &Action) -> Result<Reply, ApiError> {

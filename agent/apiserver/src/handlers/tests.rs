@@ -426,3 +426,68 @@ fn tables() {
     assert_eq!(t["rows"][0]["cells"][0], "d");
     assert_eq!(t["rows"][0]["cells"][1], "Active");
 }
+
+#[test]
+fn status_and_scale_subresources() {
+    let api = with_ns("d");
+    let base = "/apis/apps/v1/namespaces/d/deployments";
+    let deploy = json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    });
+    ok(&api, "POST", base, deploy);
+    let item = format!("{base}/web");
+
+    // The controller's view: only /status writes the status.
+    let status = ok(&api, "PUT", &format!("{item}/status"), {
+        let mut d = ok(&api, "GET", &item, Value::Null);
+        d["status"] = json!({"replicas": 1, "readyReplicas": 1});
+        d["spec"]["replicas"] = json!(9); // ignored: /status changes only the status
+        d
+    });
+    assert_eq!(status["status"]["readyReplicas"], 1);
+    assert_eq!(status["spec"]["replicas"], 1);
+    let mut user = ok(&api, "GET", &item, Value::Null);
+    user["status"] = json!({"readyReplicas": 7}); // ignored: a user write keeps the status
+    user["metadata"]["labels"] = json!({"team": "a"});
+    let after = ok(&api, "PUT", &item, user);
+    assert_eq!(after["status"]["readyReplicas"], 1);
+    assert_eq!(after["metadata"]["labels"]["team"], "a");
+
+    // kubectl scale: GET and PATCH the Scale.
+    let scale = ok(&api, "GET", &format!("{item}/scale"), Value::Null);
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let scaled = ok(
+        &api,
+        "PATCH",
+        &format!("{item}/scale"),
+        json!({"spec": {"replicas": 3}}),
+    );
+    assert_eq!(
+        (scaled["kind"].as_str(), scaled["spec"]["replicas"].as_i64()),
+        (Some("Scale"), Some(3))
+    );
+    let d = ok(&api, "GET", &item, Value::Null);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["metadata"]["generation"], 2, "scaling changes the spec");
+    // A Scale PUT with the wrong kind is refused; subresources take get/update/patch only.
+    let (code, msg) = err(
+        &api,
+        "PUT",
+        &format!("{item}/scale"),
+        json!({"kind": "Deployment", "spec": {"replicas": 1}}),
+    );
+    assert_eq!(code, 400, "{msg}");
+    let (code, _) = err(&api, "DELETE", &format!("{item}/status"), Value::Null);
+    assert_eq!(code, 405);
+    let (code, _) = err(
+        &api,
+        "GET",
+        "/api/v1/namespaces/d/configmaps/x/status",
+        Value::Null,
+    );
+    assert_eq!(code, 404);
+}

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::{decode_object, encode_object, set_resource_version, subject, target, Api, Reply};
 use crate::error::{success, ApiError};
 use crate::meta::{self, meta_str};
-use crate::request::{Action, FieldValidation};
+use crate::request::{Action, FieldValidation, Subresource};
 use crate::resources::{self, Resource};
 use crate::validate::validate_and_default;
 
@@ -76,7 +76,11 @@ impl Api {
 
     pub(super) fn update(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
         let resource = action.resource;
-        let mut obj = parse_body(resource, body)?;
+        let mut obj = if action.subresource == Some(Subresource::Scale) {
+            parse_body_as(body, "Scale", "autoscaling/v1")?
+        } else {
+            parse_body(resource, body)?
+        };
         check_namespace(action, &mut obj)?;
         let (_, name) = target(action);
         let body_name = meta_str(&obj, "name");
@@ -126,6 +130,27 @@ impl Api {
             ));
         }
         let old = decode_object(&current)?;
+        // Subresources: `/scale` writes only spec.replicas, `/status` only the status, and a
+        // write to the object itself leaves a status owned by `/status` alone.
+        match action.subresource {
+            Some(Subresource::Scale) => obj = super::scale::apply(&old, &obj)?,
+            Some(Subresource::Status) => {
+                let status = obj.get("status").cloned().unwrap_or(Value::Null);
+                obj = old.clone();
+                obj["status"] = status;
+            }
+            None if resource.subresources.contains(&"status") && resource.kind != "Namespace" => {
+                match old.get("status") {
+                    Some(status) => obj["status"] = status.clone(),
+                    None => {
+                        if let Some(map) = obj.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
         let meta = meta::metadata(&mut obj);
         meta.insert("name".into(), Value::String(name.to_owned()));
         for field in [
@@ -149,6 +174,9 @@ impl Api {
         if bytes == current.value || action.options.dry_run {
             // No change: Kubernetes does not write (the resourceVersion stays).
             set_resource_version(&mut obj, current.mod_revision);
+            if action.subresource == Some(Subresource::Scale) {
+                obj = super::scale::to_scale(&obj);
+            }
             return Ok(Reply {
                 warnings,
                 ..Reply::ok(obj)
@@ -159,6 +187,9 @@ impl Api {
             .update(&key, &bytes, current.mod_revision)
             .map_err(|e| ApiError::from_store(e, &who))?;
         set_resource_version(&mut obj, rev);
+        if action.subresource == Some(Subresource::Scale) {
+            obj = super::scale::to_scale(&obj);
+        }
         Ok(Reply {
             warnings,
             ..Reply::ok(obj)
@@ -292,6 +323,11 @@ fn invalid(resource: &Resource, name: &str, message: String) -> ApiError {
 
 /// Decode a JSON body and check its `kind`/`apiVersion` (filled in when missing).
 pub(super) fn parse_body(resource: &Resource, body: &[u8]) -> Result<Value, ApiError> {
+    parse_body_as(body, resource.kind, &resource.api_version())
+}
+
+/// Parses a body that must be of `kind` in `api_version` (filled in when absent).
+fn parse_body_as(body: &[u8], kind: &str, api_version: &str) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::TooLarge { limit: MAX_BODY });
     }
@@ -303,8 +339,8 @@ pub(super) fn parse_body(resource: &Resource, body: &[u8]) -> Result<Value, ApiE
         ));
     };
     for (field, want) in [
-        ("kind", resource.kind.to_owned()),
-        ("apiVersion", resource.api_version()),
+        ("kind", kind.to_owned()),
+        ("apiVersion", api_version.to_owned()),
     ] {
         match map.get(field).and_then(Value::as_str) {
             None | Some("") => {

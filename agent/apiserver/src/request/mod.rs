@@ -39,6 +39,15 @@ pub enum Verb {
     DeleteCollection,
 }
 
+/// A subresource of one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    /// `/status`: reads the object, writes only its `status`.
+    Status,
+    /// `/scale`: an `autoscaling/v1 Scale` of `spec.replicas`.
+    Scale,
+}
+
 /// A request on a resource: which objects, which verb, which options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
@@ -50,6 +59,7 @@ pub struct Action {
     pub options: Options,
     /// The client accepts a `meta.k8s.io/v1 Table` (kubectl get).
     pub as_table: bool,
+    pub subresource: Option<Subresource>,
 }
 
 /// Discovery documents.
@@ -139,17 +149,26 @@ pub fn parse_parts(
         _ => return Err(not_found()),
     };
     // [namespaces, ns, plural, name?] or [plural, name?]; `namespaces/<name>` is the namespace.
-    let (namespace, plural, name) = match rest {
-        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
-        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
-        [plural] => (None, *plural, None),
-        [plural, name] => (None, *plural, Some(*name)),
+    let (namespace, plural, name, sub) = match rest {
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), None),
+        ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
+        [plural] => (None, *plural, None, None),
+        [plural, name] => (None, *plural, Some(*name), None),
+        [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
         _ => return Err(not_found()),
     };
     let resource = resources::find(group, version, plural).ok_or_else(not_found)?;
     if namespace.is_some() && !resource.namespaced {
         return Err(not_found());
     }
+    let subresource = match sub {
+        None => None,
+        Some(s) if !resource.subresources.contains(&s) => return Err(not_found()),
+        Some("status") => Some(Subresource::Status),
+        Some("scale") => Some(Subresource::Scale),
+        Some(_) => return Err(not_found()),
+    };
     let options = Options::parse(query)?;
     if let Some(field) = options.field_selector.unsupported(resource.field_labels) {
         let mut supported: Vec<&str> = crate::selector::COMMON_FIELDS.to_vec();
@@ -178,6 +197,9 @@ pub fn parse_parts(
     if !resource.verbs.contains(&verb_name) {
         return Err(not_allowed());
     }
+    if subresource.is_some() && !matches!(verb, Verb::Get | Verb::Update | Verb::Patch(_)) {
+        return Err(not_allowed());
+    }
     // Writes to a namespaced resource need a namespace in the path.
     let needs_namespace = !matches!(verb, Verb::List | Verb::Watch);
     if resource.namespaced && namespace.is_none() && needs_namespace {
@@ -189,7 +211,8 @@ pub fn parse_parts(
         namespace: namespace.map(str::to_owned),
         name: name.map(str::to_owned),
         options,
-        as_table: accept.contains("as=Table"),
+        as_table: accept.contains("as=Table") && subresource != Some(Subresource::Scale),
+        subresource,
     }))
 }
 

@@ -130,7 +130,7 @@ fn writes() {
 #[test]
 fn errors() {
     // Unknown resource, cluster-scoped resource under a namespace, subresource.
-    assert_eq!(code(req("GET", "/api/v1/pods", &[])), 404);
+    assert_eq!(code(req("GET", "/api/v1/widgets", &[])), 404);
     assert_eq!(
         code(req("GET", "/api/v1/namespaces/d/namespaces", &[])),
         404
