@@ -42,8 +42,95 @@ pub fn schemas() -> &'static Map<String, Value> {
                 schemas[&name]["x-kubernetes-group-version-kind"] = gvk;
             }
         }
+        for (ty, field, key) in PATCH_MERGE {
+            if let Some(prop) = schemas
+                .get_mut(*ty)
+                .and_then(|s| s.get_mut("properties"))
+                .and_then(|p| p.get_mut(*field))
+            {
+                prop["x-kubernetes-patch-strategy"] = json!("merge");
+                if !key.is_empty() {
+                    prop["x-kubernetes-patch-merge-key"] = json!(key);
+                }
+            }
+        }
         schemas
     })
+}
+
+/// Lists a strategic merge patch merges instead of replacing: (type, field, merge key; "" for
+/// a list of primitives merged as a set). These are properties of the Kubernetes types (their
+/// `patchStrategy`/`patchMergeKey`); k8s-openapi's schemas do not carry them, so they are
+/// added to the served schemas here, where kubectl reads them to compute `apply` patches and
+/// `handlers::strategic` reads them to apply patches.
+const PATCH_MERGE: &[(&str, &str, &str)] = &[
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+        "",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        "uid",
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "containers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "initContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "volumes", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "topologyKey",
+    ),
+    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "schedulingGates", "name"),
+    ("io.k8s.api.core.v1.Container", "ports", "containerPort"),
+    ("io.k8s.api.core.v1.Container", "env", "name"),
+    ("io.k8s.api.core.v1.Container", "volumeMounts", "mountPath"),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        "devicePath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "ports",
+        "containerPort",
+    ),
+    ("io.k8s.api.core.v1.EphemeralContainer", "env", "name"),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeMounts",
+        "mountPath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeDevices",
+        "devicePath",
+    ),
+    ("io.k8s.api.core.v1.ServiceSpec", "ports", "port"),
+    ("io.k8s.api.core.v1.ServiceAccount", "secrets", "name"),
+    ("io.k8s.api.core.v1.PodStatus", "conditions", "type"),
+    ("io.k8s.api.core.v1.NodeStatus", "conditions", "type"),
+    ("io.k8s.api.core.v1.NodeStatus", "addresses", "type"),
+    ("io.k8s.api.core.v1.NamespaceStatus", "conditions", "type"),
+    (
+        "io.k8s.api.core.v1.PersistentVolumeClaimStatus",
+        "conditions",
+        "type",
+    ),
+    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", "type"),
+    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", "type"),
+    ("io.k8s.api.apps.v1.StatefulSetStatus", "conditions", "type"),
+    ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", "type"),
+];
+
+/// The schema of `resource`'s kind, if served.
+pub fn kind_schema(resource: &Resource) -> Option<&'static Value> {
+    schema_name(resource).and_then(|n| schemas().get(&n))
 }
 
 /// The component name of `resource`'s kind (`io.k8s.api.core.v1.ConfigMap`).
@@ -310,7 +397,7 @@ pub fn prune(resource: &Resource, object: &mut Value) {
 }
 
 /// Resolves `$ref`s (and `allOf: [$ref]` wrappers) to the schema they name.
-fn resolve(schema: &Value) -> &Value {
+pub fn resolve(schema: &Value) -> &Value {
     let mut s = schema;
     for _ in 0..8 {
         if let Some(Value::String(r)) = s.get("$ref") {

@@ -243,6 +243,43 @@ fn kubectl_end_to_end() {
             && wide.contains("registry.example/web:1"),
         "{wide}"
     );
+    // Strategic merge: kubectl patch (its default type) merges containers by name.
+    k.run(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","env":[{"name":"MODE","value":"edge"}]}]}}}}"#,
+    ]);
+    let container = k.run(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env[0].value}"]);
+    assert_eq!(container, "registry.example/web:1 edge");
+    // kubectl apply: add a sidecar, then take it away again (a `$patch: delete` element).
+    let with_sidecar = std::fs::read_to_string(&deploy).unwrap().replace(
+        "        image: registry.example/web:1\n",
+        "        image: registry.example/web:2\n      - name: sidecar\n        image: registry.example/sidecar:1\n",
+    );
+    write(&deploy, &with_sidecar);
+    k.run(&["apply", "-f", deploy.to_str().unwrap()]);
+    let names = k.run(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[*].name}",
+    ]);
+    assert_eq!(names, "web sidecar");
+    let without = with_sidecar.replace(
+        "      - name: sidecar\n        image: registry.example/sidecar:1\n",
+        "",
+    );
+    write(&deploy, &without);
+    k.run(&["apply", "-f", deploy.to_str().unwrap()]);
+    let after = k.run(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[*].image} {.spec.template.spec.containers[0].env[0].value}"]);
+    assert_eq!(
+        after, "registry.example/web:2 edge",
+        "the patched env survives re-apply"
+    );
+
     let all = k.run(&["get", "all"]);
     assert!(all.contains("deployment.apps/web"), "{all}");
     let (ok, _, err) = k.try_run(&["get", "deploy", "web", "--subresource=status", "-o", "name"]);

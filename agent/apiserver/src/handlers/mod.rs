@@ -7,6 +7,7 @@
 mod patch;
 mod read;
 pub mod scale;
+pub mod strategic;
 pub mod watch;
 mod write;
 

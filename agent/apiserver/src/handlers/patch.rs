@@ -1,5 +1,5 @@
-//! PATCH: JSON patch (RFC 6902), JSON merge patch (RFC 7386), and strategic merge patch,
-//! which for the types served so far is applied as a merge patch (see [`PatchType`]).
+//! PATCH: JSON patch (RFC 6902), JSON merge patch (RFC 7386), and strategic merge patch
+//! ([`super::strategic`]).
 
 use serde_json::Value;
 
@@ -26,10 +26,14 @@ impl Api {
         let patch: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
         let (_, name) = target(action);
+        let schema = match action.subresource {
+            Some(crate::request::Subresource::Scale) => None,
+            _ => crate::openapi::kind_schema(action.resource),
+        };
         let mut attempt = 0;
         loop {
             let current = self.get(action)?.body;
-            let patched = apply(kind, &current, &patch)?;
+            let patched = apply(kind, &current, &patch, schema)?;
             // A resourceVersion the patch sets is the client's precondition; otherwise the
             // write is based on the version just read, and retried if that changed meanwhile.
             let current_rv = meta_str(&current, "resourceVersion");
@@ -66,8 +70,14 @@ impl Api {
     }
 }
 
-/// Apply a patch of `kind` to `current`.
-pub fn apply(kind: PatchType, current: &Value, patch: &Value) -> Result<Value, ApiError> {
+/// Apply a patch of `kind` to `current`, whose OpenAPI schema is `schema` (strategic merge
+/// patches need it to know which lists merge by key).
+pub fn apply(
+    kind: PatchType,
+    current: &Value,
+    patch: &Value,
+    schema: Option<&Value>,
+) -> Result<Value, ApiError> {
     let mut doc = current.clone();
     match kind {
         PatchType::Json => {
@@ -87,9 +97,7 @@ pub fn apply(kind: PatchType, current: &Value, patch: &Value) -> Result<Value, A
         }
         PatchType::StrategicMerge => {
             require_object(patch)?;
-            let mut patch = patch.clone();
-            strip_directives(&mut patch)?;
-            json_patch::merge(&mut doc, &patch);
+            super::strategic::apply(&mut doc, patch, schema)?;
         }
     }
     Ok(doc)
@@ -105,24 +113,6 @@ fn require_object(patch: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// Drop the strategic-merge directives that only order or retain list elements; refuse those
-/// that change merge semantics, which cairn does not implement yet.
-fn strip_directives(value: &mut Value) -> Result<(), ApiError> {
-    if let Some(map) = value.as_object_mut() {
-        map.retain(|k, _| !(k.starts_with("$setElementOrder/") || k == "$retainKeys"));
-        if let Some(k) = map.keys().find(|k| k.starts_with('$')) {
-            return Err(ApiError::BadRequest(format!(
-                "strategic merge patch directive {k} is not supported yet; use a JSON merge patch \
-                 (kubectl patch --type merge) or a JSON patch (--type json)"
-            )));
-        }
-        for v in map.values_mut() {
-            strip_directives(v)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,32 +125,30 @@ mod tests {
             PatchType::Merge,
             &cur,
             &json!({"metadata": {"labels": {"a": null, "c": "3"}}}),
+            None,
         )
         .unwrap();
         assert_eq!(m["metadata"]["labels"], json!({"b": "2", "c": "3"}));
-        let j = apply(
-            PatchType::Json,
-            &cur,
-            &json!([{"op": "replace", "path": "/data/k", "value": "w"}, {"op": "add", "path": "/data/n", "value": "x"}]),
-        )
+        let j = apply(PatchType::Json, &cur, &json!([{"op": "replace", "path": "/data/k", "value": "w"}, {"op": "add", "path": "/data/n", "value": "x"}]), None)
         .unwrap();
         assert_eq!(j["data"], json!({"k": "w", "n": "x"}));
         let err = apply(
             PatchType::Json,
             &cur,
             &json!([{"op": "remove", "path": "/nope"}]),
+            None,
         )
         .unwrap_err();
         assert_eq!(err.code_reason().0, 422);
         assert_eq!(
-            apply(PatchType::Json, &cur, &json!({"op": 1}))
+            apply(PatchType::Json, &cur, &json!({"op": 1}), None)
                 .unwrap_err()
                 .code_reason()
                 .0,
             400
         );
         assert_eq!(
-            apply(PatchType::Merge, &cur, &json!([1]))
+            apply(PatchType::Merge, &cur, &json!([1]), None)
                 .unwrap_err()
                 .code_reason()
                 .0,
@@ -169,19 +157,13 @@ mod tests {
     }
 
     #[test]
-    fn strategic_directives() {
+    fn strategic_is_routed() {
         let cur = json!({"data": {"k": "v"}});
         let p = json!({"$setElementOrder/x": [], "data": {"k": "w", "$retainKeys": ["k"]}});
         assert_eq!(
-            apply(PatchType::StrategicMerge, &cur, &p).unwrap(),
+            apply(PatchType::StrategicMerge, &cur, &p, None).unwrap(),
             json!({"data": {"k": "w"}})
         );
-        let err = apply(
-            PatchType::StrategicMerge,
-            &cur,
-            &json!({"$patch": "replace"}),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("$patch"));
+        assert!(apply(PatchType::StrategicMerge, &cur, &json!([1]), None).is_err());
     }
 }

@@ -20,9 +20,8 @@ pub enum PatchType {
     Json,
     /// RFC 7386 (`application/merge-patch+json`).
     Merge,
-    /// `application/strategic-merge-patch+json`: applied as a merge patch for now (the types
-    /// served so far have no lists merged by key, so the result is the same except for
-    /// `$patch` directives, which are rejected).
+    /// `application/strategic-merge-patch+json`: lists merged by key where the Kubernetes
+    /// types say so (`handlers::strategic`).
     StrategicMerge,
 }
 
