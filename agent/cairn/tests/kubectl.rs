@@ -83,7 +83,10 @@ fn kubectl_end_to_end() {
 
     // Typed create commands send protobuf bodies, which cairn does not decode yet.
     let (ok, _, err) = k.try_run(&["create", "namespace", "demo"]);
-    assert!(!ok && err.contains("protobuf"), "{err}");
+    assert!(
+        !ok && err.contains("protobuf") && err.contains("kubectl apply -f"),
+        "{err}"
+    );
 
     // apply: create, then change and re-apply (GET + strategic merge PATCH).
     let ns = dir.join("ns.yaml");

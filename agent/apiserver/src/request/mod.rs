@@ -249,6 +249,13 @@ fn media_type(headers: &HeaderMap) -> String {
 fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match media_type(headers).as_str() {
         "application/json" | "" => Ok(()),
+        "application/vnd.kubernetes.protobuf" => Err(ApiError::UnsupportedMediaType {
+            accepted: "application/json (got application/vnd.kubernetes.protobuf: cairn does not \
+                       decode protobuf bodies yet; kubectl's typed commands such as `kubectl \
+                       create namespace` send them, so write the object as a manifest and use \
+                       `kubectl apply -f` or `kubectl create -f`)"
+                .into(),
+        }),
         other => Err(ApiError::UnsupportedMediaType {
             accepted: format!(
                 "application/json (got {other}; cairn does not accept YAML or protobuf bodies yet)"
