@@ -137,6 +137,9 @@ fn serve(
     if !args.bind_address.is_unspecified() {
         ips.push(args.bind_address);
     }
+    if let Some(warning) = pki::clock_warning(SystemTime::now()) {
+        eprintln!("cairn: warning: {warning}");
+    }
     let names = pki::ServingNames::new(hostname.as_deref(), ips);
     let (certs, report) = pki::ensure(&tls_dir, &names, SystemTime::now())
         .with_context(|| format!("certificates in {}", tls_dir.display()))?;

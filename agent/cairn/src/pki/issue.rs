@@ -19,7 +19,7 @@ pub const LEAF_DAYS: u64 = 365;
 const BACKDATE: Duration = Duration::from_secs(60 * 60);
 /// Edge devices often boot without a real-time clock; lifetimes are counted from no earlier
 /// than this (2025-01-01) so a certificate made at "1970" still works once the clock is set.
-const CLOCK_FLOOR: Duration = Duration::from_secs(1_735_689_600);
+pub const CLOCK_FLOOR: Duration = Duration::from_secs(1_735_689_600);
 
 /// A key and certificate in PEM.
 #[derive(Clone)]

@@ -30,7 +30,7 @@ use thiserror::Error;
 
 pub use check::{provider, roots};
 pub use files::write_atomic;
-pub use issue::PemPair;
+pub use issue::{PemPair, CLOCK_FLOOR};
 
 use issue::Ca;
 
@@ -137,6 +137,25 @@ impl Files<'_> {
         self.write(&format!("{stem}.key"), &pair.key, 0o600)?;
         self.write(&format!("{stem}.crt"), &pair.cert, 0o644)
     }
+}
+
+/// A warning for the start-up log when the clock is before [`CLOCK_FLOOR`] (a device without
+/// a real-time clock that has not set its time yet): the node still comes up, but TLS clients
+/// with a correct clock may refuse certificates made now if their `notBefore` is in the future
+/// for them, and the operator should know why.
+pub fn clock_warning(now: SystemTime) -> Option<String> {
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    if since >= CLOCK_FLOOR {
+        return None;
+    }
+    Some(format!(
+        "the clock reads {}s after 1970-01-01, before 2025-01-01: no real-time clock, or the \
+         time is not set yet; certificates made now stay valid once it is, but set the time \
+         (NTP or the node config) so clients and token expiry agree with this node",
+        since.as_secs()
+    ))
 }
 
 /// Loads, renews or creates the certificates in `dir` (created with mode 0700).

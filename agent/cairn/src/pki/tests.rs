@@ -195,3 +195,29 @@ fn refuses_a_ca_without_key_or_a_foreign_ca() {
     fs::remove_dir_all(dir).unwrap();
     fs::remove_dir_all(other).unwrap();
 }
+
+#[test]
+fn clock_before_the_floor_is_reported() {
+    let early = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400);
+    let w = clock_warning(early).unwrap();
+    assert!(
+        w.contains("86400s after 1970") && w.contains("real-time clock"),
+        "{w}"
+    );
+    assert!(clock_warning(SystemTime::UNIX_EPOCH + CLOCK_FLOOR).is_none());
+    assert!(clock_warning(SystemTime::now()).is_none());
+    // A node that boots at "1970" still gets certificates that work once the clock is set to
+    // about 2025-01-01 or later (within their year).
+    let dir = temp_dir("early-clock");
+    let (pki, _) = ensure(&dir, &names("edge"), early).unwrap();
+    let set = SystemTime::UNIX_EPOCH + CLOCK_FLOOR + days(30);
+    assert!(check::serving_ok(
+        &pki.ca_cert,
+        &pki.serving,
+        &names("edge"),
+        set,
+        Duration::ZERO
+    )
+    .is_ok());
+    fs::remove_dir_all(&dir).unwrap();
+}
