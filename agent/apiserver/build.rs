@@ -49,6 +49,7 @@ fn main() {
     add::<rbac::v1::ClusterRoleBinding>(g);
     add::<policy::v1::PodDisruptionBudget>(g);
     add::<scheduling::v1::PriorityClass>(g);
+    add::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(g);
     // What every API answers with besides objects.
     add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>(g);
     add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>(g);

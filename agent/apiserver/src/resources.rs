@@ -357,6 +357,18 @@ pub const RESOURCES: &[Resource] = &[
             true,
         )
     },
+    // Served by the request parser, not the store: listed for discovery and OpenAPI.
+    Resource {
+        verbs: &["create"],
+        ..named(
+            "authentication.k8s.io",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            &[],
+            false,
+        )
+    },
     named(
         "scheduling.k8s.io",
         "PriorityClass",

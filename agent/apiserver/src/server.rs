@@ -134,6 +134,18 @@ impl Server {
                 }
                 Ok(resp)
             }
+            ApiRequest::SelfSubjectReview => {
+                let user = user.unwrap_or_else(|| unreachable!("anonymous requests stop above"));
+                Ok(json(
+                    201,
+                    &serde_json::json!({
+                        "kind": "SelfSubjectReview",
+                        "apiVersion": "authentication.k8s.io/v1",
+                        "metadata": {"creationTimestamp": null},
+                        "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+                    }),
+                ))
+            }
             ApiRequest::OpenApiV3(None) => Ok(json(200, &openapi::index())),
             ApiRequest::OpenApiV3(Some(path)) => {
                 let parts: Vec<&str> = path.split('/').collect();

@@ -80,6 +80,13 @@ fn kubectl_end_to_end() {
     };
 
     assert!(k.run(&["version", "-o", "json"]).contains("v1.35.0+cairn"));
+    let admin = k.run(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(admin, "admin");
 
     // Typed create commands send protobuf bodies, which cairn does not decode yet.
     let (ok, _, err) = k.try_run(&["create", "namespace", "demo"]);
@@ -367,6 +374,17 @@ fn tokens(bin: &Path, dir: &Path, server: &Server) {
 
     let (ok, _, err) = with("abcdef.0123456789abcdef").try_run(&["get", "ns"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
+    let whoami = with(bare).run(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+    ]);
+    assert!(
+        whoami.starts_with(&format!("system:bootstrap:{} ", &bare[..6]))
+            && whoami.contains("system:bootstrappers"),
+        "{whoami}"
+    );
     // (Anonymous requests are checked at the HTTP level in tests/serve.rs: kubectl itself
     // prompts for a user name when a kubeconfig user has no credentials.)
 

@@ -83,6 +83,9 @@ pub enum ApiRequest {
     Discovery(Discovery),
     /// `/openapi/v3` (`None`) or one group-version document (`Some("api/v1")`).
     OpenApiV3(Option<String>),
+    /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`): the
+    /// caller's own identity. The body carries nothing the answer needs and is not read.
+    SelfSubjectReview,
     Resource(Action),
 }
 
@@ -117,6 +120,13 @@ pub fn parse_parts(
     let aggregated = accept
         .split(',')
         .any(|t| t.contains("as=APIGroupDiscoveryList") && t.contains("v=v2;"));
+    if segments == ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] {
+        return if method == Method::POST {
+            Ok(ApiRequest::SelfSubjectReview)
+        } else {
+            Err(not_allowed())
+        };
+    }
     let meta = match segments.as_slice() {
         ["healthz" | "livez" | "readyz"] => Some(ApiRequest::Health),
         ["version"] => Some(ApiRequest::Version),

@@ -211,3 +211,24 @@ fn field_selectors_per_resource_and_openapi_paths() {
     );
     assert_eq!(p.options.field_validation, FieldValidation::Strict);
 }
+
+#[test]
+fn self_subject_review() {
+    assert_eq!(
+        req(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            &[("content-type", "application/vnd.kubernetes.protobuf")]
+        )
+        .unwrap(),
+        ApiRequest::SelfSubjectReview
+    );
+    assert_eq!(
+        code(req(
+            "GET",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            &[]
+        )),
+        405
+    );
+}
