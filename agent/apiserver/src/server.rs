@@ -196,17 +196,36 @@ impl Server {
     }
 }
 
-/// Serve HTTPS on `listener` until `shutdown` completes, then stop accepting, ask open
-/// connections to close (HTTP/2 GOAWAY, HTTP/1.1 after the current response) and wait for them
-/// up to [`DRAIN_TIMEOUT`].
+/// Serve the Kubernetes API over HTTPS on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     server: Server,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let server = Arc::new(server);
+    let handler = move |req: Request<Incoming>, peer: Arc<Peer>| {
+        let server = server.clone();
+        async move { server.respond(req, &peer).await }
+    };
+    serve_https(listener, tls, handler, shutdown).await;
+}
+
+/// The HTTPS connection loop every cairn endpoint uses: TLS handshake (bounded by
+/// [`HANDSHAKE_TIMEOUT`]), the client certificate's identity, HTTP/1.1 or HTTP/2 by ALPN (with
+/// upgrades, for exec and port-forward later), and `handler` for each request. When
+/// `shutdown` completes it stops accepting, asks open connections to close (HTTP/2 GOAWAY,
+/// HTTP/1.1 after the current response) and waits for them up to [`DRAIN_TIMEOUT`].
+pub async fn serve_https<H, F>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, Arc<Peer>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ApiBody>> + Send + 'static,
+{
+    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let http = auto::Builder::new(TokioExecutor::new());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -217,14 +236,14 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    eprintln!("cairn: apiserver: accept: {e}");
+                    eprintln!("cairn: https: accept: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         let acceptor = acceptor.clone();
-        let server = server.clone();
+        let handler = handler.clone();
         let http = http.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -237,7 +256,7 @@ pub async fn serve(
                 Some([leaf, ..]) => match auth::user_from_certificate(leaf) {
                     Ok(user) => Some(user),
                     Err(e) => {
-                        eprintln!("cairn: apiserver: {addr}: {e}");
+                        eprintln!("cairn: https: {addr}: {e}");
                         None
                     }
                 },
@@ -245,9 +264,8 @@ pub async fn serve(
             };
             let peer = Arc::new(Peer { addr, cert_user });
             let service = service_fn(move |req: Request<Incoming>| {
-                let server = server.clone();
-                let peer = peer.clone();
-                async move { Ok::<_, Infallible>(server.respond(req, &peer).await) }
+                let answer = handler(req, peer.clone());
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let _ = watcher.watch(conn.into_owned()).await;

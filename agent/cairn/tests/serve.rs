@@ -221,3 +221,31 @@ fn serves_https_and_reuses_certificates() {
     assert!(server.stop().success());
     fs::remove_dir_all(&data).unwrap();
 }
+
+/// The agent serves health and version (and a 404 `Status` for the API it does not have)
+/// through the same connection loop.
+#[test]
+fn agent_serves_health() {
+    let data = temp_data_dir("agent");
+    let agent = Server::start_role("agent", &data, &["--server", "https://127.0.0.1:1"]);
+    let config = |data: &Path| {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(data.join("agent/tls/ca.crt")).unwrap())
+            .unwrap();
+        Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    };
+    let (code, _, body) = get(agent.port, config(&data), "localhost", "/readyz");
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    let (code, _, body) = get(agent.port, config(&data), "localhost", "/api/v1/namespaces");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("\"reason\":\"NotFound\""), "{body}");
+    assert!(agent.stop().success());
+    fs::remove_dir_all(&data).unwrap();
+}

@@ -25,18 +25,26 @@ impl Server {
     }
 
     pub fn start_with(data: &Path, extra: &[&str]) -> Server {
+        Server::start_role("server", data, extra)
+    }
+
+    /// `cairn ROLE` (server or agent) as [`Server::start`] describes.
+    pub fn start_role(role: &str, data: &Path, extra: &[&str]) -> Server {
         if !data.join("node.yaml").exists() {
             fs::write(data.join("node.yaml"), "hostname: test-node\n").unwrap();
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("server")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.arg(role)
             .arg("--data-dir")
             .arg(data)
             .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
             .arg("--node-config")
-            .arg(data.join("node.yaml"))
-            .arg("--write-kubeconfig")
-            .arg(data.join("admin.kubeconfig"))
+            .arg(data.join("node.yaml"));
+        if role == "server" {
+            cmd.arg("--write-kubeconfig")
+                .arg(data.join("admin.kubeconfig"));
+        }
+        let mut child = cmd
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
