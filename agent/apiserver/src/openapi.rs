@@ -11,13 +11,13 @@
 //!   explain` looks for).
 //!
 //! [`unknown_fields`] walks an object against its kind's schema and reports fields the schema
-//! does not have, by JSON path, for `fieldValidation=Strict|Warn`, and [`prune`] drops them as
-//! kube-apiserver does when it decodes into typed structs.
+//! does not have, by JSON path, for `fieldValidation=Strict|Warn`, and [`remove_fields`] drops
+//! them as kube-apiserver does when it decodes into typed structs.
 //!
 //! Limitations: no OpenAPI v2 (`/openapi/v2`); kubectl 1.35 only falls back to it when v3 is
 //! missing. No `x-kubernetes-patch-*` extensions (strategic merge is a merge patch here).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
@@ -26,20 +26,25 @@ use crate::resources::{self, Resource, RESOURCES};
 
 static COMPRESSED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/schemas.json.zst"));
 
-/// Content type of the documents.
-pub const CONTENT_TYPE: &str = "application/json";
+/// The decompressed schemas and, per served kind, its component name.
+struct Catalog {
+    schemas: Map<String, Value>,
+    /// (group, kind) → component name.
+    kinds: HashMap<(&'static str, &'static str), String>,
+}
 
-/// Every component schema, with GVK extensions added to the served kinds.
-pub fn schemas() -> &'static Map<String, Value> {
-    static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
+fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
         let json = zstd::decode_all(COMPRESSED).expect("embedded schemas decompress");
         let mut schemas: Map<String, Value> =
             serde_json::from_slice(&json).expect("embedded schemas are JSON");
+        let mut kinds = HashMap::new();
         for r in RESOURCES {
             if let Some(name) = schema_name_in(&schemas, r) {
                 let gvk = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
                 schemas[&name]["x-kubernetes-group-version-kind"] = gvk;
+                kinds.insert((r.group, r.kind), name);
             }
         }
         for (ty, field, key) in PATCH_MERGE {
@@ -54,8 +59,13 @@ pub fn schemas() -> &'static Map<String, Value> {
                 }
             }
         }
-        schemas
+        Catalog { schemas, kinds }
     })
+}
+
+/// Every component schema, with GVK and patch-strategy extensions added.
+pub fn schemas() -> &'static Map<String, Value> {
+    &catalog().schemas
 }
 
 /// Lists a strategic merge patch merges instead of replacing: (type, field, merge key; "" for
@@ -130,12 +140,15 @@ const PATCH_MERGE: &[(&str, &str, &str)] = &[
 
 /// The schema of `resource`'s kind, if served.
 pub fn kind_schema(resource: &Resource) -> Option<&'static Value> {
-    schema_name(resource).and_then(|n| schemas().get(&n))
+    schema_name(resource).and_then(|n| schemas().get(n))
 }
 
 /// The component name of `resource`'s kind (`io.k8s.api.core.v1.ConfigMap`).
-pub fn schema_name(resource: &Resource) -> Option<String> {
-    schema_name_in(schemas(), resource)
+pub fn schema_name(resource: &Resource) -> Option<&'static str> {
+    catalog()
+        .kinds
+        .get(&(resource.group, resource.kind))
+        .map(String::as_str)
 }
 
 fn schema_name_in(schemas: &Map<String, Value>, r: &Resource) -> Option<String> {
@@ -165,8 +178,14 @@ fn doc_path(group: &str, version: &str) -> String {
     }
 }
 
-/// `/openapi/v3`: where each group-version's document is.
-pub fn index() -> Value {
+/// `/openapi/v3`: where each group-version's document is (made once: the documents are
+/// fixed for a build).
+pub fn index() -> &'static Value {
+    static INDEX: OnceLock<Value> = OnceLock::new();
+    INDEX.get_or_init(make_index)
+}
+
+fn make_index() -> Value {
     let mut paths = Map::new();
     for (group, version) in resources::group_versions() {
         let doc = group_version(group, version).expect("served group version");
@@ -192,7 +211,7 @@ pub fn group_version(group: &str, version: &str) -> Option<Value> {
         let Some(kind_schema) = schema_name(r) else {
             continue;
         };
-        roots.insert(kind_schema.clone());
+        roots.insert(kind_schema.to_owned());
         resource_paths(r, &kind_schema, &mut paths);
     }
     for common in [
@@ -378,21 +397,16 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// (`.spec.replicaz`, `.data[0]`), in document order.
 pub fn unknown_fields(resource: &Resource, object: &Value) -> Vec<String> {
     let mut found = Vec::new();
-    if let Some(name) = schema_name(resource) {
-        walk(&schemas()[&name], object, String::new(), &mut found);
+    if let Some(schema) = kind_schema(resource) {
+        walk(schema, object, String::new(), &mut found);
     }
     found
 }
 
-/// Removes the fields [`unknown_fields`] reports.
-pub fn prune(resource: &Resource, object: &mut Value) {
-    let Some(name) = schema_name(resource) else {
-        return;
-    };
-    let mut paths = Vec::new();
-    walk(&schemas()[&name], object, String::new(), &mut paths);
+/// Removes the fields at `paths` (as [`unknown_fields`] reports them).
+pub fn remove_fields(object: &mut Value, paths: &[String]) {
     for path in paths {
-        remove_path(object, &path);
+        remove_path(object, path);
     }
 }
 
@@ -491,7 +505,7 @@ mod tests {
     fn every_served_kind_has_a_schema_with_its_gvk() {
         for r in RESOURCES {
             let name = schema_name(r).unwrap_or_else(|| panic!("no schema for {}", r.kind));
-            let gvk = &schemas()[&name]["x-kubernetes-group-version-kind"][0];
+            let gvk = &schemas()[name]["x-kubernetes-group-version-kind"][0];
             assert_eq!(gvk["kind"], r.kind, "{name}");
         }
         assert_eq!(
@@ -544,7 +558,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_found_and_pruned() {
+    fn unknown_fields_are_found_and_removed() {
         let cm = resource("configmaps");
         let mut obj = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -561,7 +575,8 @@ mod tests {
                 ".metadata.ownerReferences[0].colour"
             ]
         );
-        prune(cm, &mut obj);
+        let unknown = unknown_fields(cm, &obj);
+        remove_fields(&mut obj, &unknown);
         assert!(unknown_fields(cm, &obj).is_empty());
         assert_eq!(obj["data"]["k"], "v");
         assert_eq!(obj["metadata"]["ownerReferences"][0]["name"], "n");

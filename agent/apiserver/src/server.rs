@@ -146,7 +146,7 @@ impl Server {
                     }),
                 ))
             }
-            ApiRequest::OpenApiV3(None) => Ok(json(200, &openapi::index())),
+            ApiRequest::OpenApiV3(None) => Ok(json(200, openapi::index())),
             ApiRequest::OpenApiV3(Some(path)) => {
                 let parts: Vec<&str> = path.split('/').collect();
                 let doc = match parts.as_slice() {

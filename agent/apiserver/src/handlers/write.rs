@@ -300,11 +300,11 @@ fn check_fields(action: &Action, obj: &mut Value) -> Result<Vec<String>, ApiErro
             fields = named.join(", ")
         ))),
         FieldValidation::Warn => {
-            crate::openapi::prune(resource, obj);
+            crate::openapi::remove_fields(obj, &unknown);
             Ok(named)
         }
         FieldValidation::Ignore => {
-            crate::openapi::prune(resource, obj);
+            crate::openapi::remove_fields(obj, &unknown);
             Ok(Vec::new())
         }
     }
