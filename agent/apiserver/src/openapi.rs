@@ -212,7 +212,7 @@ pub fn group_version(group: &str, version: &str) -> Option<Value> {
             continue;
         };
         roots.insert(kind_schema.to_owned());
-        resource_paths(r, &kind_schema, &mut paths);
+        resource_paths(r, kind_schema, &mut paths);
     }
     for common in [
         "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
