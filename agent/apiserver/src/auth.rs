@@ -160,10 +160,8 @@ impl TokenAuthenticator {
     /// The user a bearer token stands for at time `now`.
     pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<User, AuthError> {
         let token = BootstrapToken::parse(token)?;
-        let key = format!(
-            "/registry/core/secrets/{BOOTSTRAP_TOKEN_NAMESPACE}/{}",
-            token.secret_name()
-        );
+        let secrets = crate::resources::find("", "v1", "secrets").expect("secrets are served");
+        let key = secrets.key(Some(BOOTSTRAP_TOKEN_NAMESPACE), &token.secret_name());
         let kv = self
             .store
             .get(&key)

@@ -168,26 +168,25 @@ impl Stream {
     }
 
     async fn bookmark(&mut self) -> bool {
-        let r = self.action.resource;
-        let obj = json!({
-            "kind": r.kind,
-            "apiVersion": r.api_version(),
-            "metadata": {"resourceVersion": self.last_rev.to_string()},
-        });
-        self.line(json!({"type": "BOOKMARK", "object": obj})).await
+        self.bookmark_with(None).await
     }
 
     /// The bookmark that ends the initial events of a streaming list.
     async fn initial_events_end(&mut self) -> bool {
+        self.bookmark_with(Some(json!({"k8s.io/initial-events-end": "true"})))
+            .await
+    }
+
+    async fn bookmark_with(&mut self, annotations: Option<Value>) -> bool {
         let r = self.action.resource;
-        let obj = json!({
+        let mut obj = json!({
             "kind": r.kind,
             "apiVersion": r.api_version(),
-            "metadata": {
-                "resourceVersion": self.last_rev.to_string(),
-                "annotations": {"k8s.io/initial-events-end": "true"},
-            },
+            "metadata": {"resourceVersion": self.last_rev.to_string()},
         });
+        if let Some(annotations) = annotations {
+            obj["metadata"]["annotations"] = annotations;
+        }
         self.line(json!({"type": "BOOKMARK", "object": obj})).await
     }
 
