@@ -261,13 +261,10 @@ fn run(cli: Cli) -> Result<()> {
             server,
             output,
         } => {
-            let dir = dir.unwrap_or(default_secrets()?);
+            let pki = cairn::seed::load(&dir.unwrap_or(default_secrets()?))?;
             match output {
-                Some(path) => secrets::write_kubeconfig(&dir, &server, &path)?,
-                None => {
-                    let pki = cairn::seed::load(&dir)?;
-                    print!("{}", cairn::kubeconfig::render(&server, &pki));
-                }
+                Some(path) => secrets::write_kubeconfig(&pki, &server, &path)?,
+                None => print!("{}", cairn::kubeconfig::render(&server, &pki)),
             }
         }
         Cmd::Qemu {

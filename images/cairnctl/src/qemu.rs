@@ -99,6 +99,10 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&o.run_dir)?;
+    let secrets = match &o.secrets {
+        Some(dir) => Some((dir, crate::secrets::ensure(dir)?)),
+        None => None,
+    };
     let disk = o.node_disk();
     let stale = match (std::fs::metadata(&disk), std::fs::metadata(&src)) {
         (Ok(d), Ok(s)) => d.modified()? < s.modified()?,
@@ -110,15 +114,13 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
         crate::disk::write_sparse(&disk, 0, u64::MAX, &src)?;
         let _ = std::fs::remove_file(o.efivars());
         let _ = std::fs::remove_file(o.console_log());
-        if let Some(dir) = &o.secrets {
-            crate::secrets::ensure(dir)?;
+        if let Some((dir, _)) = &secrets {
             crate::secrets::install(&disk, dir)?;
         }
     }
-    if let Some(dir) = &o.secrets {
-        crate::secrets::ensure(dir)?;
+    if let Some((_, pki)) = &secrets {
         let url = format!("https://127.0.0.1:{}", o.api_port);
-        crate::secrets::write_kubeconfig(dir, &url, &o.kubeconfig())?;
+        crate::secrets::write_kubeconfig(pki, &url, &o.kubeconfig())?;
     }
     if let Some(fw) = o.board.qemu.as_ref().and_then(|q| q.firmware.as_ref()) {
         if !o.efivars().exists() {

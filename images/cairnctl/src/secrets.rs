@@ -52,10 +52,9 @@ pub fn install(img: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes an admin kubeconfig for `server` (`https://HOST:PORT`) from the secrets in `dir`.
-pub fn write_kubeconfig(dir: &Path, server: &str, out: &Path) -> Result<()> {
-    let pki = cairn::seed::load(dir)?;
-    let text = cairn::kubeconfig::render(server, &pki);
+/// Writes an admin kubeconfig for `server` (`https://HOST:PORT`) from loaded secrets.
+pub fn write_kubeconfig(pki: &cairn::pki::Pki, server: &str, out: &Path) -> Result<()> {
+    let text = cairn::kubeconfig::render(server, pki);
     cairn::pki::write_atomic(out, text.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", out.display()))
 }

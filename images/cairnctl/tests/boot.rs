@@ -87,6 +87,12 @@ fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The board name the first boot stored in the `boot-marker` ConfigMap.
+fn boot_marker(vm: &Vm, o: &VmOptions) -> String {
+    let jsonpath = "jsonpath={.data.board}";
+    kubectl(vm, o, &["get", "configmap", "boot-marker", "-o", jsonpath])
+}
+
 fn power_off(vm: &mut Vm) {
     vm.powerdown().unwrap();
     let stop = vm.wait(Duration::from_secs(180)).unwrap();
@@ -186,18 +192,7 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     // Second boot on the same disk: the data partition must be clean (no fsck repairs), and
     // the datastore on it still holds what kubectl wrote.
     let (mut vm, _) = reboot_expecting_data(&o, port, "clean");
-    let marker = kubectl(
-        &vm,
-        &o,
-        &[
-            "get",
-            "configmap",
-            "boot-marker",
-            "-o",
-            "jsonpath={.data.board}",
-        ],
-    );
-    assert_eq!(marker, board_name);
+    assert_eq!(boot_marker(&vm, &o), board_name);
     power_off(&mut vm);
     drop(vm);
 
@@ -218,19 +213,9 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
             "node state lost in the repair:\n{}",
             qemu::tail(&console, 30)
         );
-        let marker = kubectl(
-            &vm,
-            &o,
-            &[
-                "get",
-                "configmap",
-                "boot-marker",
-                "-o",
-                "jsonpath={.data.board}",
-            ],
-        );
         assert_eq!(
-            marker, board_name,
+            boot_marker(&vm, &o),
+            board_name,
             "the datastore did not survive the repair"
         );
         power_off(&mut vm);
