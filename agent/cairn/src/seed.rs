@@ -25,7 +25,7 @@ pub const SEED_FILES: [&str; 3] = ["ca.crt", "ca.key", "node-token"];
 
 #[derive(Debug, Error)]
 pub enum SeedError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Pki(#[from] PkiError),

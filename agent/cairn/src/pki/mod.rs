@@ -95,10 +95,10 @@ pub struct Report {
 /// Why the certificates could not be made ready.
 #[derive(Debug, Error)]
 pub enum PkiError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io { path: PathBuf, source: io::Error },
     /// A stored key rcgen cannot read, or a generation failure.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Key { path: PathBuf, source: rcgen::Error },
     #[error("{}: the CA certificate exists but its key is missing; restore it, or remove \
              the directory to start a new cluster CA", path.display())]
