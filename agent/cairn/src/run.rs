@@ -54,15 +54,17 @@ pub fn server(args: ServerArgs) -> Result<()> {
     let paths = ServerPaths::new(&args.common.data_dir);
     let imported = seed::import(&args.secrets_dir, &paths.tls, &paths.node_token)
         .with_context(|| format!("importing secrets from {}", args.secrets_dir.display()))?;
-    if imported.ca || imported.token {
+    let what: Vec<&str> = [
+        (imported.ca, "the cluster CA"),
+        (imported.token, "the server token"),
+    ]
+    .iter()
+    .filter_map(|&(done, name)| done.then_some(name))
+    .collect();
+    if !what.is_empty() {
         eprintln!(
-            "cairn: imported {}{}from {}",
-            if imported.ca { "the cluster CA " } else { "" },
-            if imported.token {
-                "the server token "
-            } else {
-                ""
-            },
+            "cairn: imported {} from {}",
+            what.join(" and "),
             args.secrets_dir.display()
         );
     }

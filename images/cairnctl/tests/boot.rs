@@ -160,8 +160,9 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     let console = vm.console_text();
     assert!(!console.contains("FATAL"), "{}", qemu::tail(&console, 40));
     assert!(
-        console
-            .contains("cairn: imported the cluster CA the server token from /boot/cairn/secrets"),
+        console.contains(
+            "cairn: imported the cluster CA and the server token from /boot/cairn/secrets"
+        ),
         "seeded secrets not imported:\n{}",
         qemu::tail(&console, 40)
     );
