@@ -2,29 +2,7 @@
 
 use std::fmt;
 
-/// A root filesystem slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    pub fn parse(s: &str) -> Option<Slot> {
-        match s.trim() {
-            "a" | "A" => Some(Slot::A),
-            "b" | "B" => Some(Slot::B),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-}
+pub use cairn_slots::Slot;
 
 /// What ends the system: power off or reboot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //!
 //! * **Stage 1**, `/init` in the initramfs: mount `/dev /proc /sys`, load the modules listed
 //!   in `/etc/cairn/modules` in `modules.dep` order, pick the A/B slot (`cairn.slot=`, else
-//!   `cairn/slot` on the boot partition, else `a`), wait for the partition labelled
+//!   the first slot entry on the boot partition, see `cairn-slots`, else `a`), wait for the partition labelled
 //!   `cairn-<slot>`, mount it read-only (squashfs, then erofs), move the pseudo filesystems
 //!   over, free the initramfs and exec `/sbin/init` there with `CAIRN_STAGE=2`.
 //! * **Stage 2**, `/sbin/init` of the read-only root: mount `/run /tmp`, cgroup2, `/dev/pts`,

@@ -4,8 +4,8 @@
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs;
-use std::io::ErrorKind;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 use std::time::Duration;
 
 use nix::mount::{umount, MsFlags};
@@ -46,40 +46,44 @@ pub fn run() -> Result<Infallible> {
     exec_stage2()
 }
 
-/// `cairn.slot=`, else `cairn/slot` on the boot partition, else `a`.
+/// `cairn.slot=` (set by the boot loader's entry), else the first entry in boot order on
+/// the boot partition, taking one try if it is on trial (boards without a boot loader:
+/// this init is their boot loader), else `a`.
 fn choose_slot(cmdline: &Cmdline) -> Slot {
     if let Some(slot) = cmdline.slot {
         return slot;
     }
-    match read_slot_file() {
-        Ok(Some(slot)) => slot,
-        Ok(None) => Slot::A,
+    match next_entry() {
+        Ok(Some(entry)) => {
+            match entry.tries {
+                Some(t) => info!("slot {} on trial ({} tries left)", entry.slot, t.left),
+                None => info!("slot {} committed", entry.slot),
+            }
+            entry.slot
+        }
+        Ok(None) => {
+            warn!("no slot entries on the boot partition, booting slot a");
+            Slot::A
+        }
         Err(e) => {
-            warn!("no slot record ({e}), booting slot a");
+            warn!("slot entries: {e}; booting slot a");
             Slot::A
         }
     }
 }
 
-fn read_slot_file() -> Result<Option<Slot>> {
+fn next_entry() -> Result<Option<cairn_slots::Entry>> {
     let (name, _) = blockdev::wait_for(BOOT_LABEL, ROOT_WAIT)?;
     mounts::mount_fs(
         &format!("/dev/{name}"),
         "/boot",
         "vfat",
-        MsFlags::MS_RDONLY,
+        MsFlags::empty(),
         None,
     )?;
-    let text = fs::read_to_string("/boot/cairn/slot");
+    let next = cairn_slots::Entries::at(Path::new("/boot")).boot_next();
     let _ = umount("/boot");
-    match text {
-        Ok(t) => match Slot::parse(&t) {
-            Some(slot) => Ok(Some(slot)),
-            None => bail!("/boot/cairn/slot says {:?}", t.trim()),
-        },
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).context("read /boot/cairn/slot"),
-    }
+    next.context("/boot/loader/entries")
 }
 
 /// Mounts the root read-only at [`NEW_ROOT`], trying squashfs then erofs.

@@ -73,7 +73,7 @@ impl Entry {
         };
         for line in body.lines() {
             let line = line.trim();
-            let (key, value) = match line.split_once(|c: char| c == ' ' || c == '\t') {
+            let (key, value) = match line.split_once([' ', '\t']) {
                 Some((k, v)) => (k, v.trim()),
                 None => continue,
             };

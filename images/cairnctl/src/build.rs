@@ -5,6 +5,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use cairn_slots::{Entries, EntrySpec, Slot};
+
 use crate::board::{Board, BootChain};
 use crate::disk::{self, MIB};
 use crate::manifest::{Artefact, KernelInfo, Manifest};
@@ -242,9 +244,6 @@ pub fn build(o: &Options) -> Result<Manifest> {
     p.done(&mib(initrd.len() as u64));
 
     p.step("boot partition (FAT32)");
-    let cmdline = format!("{} cairn.slot=a", b.kernel.cmdline)
-        .trim()
-        .to_string();
     std::fs::write(
         o.out.join("cmdline"),
         format!("{}\n", b.kernel.cmdline.trim()),
@@ -252,13 +251,16 @@ pub fn build(o: &Options) -> Result<Manifest> {
     let btree = work.join("boot");
     rootfs::copy(&btree, "a/vmlinuz", &vmlinuz, false)?;
     rootfs::write(&btree, "a/initrd.img", &initrd, false)?;
-    rootfs::write(&btree, "cairn/slot", b"a\n", false)?;
     rootfs::write(
         &btree,
         "cairn/node.yaml",
         DEFAULT_NODE_YAML.as_bytes(),
         false,
     )?;
+    // Slot A, committed. The same entry drives systemd-boot on UEFI boards and the
+    // initramfs elsewhere (cairn-slots); slot B gets one when an update writes it.
+    let mut entries = Entries::at(&btree);
+    entries.add_committed(Slot::A, &slot_entry(&o.version, Slot::A, &b.kernel.cmdline))?;
     if b.boot.chain == BootChain::Uefi {
         let name = arch.systemd_boot_name().unwrap();
         let efi = pkgroot.join("usr/lib/systemd/boot/efi").join(name);
@@ -268,22 +270,9 @@ pub fn build(o: &Options) -> Result<Manifest> {
             &efi,
             false,
         )?;
-        rootfs::write(
-            &btree,
-            "loader/loader.conf",
-            b"timeout 0\ndefault slot-a.conf\neditor no\n",
-            false,
-        )?;
-        let entry = format!(
-            "title Cairn {v} (slot A)\nversion {v}\nlinux /a/vmlinuz\ninitrd /a/initrd.img\noptions {cmdline}\n",
-            v = o.version
-        );
-        rootfs::write(
-            &btree,
-            "loader/entries/slot-a.conf",
-            entry.as_bytes(),
-            false,
-        )?;
+        // No `default`: systemd-boot boots the first entry in Boot Loader Specification
+        // order, which is what makes a failed trial fall back (docs/design.md, "Updates").
+        rootfs::write(&btree, "loader/loader.conf", b"timeout 0\neditor no\n", false)?;
     }
     set_mtimes(&btree, o.epoch)?;
     let fat_img = work.join("boot.fat");
@@ -388,6 +377,16 @@ fn ca_bundle(pkgroot: &Path) -> Result<Vec<u8>> {
         out.extend(std::fs::read(f)?);
     }
     Ok(out)
+}
+
+/// The boot loader entry of a slot holding `version`, booted with `cmdline`.
+pub fn slot_entry(version: &str, slot: Slot, cmdline: &str) -> EntrySpec {
+    EntrySpec {
+        version: version.to_string(),
+        linux: format!("/{slot}/vmlinuz"),
+        initrd: format!("/{slot}/initrd.img"),
+        options: cmdline.trim().to_string(),
+    }
 }
 
 fn os_release(version: &str) -> String {
