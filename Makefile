@@ -36,7 +36,7 @@ device_build = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
 	$(CARGO) build --release --target $(triple_$(1)) -p cairn-init -p cairn
 endif
 
-.PHONY: help deps build build-% cairnctl image images qemu test unit-test boot-test bench clean
+.PHONY: help deps build build-% cairnctl image bundle images qemu test unit-test boot-test bench clean
 
 help:
 	@echo "Cairn make targets:"
@@ -45,6 +45,8 @@ help:
 	@echo "                               cross-build static cairn-init and cairn"
 	@echo "  make image BOARD=B [RECIPE=R] [VERSION=V]"
 	@echo "                               build out/B/disk.img{,.zst,.bmap} and manifest.json"
+	@echo "  make bundle BOARD=B VERSION=V [BREAK_HEALTH=1]"
+	@echo "                               signed A/B update bundle -> out/B/update.cairnb"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
 	@echo "  make test                    unit tests, then build and boot all four qemu-* boards"
@@ -67,6 +69,14 @@ image: cairnctl
 	@test -f board-configs/$(BOARD).yaml || { $(CAIRNCTL) build --board $(BOARD); exit 1; }
 	$(MAKE) --no-print-directory build-$(call board_arch,$(BOARD))
 	$(CAIRNCTL) build --board $(BOARD) --recipe $(RECIPE) --image-version $(VERSION)
+
+# A signed update bundle at VERSION: the image is built in out/$(BOARD)/v$(VERSION), the
+# bundle written to out/$(BOARD)/update.cairnb. BREAK_HEALTH=1 makes one whose node fails
+# its health gate on purpose (rollback tests).
+bundle: cairnctl
+	$(MAKE) --no-print-directory build-$(call board_arch,$(BOARD))
+	$(CAIRNCTL) build --board $(BOARD) --recipe $(RECIPE) --image-version $(VERSION) --out out/$(BOARD)/v$(VERSION)
+	$(CAIRNCTL) bundle --board $(BOARD) --image-dir out/$(BOARD)/v$(VERSION) --out out/$(BOARD)/update.cairnb $(if $(BREAK_HEALTH),--break-health)
 
 images:
 	@for b in $(QEMU_BOARDS); do $(MAKE) --no-print-directory image BOARD=$$b || exit 1; done

@@ -46,7 +46,7 @@ pub struct Manifest {
     pub format: u32,
     /// The board it was built for (`board-configs/<board>.yaml`).
     pub board: String,
-    /// Debian architecture name (`amd64`, `arm64`, `armhf`, `s390x`).
+    /// Cairn's architecture name (`x86_64`, `aarch64`, `armv7`, `s390x`).
     pub arch: String,
     /// The Cairn version it installs.
     pub version: String,
@@ -59,9 +59,6 @@ pub struct Manifest {
     pub key: KeyId,
     /// Kernel command line for the slot's boot entry, without `cairn.slot=`.
     pub cmdline: String,
-    /// Set on bundles built to fail their health gate on purpose (tests of rollback).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub break_health: bool,
     pub payloads: Vec<Payload>,
 }
 

@@ -35,13 +35,12 @@ fn base_manifest(version: &str) -> Manifest {
     Manifest {
         format: 0,
         board: "qemu-x86_64".into(),
-        arch: "amd64".into(),
+        arch: "x86_64".into(),
         version: version.into(),
         min_version: None,
         created: 1_700_000_000,
         key: KeyId(String::new()),
         cmdline: "console=ttyS0".into(),
-        break_health: false,
         payloads: vec![],
     }
 }
@@ -49,7 +48,7 @@ fn base_manifest(version: &str) -> Manifest {
 fn expect(running: &str) -> Expect {
     Expect {
         board: "qemu-x86_64".into(),
-        arch: "amd64".into(),
+        arch: "x86_64".into(),
         running: running.into(),
         allow_downgrade: false,
     }
@@ -220,11 +219,11 @@ fn the_wrong_node_or_version_is_refused_before_any_payload() {
     e.board = "rpi4".into();
     assert!(matches!(refuse(e), Error::Board { .. }));
     let mut e = expect("0.1.0");
-    e.arch = "arm64".into();
+    e.arch = "aarch64".into();
     let err = refuse(e);
     assert_eq!(
         err.to_string(),
-        "bundle is for architecture amd64, this node is arm64"
+        "bundle is for architecture x86_64, this node is aarch64"
     );
     for running in ["0.2.0", "0.3.0", "1.0"] {
         let err = refuse(expect(running));

@@ -12,7 +12,7 @@ use crate::disk::{self, MIB};
 use crate::manifest::{Artefact, KernelInfo, Manifest};
 use crate::progress::{mib, Progress};
 use crate::recipe::Recipe;
-use crate::{debs, fat, initramfs, kmod, rootfs, tools};
+use crate::{debs, fat, initramfs, kmod, rootfs, tools, update};
 
 pub struct Options {
     pub repo: PathBuf,
@@ -24,6 +24,9 @@ pub struct Options {
     pub version: String,
     pub epoch: u64,
     pub quiet: bool,
+    /// Directory of the update signing keys whose `*.pub` the image trusts (made with a
+    /// new key when it has none).
+    pub update_keys: PathBuf,
 }
 
 const DEFAULT_NODE_YAML: &str = "\
@@ -38,6 +41,7 @@ network:
 pub fn build(o: &Options) -> Result<Manifest> {
     let b = &o.board;
     let arch = b.arch;
+    let trusted = update::trusted_keys(&o.update_keys, o.quiet)?;
     let mut p = Progress::new(10, o.quiet);
     let work = o.out.join("work");
     if work.exists() {
@@ -187,6 +191,10 @@ pub fn build(o: &Options) -> Result<Manifest> {
         format!("grow_data={}\n", u8::from(b.grow_data)).as_bytes(),
         false,
     )?;
+    for (name, line) in &trusted {
+        let rel = format!("{}/{name}", update::TRUSTED_DIR);
+        rootfs::write(&root, &rel, line.as_bytes(), false)?;
+    }
     rootfs::install_elf_closure(&root, &pkgroot, arch.multiarch(), &o.recipe.install)?;
     let mut overlays: Vec<PathBuf> = o
         .recipe
@@ -272,7 +280,12 @@ pub fn build(o: &Options) -> Result<Manifest> {
         )?;
         // No `default`: systemd-boot boots the first entry in Boot Loader Specification
         // order, which is what makes a failed trial fall back (docs/design.md, "Updates").
-        rootfs::write(&btree, "loader/loader.conf", b"timeout 0\neditor no\n", false)?;
+        rootfs::write(
+            &btree,
+            "loader/loader.conf",
+            b"timeout 0\neditor no\n",
+            false,
+        )?;
     }
     set_mtimes(&btree, o.epoch)?;
     let fat_img = work.join("boot.fat");

@@ -26,6 +26,7 @@ pub mod recipe;
 pub mod rootfs;
 pub mod secrets;
 pub mod tools;
+pub mod update;
 pub mod yamlfile;
 
 use std::path::{Path, PathBuf};

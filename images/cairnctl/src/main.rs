@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use cairnctl::{board, build, config, qemu, recipe, repo_root, secrets};
+use cairnctl::{board, build, config, qemu, recipe, repo_root, secrets, update};
 
 #[derive(Parser)]
 #[command(
     name = "cairnctl",
     version,
     about = "Build Cairn images, configure them, and boot them in QEMU",
-    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl gen secrets && cairnctl secrets install out/qemu-aarch64/disk.img\n  cairnctl kubeconfig --server https://edge-1:6443 > edge-1.kubeconfig\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl boards"
+    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl gen secrets && cairnctl secrets install out/qemu-aarch64/disk.img\n  cairnctl kubeconfig --server https://edge-1:6443 > edge-1.kubeconfig\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl bundle --board qemu-aarch64\n  cairnctl boards"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +49,33 @@ enum Cmd {
     Bench {
         /// Boards to measure [default: every qemu-* board].
         boards: Vec<String>,
+    },
+    /// Make an update bundle (out/<board>/update.cairnb) from a built image, signed with the
+    /// update key in out/keys. Nodes install it into their inactive slot.
+    Bundle {
+        /// Board whose image (out/<board>) to bundle.
+        #[arg(long)]
+        board: String,
+        /// Output file [default: out/<board>/update.cairnb].
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+        /// Signing key [default: out/keys/update.key].
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Oldest running version allowed to install this bundle.
+        #[arg(long, value_name = "VERSION")]
+        min_version: Option<String>,
+        /// For rollback tests: the node fails its health gate on purpose after installing.
+        #[arg(long)]
+        break_health: bool,
+        /// Image directory [default: out/<board>].
+        #[arg(long)]
+        image_dir: Option<PathBuf>,
+    },
+    /// Update signing keys: `keys gen` makes out/keys/update.{key,pub}.
+    Keys {
+        #[command(subcommand)]
+        what: KeysCmd,
     },
     /// Read or write the node config on an image's boot/seed partition.
     Config {
@@ -108,6 +135,20 @@ enum GenCmd {
         /// Output directory [default: out/secrets].
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Make an ed25519 signing key (update.key, PKCS#8 PEM, mode 0600) and its public key
+    /// (update.pub). Images built afterwards trust it; `cairnctl build` makes one if missing.
+    Gen {
+        /// Output directory [default: out/keys].
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+        /// Comment stored with the public key.
+        #[arg(long, default_value = "cairn update key")]
+        comment: String,
     },
 }
 
@@ -181,7 +222,6 @@ fn run(cli: Cli) -> Result<()> {
                 Err(_) => 1_735_689_600, // 2025-01-01: a fixed default keeps builds reproducible
             };
             build::build(&build::Options {
-                repo,
                 board,
                 recipe,
                 out,
@@ -189,7 +229,45 @@ fn run(cli: Cli) -> Result<()> {
                 version,
                 epoch,
                 quiet,
+                update_keys: repo.join("out/keys"),
+                repo,
             })?;
+        }
+        Cmd::Keys {
+            what: KeysCmd::Gen { out, comment },
+        } => {
+            let dir = match out {
+                Some(d) => d,
+                None => repo_root()?.join("out/keys"),
+            };
+            let id = update::gen_keys(&dir, &comment)?;
+            println!(
+                "update key {id}: {} (private, keep it safe) and {}",
+                dir.join(update::KEY_FILE).display(),
+                dir.join(update::PUB_FILE).display()
+            );
+        }
+        Cmd::Bundle {
+            board,
+            out,
+            key,
+            min_version,
+            break_health,
+            image_dir,
+        } => {
+            let repo = repo_root()?;
+            let image_dir = image_dir.unwrap_or_else(|| repo.join("out").join(&board));
+            let out = out.unwrap_or_else(|| image_dir.join("update.cairnb"));
+            let key = key.unwrap_or_else(|| repo.join("out/keys").join(update::KEY_FILE));
+            let m = update::bundle(&update::BundleOptions {
+                board,
+                image_dir,
+                out: out.clone(),
+                key,
+                min_version,
+                break_health,
+            })?;
+            print!("{}", update::describe(&m, &out));
         }
         Cmd::Boards => {
             let dir = repo_root()?.join("board-configs");

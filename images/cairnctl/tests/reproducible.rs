@@ -34,6 +34,7 @@ fn two_builds_are_byte_identical() {
             version: "0.0.0-repro".into(),
             epoch: 1_700_000_000,
             quiet: true,
+            update_keys: repo.join("out/keys"),
         })
         .unwrap();
         let v: Vec<(String, String)> = m
