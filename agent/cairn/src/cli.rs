@@ -76,6 +76,47 @@ pub enum Command {
     /// Work with the node config (/boot/cairn/node.yaml)
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A/B updates of this node: install a signed bundle, show the slots
+    #[command(after_help = UPDATE_EXAMPLES)]
+    Update(UpdateArgs),
+}
+
+const UPDATE_EXAMPLES: &str = "Examples:
+  cairn update apply /var/lib/cairn/update.cairnb    # verify, write slot B (or A), reboot into it once
+  cairn update status
+
+The new slot boots once on trial and is kept only if the node is healthy within 300 s;
+otherwise the node reboots into the slot it ran before and `status` says why.";
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The node's data dir (where the last update's record is kept)
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/cairn",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: UpdateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Verify BUNDLE, write it into the inactive slot, put that slot on trial and reboot
+    Apply {
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// Install even if the bundle is not newer than the running version
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Do not reboot afterwards (the trial happens at the next reboot)
+        #[arg(long)]
+        no_reboot: bool,
+    },
+    /// Print the running slot and version, the other slot, and the last update's result
+    Status,
 }
 
 #[derive(Debug, Args)]

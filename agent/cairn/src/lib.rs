@@ -8,7 +8,8 @@
 //! [`client`]). `cairn agent` serves only health and version ([`health`]) until the kubelet
 //! exists. Both print the console ready marker `cairn: ready uptime_ms=N init_rss_kb=M` and stop
 //! cleanly on SIGTERM or SIGINT. `cairn config render` turns the node config into the
-//! `KEY=VALUE` lines PID 1 reads (docs/design.md).
+//! `KEY=VALUE` lines PID 1 reads (docs/design.md). [`update`] installs signed A/B bundles
+//! (`cairn update apply`) and, at start, commits a healthy trial boot or records a rollback.
 //!
 //! **Design.** The binary (`main.rs`, `cli.rs`, `run.rs`, `token_cmd.rs`) parses arguments and
 //! wires things up with `anyhow`; the library modules use typed errors: [`pki`] owns keys,
@@ -29,3 +30,4 @@ pub mod pki;
 pub mod procfs;
 pub mod seed;
 pub mod token;
+pub mod update;

@@ -4,6 +4,7 @@ mod cli;
 mod config_cmd;
 mod run;
 mod token_cmd;
+mod update_cmd;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         Command::Server(args) => run::server(args),
         Command::Agent(args) => run::agent(args),
         Command::Token(args) => token_cmd::run(args),
+        Command::Update(args) => update_cmd::run(args),
         Command::Config(ConfigCommand::Render { file }) => return config_cmd::render(&file),
     };
     match result {

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use cairn::health::{self, version::VersionInfo, Router};
-use cairn::{kubeconfig, pki, procfs, seed, token};
+use cairn::{kubeconfig, pki, procfs, seed, token, update};
 
 use crate::cli::{AgentArgs, CommonArgs, ServerArgs};
 
@@ -182,6 +182,11 @@ fn serve(
             .and_then(|()| stdout.flush())
             .ok();
         drop(stdout);
+        if let Some((node, trial)) = update_on_start(&args.data_dir) {
+            let url = format!("https://127.0.0.1:{}", local.port());
+            let ca = certs.ca_cert.clone();
+            tokio::spawn(run_trial(node, trial, url, ca));
+        }
 
         let shutdown = async {
             let name = tokio::select! {
@@ -200,6 +205,58 @@ fn serve(
         eprintln!("cairn: stopped");
         Ok(())
     })
+}
+
+/// On a node booted from an A/B slot: settles the last update (records a rollback) and
+/// returns the trial to gate, if this boot is one. Elsewhere (a development host) nothing.
+fn update_on_start(data_dir: &Path) -> Option<(update::Node, update::gate::Trial)> {
+    let node = update::Node::detect(data_dir).ok()?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    match update::gate::on_start(&node, &cmdline) {
+        Ok(trial) => trial.map(|t| (node, t)),
+        Err(e) => {
+            eprintln!("cairn: update: {e}");
+            None
+        }
+    }
+}
+
+/// The health gate of a trial boot: this node's API answers over HTTPS within the deadline,
+/// then the slot is committed; otherwise PID 1 is asked to reboot (into the old slot).
+async fn run_trial(node: update::Node, trial: update::gate::Trial, url: String, ca: String) {
+    let healthy = || {
+        let (url, ca) = (url.clone(), ca.clone());
+        async move {
+            let client = cairn::client::Client::new(&url, &ca, None, None)?;
+            client
+                .request(hyper::Method::GET, "/version", None)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    match trial
+        .run(&node, update::gate::DEFAULT_DEADLINE, healthy)
+        .await
+    {
+        Ok(update::gate::Outcome::Committed) => {}
+        Ok(update::gate::Outcome::Failed(_)) => reboot_node(),
+        Err(e) => {
+            eprintln!("cairn: update: health gate: {e}");
+            reboot_node();
+        }
+    }
+}
+
+/// Asks PID 1 (cairn-init) to reboot: SIGUSR1.
+fn reboot_node() {
+    eprintln!("cairn: update: rebooting into the previous slot");
+    if let Err(e) = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(1),
+        nix::sys::signal::Signal::SIGUSR1,
+    ) {
+        eprintln!("cairn: update: cannot signal PID 1: {e}");
+    }
 }
 
 /// Opens the datastore, creates the system namespaces and makes sure the server token exists.

@@ -1,0 +1,342 @@
+//! A/B updates on the node: install a signed bundle into the inactive slot
+//! ([`apply`]), and after the trial boot commit or roll back ([`gate`]).
+//!
+//! The slot state is the boot loader entries ([`cairn_slots`]); this module adds the node's
+//! side: which slot runs, where its partitions are, and the record of the last update
+//! (`DATA/update/last.json`, on the data partition so it survives both slots).
+
+pub mod gate;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use cairn_bundle::{verify_file, Expect, Manifest, Reader, TrustedKeys};
+use cairn_slots::{Entries, EntrySpec, Slot, Status};
+use serde::{Deserialize, Serialize};
+
+/// Errors of the updater, each saying what was (not) touched.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{0}")]
+    Bundle(#[from] cairn_bundle::Error),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> UpdateError {
+    let what = what.into();
+    move |source| UpdateError::Io { what, source }
+}
+
+/// Where a node keeps what the updater reads and writes.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The boot partition's mount point (`/boot`).
+    pub boot: PathBuf,
+    /// `/etc/cairn`: `release` (version, board, arch) and `update-keys/*.pub`.
+    pub etc: PathBuf,
+    /// `DATA/update`: the last update's record.
+    pub state: PathBuf,
+    /// The slot this system runs from.
+    pub running: Slot,
+    /// Block devices (or, in tests, files) of the slots' read-only roots.
+    pub slot_a: PathBuf,
+    pub slot_b: PathBuf,
+    /// Remount `boot` read-write around changes (real nodes: it is mounted read-only).
+    pub remount_boot: bool,
+}
+
+/// `/etc/cairn/release`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Release {
+    pub version: String,
+    pub board: String,
+    pub arch: String,
+}
+
+impl Release {
+    pub fn read(path: &Path) -> Result<Release, UpdateError> {
+        let text = fs::read_to_string(path).map_err(io_err(path.display().to_string()))?;
+        let mut r = Release::default();
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("version", v)) => r.version = v.trim().into(),
+                Some(("board", v)) => r.board = v.trim().into(),
+                Some(("arch", v)) => r.arch = v.trim().into(),
+                _ => {}
+            }
+        }
+        if r.version.is_empty() || r.board.is_empty() || r.arch.is_empty() {
+            return Err(UpdateError::Refused(format!(
+                "{} lacks version, board or arch",
+                path.display()
+            )));
+        }
+        Ok(r)
+    }
+}
+
+/// What happened to the last update, kept across both slots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// `pending` (written, trial boot next), `committed`, `failed` (the trial boot gave
+    /// up and reboots), `rolled-back` (back on the old slot).
+    pub result: String,
+    pub from_version: String,
+    pub to_version: String,
+    pub slot: String,
+    /// Why it failed or rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds since the epoch of the last change.
+    pub at: u64,
+}
+
+impl Node {
+    /// The node as it runs: slot from the device mounted at `/`, partitions by label.
+    pub fn detect(data_dir: &Path) -> Result<Node, UpdateError> {
+        let running = running_slot().map_err(io_err("finding the running slot"))?;
+        Ok(Node {
+            boot: PathBuf::from("/boot"),
+            etc: PathBuf::from("/etc/cairn"),
+            state: data_dir.join("update"),
+            running,
+            slot_a: partition(Slot::A.label()).map_err(io_err("finding partition cairn-a"))?,
+            slot_b: partition(Slot::B.label()).map_err(io_err("finding partition cairn-b"))?,
+            remount_boot: true,
+        })
+    }
+
+    pub fn entries(&self) -> Entries {
+        Entries::at(&self.boot)
+    }
+
+    pub fn device(&self, slot: Slot) -> &Path {
+        match slot {
+            Slot::A => &self.slot_a,
+            Slot::B => &self.slot_b,
+        }
+    }
+
+    pub fn status(&self) -> Result<Status, UpdateError> {
+        Status::read(&self.entries(), self.running).map_err(io_err("reading the slot entries"))
+    }
+
+    pub fn release(&self) -> Result<Release, UpdateError> {
+        Release::read(&self.etc.join("release"))
+    }
+
+    pub fn last(&self) -> Option<Record> {
+        let text = fs::read_to_string(self.state.join("last.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn write_record(&self, r: &Record) -> Result<(), UpdateError> {
+        fs::create_dir_all(&self.state).map_err(io_err(self.state.display().to_string()))?;
+        let tmp = self.state.join("last.json.tmp");
+        let json = serde_json::to_vec_pretty(r).expect("records serialise");
+        (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            fs::rename(&tmp, self.state.join("last.json"))?;
+            File::open(&self.state)?.sync_all()
+        })()
+        .map_err(io_err("writing the update record"))
+    }
+
+    /// Runs `f` with the boot partition writable.
+    pub fn with_boot_rw<T>(
+        &self,
+        f: impl FnOnce(&mut Entries) -> Result<T, UpdateError>,
+    ) -> Result<T, UpdateError> {
+        if self.remount_boot {
+            remount(&self.boot, false).map_err(io_err("remounting /boot read-write"))?;
+        }
+        let r = f(&mut self.entries());
+        if self.remount_boot {
+            // Flushes FAT before the remount; failing that is worth a warning only.
+            if let Err(e) = remount(&self.boot, true) {
+                eprintln!("cairn: update: remounting /boot read-only: {e}");
+            }
+        }
+        r
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Installs `bundle` into the inactive slot and puts that slot on trial for the next boot.
+/// Everything about the bundle is verified before the first byte is written; while the slot
+/// is written no boot entry points at it.
+pub fn apply(
+    node: &Node,
+    bundle: &Path,
+    allow_downgrade: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Manifest, UpdateError> {
+    let release = node.release()?;
+    let keys = TrustedKeys::load_dir(&node.etc.join("update-keys"))?;
+    let expect = Expect {
+        board: release.board.clone(),
+        arch: release.arch.clone(),
+        running: release.version.clone(),
+        allow_downgrade,
+    };
+    progress(&format!("verifying {}", bundle.display()));
+    let manifest = verify_file(bundle, &keys, &expect)?;
+    let target = node.running.other();
+    let dev = node.device(target);
+    let room = device_size(dev).map_err(io_err(dev.display().to_string()))?;
+    let rootfs = manifest.payload("rootfs").expect("checked by Expect");
+    if rootfs.size > room {
+        return Err(UpdateError::Refused(format!(
+            "the root filesystem ({} bytes) does not fit slot {target} ({room} bytes)",
+            rootfs.size
+        )));
+    }
+    progress(&format!(
+        "Cairn {} for {} verified (key {}); writing slot {target}",
+        manifest.version, manifest.board, manifest.key
+    ));
+    node.write_record(&Record {
+        result: "writing".into(),
+        from_version: release.version.clone(),
+        to_version: manifest.version.clone(),
+        slot: target.to_string(),
+        reason: None,
+        at: now(),
+    })?;
+
+    node.with_boot_rw(|entries| {
+        entries
+            .forget(target)
+            .map_err(io_err("removing the target slot's boot entry"))?;
+        let file = File::open(bundle).map_err(io_err(bundle.display().to_string()))?;
+        let mut reader = Reader::open(BufReader::with_capacity(1 << 20, file), &keys, &expect)?;
+        let slot_dir = node.boot.join(target.as_str());
+        fs::create_dir_all(&slot_dir).map_err(io_err(slot_dir.display().to_string()))?;
+        while let Some(next) = reader.peek().cloned() {
+            let (path, mut out) = match next.name.as_str() {
+                "rootfs" => {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(dev)
+                        .map_err(io_err(dev.display().to_string()))?;
+                    (dev.to_path_buf(), f)
+                }
+                "kernel" | "initrd" => {
+                    let name = if next.name == "kernel" {
+                        "vmlinuz"
+                    } else {
+                        "initrd.img"
+                    };
+                    let p = slot_dir.join(name);
+                    let f = File::create(&p).map_err(io_err(p.display().to_string()))?;
+                    (p, f)
+                }
+                other => {
+                    return Err(UpdateError::Refused(format!("unknown payload {other}")));
+                }
+            };
+            let mut w = io::BufWriter::with_capacity(1 << 20, &mut out);
+            reader.next_payload(&mut w)?;
+            w.flush().map_err(io_err(path.display().to_string()))?;
+            drop(w);
+            out.sync_all().map_err(io_err(path.display().to_string()))?;
+            progress(&format!(
+                "  {} -> {} ({} bytes)",
+                next.name,
+                path.display(),
+                next.size
+            ));
+        }
+        reader.finish()?;
+        let spec = EntrySpec {
+            version: manifest.version.clone(),
+            linux: format!("/{target}/vmlinuz"),
+            initrd: format!("/{target}/initrd.img"),
+            options: manifest.cmdline.clone(),
+        };
+        entries
+            .add_trial(target, &spec, 1)
+            .map_err(io_err("adding the trial boot entry"))?;
+        Ok(())
+    })?;
+    node.write_record(&Record {
+        result: "pending".into(),
+        from_version: release.version,
+        to_version: manifest.version.clone(),
+        slot: target.to_string(),
+        reason: None,
+        at: now(),
+    })?;
+    progress(&format!(
+        "slot {target} is on trial: the next boot runs Cairn {} once, and keeps it only if it passes its health gate",
+        manifest.version
+    ));
+    Ok(manifest)
+}
+
+fn device_size(path: &Path) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::End(0))
+}
+
+/// The slot whose partition is mounted at `/`.
+fn running_slot() -> io::Result<Slot> {
+    let mut text = String::new();
+    File::open("/proc/self/mountinfo")?.read_to_string(&mut text)?;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.get(4) != Some(&"/") {
+            continue;
+        }
+        let Some(dev) = f.get(2) else { continue };
+        let uevent = fs::read_to_string(format!("/sys/dev/block/{dev}/uevent"))?;
+        for l in uevent.lines() {
+            if let Some(name) = l.strip_prefix("PARTNAME=") {
+                if let Some(slot) = name.strip_prefix("cairn-").and_then(Slot::parse) {
+                    return Ok(slot);
+                }
+            }
+        }
+    }
+    Err(io::Error::other("/ is not a cairn-a or cairn-b partition"))
+}
+
+/// `/dev/<name>` of the partition labelled `label`.
+fn partition(label: &str) -> io::Result<PathBuf> {
+    for de in fs::read_dir("/sys/class/block")? {
+        let de = de?;
+        let Ok(uevent) = fs::read_to_string(de.path().join("uevent")) else {
+            continue;
+        };
+        if uevent.lines().any(|l| l == format!("PARTNAME={label}")) {
+            return Ok(Path::new("/dev").join(de.file_name()));
+        }
+    }
+    Err(io::Error::other(format!("no partition labelled {label}")))
+}
+
+fn remount(path: &Path, read_only: bool) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let mut flags =
+        MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if read_only {
+        nix::unistd::sync();
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests;
