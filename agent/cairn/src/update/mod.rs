@@ -301,7 +301,10 @@ fn running_slot() -> io::Result<Slot> {
             continue;
         }
         let Some(dev) = f.get(2) else { continue };
-        let uevent = fs::read_to_string(format!("/sys/dev/block/{dev}/uevent"))?;
+        // The initramfs may still be listed under `/`; it has no block device.
+        let Ok(uevent) = fs::read_to_string(format!("/sys/dev/block/{dev}/uevent")) else {
+            continue;
+        };
         for l in uevent.lines() {
             if let Some(name) = l.strip_prefix("PARTNAME=") {
                 if let Some(slot) = name.strip_prefix("cairn-").and_then(Slot::parse) {
