@@ -99,13 +99,7 @@ impl<O: Ops> Entries<O> {
     /// Every slot entry, in the order the boot chain tries them.
     pub fn load(&self) -> io::Result<Vec<Entry>> {
         let mut out = Vec::new();
-        let rd = match fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for de in rd {
-            let de = de?;
+        for de in self.files()? {
             let Some(name) = de.file_name().to_str().map(str::to_string) else {
                 continue;
             };
@@ -234,16 +228,19 @@ impl<O: Ops> Entries<O> {
         Ok(Some(first))
     }
 
+    /// The directory's files; none if it does not exist yet.
+    fn files(&self) -> io::Result<Vec<fs::DirEntry>> {
+        match fs::read_dir(&self.dir) {
+            Ok(rd) => rd.collect(),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn temporaries(&self, slot: Slot) -> io::Result<Vec<PathBuf>> {
         let prefix = format!("slot-{slot}");
         let mut out = Vec::new();
-        let rd = match fs::read_dir(&self.dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for de in rd {
-            let de = de?;
+        for de in self.files()? {
             let lower = de.file_name().to_string_lossy().to_ascii_lowercase();
             if lower.starts_with(&prefix) && lower.ends_with(".tmp") {
                 out.push(de.path());
