@@ -153,22 +153,22 @@ impl<O: Ops> Entries<O> {
         };
         let name = Entry::name(slot, Some(tries));
         let body = spec.render(slot, generation);
-        // Not ending in `.conf`: boot loaders skip it until the rename.
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        fs::create_dir_all(&self.dir)?;
-        self.ops.write(&tmp, body.as_bytes())?;
-        self.ops.rename(&tmp, &self.dir.join(&name))?;
-        self.ops.sync_dir(&self.dir)?;
+        self.install(&name, &body)?;
         Ok(Entry::parse(&name, &body).expect("rendered entries parse"))
     }
 
     /// Writes a committed entry for `slot` (the image builder's first slot).
     pub fn add_committed(&mut self, slot: Slot, spec: &EntrySpec) -> io::Result<()> {
+        self.install(&Entry::name(slot, None), &spec.render(slot, 0))
+    }
+
+    /// Writes entry `name` whole: under `<name>.tmp` first (not ending in `.conf`, so boot
+    /// loaders skip it), then renamed into place.
+    fn install(&mut self, name: &str, body: &str) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let name = Entry::name(slot, None);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        self.ops.write(&tmp, spec.render(slot, 0).as_bytes())?;
-        self.ops.rename(&tmp, &self.dir.join(&name))?;
+        self.ops.write(&tmp, body.as_bytes())?;
+        self.ops.rename(&tmp, &self.dir.join(name))?;
         self.ops.sync_dir(&self.dir)
     }
 

@@ -111,14 +111,11 @@ impl Status {
     /// Reads the state of both slots from `entries`, for a system running `running`.
     pub fn read<O: Ops>(entries: &Entries<O>, running: Slot) -> std::io::Result<Status> {
         let all = entries.load()?;
-        let find = |slot: Slot| {
-            // A torn commit may leave two entries for one slot: the good one counts.
-            let mut mine: Vec<&Entry> = all.iter().filter(|e| e.slot == slot).collect();
-            mine.sort_by(|a, b| entry::boot_order(a, b));
-            match mine.first() {
-                None => (SlotState::Empty, None),
-                Some(e) => (e.state(), e.version.clone()),
-            }
+        // `load` returns boot order, so when a torn commit left two entries for one slot
+        // the good one comes first and counts.
+        let find = |slot: Slot| match all.iter().find(|e| e.slot == slot) {
+            None => (SlotState::Empty, None),
+            Some(e) => (e.state(), e.version.clone()),
         };
         let (running_state, running_version) = find(running);
         let (other_state, other_version) = find(running.other());
