@@ -72,18 +72,41 @@ fn choose_slot(cmdline: &Cmdline) -> Slot {
     }
 }
 
+/// Mounts the boot partition read-only, and read-write only when a trial's try must be
+/// taken: an ordinary boot writes nothing to it.
 fn next_entry() -> Result<Option<cairn_slots::Entry>> {
     let (name, _) = blockdev::wait_for(BOOT_LABEL, ROOT_WAIT)?;
     mounts::mount_fs(
         &format!("/dev/{name}"),
         "/boot",
         "vfat",
-        MsFlags::empty(),
+        MsFlags::MS_RDONLY,
         None,
     )?;
-    let next = cairn_slots::Entries::at(Path::new("/boot")).boot_next();
+    let next = take_next(Path::new("/boot"));
     let _ = umount("/boot");
-    next.context("/boot/loader/entries")
+    next
+}
+
+fn take_next(boot: &Path) -> Result<Option<cairn_slots::Entry>> {
+    let mut entries = cairn_slots::Entries::at(boot);
+    let first = entries
+        .load()
+        .context("/boot/loader/entries")?
+        .into_iter()
+        .next();
+    if first.as_ref().is_none_or(|e| e.tries.is_none()) {
+        return Ok(first);
+    }
+    nix::mount::mount(
+        None::<&str>,
+        boot,
+        None::<&str>,
+        MsFlags::MS_REMOUNT,
+        None::<&str>,
+    )
+    .context("remount /boot read-write")?;
+    entries.boot_next().context("/boot/loader/entries")
 }
 
 /// Mounts the root read-only at [`NEW_ROOT`], trying squashfs then erofs.
