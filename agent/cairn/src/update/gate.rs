@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_slots::Slot;
 
-use super::{now, Node, UpdateError};
+use super::{Node, Record, UpdateError};
 
 /// How long a trial boot may take to become healthy, unless the node config says otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
@@ -40,20 +40,19 @@ pub fn on_start(node: &Node, cmdline: &str) -> Result<Option<Trial>, UpdateError
     if st.rolled_back() {
         let failed = st.running.other();
         let failed_version = st.other_version.clone().unwrap_or_default();
-        let mut rec = node.last().unwrap_or_default();
-        if rec.result != "failed" || rec.reason.is_none() {
-            rec.reason = Some(format!(
-                "the trial boot of Cairn {failed_version} (slot {failed}) ended before passing its health gate (crash, hang or power loss)"
-            ));
-        }
-        rec.result = "rolled-back".into();
-        rec.slot = failed.to_string();
-        rec.to_version = failed_version;
-        if rec.from_version.is_empty() {
-            rec.from_version = version;
-        }
-        rec.at = now();
-        node.write_record(&rec)?;
+        let rec = node.amend_record(|rec| {
+            if rec.result != "failed" || rec.reason.is_none() {
+                rec.reason = Some(format!(
+                    "the trial boot of Cairn {failed_version} (slot {failed}) ended before passing its health gate (crash, hang or power loss)"
+                ));
+            }
+            rec.result = "rolled-back".into();
+            rec.slot = failed.to_string();
+            rec.to_version = failed_version;
+            if rec.from_version.is_empty() {
+                rec.from_version = version;
+            }
+        })?;
         eprintln!(
             "cairn: update: rolled back to slot {}: {}",
             st.running,
@@ -83,6 +82,13 @@ pub fn on_start(node: &Node, cmdline: &str) -> Result<Option<Trial>, UpdateError
 }
 
 impl Trial {
+    fn outcome(&self, rec: &mut Record, result: &str, reason: Option<String>) {
+        rec.result = result.into();
+        rec.slot = self.slot.to_string();
+        rec.to_version = self.version.clone();
+        rec.reason = reason;
+    }
+
     /// Polls `healthy` until it succeeds (then commits) or `deadline` passes (then records
     /// the failure). Rebooting after a failure is the caller's job.
     pub async fn run<F, Fut>(
@@ -107,13 +113,7 @@ impl Trial {
                         e.commit(self.slot)
                             .map_err(super::io_err("committing the slot entry"))
                     })?;
-                    let mut rec = node.last().unwrap_or_default();
-                    rec.result = "committed".into();
-                    rec.slot = self.slot.to_string();
-                    rec.to_version = self.version.clone();
-                    rec.reason = None;
-                    rec.at = now();
-                    node.write_record(&rec)?;
+                    node.amend_record(|rec| self.outcome(rec, "committed", None))?;
                     eprintln!(
                         "cairn: update: committed slot {} (Cairn {})",
                         self.slot, self.version
@@ -127,13 +127,7 @@ impl Trial {
             }
             tokio::time::sleep(RETRY.min(deadline)).await;
         };
-        let mut rec = node.last().unwrap_or_default();
-        rec.result = "failed".into();
-        rec.slot = self.slot.to_string();
-        rec.to_version = self.version.clone();
-        rec.reason = Some(reason.clone());
-        rec.at = now();
-        node.write_record(&rec)?;
+        node.amend_record(|rec| self.outcome(rec, "failed", Some(reason.clone())))?;
         eprintln!(
             "cairn: update: trial of slot {} failed: {reason}",
             self.slot

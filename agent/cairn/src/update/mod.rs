@@ -149,6 +149,16 @@ impl Node {
         .map_err(io_err("writing the update record"))
     }
 
+    /// Changes the last record with `f` (starting from an empty one if there is none),
+    /// stamps it with the time and writes it.
+    pub fn amend_record(&self, f: impl FnOnce(&mut Record)) -> Result<Record, UpdateError> {
+        let mut rec = self.last().unwrap_or_default();
+        f(&mut rec);
+        rec.at = now();
+        self.write_record(&rec)?;
+        Ok(rec)
+    }
+
     /// Runs `f` with the boot partition writable.
     pub fn with_boot_rw<T>(
         &self,
