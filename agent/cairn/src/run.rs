@@ -248,13 +248,9 @@ async fn run_trial(node: update::Node, trial: update::gate::Trial, url: String, 
     }
 }
 
-/// Asks PID 1 (cairn-init) to reboot: SIGUSR1.
 fn reboot_node() {
     eprintln!("cairn: update: rebooting into the previous slot");
-    if let Err(e) = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(1),
-        nix::sys::signal::Signal::SIGUSR1,
-    ) {
+    if let Err(e) = update::request_reboot() {
         eprintln!("cairn: update: cannot signal PID 1: {e}");
     }
 }

@@ -22,11 +22,7 @@ pub fn run(args: UpdateArgs) -> Result<()> {
                 eprintln!("not rebooting (--no-reboot): the trial starts at the next reboot");
             } else {
                 eprintln!("rebooting");
-                nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(1),
-                    nix::sys::signal::Signal::SIGUSR1,
-                )
-                .context("asking PID 1 to reboot")?;
+                update::request_reboot().context("asking PID 1 to reboot")?;
             }
         }
         UpdateCommand::Status => {

@@ -184,6 +184,12 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Asks PID 1 (cairn-init) to reboot the node: SIGUSR1 (docs/design.md, "Signals to PID 1").
+pub fn request_reboot() -> io::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    kill(nix::unistd::Pid::from_raw(1), Signal::SIGUSR1).map_err(io::Error::from)
+}
+
 /// Installs `bundle` into the inactive slot and puts that slot on trial for the next boot.
 /// Everything about the bundle is verified before the first byte is written; while the slot
 /// is written no boot entry points at it.
