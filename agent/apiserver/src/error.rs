@@ -55,6 +55,19 @@ pub enum ApiError {
     #[error("Unauthorized")]
     Unauthorized,
 
+    /// Authenticated, but not allowed to do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+
+    /// Any other answer an extension gives, with its own code and `reason`
+    /// (`409 Conflict` for an upload resumed at the wrong offset, `507` for a full disk).
+    #[error("{message}")]
+    Other {
+        code: u16,
+        reason: &'static str,
+        message: String,
+    },
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -82,6 +95,8 @@ impl ApiError {
             ApiError::TooLarge { .. } => (413, "RequestEntityTooLarge"),
             ApiError::Expired { .. } => (410, "Expired"),
             ApiError::Unauthorized => (401, "Unauthorized"),
+            ApiError::Forbidden(_) => (403, "Forbidden"),
+            ApiError::Other { code, reason, .. } => (*code, reason),
             ApiError::Internal(_) => (500, "InternalError"),
         }
     }

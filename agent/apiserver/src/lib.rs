@@ -63,4 +63,4 @@ pub mod version;
 
 pub use error::{ApiError, Status};
 pub use handlers::{Api, Reply};
-pub use server::{serve, serve_https, Peer, Server};
+pub use server::{serve, serve_https, Extension, ExtensionFuture, Peer, RequestBody, Server};

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -45,6 +46,25 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Server {
     pub api: Api,
     pub watch: WatchConfig,
+    /// Serves the paths under its prefix (authenticated users only), outside the resource API.
+    pub extension: Option<Arc<dyn Extension>>,
+}
+
+/// A request body as an [`Extension`] sees it: streamed, whatever the connection's body type.
+pub type RequestBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The future an [`Extension`] answers with.
+pub type ExtensionFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ApiBody>, ApiError>> + Send>>;
+
+/// Node-level endpoints served next to the Kubernetes API on the same port and with the same
+/// authentication (the A/B updater's `/cairn/v1/...`). The body is handed over unread, so an
+/// extension can stream uploads of any size.
+pub trait Extension: Send + Sync {
+    /// The path prefix it owns, such as `/cairn/`.
+    fn prefix(&self) -> &'static str;
+    /// Answers one request of an authenticated `user`.
+    fn respond(&self, req: Request<RequestBody>, user: User) -> ExtensionFuture;
 }
 
 /// The connection a request arrived on.
@@ -108,6 +128,13 @@ impl Server {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let user = self.authenticate(&req, peer)?;
+        if let Some(ext) = &self.extension {
+            if req.uri().path().starts_with(ext.prefix()) {
+                let user = user.ok_or(ApiError::Unauthorized)?;
+                let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+                return ext.respond(req, user).await;
+            }
+        }
         let parsed = request::parse(&req)?;
         let public = matches!(parsed, ApiRequest::Health | ApiRequest::Version);
         if user.is_none() && !public {
@@ -292,6 +319,11 @@ fn json(code: u16, value: &serde_json::Value) -> Response<ApiBody> {
     )
 }
 
+/// A whole JSON body with `code`.
+pub fn json_response(code: u16, value: &serde_json::Value) -> Response<ApiBody> {
+    json(code, value)
+}
+
 /// An error as a `Status` response.
 pub fn error_response(err: &ApiError) -> Response<ApiBody> {
     let status = err.status();
@@ -299,6 +331,11 @@ pub fn error_response(err: &ApiError) -> Response<ApiBody> {
         status.code,
         &serde_json::to_value(&status).expect("Status serialises"),
     )
+}
+
+/// A response body streamed from `rx` until its senders are gone (watches, progress lines).
+pub fn channel_body(rx: mpsc::Receiver<Bytes>) -> ApiBody {
+    ChannelBody { rx }.boxed()
 }
 
 /// A streamed body fed by a watch task.

@@ -74,31 +74,7 @@ impl<R: Read> Reader<R> {
     /// Reads and verifies the header: magic, manifest, signature by one of `keys`, and the
     /// manifest against `expect`. No payload byte has been read when this returns.
     pub fn open(mut input: R, keys: &TrustedKeys, expect: &Expect) -> Result<Reader<R>, Error> {
-        let mut head = [0u8; 12];
-        input
-            .read_exact(&mut head)
-            .map_err(|e| Error::eof(e, "header"))?;
-        if head[..6] != MAGIC[..6] {
-            return Err(Error::Magic);
-        }
-        if head[..8] != MAGIC {
-            return Err(Error::Format(u32::from(head[7]), FORMAT));
-        }
-        let len = u32::from_le_bytes(head[8..12].try_into().unwrap());
-        if len > MAX_MANIFEST {
-            return Err(Error::Manifest(format!(
-                "claims {len} bytes, more than the {MAX_MANIFEST} allowed"
-            )));
-        }
-        let mut signed = head.to_vec();
-        signed.resize(12 + len as usize, 0);
-        input
-            .read_exact(&mut signed[12..])
-            .map_err(|e| Error::eof(e, "manifest"))?;
-        let mut sig = [0u8; SIGNATURE_LEN];
-        input
-            .read_exact(&mut sig)
-            .map_err(|e| Error::eof(e, "signature"))?;
+        let (signed, sig) = read_header(&mut input)?;
         let json = &signed[12..];
         let Some(signer) = keys.verify(&signed, &sig).cloned() else {
             let claimed = serde_json::from_slice::<serde_json::Value>(json)
@@ -125,7 +101,7 @@ impl<R: Read> Reader<R> {
             manifest,
             signer,
             next: 0,
-            header_len: Manifest::header_len(len as usize),
+            header_len: Manifest::header_len(signed.len() - 12),
         })
     }
 
@@ -237,6 +213,45 @@ impl<W: Write> Write for Limit<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// The signed header bytes (magic, length, manifest JSON) and the signature after them.
+fn read_header(input: &mut impl Read) -> Result<(Vec<u8>, [u8; SIGNATURE_LEN]), Error> {
+    let mut head = [0u8; 12];
+    input
+        .read_exact(&mut head)
+        .map_err(|e| Error::eof(e, "header"))?;
+    if head[..6] != MAGIC[..6] {
+        return Err(Error::Magic);
+    }
+    if head[..8] != MAGIC {
+        return Err(Error::Format(u32::from(head[7]), FORMAT));
+    }
+    let len = u32::from_le_bytes(head[8..12].try_into().unwrap());
+    if len > MAX_MANIFEST {
+        return Err(Error::Manifest(format!(
+            "claims {len} bytes, more than the {MAX_MANIFEST} allowed"
+        )));
+    }
+    let mut signed = head.to_vec();
+    signed.resize(12 + len as usize, 0);
+    input
+        .read_exact(&mut signed[12..])
+        .map_err(|e| Error::eof(e, "manifest"))?;
+    let mut sig = [0u8; SIGNATURE_LEN];
+    input
+        .read_exact(&mut sig)
+        .map_err(|e| Error::eof(e, "signature"))?;
+    Ok((signed, sig))
+}
+
+impl Manifest {
+    /// The manifest of the bundle at `path`, read but **not verified** (no key is checked):
+    /// for showing what a file claims to be before sending it to a node, which verifies it.
+    pub fn peek_file(path: &Path) -> Result<Manifest, Error> {
+        let (signed, _) = read_header(&mut BufReader::new(File::open(path)?))?;
+        serde_json::from_slice(&signed[12..]).map_err(|e| Error::Manifest(e.to_string()))
     }
 }
 

@@ -261,6 +261,46 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut headers = Vec::new();
+        if body.is_some() {
+            headers.push(("content-type", "application/json".to_owned()));
+        }
+        let resp = self
+            .call(
+                method.clone(),
+                path,
+                &headers,
+                Full::new(Bytes::from(payload)),
+            )
+            .await?;
+        let code = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Request {
+                method: method.clone(),
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?
+            .to_bytes();
+        Ok((code, bytes))
+    }
+
+    /// Sends one request with any body and extra `headers`; the answer as it arrives, whatever
+    /// its status (streamed bodies such as uploads and progress lines). No overall timeout.
+    pub async fn call<B>(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: B,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let connect_err = |message: String| ClientError::Connect {
             url: self.url.clone(),
             message,
@@ -284,31 +324,27 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut req = Request::builder()
             .method(method.clone())
             .uri(path)
             .header("host", format!("{}:{}", self.host, self.port))
             .header("accept", "application/json")
             .header("user-agent", concat!("cairn/", env!("CARGO_PKG_VERSION")));
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
         if let Some(token) = &self.token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
-        let req = req
-            .body(Full::new(Bytes::from(payload)))
-            .map_err(|e| connect_err(e.to_string()))?;
-        let err = |e: hyper::Error| ClientError::Request {
-            method: method.clone(),
-            path: path.to_owned(),
-            message: e.to_string(),
-        };
-        let resp = sender.send_request(req).await.map_err(err)?;
-        let code = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(err)?.to_bytes();
-        Ok((code, bytes))
+        let req = req.body(body).map_err(|e| connect_err(e.to_string()))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Request {
+                method,
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
     }
 }
 

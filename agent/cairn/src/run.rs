@@ -156,6 +156,12 @@ fn serve(
         Role::Server => Some(open_api(&paths, &certs)?),
         Role::Agent => None,
     };
+    // On an A/B node the server also takes update bundles (`cairnctl upgrade`).
+    let node_name = hostname.clone().unwrap_or_else(|| "localhost".into());
+    let updates = update::Node::detect(&args.data_dir).ok().map(|n| {
+        let reboot: Arc<dyn Fn() + Send + Sync> = Arc::new(reboot_node_for_update);
+        update::service::UpdateService::new(&node_name, n, reboot)
+    });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -196,7 +202,7 @@ fn serve(
             eprintln!("cairn: {name}, shutting down");
         };
         match api {
-            Some(api) => serve_api(listener, tls, api, shutdown).await,
+            Some(api) => serve_api(listener, tls, api, updates, shutdown).await,
             None => {
                 let router = Router::new(&VersionInfo::current());
                 health::serve(listener, tls, router, shutdown).await;
@@ -248,6 +254,13 @@ async fn run_trial(node: update::Node, trial: update::gate::Trial, url: String, 
     }
 }
 
+fn reboot_node_for_update() {
+    eprintln!("cairn: update: rebooting into the new slot's trial");
+    if let Err(e) = update::request_reboot() {
+        eprintln!("cairn: update: cannot signal PID 1: {e}");
+    }
+}
+
 fn reboot_node() {
     eprintln!("cairn: update: rebooting into the previous slot");
     if let Err(e) = update::request_reboot() {
@@ -287,11 +300,13 @@ async fn serve_api(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: cairn_apiserver::Api,
+    updates: Option<update::service::UpdateService>,
     shutdown: impl Future<Output = ()>,
 ) {
     let server = cairn_apiserver::Server {
         api,
         watch: WatchConfig::default(),
+        extension: updates.map(|u| Arc::new(u) as Arc<dyn cairn_apiserver::Extension>),
     };
     cairn_apiserver::serve(listener, tls, server, shutdown).await;
 }

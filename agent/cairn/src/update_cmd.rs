@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use cairn::update::{self, Node};
-use cairn_slots::SlotState;
 
 use crate::cli::{UpdateArgs, UpdateCommand};
 
@@ -26,36 +25,19 @@ pub fn run(args: UpdateArgs) -> Result<()> {
             }
         }
         UpdateCommand::Status => {
-            let st = node.status()?;
-            let describe = |state: &SlotState, version: &Option<String>| {
-                let v = version.as_deref().unwrap_or("-");
-                match state {
-                    SlotState::Empty => "empty".to_string(),
-                    SlotState::Committed => format!("Cairn {v}, committed"),
-                    SlotState::Trial(t) => format!("Cairn {v}, on trial ({} tries left)", t.left),
-                    SlotState::Failed(_) => format!("Cairn {v}, trial used (not committed)"),
-                }
-            };
-            println!(
-                "running: slot {}: {}",
-                st.running,
-                describe(&st.running_state, &st.running_version)
-            );
-            println!(
-                "other:   slot {}: {}",
-                st.running.other(),
-                describe(&st.other_state, &st.other_version)
-            );
-            match node.last() {
-                None => println!("last update: none"),
-                Some(r) => println!(
-                    "last update: {} {} -> {} (slot {}){}",
-                    r.result,
-                    r.from_version,
-                    r.to_version,
-                    r.slot,
-                    r.reason.map(|x| format!(": {x}")).unwrap_or_default()
-                ),
+            let name = cairn::procfs::kernel_hostname().unwrap_or_else(|| "localhost".into());
+            let r = node.report(&name)?;
+            println!("node:        {} ({}, {})", r.node, r.board, r.arch);
+            println!("running:     slot {}", r.running.describe());
+            println!("other:       slot {}", r.other.describe());
+            let last = r.last.as_ref().map_or("none".to_string(), |l| l.describe());
+            println!("last update: {last}");
+            if let Some(u) = &r.upload {
+                let state = if u.complete { "complete" } else { "partial" };
+                println!(
+                    "staged:      {} of {} bytes ({state}), sha256 {}",
+                    u.received, u.size, u.sha256
+                );
             }
         }
     }

@@ -27,6 +27,7 @@ pub mod rootfs;
 pub mod secrets;
 pub mod tools;
 pub mod update;
+pub mod upgrade;
 pub mod yamlfile;
 
 use std::path::{Path, PathBuf};

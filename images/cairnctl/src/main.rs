@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use cairnctl::{board, build, config, qemu, recipe, repo_root, secrets, update};
+use cairnctl::{board, build, config, qemu, recipe, repo_root, secrets, update, upgrade};
 
 #[derive(Parser)]
 #[command(
     name = "cairnctl",
     version,
     about = "Build Cairn images, configure them, and boot them in QEMU",
-    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl gen secrets && cairnctl secrets install out/qemu-aarch64/disk.img\n  cairnctl kubeconfig --server https://edge-1:6443 > edge-1.kubeconfig\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl bundle --board qemu-aarch64\n  cairnctl boards"
+    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl gen secrets && cairnctl secrets install out/qemu-aarch64/disk.img\n  cairnctl kubeconfig --server https://edge-1:6443 > edge-1.kubeconfig\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl bundle --board qemu-aarch64\n  cairnctl upgrade --kubeconfig out/qemu-aarch64/kubeconfig out/qemu-aarch64/update.cairnb\n  cairnctl status --kubeconfig out/qemu-aarch64/kubeconfig\n  cairnctl boards"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -103,6 +103,34 @@ enum Cmd {
         /// Write to FILE (mode 0600) instead of stdout.
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
+    },
+    /// Upgrade a node to a signed bundle through its API: upload (resuming after dropped
+    /// connections), install into the inactive slot, reboot into a trial, and wait until the
+    /// node commits the new version or rolls back (exit status 1, with the node's reason).
+    Upgrade {
+        /// Kubeconfig of the cluster's server (out/<board>/kubeconfig for `make qemu`).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
+        /// Node to upgrade [default: the only node the server offers].
+        #[arg(long)]
+        node: Option<String>,
+        /// Allow a bundle older than the running version.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Return once the node reboots into its trial.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the node to come back and commit.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// The bundle (out/<board>/update.cairnb from `cairnctl bundle`).
+        bundle: PathBuf,
+    },
+    /// Print each node's running version and slot, the other slot, and the last update's
+    /// result and reason.
+    Status {
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: PathBuf,
     },
     /// Boot out/<board>/disk.img in QEMU until the guest powers off or Ctrl-C. A fresh node
     /// disk gets the secrets in out/secrets (made if missing); out/<board>/kubeconfig then
@@ -233,6 +261,31 @@ fn run(cli: Cli) -> Result<()> {
                 repo,
             })?;
         }
+        Cmd::Upgrade {
+            kubeconfig,
+            node,
+            allow_downgrade,
+            no_wait,
+            timeout,
+            bundle,
+        } => {
+            let outcome = upgrade::run(&upgrade::Options {
+                kubeconfig,
+                node,
+                bundle,
+                allow_downgrade,
+                no_wait,
+                timeout: std::time::Duration::from_secs(timeout),
+                upload_only: false,
+            })?;
+            if let upgrade::Outcome::Committed(r) = outcome {
+                println!(
+                    "{}: Cairn {} committed on slot {}",
+                    r.node, r.version, r.running.slot
+                );
+            }
+        }
+        Cmd::Status { kubeconfig } => upgrade::print_status(&kubeconfig)?,
         Cmd::Keys {
             what: KeysCmd::Gen { out, comment },
         } => {

@@ -6,13 +6,15 @@
 //! (`DATA/update/last.json`, on the data partition so it survives both slots).
 
 pub mod gate;
+pub mod service;
+pub mod staging;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use cairn_bundle::{verify_file, Expect, Manifest, Reader, TrustedKeys};
-use cairn_slots::{Entries, EntrySpec, Slot, Status};
+use cairn_slots::{Entries, EntrySpec, Slot, SlotState, Status};
 use serde::{Deserialize, Serialize};
 
 /// Errors of the updater, each saying what was (not) touched.
@@ -96,7 +98,117 @@ pub struct Record {
     pub at: u64,
 }
 
+/// One slot as reported to users.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotReport {
+    pub slot: String,
+    /// `empty`, `committed`, `trial` or `failed` (a trial that was not committed).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl SlotReport {
+    fn new(slot: Slot, state: &SlotState, version: &Option<String>) -> SlotReport {
+        let state = match state {
+            SlotState::Empty => "empty",
+            SlotState::Committed => "committed",
+            SlotState::Trial(_) => "trial",
+            SlotState::Failed(_) => "failed",
+        };
+        SlotReport {
+            slot: slot.to_string(),
+            state: state.into(),
+            version: version.clone(),
+        }
+    }
+
+    /// `b: Cairn 0.2.0 (committed)`.
+    pub fn describe(&self) -> String {
+        match &self.version {
+            Some(v) if self.state != "empty" => {
+                format!("{}: Cairn {v} ({})", self.slot, self.state)
+            }
+            _ => format!("{}: {}", self.slot, self.state),
+        }
+    }
+}
+
+/// A node's update state: what `GET /cairn/v1/nodes/NAME/update` answers, `cairn update
+/// status` and `cairnctl status` print.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub node: String,
+    pub version: String,
+    pub board: String,
+    pub arch: String,
+    pub running: SlotReport,
+    pub other: SlotReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Record>,
+    /// A bundle upload on its way or waiting to be applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadReport>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadReport {
+    pub sha256: String,
+    pub size: u64,
+    pub received: u64,
+    pub complete: bool,
+}
+
+impl Record {
+    /// `committed 0.1.0 -> 0.2.0 (slot b): reason`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} -> {} (slot {}){}",
+            self.result,
+            self.from_version,
+            self.to_version,
+            self.slot,
+            self.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 impl Node {
+    /// This node's update state, reported as `name`.
+    pub fn report(&self, name: &str) -> Result<Report, UpdateError> {
+        let release = self.release()?;
+        let st = self.status()?;
+        let upload = staging::Staging::new(self.incoming())
+            .state()
+            .map(|s| UploadReport {
+                sha256: s.upload.sha256,
+                size: s.upload.size,
+                received: s.received,
+                complete: s.complete,
+            });
+        Ok(Report {
+            node: name.into(),
+            version: release.version,
+            board: release.board,
+            arch: release.arch,
+            running: SlotReport::new(st.running, &st.running_state, &st.running_version),
+            other: SlotReport::new(st.running.other(), &st.other_state, &st.other_version),
+            last: self.last(),
+            upload,
+        })
+    }
+
+    /// Where bundles arriving over the network are staged.
+    pub fn incoming(&self) -> PathBuf {
+        self.state.join("incoming")
+    }
+
     /// The node as it runs: slot from the device mounted at `/`, partitions by label.
     pub fn detect(data_dir: &Path) -> Result<Node, UpdateError> {
         let running = running_slot().map_err(io_err("finding the running slot"))?;

@@ -1,0 +1,384 @@
+//! The updater over HTTPS: how `cairnctl upgrade` reaches a node. Served by the API server
+//! next to the Kubernetes API (an [`Extension`] under `/cairn/`), admins only:
+//!
+//! | request | what it does |
+//! |---|---|
+//! | `GET /cairn/v1/nodes` | `{"items": [Report]}`: the nodes served here (this one) |
+//! | `GET /cairn/v1/nodes/NAME/update` | the node's [`Report`] (slots, last update, staged upload) |
+//! | `PUT /cairn/v1/nodes/NAME/update/bundle` | appends bytes to the staged bundle: `Content-Range: bytes START-END/SIZE`, `Cairn-Bundle-Sha256: HEX`; `409` when `START` is not where the staged bytes end (the `GET` says where) |
+//! | `POST /cairn/v1/nodes/NAME/update/apply` | `{"sha256": HEX, "allowDowngrade": false, "reboot": true}`: verifies and installs the staged bundle, streaming progress as JSON lines, then reboots into the trial |
+//!
+//! One upload or apply runs at a time; a second gets `409`.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+use cairn_apiserver::server::{channel_body, json_response, ApiBody};
+use cairn_apiserver::{auth::User, ApiError, Extension, ExtensionFuture, RequestBody};
+use http_body_util::BodyExt;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Mutex};
+
+use super::staging::{StageError, Staging, Upload};
+use super::{Node, UpdateError};
+
+/// Group allowed to update nodes (the admin kubeconfig's).
+pub const ADMIN_GROUP: &str = "system:masters";
+/// Header naming the bundle an upload carries.
+pub const SHA256_HEADER: &str = "cairn-bundle-sha256";
+
+/// Bytes gathered from the connection before each write to the data partition.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// The node's update endpoints (cheap to clone: one shared state).
+#[derive(Clone)]
+pub struct UpdateService(Arc<Inner>);
+
+struct Inner {
+    name: String,
+    node: Node,
+    staging: Staging,
+    busy: Arc<Mutex<()>>,
+    reboot: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The body of `POST .../update/apply`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub sha256: String,
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    #[serde(default = "yes")]
+    pub reboot: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl UpdateService {
+    /// Serves `node`, called `name` in paths; `reboot` runs after a successful apply.
+    pub fn new(name: &str, node: Node, reboot: Arc<dyn Fn() + Send + Sync>) -> UpdateService {
+        UpdateService(Arc::new(Inner {
+            name: name.into(),
+            staging: Staging::new(node.incoming()),
+            node,
+            busy: Arc::new(Mutex::new(())),
+            reboot,
+        }))
+    }
+
+    async fn route(
+        self,
+        req: Request<RequestBody>,
+        user: User,
+    ) -> Result<Response<ApiBody>, ApiError> {
+        let this = &self.0;
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        if path == "/cairn/v1/nodes" && parts.method == Method::GET {
+            // The nodes this endpoint updates: itself.
+            let report = this.node.report(&this.name).map_err(internal)?;
+            return Ok(json_response(
+                200,
+                &serde_json::json!({ "items": [report] }),
+            ));
+        }
+        let rest = path
+            .strip_prefix("/cairn/v1/nodes/")
+            .ok_or_else(|| ApiError::PathNotFound { path: path.clone() })?;
+        let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
+        if !user.groups.iter().any(|g| g == ADMIN_GROUP) {
+            return Err(ApiError::Forbidden(format!(
+                "user {:?} may not update nodes (needs group {ADMIN_GROUP})",
+                user.name
+            )));
+        }
+        if name != this.name {
+            return Err(ApiError::Other {
+                code: 404,
+                reason: "NotFound",
+                message: format!(
+                    "node {name:?} is not served here: this server updates itself (node {:?})",
+                    this.name
+                ),
+            });
+        }
+        match (&parts.method, action) {
+            (&Method::GET, "update") => {
+                let report = this.node.report(&this.name).map_err(internal)?;
+                Ok(json_response(
+                    200,
+                    &serde_json::to_value(report).expect("serialises"),
+                ))
+            }
+            (&Method::PUT, "update/bundle") => this.upload(&parts.headers, body).await,
+            (&Method::POST, "update/apply") => this.apply(body).await,
+            (m, "update" | "update/bundle" | "update/apply") => Err(ApiError::MethodNotAllowed {
+                method: m.to_string(),
+                path,
+            }),
+            _ => Err(ApiError::PathNotFound { path }),
+        }
+    }
+}
+
+impl Inner {
+    fn try_busy(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+        self.busy
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| ApiError::Other {
+                code: 409,
+                reason: "Conflict",
+                message: "another upload or update is in progress on this node".into(),
+            })
+    }
+
+    async fn upload(
+        &self,
+        headers: &hyper::HeaderMap,
+        mut body: RequestBody,
+    ) -> Result<Response<ApiBody>, ApiError> {
+        let _busy = self.try_busy()?;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::BadRequest(format!("missing header {name}")))
+        };
+        let sha = header(SHA256_HEADER)?;
+        let (start, end, size) = parse_content_range(&header("content-range")?)?;
+        let upload = Upload::new(&sha, size).map_err(stage_error)?;
+        let staging = self.staging.clone();
+        let up = upload.clone();
+        let mut file = blocking(move || staging.begin(&up, start))
+            .await?
+            .map_err(stage_error)?;
+
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
+        let mut got: u64 = 0;
+        let expected = end + 1 - start;
+        let mut dropped = None;
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Err(e)) => {
+                    dropped = Some(e.to_string());
+                    break;
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    got += data.len() as u64;
+                    if got > expected {
+                        return Err(ApiError::BadRequest(format!(
+                            "the body is longer than Content-Range {start}-{end} says"
+                        )));
+                    }
+                    buf.extend_from_slice(&data);
+                    if buf.len() >= WRITE_CHUNK {
+                        (file, buf) = write_chunk(file, buf).await?;
+                    }
+                }
+            }
+        }
+        // Keep what arrived, also from a dropped connection: the client resumes after it.
+        (file, _) = write_chunk(file, buf).await?;
+        blocking(move || file.sync_all())
+            .await?
+            .map_err(|e| internal(format!("syncing the staged bundle: {e}")))?;
+        if let Some(e) = dropped {
+            eprintln!(
+                "cairn: update: upload interrupted after {} bytes: {e}",
+                start + got
+            );
+            return Err(ApiError::BadRequest(format!(
+                "the upload was interrupted: {e}"
+            )));
+        }
+        let staging = self.staging.clone();
+        let state = blocking(move || staging.finish(&upload))
+            .await?
+            .map_err(stage_error)?;
+        if state.complete {
+            eprintln!(
+                "cairn: update: received bundle {} ({} bytes)",
+                &state.upload.sha256[..12],
+                state.upload.size
+            );
+        }
+        Ok(json_response(
+            200,
+            &serde_json::to_value(&state).expect("serialises"),
+        ))
+    }
+
+    async fn apply(&self, mut body: RequestBody) -> Result<Response<ApiBody>, ApiError> {
+        let busy = self.try_busy()?;
+        let mut text = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadRequest(format!("reading the request: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                text.extend_from_slice(&data);
+            }
+            if text.len() > 64 << 10 {
+                return Err(ApiError::TooLarge { limit: 64 << 10 });
+            }
+        }
+        let body = text;
+        let ask: ApplyRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the apply request: {e}")))?;
+        let Some(path) = self.staging.complete(&ask.sha256) else {
+            return Err(ApiError::Other {
+                code: 409,
+                reason: "Conflict",
+                message: format!(
+                    "no complete upload of bundle {} on this node: upload it first",
+                    ask.sha256
+                ),
+            });
+        };
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        let node = self.node.clone();
+        let staging = self.staging.clone();
+        let reboot = self.reboot.clone();
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let send = |v: serde_json::Value| {
+                let mut line = v.to_string().into_bytes();
+                line.push(b'\n');
+                let _ = tx.blocking_send(Bytes::from(line));
+            };
+            eprintln!("cairn: update: applying bundle {}", &ask.sha256[..12]);
+            let result = super::apply(&node, &path, ask.allow_downgrade, &mut |line| {
+                eprintln!("cairn: update: {line}");
+                send(serde_json::json!({ "progress": line }));
+            });
+            match result {
+                Ok(manifest) => {
+                    if let Err(e) = staging.clear() {
+                        eprintln!("cairn: update: removing the staged bundle: {e}");
+                    }
+                    let report = node.report(&name).ok();
+                    send(serde_json::json!({
+                        "result": "pending",
+                        "version": manifest.version,
+                        "slot": node.running.other().to_string(),
+                        "reboot": ask.reboot,
+                        "report": report,
+                    }));
+                    drop(tx);
+                    drop(busy);
+                    if ask.reboot {
+                        // Let the answer reach the client before the node goes down.
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        reboot();
+                    }
+                }
+                Err(e) => {
+                    eprintln!("cairn: update: {e}");
+                    let kind = match e {
+                        UpdateError::Bundle(_) | UpdateError::Refused(_) => "refused",
+                        UpdateError::Io { .. } => "failed",
+                    };
+                    if kind == "refused" {
+                        // It will never be accepted: give the space back.
+                        if let Err(e) = staging.clear() {
+                            eprintln!("cairn: update: removing the staged bundle: {e}");
+                        }
+                    }
+                    send(serde_json::json!({ "error": e.to_string(), "kind": kind }));
+                }
+            }
+        });
+        let mut resp = Response::new(channel_body(rx));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(resp)
+    }
+}
+
+impl Extension for UpdateService {
+    fn prefix(&self) -> &'static str {
+        "/cairn/"
+    }
+
+    fn respond(&self, req: Request<RequestBody>, user: User) -> ExtensionFuture {
+        Box::pin(self.clone().route(req, user))
+    }
+}
+
+/// `bytes START-END/SIZE`, END inclusive (so a request carries at least one byte).
+pub fn parse_content_range(v: &str) -> Result<(u64, u64, u64), ApiError> {
+    let bad = || ApiError::BadRequest(format!("Content-Range {v:?} is not `bytes START-END/SIZE`"));
+    let rest = v.trim().strip_prefix("bytes ").ok_or_else(bad)?;
+    let (range, size) = rest.split_once('/').ok_or_else(bad)?;
+    let (a, b) = range.split_once('-').ok_or_else(bad)?;
+    let (a, b, size): (u64, u64, u64) = (
+        a.parse().map_err(|_| bad())?,
+        b.parse().map_err(|_| bad())?,
+        size.parse().map_err(|_| bad())?,
+    );
+    if a > b || b >= size {
+        return Err(bad());
+    }
+    Ok((a, b, size))
+}
+
+async fn write_chunk(mut file: File, buf: Vec<u8>) -> Result<(File, Vec<u8>), ApiError> {
+    if buf.is_empty() {
+        return Ok((file, buf));
+    }
+    blocking(move || {
+        let r = file.write_all(&buf);
+        let mut buf = buf;
+        buf.clear();
+        r.map(|()| (file, buf))
+    })
+    .await?
+    .map_err(|e| {
+        stage_error(StageError::Io {
+            what: "writing the staged bundle".into(),
+            source: e,
+        })
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(format!("update task: {e}")))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+fn stage_error(e: StageError) -> ApiError {
+    let (code, reason) = match &e {
+        StageError::BadRequest(_) => (400, "BadRequest"),
+        StageError::Offset { .. } => (409, "Conflict"),
+        StageError::NoSpace { .. } => (507, "InsufficientStorage"),
+        StageError::Digest { .. } => (422, "Invalid"),
+        StageError::Io { source, .. } if source.raw_os_error() == Some(28) => {
+            (507, "InsufficientStorage")
+        }
+        StageError::Io { .. } => (500, "InternalError"),
+    };
+    ApiError::Other {
+        code,
+        reason,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,453 @@
+//! `cairnctl upgrade`: sends a signed bundle to a node through its API, has the node install
+//! it into the inactive slot, and follows the node through its trial boot until it commits
+//! or rolls back. The node's side is `cairn::update::service` (protocol in its docs).
+//!
+//! The upload resumes after a dropped connection: the node keeps what arrived, and the next
+//! attempt asks the node how far it got and sends the rest.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use cairn::client::Client;
+use cairn::update::service::{ApplyRequest, SHA256_HEADER};
+use cairn::update::{staging, Report};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Bytes, Frame};
+use hyper::{Method, StatusCode};
+
+use crate::progress::mib;
+
+/// Bytes per frame of the upload body.
+const FRAME: usize = 256 << 10;
+/// Upload attempts before giving up on a connection that keeps dropping.
+const ATTEMPTS: u32 = 8;
+
+pub struct Options {
+    pub kubeconfig: PathBuf,
+    /// The node to upgrade; the only one the server offers when `None`.
+    pub node: Option<String>,
+    pub bundle: PathBuf,
+    pub allow_downgrade: bool,
+    /// Return once the node reboots into its trial instead of following it.
+    pub no_wait: bool,
+    /// How long the node may take to come back and commit.
+    pub timeout: Duration,
+    /// For tests: stop after the upload (no apply).
+    pub upload_only: bool,
+}
+
+/// How an upgrade ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node runs the bundle's version, committed.
+    Committed(Box<Report>),
+    /// Installed; the node reboots into its trial (with `no_wait`).
+    Pending,
+    /// Uploaded only (`upload_only`).
+    Uploaded,
+    /// The node already runs this version.
+    Current,
+}
+
+pub fn run(opts: &Options) -> Result<Outcome> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(upgrade(opts))
+}
+
+pub async fn upgrade(opts: &Options) -> Result<Outcome> {
+    let client = Client::from_kubeconfig(&opts.kubeconfig)?;
+    let header = cairn_bundle::Manifest::peek_file(&opts.bundle)
+        .with_context(|| format!("reading {}", opts.bundle.display()))?;
+    let node = match &opts.node {
+        Some(n) => n.clone(),
+        None => only_node(&client).await?,
+    };
+    let report = report(&client, &node).await?;
+    eprintln!(
+        "{node}: runs Cairn {} on slot {} ({}, {}); bundle: Cairn {} for {} ({})",
+        report.version,
+        report.running.slot,
+        report.board,
+        report.arch,
+        header.version,
+        header.board,
+        header.arch
+    );
+    if header.board != report.board {
+        bail!(
+            "{} is for board {}, node {node} is a {}",
+            opts.bundle.display(),
+            header.board,
+            report.board
+        );
+    }
+    if report.version == header.version && report.running.state == "committed" {
+        eprintln!("{node} already runs Cairn {}", header.version);
+        return Ok(Outcome::Current);
+    }
+
+    let size = std::fs::metadata(&opts.bundle)?.len();
+    let started = Instant::now();
+    let sha256 = staging::sha256_file(&opts.bundle)
+        .with_context(|| format!("hashing {}", opts.bundle.display()))?;
+    upload(&client, &node, &opts.bundle, &sha256, size, report).await?;
+    eprintln!(
+        "uploaded {} in {:.1} s",
+        mib(size),
+        started.elapsed().as_secs_f64()
+    );
+    if opts.upload_only {
+        return Ok(Outcome::Uploaded);
+    }
+
+    apply(&client, &node, &sha256, opts.allow_downgrade).await?;
+    if opts.no_wait {
+        eprintln!("{node} reboots into the trial of Cairn {}", header.version);
+        return Ok(Outcome::Pending);
+    }
+    follow(&client, &node, &header.version, opts.timeout)
+        .await
+        .map(|r| Outcome::Committed(Box::new(r)))
+}
+
+/// The node the server offers when there is exactly one.
+async fn only_node(client: &Client) -> Result<String> {
+    let list = client
+        .request(Method::GET, "/cairn/v1/nodes", None)
+        .await
+        .context("asking the server which nodes it can update")?;
+    let names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["node"].as_str().map(str::to_owned))
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("the server offers no node to update"),
+        many => bail!(
+            "the server offers several nodes ({}): pick one with --node",
+            many.join(", ")
+        ),
+    }
+}
+
+pub async fn report(client: &Client, node: &str) -> Result<Report> {
+    let v = client
+        .request(Method::GET, &format!("/cairn/v1/nodes/{node}/update"), None)
+        .await?;
+    serde_json::from_value(v).context("the node's update report")
+}
+
+/// Sends the bundle from wherever the node's staged copy ends, again after each drop.
+async fn upload(
+    client: &Client,
+    node: &str,
+    bundle: &Path,
+    sha256: &str,
+    size: u64,
+    mut report: Report,
+) -> Result<()> {
+    let path = format!("/cairn/v1/nodes/{node}/update/bundle");
+    let mut attempt = 0;
+    loop {
+        let offset = match &report.upload {
+            Some(u) if u.sha256 == sha256 && u.complete => return Ok(()),
+            Some(u) if u.sha256 == sha256 => u.received,
+            _ => 0,
+        };
+        if offset > 0 {
+            eprintln!(
+                "the node has {} of this bundle; sending the rest",
+                mib(offset)
+            );
+        }
+        let mut file = File::open(bundle)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let body = FileBody {
+            file,
+            sent: offset,
+            size,
+            shown: 0,
+        };
+        let headers = [
+            (
+                "content-range",
+                format!("bytes {offset}-{}/{size}", size - 1),
+            ),
+            (SHA256_HEADER, sha256.to_owned()),
+            ("content-type", "application/octet-stream".to_owned()),
+        ];
+        let result = client.call(Method::PUT, &path, &headers, body).await;
+        eprintln!();
+        match result {
+            Ok(resp) if resp.status().is_success() => {
+                let bytes = resp.into_body().collect().await?.to_bytes();
+                let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+                if v["complete"].as_bool() == Some(true) {
+                    return Ok(());
+                }
+                bail!("the node did not get the whole bundle: {v}");
+            }
+            Ok(resp) => {
+                let code = resp.status();
+                let bytes = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+                // A conflict is a resume from the wrong place or a busy node: ask again.
+                if code != StatusCode::CONFLICT && code != StatusCode::BAD_REQUEST {
+                    bail!("{node} refused the upload ({code}): {message}");
+                }
+                attempt += 1;
+                if attempt >= ATTEMPTS {
+                    bail!("{node} refused the upload ({code}): {message}");
+                }
+                eprintln!("{node}: {message}; retrying");
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt >= ATTEMPTS {
+                    return Err(anyhow!(e).context(format!(
+                        "uploading to {node}: giving up after {ATTEMPTS} attempts"
+                    )));
+                }
+                eprintln!("upload interrupted ({e}); resuming");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
+        report = loop {
+            match self::report(client, node).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= ATTEMPTS {
+                        return Err(e.context(format!("{node} does not answer")));
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+    }
+}
+
+/// Asks the node to install the staged bundle, printing its progress lines.
+async fn apply(client: &Client, node: &str, sha256: &str, allow_downgrade: bool) -> Result<()> {
+    let path = format!("/cairn/v1/nodes/{node}/update/apply");
+    let ask = serde_json::to_vec(&ApplyRequest {
+        sha256: sha256.into(),
+        allow_downgrade,
+        reboot: true,
+    })?;
+    let resp = client
+        .call(
+            Method::POST,
+            &path,
+            &[("content-type", "application/json".to_owned())],
+            http_body_util::Full::new(Bytes::from(ask)),
+        )
+        .await?;
+    let code = resp.status();
+    let mut body = resp.into_body();
+    if !code.is_success() {
+        let bytes = body.collect().await?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        bail!(
+            "{node} refused ({code}): {}",
+            v["message"].as_str().unwrap_or("?")
+        );
+    }
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let v: serde_json::Value = serde_json::from_slice(&line)?;
+            if let Some(p) = v["progress"].as_str() {
+                eprintln!("{node}: {p}");
+            } else if let Some(e) = v["error"].as_str() {
+                bail!("{node}: {e}");
+            } else if v["result"].as_str() == Some("pending") {
+                return Ok(());
+            }
+        }
+    }
+    // The connection ended without a verdict: ask the node what it did.
+    let r = report(client, node).await?;
+    match &r.last {
+        Some(last) if last.result == "pending" => Ok(()),
+        other => bail!("{node} ended the update without an answer; last update: {other:?}"),
+    }
+}
+
+/// Waits for the node to boot the new version and pass (or fail) its health gate.
+async fn follow(client: &Client, node: &str, version: &str, timeout: Duration) -> Result<Report> {
+    eprintln!(
+        "waiting for {node} to reboot into Cairn {version} and pass its health gate (up to {} s)",
+        timeout.as_secs()
+    );
+    let deadline = Instant::now() + timeout;
+    let mut down = false;
+    let mut last_line = String::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let r = match report(client, node).await {
+            Ok(r) => r,
+            Err(_) => {
+                if !down {
+                    eprintln!("{node} is rebooting");
+                    down = true;
+                }
+                continue;
+            }
+        };
+        let Some(last) = r.last.clone().filter(|l| l.to_version == version) else {
+            continue;
+        };
+        let line = format!(
+            "{node}: slot {}; last update {}",
+            r.running.describe(),
+            last.describe()
+        );
+        if line != last_line {
+            eprintln!("{line}");
+            last_line = line;
+        }
+        match last.result.as_str() {
+            "committed" if r.version == version => return Ok(r),
+            "rolled-back" => bail!(
+                "{node} rolled back to Cairn {}: {}",
+                r.version,
+                last.reason.as_deref().unwrap_or("no reason recorded")
+            ),
+            _ => {}
+        }
+    }
+    bail!(
+        "{node} did not commit Cairn {version} within {} s",
+        timeout.as_secs()
+    )
+}
+
+/// The bundle from an offset on, read in [`FRAME`] pieces, with a progress line.
+struct FileBody {
+    file: File,
+    sent: u64,
+    size: u64,
+    shown: u64,
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let left = self.size - self.sent;
+        if left == 0 {
+            return Poll::Ready(None);
+        }
+        let mut buf = vec![0u8; FRAME.min(left as usize)];
+        if let Err(e) = self.file.read_exact(&mut buf) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        self.sent += buf.len() as u64;
+        if self.sent - self.shown >= 4 << 20 || self.sent == self.size {
+            self.shown = self.sent;
+            eprint!(
+                "\ruploading {} / {} ({}%)",
+                mib(self.sent),
+                mib(self.size),
+                self.sent * 100 / self.size
+            );
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.size - self.sent)
+    }
+}
+
+/// `cairnctl status`: one block per node the server offers.
+pub fn print_status(kubeconfig: &Path) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let client = Client::from_kubeconfig(kubeconfig)?;
+        let list = client
+            .request(Method::GET, "/cairn/v1/nodes", None)
+            .await
+            .context("asking the server for its nodes' update state")?;
+        let reports: Vec<Report> =
+            serde_json::from_value(list["items"].clone()).context("the server's node list")?;
+        print!("{}", format_status(&reports));
+        Ok(())
+    })
+}
+
+/// The `cairnctl status` table.
+pub fn format_status(reports: &[Report]) -> String {
+    let mut out = String::from("NODE\tVERSION\tRUNNING\tOTHER\tLAST UPDATE\n");
+    for r in reports {
+        let last = r.last.as_ref().map_or("none".to_string(), |l| l.describe());
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\n",
+            r.node,
+            r.version,
+            r.running.describe(),
+            r.other.describe(),
+            last
+        ));
+    }
+    align(&out)
+}
+
+/// Pads tab-separated columns to equal widths (the last column is not padded).
+fn align(text: &str) -> String {
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let last = r.len().saturating_sub(1);
+        for (i, cell) in r.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,338 @@
+//! `cairnctl upgrade` against the real node endpoint (`cairn::update::service` in the real
+//! API server over TLS), with files standing in for the node's partitions and a TCP proxy
+//! that drops the connection in the middle of the upload. The same path runs on QEMU nodes
+//! in `boot.rs`'s update test.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cairn::update::service::UpdateService;
+use cairn::update::Node;
+use cairn_bundle::{write_bundle, KeyId, Manifest, PayloadSource, SigningKey};
+use cairn_slots::{Entries, EntrySpec, Slot, SlotState, Status};
+use cairnctl::upgrade::{self, Options, Outcome};
+
+const SLOT: usize = 4 << 20;
+const ROOTFS: usize = 3 << 20;
+
+struct Fixture {
+    dir: PathBuf,
+    node: Node,
+    key: SigningKey,
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cairnctl-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let dir = temp_dir(tag);
+    let etc = dir.join("etc");
+    fs::create_dir_all(etc.join("update-keys")).unwrap();
+    fs::write(
+        etc.join("release"),
+        "version=0.1.0\nboard=qemu-x86_64\narch=x86_64\n",
+    )
+    .unwrap();
+    let key = SigningKey::generate().unwrap();
+    fs::write(etc.join("update-keys/k.pub"), key.public("t").to_line()).unwrap();
+    fs::write(dir.join("slot-a.img"), vec![0xaa; SLOT]).unwrap();
+    fs::write(dir.join("slot-b.img"), vec![0x00; SLOT]).unwrap();
+    let node = Node {
+        boot: dir.join("boot"),
+        etc,
+        state: dir.join("data/update"),
+        running: Slot::A,
+        slot_a: dir.join("slot-a.img"),
+        slot_b: dir.join("slot-b.img"),
+        remount_boot: false,
+    };
+    let spec = EntrySpec {
+        version: "0.1.0".into(),
+        linux: "/a/vmlinuz".into(),
+        initrd: "/a/initrd.img".into(),
+        options: "console=ttyS0".into(),
+    };
+    Entries::at(&node.boot)
+        .add_committed(Slot::A, &spec)
+        .unwrap();
+    Fixture { dir, node, key }
+}
+
+/// Incompressible bytes, so the bundle is as large as the root filesystem.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+fn bundle(f: &Fixture, version: &str) -> (PathBuf, Vec<u8>) {
+    let src = f.dir.join(format!("src-{version}"));
+    fs::create_dir_all(&src).unwrap();
+    let rootfs = noise(ROOTFS, 0x9e37_79b9_7f4a_7c15);
+    fs::write(src.join("rootfs"), &rootfs).unwrap();
+    fs::write(src.join("kernel"), format!("kernel {version}")).unwrap();
+    fs::write(src.join("initrd"), format!("initrd {version}")).unwrap();
+    let paths: Vec<(&str, PathBuf)> = ["rootfs", "kernel", "initrd"]
+        .iter()
+        .map(|n| (*n, src.join(n)))
+        .collect();
+    let sources: Vec<PayloadSource> = paths
+        .iter()
+        .map(|(name, path)| PayloadSource { name, path })
+        .collect();
+    let out = f.dir.join(format!("update-{version}.cairnb"));
+    let m = Manifest {
+        format: 1,
+        board: "qemu-x86_64".into(),
+        arch: "x86_64".into(),
+        version: version.into(),
+        min_version: None,
+        created: 0,
+        key: KeyId(String::new()),
+        cmdline: "console=ttyS0".into(),
+        payloads: vec![],
+    };
+    write_bundle(&out, m, &sources, &f.key, 1).unwrap();
+    (out, rootfs)
+}
+
+/// The API server with the update endpoint of `node`, on a loopback port.
+struct NodeServer {
+    port: u16,
+    reboots: Arc<AtomicUsize>,
+    /// A kubeconfig for the server's own port.
+    kubeconfig: String,
+    dir: PathBuf,
+}
+
+fn serve(f: &Fixture) -> NodeServer {
+    let tls_dir = f.dir.join("tls");
+    let names = cairn::pki::ServingNames::new(Some("edge-1"), []);
+    let (certs, _) = cairn::pki::ensure(&tls_dir, &names, SystemTime::now()).unwrap();
+    let tls = cairn::pki::tls::server_config(&certs).unwrap();
+    let store = cairn_store::SqliteStore::open(f.dir.join("state.db"), Default::default()).unwrap();
+    let api = cairn_apiserver::Api::new(Arc::new(store));
+    let reboots = Arc::new(AtomicUsize::new(0));
+    let counter = reboots.clone();
+    let service = UpdateService::new(
+        "edge-1",
+        f.node.clone(),
+        Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    let server = cairn_apiserver::Server {
+        api,
+        watch: Default::default(),
+        extension: Some(Arc::new(service)),
+    };
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            cairn_apiserver::serve(listener, tls, server, std::future::pending()).await;
+        });
+    });
+    NodeServer {
+        port,
+        reboots,
+        kubeconfig: cairn::kubeconfig::render(&format!("https://127.0.0.1:{port}"), &certs),
+        dir: f.dir.clone(),
+    }
+}
+
+/// Forwards connections to `to`, cutting the first one that carries more than `cut_after`
+/// bytes towards the server.
+fn flaky_proxy(to: u16, cut_after: u64) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut2 = cut.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, to))) else {
+                continue;
+            };
+            let cut = cut2.clone();
+            let sent = Arc::new(AtomicU64::new(0));
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_read, mut c_write) = (server, client);
+            let closer = (s_write.try_clone().unwrap(), c_read.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                loop {
+                    let n = match c_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let total = sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                    if total > cut_after && !cut.swap(true, Ordering::SeqCst) {
+                        // The network goes away in the middle of the upload.
+                        let _ = closer.0.shutdown(std::net::Shutdown::Both);
+                        let _ = closer.1.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    if s_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_read, &mut c_write);
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, cut)
+}
+
+/// A kubeconfig that reaches the server through `port` (itself or a proxy).
+fn kubeconfig_for(srv: &NodeServer, port: u16) -> PathBuf {
+    let text = srv.kubeconfig.replace(
+        &format!("https://127.0.0.1:{}", srv.port),
+        &format!("https://127.0.0.1:{port}"),
+    );
+    let p = srv.dir.join(format!("kubeconfig-{port}"));
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn options(kubeconfig: PathBuf, bundle: &Path) -> Options {
+    Options {
+        kubeconfig,
+        node: None,
+        bundle: bundle.to_path_buf(),
+        allow_downgrade: false,
+        no_wait: true,
+        timeout: Duration::from_secs(30),
+        upload_only: false,
+    }
+}
+
+#[test]
+fn upload_resumes_after_a_dropped_connection_and_installs_the_slot() {
+    let f = fixture("upgrade");
+    let (bundle, rootfs) = bundle(&f, "0.2.0");
+    let srv = serve(&f);
+    let (proxy, cut) = flaky_proxy(srv.port, (ROOTFS / 2) as u64);
+
+    let outcome = upgrade::run(&options(kubeconfig_for(&srv, proxy), &bundle)).unwrap();
+    assert_eq!(outcome, Outcome::Pending);
+    assert!(
+        cut.load(Ordering::SeqCst),
+        "the proxy never dropped the connection"
+    );
+    // The node reboots just after its answer has gone out.
+    for _ in 0..50 {
+        if srv.reboots.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        srv.reboots.load(Ordering::SeqCst),
+        1,
+        "one reboot into the trial"
+    );
+
+    let slot_b = fs::read(&f.node.slot_b).unwrap();
+    assert_eq!(
+        &slot_b[..ROOTFS],
+        &rootfs[..],
+        "slot b holds the new root filesystem"
+    );
+    let st = Status::read(&f.node.entries(), Slot::A).unwrap();
+    assert!(matches!(st.other_state, SlotState::Trial(_)), "{st:?}");
+    assert_eq!(st.other_version.as_deref(), Some("0.2.0"));
+    let last = f.node.last().unwrap();
+    assert_eq!(
+        (last.result.as_str(), last.to_version.as_str()),
+        ("pending", "0.2.0")
+    );
+    assert!(
+        !f.node.incoming().join("bundle").exists(),
+        "the staged bundle is removed once installed"
+    );
+    fs::remove_dir_all(&f.dir).unwrap();
+}
+
+#[test]
+fn tampered_and_foreign_bundles_are_refused_before_the_slot_is_touched() {
+    let f = fixture("upgrade-bad");
+    let (good, _) = bundle(&f, "0.2.0");
+    let srv = serve(&f);
+    let kubeconfig = kubeconfig_for(&srv, srv.port);
+    let before = fs::read(&f.node.slot_b).unwrap();
+
+    // One flipped byte in the middle of the root filesystem payload.
+    let mut bytes = fs::read(&good).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let tampered = f.dir.join("tampered.cairnb");
+    fs::write(&tampered, &bytes).unwrap();
+    let err = upgrade::run(&options(kubeconfig.clone(), &tampered))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sha256") || err.contains("tampered"), "{err}");
+
+    // Signed by a key the node does not trust.
+    let stranger = Fixture {
+        dir: f.dir.join("stranger"),
+        node: f.node.clone(),
+        key: SigningKey::generate().unwrap(),
+    };
+    fs::create_dir_all(&stranger.dir).unwrap();
+    let (foreign, _) = bundle(&stranger, "0.3.0");
+    let err = upgrade::run(&options(kubeconfig.clone(), &foreign))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("signed by key"), "{err}");
+
+    // Truncated: the upload is complete as far as its size goes, the bundle is not.
+    let truncated = f.dir.join("truncated.cairnb");
+    fs::write(&truncated, &fs::read(&good).unwrap()[..mid]).unwrap();
+    let err = upgrade::run(&options(kubeconfig, &truncated))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("truncated") || err.contains("cut short"),
+        "{err}"
+    );
+
+    assert_eq!(
+        fs::read(&f.node.slot_b).unwrap(),
+        before,
+        "slot b untouched"
+    );
+    let st = Status::read(&f.node.entries(), Slot::A).unwrap();
+    assert_eq!(st.other_state, SlotState::Empty);
+    assert!(
+        f.node.incoming().join("upload.json").metadata().is_err(),
+        "refused bundles are not kept"
+    );
+    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
+    fs::remove_dir_all(&f.dir).unwrap();
+}
