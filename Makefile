@@ -36,7 +36,7 @@ device_build = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
 	$(CARGO) build --release --target $(triple_$(1)) -p cairn-init -p cairn
 endif
 
-.PHONY: help deps build build-% cairnctl image bundle images qemu test unit-test boot-test bench clean
+.PHONY: help deps build build-% cairnctl image bundle upgrade images qemu test unit-test boot-test bench clean
 
 help:
 	@echo "Cairn make targets:"
@@ -47,6 +47,7 @@ help:
 	@echo "                               build out/B/disk.img{,.zst,.bmap} and manifest.json"
 	@echo "  make bundle BOARD=B VERSION=V [BREAK_HEALTH=1]"
 	@echo "                               signed A/B update bundle -> out/B/update.cairnb"
+	@echo "  make upgrade BOARD=B          send out/B/update.cairnb to the node make qemu runs"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
 	@echo "  make test                    unit tests, then build and boot all four qemu-* boards"
@@ -75,11 +76,15 @@ image: cairnctl
 # its health gate on purpose (rollback tests).
 bundle: cairnctl
 	$(MAKE) --no-print-directory build-$(call board_arch,$(BOARD))
-	$(CAIRNCTL) build --board $(BOARD) --recipe $(RECIPE) --image-version $(VERSION) --out out/$(BOARD)/v$(VERSION)
+	$(CAIRNCTL) build --board $(BOARD) --recipe $(RECIPE) --image-version $(VERSION) --out out/$(BOARD)/v$(VERSION) --no-disk-archive
 	$(CAIRNCTL) bundle --board $(BOARD) --image-dir out/$(BOARD)/v$(VERSION) --out out/$(BOARD)/update.cairnb $(if $(BREAK_HEALTH),--break-health)
 
 images:
 	@for b in $(QEMU_BOARDS); do $(MAKE) --no-print-directory image BOARD=$$b || exit 1; done
+
+# Sends out/$(BOARD)/update.cairnb to the node `make qemu` runs, and follows it to the end.
+upgrade: cairnctl
+	$(CAIRNCTL) upgrade --kubeconfig out/$(BOARD)/kubeconfig out/$(BOARD)/update.cairnb
 
 # Builds the image first when there is none.
 qemu: cairnctl
@@ -88,10 +93,10 @@ qemu: cairnctl
 
 unit-test:
 	$(HOST_CARGO) test --workspace --exclude cairnctl
-	$(HOST_CARGO) test -p cairnctl --lib --bins --test config
+	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade
 
 boot-test: cairnctl
-	$(HOST_CARGO) test -p cairnctl --test reproducible --test boot -- --test-threads=2
+	$(HOST_CARGO) test -p cairnctl --test reproducible --test boot --test update -- --test-threads=2
 
 test: unit-test images boot-test
 

@@ -27,6 +27,8 @@ pub struct Options {
     /// Directory of the update signing keys whose `*.pub` the image trusts (made with a
     /// new key when it has none).
     pub update_keys: PathBuf,
+    /// Also write `disk.img.zst` and `disk.img.bmap` (for flashing); bundles do not need them.
+    pub disk_archive: bool,
 }
 
 const DEFAULT_NODE_YAML: &str = "\
@@ -320,19 +322,26 @@ pub fn build(o: &Options) -> Result<Manifest> {
 
     p.step("block map and zstd");
     let bmap = o.out.join("disk.img.bmap");
-    tools::run(
-        Command::new("bmaptool")
-            .arg("create")
-            .arg("-o")
-            .arg(&bmap)
-            .arg(&img),
-    )?;
     let zst = o.out.join("disk.img.zst");
-    compress(&img, &zst)?;
-    p.done(&format!(
-        "disk.img.zst {}",
-        mib(std::fs::metadata(&zst)?.len())
-    ));
+    if o.disk_archive {
+        tools::run(
+            Command::new("bmaptool")
+                .arg("create")
+                .arg("-o")
+                .arg(&bmap)
+                .arg(&img),
+        )?;
+        compress(&img, &zst)?;
+        p.done(&format!(
+            "disk.img.zst {}",
+            mib(std::fs::metadata(&zst)?.len())
+        ));
+    } else {
+        for stale in [&bmap, &zst] {
+            let _ = std::fs::remove_file(stale);
+        }
+        p.done("skipped (--no-disk-archive)");
+    }
 
     let mut artefacts = Vec::new();
     for f in [
@@ -343,7 +352,10 @@ pub fn build(o: &Options) -> Result<Manifest> {
         "initrd.img",
         "vmlinuz",
     ] {
-        artefacts.push(Artefact::of(&o.out.join(f))?);
+        let path = o.out.join(f);
+        if o.disk_archive || path.exists() {
+            artefacts.push(Artefact::of(&path)?);
+        }
     }
     let manifest = Manifest {
         format: 1,

@@ -42,6 +42,9 @@ enum Cmd {
         /// No progress output.
         #[arg(long)]
         quiet: bool,
+        /// Skip disk.img.zst and disk.img.bmap (an image built only to be bundled).
+        #[arg(long)]
+        no_disk_archive: bool,
     },
     /// List the known boards.
     Boards,
@@ -114,7 +117,8 @@ enum Cmd {
         /// Node to upgrade [default: the only node the server offers].
         #[arg(long)]
         node: Option<String>,
-        /// Allow a bundle older than the running version.
+        /// Allow a bundle that is not newer than the running version (a downgrade, or the
+        /// same version again into the other slot).
         #[arg(long)]
         allow_downgrade: bool,
         /// Return once the node reboots into its trial.
@@ -224,6 +228,7 @@ fn run(cli: Cli) -> Result<()> {
             bin_dir,
             image_version,
             quiet,
+            no_disk_archive,
         } => {
             let repo = repo_root()?;
             let board = board::load(&repo.join("board-configs"), &board)?;
@@ -258,6 +263,7 @@ fn run(cli: Cli) -> Result<()> {
                 epoch,
                 quiet,
                 update_keys: repo.join("out/keys"),
+                disk_archive: !no_disk_archive,
                 repo,
             })?;
         }

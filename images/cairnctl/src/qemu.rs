@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::board::{Board, BootChain, Bus};
 
+#[derive(Clone)]
 pub struct VmOptions {
     pub board: Board,
     /// `out/<board>`: holds disk.img (and vmlinuz/initrd.img for direct boot).

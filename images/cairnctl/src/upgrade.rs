@@ -27,6 +27,7 @@ const FRAME: usize = 256 << 10;
 /// Upload attempts before giving up on a connection that keeps dropping.
 const ATTEMPTS: u32 = 8;
 
+#[derive(Clone, Debug)]
 pub struct Options {
     pub kubeconfig: PathBuf,
     /// The node to upgrade; the only one the server offers when `None`.
@@ -89,8 +90,14 @@ pub async fn upgrade(opts: &Options) -> Result<Outcome> {
             report.board
         );
     }
-    if report.version == header.version && report.running.state == "committed" {
-        eprintln!("{node} already runs Cairn {}", header.version);
+    if report.version == header.version
+        && report.running.state == "committed"
+        && !opts.allow_downgrade
+    {
+        eprintln!(
+            "{node} already runs Cairn {} (--allow-downgrade installs it again)",
+            header.version
+        );
         return Ok(Outcome::Current);
     }
 

@@ -35,6 +35,7 @@ fn two_builds_are_byte_identical() {
             epoch: 1_700_000_000,
             quiet: true,
             update_keys: repo.join("out/keys"),
+            disk_archive: true,
         })
         .unwrap();
         let v: Vec<(String, String)> = m
