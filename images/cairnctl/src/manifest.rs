@@ -1,24 +1,14 @@
 //! `manifest.json`: what an image is made of (versions, sizes, sha256 of every artefact).
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// Hex sha256 of a file (the node's own hashing, so both sides agree on what they read).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    cairn::update::staging::sha256_file(path).with_context(|| format!("hashing {}", path.display()))
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

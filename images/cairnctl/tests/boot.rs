@@ -5,29 +5,16 @@
 //! partition clean and the object kubectl created still there. Needs `make images` first
 //! (`make test` does it) and kubectl (`make deps`).
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairnctl::board;
 use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 
+mod common;
+use common::{free_port, repo};
+
 const BOOT: Duration = Duration::from_secs(420);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GET over HTTPS with the real curl (the node's CA is not known to the host yet).
 fn https_get(port: u16, path: &str) -> Option<String> {

@@ -17,22 +17,10 @@ use cairnctl::board;
 use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 use cairnctl::upgrade::{self, Options, Outcome};
 
+mod common;
+use common::{free_port, repo};
+
 const BOOT: Duration = Duration::from_secs(420);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Builds the image at `version` from the same device binaries and bundles it, as
 /// `make bundle BOARD=.. VERSION=..` does (without rebuilding the binaries).

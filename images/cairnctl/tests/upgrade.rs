@@ -11,20 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use cairn::update::fixture::Fixture;
 use cairn::update::service::UpdateService;
-use cairn::update::Node;
-use cairn_bundle::{write_bundle, KeyId, Manifest, PayloadSource, SigningKey};
-use cairn_slots::{Entries, EntrySpec, Slot, SlotState, Status};
+use cairn_bundle::SigningKey;
+use cairn_slots::{Slot, SlotState, Status};
 use cairnctl::upgrade::{self, Options, Outcome};
 
 const SLOT: usize = 4 << 20;
 const ROOTFS: usize = 3 << 20;
-
-struct Fixture {
-    dir: PathBuf,
-    node: Node,
-    key: SigningKey,
-}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cairnctl-{tag}-{}", std::process::id()));
@@ -34,37 +28,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn fixture(tag: &str) -> Fixture {
-    let dir = temp_dir(tag);
-    let etc = dir.join("etc");
-    fs::create_dir_all(etc.join("update-keys")).unwrap();
-    fs::write(
-        etc.join("release"),
-        "version=0.1.0\nboard=qemu-x86_64\narch=x86_64\n",
-    )
-    .unwrap();
-    let key = SigningKey::generate().unwrap();
-    fs::write(etc.join("update-keys/k.pub"), key.public("t").to_line()).unwrap();
-    fs::write(dir.join("slot-a.img"), vec![0xaa; SLOT]).unwrap();
-    fs::write(dir.join("slot-b.img"), vec![0x00; SLOT]).unwrap();
-    let node = Node {
-        boot: dir.join("boot"),
-        etc,
-        state: dir.join("data/update"),
-        running: Slot::A,
-        slot_a: dir.join("slot-a.img"),
-        slot_b: dir.join("slot-b.img"),
-        remount_boot: false,
-    };
-    let spec = EntrySpec {
-        version: "0.1.0".into(),
-        linux: "/a/vmlinuz".into(),
-        initrd: "/a/initrd.img".into(),
-        options: "console=ttyS0".into(),
-    };
-    Entries::at(&node.boot)
-        .add_committed(Slot::A, &spec)
-        .unwrap();
-    Fixture { dir, node, key }
+    Fixture::new(temp_dir(tag), SLOT)
 }
 
 /// Incompressible bytes, so the bundle is as large as the root filesystem.
@@ -80,34 +44,8 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 }
 
 fn bundle(f: &Fixture, version: &str) -> (PathBuf, Vec<u8>) {
-    let src = f.dir.join(format!("src-{version}"));
-    fs::create_dir_all(&src).unwrap();
     let rootfs = noise(ROOTFS, 0x9e37_79b9_7f4a_7c15);
-    fs::write(src.join("rootfs"), &rootfs).unwrap();
-    fs::write(src.join("kernel"), format!("kernel {version}")).unwrap();
-    fs::write(src.join("initrd"), format!("initrd {version}")).unwrap();
-    let paths: Vec<(&str, PathBuf)> = ["rootfs", "kernel", "initrd"]
-        .iter()
-        .map(|n| (*n, src.join(n)))
-        .collect();
-    let sources: Vec<PayloadSource> = paths
-        .iter()
-        .map(|(name, path)| PayloadSource { name, path })
-        .collect();
-    let out = f.dir.join(format!("update-{version}.cairnb"));
-    let m = Manifest {
-        format: 1,
-        board: "qemu-x86_64".into(),
-        arch: "x86_64".into(),
-        version: version.into(),
-        min_version: None,
-        created: 0,
-        key: KeyId(String::new()),
-        cmdline: "console=ttyS0".into(),
-        payloads: vec![],
-    };
-    write_bundle(&out, m, &sources, &f.key, 1).unwrap();
-    (out, rootfs)
+    (f.bundle(version, &rootfs, "console=ttyS0"), rootfs)
 }
 
 /// The API server with the update endpoint of `node`, on a loopback port.
@@ -299,13 +237,8 @@ fn tampered_and_foreign_bundles_are_refused_before_the_slot_is_touched() {
     assert!(err.contains("sha256") || err.contains("tampered"), "{err}");
 
     // Signed by a key the node does not trust.
-    let stranger = Fixture {
-        dir: f.dir.join("stranger"),
-        node: f.node.clone(),
-        key: SigningKey::generate().unwrap(),
-    };
-    fs::create_dir_all(&stranger.dir).unwrap();
-    let (foreign, _) = bundle(&stranger, "0.3.0");
+    let stranger = SigningKey::generate().unwrap();
+    let foreign = f.bundle_signed(&stranger, "0.3.0", b"rootfs", "console=ttyS0");
     let err = upgrade::run(&options(kubeconfig.clone(), &foreign))
         .unwrap_err()
         .to_string();

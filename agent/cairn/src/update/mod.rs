@@ -5,6 +5,8 @@
 //! side: which slot runs, where its partitions are, and the record of the last update
 //! (`DATA/update/last.json`, on the data partition so it survives both slots).
 
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixture;
 pub mod gate;
 pub mod service;
 pub mod staging;

@@ -4,83 +4,22 @@
 use std::fs;
 use std::time::Duration;
 
-use cairn_bundle::{write_bundle, KeyId, PayloadSource, SigningKey};
 use cairn_slots::SlotState;
 
+use super::fixture::Fixture;
 use super::gate::{self, Outcome};
 use super::*;
 use crate::pki::tests::temp_dir;
 
 const SLOT_SIZE: usize = 256 * 1024;
 
-struct Fixture {
-    dir: PathBuf,
-    node: Node,
-    key: SigningKey,
-}
-
 fn fixture(tag: &str) -> Fixture {
-    let dir = temp_dir(tag);
-    let boot = dir.join("boot");
-    let etc = dir.join("etc");
-    fs::create_dir_all(etc.join("update-keys")).unwrap();
-    fs::write(
-        etc.join("release"),
-        "version=0.1.0\nboard=qemu-x86_64\narch=x86_64\nkernel=6.1\n",
-    )
-    .unwrap();
-    let key = SigningKey::generate().unwrap();
-    fs::write(etc.join("update-keys/k.pub"), key.public("t").to_line()).unwrap();
-    fs::write(dir.join("slot-a.img"), vec![0xaa; SLOT_SIZE]).unwrap();
-    fs::write(dir.join("slot-b.img"), vec![0x00; SLOT_SIZE]).unwrap();
-    let node = Node {
-        boot: boot.clone(),
-        etc,
-        state: dir.join("data/update"),
-        running: Slot::A,
-        slot_a: dir.join("slot-a.img"),
-        slot_b: dir.join("slot-b.img"),
-        remount_boot: false,
-    };
-    let spec = EntrySpec {
-        version: "0.1.0".into(),
-        linux: "/a/vmlinuz".into(),
-        initrd: "/a/initrd.img".into(),
-        options: "console=ttyS0".into(),
-    };
-    Entries::at(&boot).add_committed(Slot::A, &spec).unwrap();
-    Fixture { dir, node, key }
+    Fixture::new(temp_dir(tag), SLOT_SIZE)
 }
 
 fn make_bundle(f: &Fixture, version: &str, rootfs_len: usize, cmdline: &str) -> PathBuf {
-    let src = f.dir.join(format!("src-{version}"));
-    fs::create_dir_all(&src).unwrap();
     let rootfs: Vec<u8> = (0..rootfs_len).map(|i| (i % 251) as u8).collect();
-    fs::write(src.join("rootfs"), rootfs).unwrap();
-    fs::write(src.join("kernel"), format!("kernel {version}")).unwrap();
-    fs::write(src.join("initrd"), format!("initrd {version}")).unwrap();
-    let paths: Vec<(&str, PathBuf)> = ["rootfs", "kernel", "initrd"]
-        .iter()
-        .map(|n| (*n, src.join(n)))
-        .collect();
-    let sources: Vec<PayloadSource> = paths
-        .iter()
-        .map(|(name, path)| PayloadSource { name, path })
-        .collect();
-    let out = f.dir.join(format!("update-{version}.cairnb"));
-    let m = Manifest {
-        format: 1,
-        board: "qemu-x86_64".into(),
-        arch: "x86_64".into(),
-        version: version.into(),
-        min_version: None,
-        created: 0,
-        key: KeyId(String::new()),
-        cmdline: cmdline.into(),
-        payloads: vec![],
-    };
-    write_bundle(&out, m, &sources, &f.key, 3).unwrap();
-    out
+    f.bundle(version, &rootfs, cmdline)
 }
 
 fn names(dir: &Path) -> Vec<String> {
