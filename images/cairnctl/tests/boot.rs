@@ -8,11 +8,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairnctl::board;
 use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 
 mod common;
-use common::{free_port, repo};
+use common::{built_board, free_port};
 
 const BOOT: Duration = Duration::from_secs(420);
 
@@ -112,14 +111,7 @@ fn boot_twice(board_name: &str, arch_in_version: &str) {
 }
 
 fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
-    let repo = repo();
-    let board = board::load(&repo.join("board-configs"), board_name).unwrap();
-    let out = repo.join("out").join(board_name);
-    assert!(
-        out.join("disk.img").is_file(),
-        "{}/disk.img is missing: run `make image BOARD={board_name}` (make test does)",
-        out.display()
-    );
+    let (board, out) = built_board(board_name);
     let port = free_port();
     let o = VmOptions::headless(board, out, "test-run", port);
     qemu::prepare(&o).unwrap();

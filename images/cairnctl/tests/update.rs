@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairnctl::board;
 use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 use cairnctl::upgrade::{self, Options, Outcome};
 
 mod common;
-use common::{free_port, repo};
+use common::{built_board, free_port, repo};
 
 const BOOT: Duration = Duration::from_secs(420);
 
@@ -224,14 +223,7 @@ impl Rng {
 }
 
 fn update_round_trip(board_name: &str, kill_points: usize) {
-    let repo = repo();
-    let board = board::load(&repo.join("board-configs"), board_name).unwrap();
-    let out = repo.join("out").join(board_name);
-    assert!(
-        out.join("disk.img").is_file(),
-        "{}/disk.img is missing: run `make image BOARD={board_name}` (make test does)",
-        out.display()
-    );
+    let (board, out) = built_board(board_name);
     let v1 = std::fs::read_to_string(out.join("manifest.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

@@ -18,3 +18,16 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A built board: its config and `out/<board>` (which must hold `disk.img`).
+pub fn built_board(board_name: &str) -> (cairnctl::board::Board, PathBuf) {
+    let repo = repo();
+    let board = cairnctl::board::load(&repo.join("board-configs"), board_name).unwrap();
+    let out = repo.join("out").join(board_name);
+    assert!(
+        out.join("disk.img").is_file(),
+        "{}/disk.img is missing: run `make image BOARD={board_name}` (make test does)",
+        out.display()
+    );
+    (board, out)
+}
