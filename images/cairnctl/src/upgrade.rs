@@ -202,7 +202,15 @@ async fn upload(
                 if v["complete"].as_bool() == Some(true) {
                     return Ok(());
                 }
-                bail!("the node did not get the whole bundle: {v}");
+                // The body ended early without an error: send the rest.
+                attempt += 1;
+                if attempt >= ATTEMPTS {
+                    bail!("{node} keeps getting part of the bundle only: {v}");
+                }
+                eprintln!(
+                    "{node} has {} bytes so far; sending the rest",
+                    v["received"]
+                );
             }
             Ok(resp) => {
                 let code = resp.status();
@@ -457,4 +465,52 @@ fn align(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn::update::{Record, SlotReport};
+
+    #[test]
+    fn status_lines_up_columns_and_shows_the_reason() {
+        let slot = |slot: &str, state: &str, version: Option<&str>| SlotReport {
+            slot: slot.into(),
+            state: state.into(),
+            version: version.map(str::to_owned),
+        };
+        let reports = vec![
+            Report {
+                node: "edge-1".into(),
+                version: "0.2.0".into(),
+                running: slot("b", "committed", Some("0.2.0")),
+                other: slot("a", "empty", None),
+                last: Some(Record {
+                    result: "rolled-back".into(),
+                    from_version: "0.2.0".into(),
+                    to_version: "0.3.0".into(),
+                    slot: "a".into(),
+                    reason: Some("not healthy within 300s".into()),
+                    at: 0,
+                }),
+                ..Report::default()
+            },
+            Report {
+                node: "gateway-long-name".into(),
+                version: "0.1.0".into(),
+                running: slot("a", "committed", Some("0.1.0")),
+                other: slot("b", "empty", None),
+                ..Report::default()
+            },
+        ];
+        let text = format_status(&reports);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("NODE"));
+        let col = |l: &str| l.find("0.").unwrap();
+        assert_eq!(col(lines[1]), col(lines[2]), "columns line up:\n{text}");
+        assert!(lines[1].ends_with("rolled-back 0.2.0 -> 0.3.0 (slot a): not healthy within 300s"));
+        assert!(lines[1].contains("b: Cairn 0.2.0 (committed)"));
+        assert!(lines[2].ends_with("none"));
+    }
 }

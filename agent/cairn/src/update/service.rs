@@ -382,3 +382,25 @@ fn stage_error(e: StageError) -> ApiError {
         message: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 0-99/100").unwrap(), (0, 99, 100));
+        assert_eq!(parse_content_range("bytes 40-40/41").unwrap(), (40, 40, 41));
+        for bad in [
+            "bytes 0-100/100",
+            "bytes 5-4/10",
+            "bytes */100",
+            "0-9/10",
+            "bytes 0-9",
+            "bytes a-9/10",
+        ] {
+            let err = parse_content_range(bad).unwrap_err().to_string();
+            assert!(err.contains("START-END/SIZE"), "{bad}: {err}");
+        }
+    }
+}
