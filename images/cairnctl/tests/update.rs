@@ -370,8 +370,7 @@ fn whole_slot_booted(node: &Node) {
     node.wait_for("cairn-init: switch_root", at, BOOT);
 }
 
-/// Power cuts per run: 20 on x86_64; aarch64 (about twice as slow under TCG) gets 8 so
-/// `make test` stays within its time budget. `CAIRN_KILL_POINTS=N` sets both.
+/// Power cuts per run (`CAIRN_KILL_POINTS=N` changes it).
 fn kill_points(default: usize) -> usize {
     std::env::var("CAIRN_KILL_POINTS")
         .ok()
@@ -386,5 +385,5 @@ fn qemu_x86_64_updates_rolls_back_and_survives_power_cuts() {
 
 #[test]
 fn qemu_aarch64_updates_rolls_back_and_survives_power_cuts() {
-    update_round_trip("qemu-aarch64", kill_points(8));
+    update_round_trip("qemu-aarch64", kill_points(20));
 }
