@@ -47,10 +47,10 @@ help:
 	@echo "                               build out/B/disk.img{,.zst,.bmap} and manifest.json"
 	@echo "  make bundle BOARD=B VERSION=V [BREAK_HEALTH=1]"
 	@echo "                               signed A/B update bundle -> out/B/update.cairnb"
-	@echo "  make upgrade BOARD=B          send out/B/update.cairnb to the node make qemu runs"
+	@echo "  make upgrade BOARD=B         send out/B/update.cairnb to the node make qemu runs"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
-	@echo "  make test                    unit tests, then build and boot all four qemu-* boards"
+	@echo "  make test                    unit tests; build and boot all four qemu-* boards; A/B updates with power cuts (x86_64, aarch64)"
 	@echo "  make bench                   sizes and boot timings per architecture"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 
