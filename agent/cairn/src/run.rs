@@ -156,10 +156,13 @@ fn serve(
         Role::Server => Some(open_api(&paths, &certs)?),
         Role::Agent => None,
     };
-    // On an A/B node the server also takes update bundles (`cairnctl upgrade`).
+    // Booted from an A/B slot (not a development host): the gate settles the last update,
+    // and the server also takes update bundles (`cairnctl upgrade`).
+    let ab_node = update::Node::detect(&args.data_dir).ok();
     let node_name = hostname.clone().unwrap_or_else(|| "localhost".into());
-    let updates = update::Node::detect(&args.data_dir).ok().map(|n| {
-        let reboot: Arc<dyn Fn() + Send + Sync> = Arc::new(reboot_node_for_update);
+    let updates = ab_node.clone().filter(|_| role == Role::Server).map(|n| {
+        let reboot: Arc<dyn Fn() + Send + Sync> =
+            Arc::new(|| reboot_node("into the new slot's trial"));
         update::service::UpdateService::new(&node_name, n, reboot)
     });
 
@@ -188,7 +191,7 @@ fn serve(
             .and_then(|()| stdout.flush())
             .ok();
         drop(stdout);
-        if let Some((node, trial)) = update_on_start(&args.data_dir) {
+        if let Some((node, trial)) = ab_node.and_then(update_on_start) {
             let url = format!("https://127.0.0.1:{}", local.port());
             let ca = certs.ca_cert.clone();
             tokio::spawn(run_trial(node, trial, url, ca));
@@ -213,10 +216,9 @@ fn serve(
     })
 }
 
-/// On a node booted from an A/B slot: settles the last update (records a rollback) and
-/// returns the trial to gate, if this boot is one. Elsewhere (a development host) nothing.
-fn update_on_start(data_dir: &Path) -> Option<(update::Node, update::gate::Trial)> {
-    let node = update::Node::detect(data_dir).ok()?;
+/// Settles the last update (records a rollback) and returns the trial to gate, if this boot
+/// is one.
+fn update_on_start(node: update::Node) -> Option<(update::Node, update::gate::Trial)> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     match update::gate::on_start(&node, &cmdline) {
         Ok(trial) => trial.map(|t| (node, t)),
@@ -246,23 +248,16 @@ async fn run_trial(node: update::Node, trial: update::gate::Trial, url: String, 
         .await
     {
         Ok(update::gate::Outcome::Committed) => {}
-        Ok(update::gate::Outcome::Failed(_)) => reboot_node(),
+        Ok(update::gate::Outcome::Failed(_)) => reboot_node("into the previous slot"),
         Err(e) => {
             eprintln!("cairn: update: health gate: {e}");
-            reboot_node();
+            reboot_node("into the previous slot");
         }
     }
 }
 
-fn reboot_node_for_update() {
-    eprintln!("cairn: update: rebooting into the new slot's trial");
-    if let Err(e) = update::request_reboot() {
-        eprintln!("cairn: update: cannot signal PID 1: {e}");
-    }
-}
-
-fn reboot_node() {
-    eprintln!("cairn: update: rebooting into the previous slot");
+fn reboot_node(into: &str) {
+    eprintln!("cairn: update: rebooting {into}");
     if let Err(e) = update::request_reboot() {
         eprintln!("cairn: update: cannot signal PID 1: {e}");
     }

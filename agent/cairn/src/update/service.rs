@@ -81,6 +81,12 @@ impl UpdateService {
         let this = &self.0;
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
+        if !user.groups.iter().any(|g| g == ADMIN_GROUP) {
+            return Err(ApiError::Forbidden(format!(
+                "user {:?} may not update nodes (needs group {ADMIN_GROUP})",
+                user.name
+            )));
+        }
         if path == "/cairn/v1/nodes" && parts.method == Method::GET {
             // The nodes this endpoint updates: itself.
             let report = this.node.report(&this.name).map_err(internal)?;
@@ -93,12 +99,6 @@ impl UpdateService {
             .strip_prefix("/cairn/v1/nodes/")
             .ok_or_else(|| ApiError::PathNotFound { path: path.clone() })?;
         let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
-        if !user.groups.iter().any(|g| g == ADMIN_GROUP) {
-            return Err(ApiError::Forbidden(format!(
-                "user {:?} may not update nodes (needs group {ADMIN_GROUP})",
-                user.name
-            )));
-        }
         if name != this.name {
             return Err(ApiError::Other {
                 code: 404,
