@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use cairn_config::{HttpsUrl, Token};
+use cairn_config::{Hostname, HttpsUrl, Token};
 use clap::{Args, Parser, Subcommand};
 
 /// `cairn --version`: the crate version and the Kubernetes version it speaks.
@@ -85,8 +85,10 @@ const UPDATE_EXAMPLES: &str = "Examples:
   cairn update apply /var/lib/cairn/update.cairnb    # verify, write slot B (or A), reboot into it once
   cairn update status
 
-The new slot boots once on trial and is kept only if the node is healthy within 300 s;
-otherwise the node reboots into the slot it ran before and `status` says why.";
+The new slot boots once on trial and is kept only if the node is healthy (a server: its
+API answers and its Node is Ready with the new version) within `update.healthDeadlineSeconds`
+of the node config (default 300); otherwise the node reboots into the slot it ran before and
+`status` says why.";
 
 #[derive(Debug, Args)]
 pub struct UpdateArgs {
@@ -199,6 +201,9 @@ pub struct CommonArgs {
     /// Node config to read (hostname, server, token) [default: /boot/cairn/node.yaml if present]
     #[arg(long, value_name = "FILE")]
     pub node_config: Option<PathBuf>,
+    /// The Node's name [default: `hostname:` of the node config, else the kernel's hostname]
+    #[arg(long, value_name = "NAME", env = "CAIRN_NODE_NAME")]
+    pub node_name: Option<Hostname>,
 }
 
 #[derive(Debug, Args)]

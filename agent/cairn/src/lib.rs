@@ -10,6 +10,8 @@
 //! cleanly on SIGTERM or SIGINT. `cairn config render` turns the node config into the
 //! `KEY=VALUE` lines PID 1 reads (docs/design.md). [`update`] installs signed A/B bundles
 //! (`cairn update apply`) and, at start, commits a healthy trial boot or records a rollback.
+//! A server that is also a worker (no `--disable-agent`) keeps its Node object, Lease and
+//! update state in the API ([`node_status`]).
 //!
 //! **Design.** The binary (`main.rs`, `cli.rs`, `run.rs`, `token_cmd.rs`) parses arguments and
 //! wires things up with `anyhow`; the library modules use typed errors: [`pki`] owns keys,
@@ -26,6 +28,7 @@
 pub mod client;
 pub mod health;
 pub mod kubeconfig;
+pub mod node_status;
 pub mod pki;
 pub mod procfs;
 pub mod seed;

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use cairn_apiserver::handlers::watch::WatchConfig;
@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use cairn::health::{self, version::VersionInfo, Router};
-use cairn::{kubeconfig, pki, procfs, seed, token, update};
+use cairn::{kubeconfig, node_status, pki, procfs, seed, token, update};
 
 use crate::cli::{AgentArgs, CommonArgs, ServerArgs};
 
@@ -73,6 +73,7 @@ pub fn server(args: ServerArgs) -> Result<()> {
         &args.common,
         &node,
         args.write_kubeconfig.as_deref(),
+        !args.disable_agent,
     )
 }
 
@@ -87,7 +88,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         "none"
     };
     eprintln!("cairn: agent of {server} (token {token}); joining is not implemented yet");
-    serve(Role::Agent, &args.common, &node, None)
+    serve(Role::Agent, &args.common, &node, None, false)
 }
 
 fn load_node_config(explicit: Option<&Path>) -> Result<NodeConfig> {
@@ -110,11 +111,14 @@ fn load_node_config(explicit: Option<&Path>) -> Result<NodeConfig> {
     }
 }
 
+/// Runs `role` until a signal. `register` (a server that is also a worker): keep this node's
+/// Node object in the API ([`node_status`]); the trial boot then also waits for it to be Ready.
 fn serve(
     role: Role,
     args: &CommonArgs,
     node: &NodeConfig,
     kubeconfig: Option<&Path>,
+    register: bool,
 ) -> Result<()> {
     let role_name = role.as_str();
     let paths = ServerPaths::new(&args.data_dir);
@@ -159,7 +163,17 @@ fn serve(
     // Booted from an A/B slot (not a development host): the gate settles the last update,
     // and the server also takes update bundles (`cairnctl upgrade`).
     let ab_node = update::Node::detect(&args.data_dir).ok();
-    let node_name = hostname.clone().unwrap_or_else(|| "localhost".into());
+    let node_name = args
+        .node_name
+        .as_ref()
+        .map(|n| n.to_string())
+        .or_else(|| hostname.as_ref().map(|h| h.to_lowercase()))
+        .unwrap_or_else(|| "localhost".into());
+    let os_version = ab_node
+        .as_ref()
+        .and_then(|n| n.release().ok())
+        .map_or_else(|| env!("CARGO_PKG_VERSION").to_owned(), |r| r.version);
+    let deadline = Duration::from_secs(node.update.health_deadline_seconds.into());
     let updates = ab_node.clone().filter(|_| role == Role::Server).map(|n| {
         let reboot: Arc<dyn Fn() + Send + Sync> =
             Arc::new(|| reboot_node("into the new slot's trial"));
@@ -191,10 +205,31 @@ fn serve(
             .and_then(|()| stdout.flush())
             .ok();
         drop(stdout);
-        if let Some((node, trial)) = ab_node.and_then(update_on_start) {
-            let url = format!("https://127.0.0.1:{}", local.port());
-            let ca = certs.ca_cert.clone();
-            tokio::spawn(run_trial(node, trial, url, ca));
+        let url = format!("https://127.0.0.1:{}", local.port());
+        let admin = Some((
+            certs.admin.cert.clone().into_bytes(),
+            certs.admin.key.clone().into_bytes(),
+        ));
+        let api_client = cairn::client::Client::new(&url, &certs.ca_cert, admin, None)
+            .map_err(anyhow::Error::msg)
+            .context("a client of this node's API")?;
+        let register = register && role == Role::Server;
+        if register {
+            let labels = node
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
+            let publisher = node_status::Publisher::new(api_client.clone(), facts, ab_node.clone());
+            tokio::spawn(publisher.run());
+        }
+        if let Some((ab, trial)) = ab_node.and_then(update_on_start) {
+            let health = Health {
+                client: api_client,
+                node: register.then(|| (node_name.clone(), os_version.clone())),
+            };
+            tokio::spawn(run_trial(ab, trial, health, deadline));
         }
 
         let shutdown = async {
@@ -229,24 +264,42 @@ fn update_on_start(node: update::Node) -> Option<(update::Node, update::gate::Tr
     }
 }
 
-/// The health gate of a trial boot: this node's API answers over HTTPS within the deadline,
-/// then the slot is committed; otherwise PID 1 is asked to reboot (into the old slot).
-async fn run_trial(node: update::Node, trial: update::gate::Trial, url: String, ca: String) {
-    let healthy = || {
-        let (url, ca) = (url.clone(), ca.clone());
-        async move {
-            let client = cairn::client::Client::new(&url, &ca, None, None)?;
-            client
-                .request(hyper::Method::GET, "/version", None)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+/// What a trial boot must see to commit.
+struct Health {
+    /// This node's HTTPS endpoint (the API on a server).
+    client: cairn::client::Client,
+    /// On a node that registers itself: its name and the version its Node must report Ready.
+    node: Option<(String, String)>,
+}
+
+impl Health {
+    async fn check(&self) -> Result<(), String> {
+        self.client
+            .request(hyper::Method::GET, "/version", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        match &self.node {
+            Some((name, version)) => node_status::node_ready(&self.client, name, version).await,
+            None => Ok(()),
         }
+    }
+}
+
+/// The health gate of a trial boot: this node answers over HTTPS (and, registered, its Node is
+/// Ready with the new version) within the deadline, then the slot is committed; otherwise PID 1
+/// is asked to reboot (into the old slot).
+async fn run_trial(
+    node: update::Node,
+    trial: update::gate::Trial,
+    health: Health,
+    deadline: Duration,
+) {
+    let health = Arc::new(health);
+    let healthy = || {
+        let health = health.clone();
+        async move { health.check().await }
     };
-    match trial
-        .run(&node, update::gate::DEFAULT_DEADLINE, healthy)
-        .await
-    {
+    match trial.run(&node, deadline, healthy).await {
         Ok(update::gate::Outcome::Committed) => {}
         Ok(update::gate::Outcome::Failed(_)) => reboot_node("into the previous slot"),
         Err(e) => {

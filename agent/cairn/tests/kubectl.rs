@@ -420,3 +420,120 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A server that is also a worker registers its Node: what `kubectl get nodes` shows, the
+/// node config's labels, Ready; a restart updates the same Node. `--disable-agent` registers none.
+#[test]
+fn server_registers_its_node() {
+    let bin = kubectl_path();
+    let dir = temp_data_dir("node-registration");
+    write(
+        &dir.join("node.yaml"),
+        "hostname: edge-7\nlabels: {site: lab}\n",
+    );
+    let k = Kubectl {
+        bin,
+        config: dir.join("admin.kubeconfig"),
+        extra: vec![],
+    };
+    let server = Server::start(&dir);
+    let node = wait_for_node(&k, "edge-7");
+    let uid = node["metadata"]["uid"].clone();
+    let info = &node["status"]["nodeInfo"];
+    assert_eq!(
+        info["osImage"],
+        format!("Cairn {}", env!("CARGO_PKG_VERSION"))
+    );
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(info["architecture"], arch);
+    assert!(!info["kernelVersion"].as_str().unwrap().is_empty());
+    let labels = &node["metadata"]["labels"];
+    assert_eq!(labels["site"], "lab");
+    assert_eq!(labels["kubernetes.io/hostname"], "edge-7");
+    assert_eq!(labels["node-role.kubernetes.io/control-plane"], "true");
+    assert!(
+        labels.get("update.cairn.dev/slot").is_none(),
+        "not an A/B node"
+    );
+    assert!(node["status"]["capacity"]["memory"]
+        .as_str()
+        .unwrap()
+        .ends_with("Ki"));
+
+    // The columns kubectl users know.
+    let table = k.run(&["get", "nodes", "-o", "wide"]);
+    let row = table.lines().find(|l| l.starts_with("edge-7")).unwrap();
+    for want in ["Ready", "control-plane", "v1.35.0+cairn-", "Cairn "] {
+        assert!(row.contains(want), "{want} missing: {table}");
+    }
+    assert!(k
+        .run(&["get", "nodes", "-l", "site=lab", "-o", "name"])
+        .contains("node/edge-7"));
+    let lease = k.run(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        "edge-7",
+        "-o",
+        "json",
+    ]);
+    let lease: serde_json::Value = serde_json::from_str(&lease).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "edge-7");
+
+    // A restart with a new label updates the same Node.
+    assert!(server.stop().success());
+    write(
+        &dir.join("node.yaml"),
+        "hostname: edge-7\nlabels: {site: lab2}\n",
+    );
+    let server = Server::start(&dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let node = wait_for_node(&k, "edge-7");
+        if node["metadata"]["labels"]["site"] == "lab2" {
+            assert_eq!(node["metadata"]["uid"], uid, "the same Node object");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "label not updated: {node}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(server.stop().success());
+
+    // Only the control plane: no Node for this server.
+    let other = temp_data_dir("node-registration-disabled");
+    write(&other.join("node.yaml"), "hostname: edge-8\n");
+    let server = Server::start_with(&other, &["--disable-agent"]);
+    let k8 = Kubectl {
+        config: other.join("admin.kubeconfig"),
+        ..k
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(k8.run(&["get", "nodes", "-o", "name"]).trim(), "");
+    assert!(server.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+/// The Node `name` once it exists (within 20 s).
+fn wait_for_node(k: &Kubectl, name: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, err) = k.try_run(&["get", "node", name, "-o", "json"]);
+        if ok {
+            return serde_json::from_str(&out).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {name} not registered: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

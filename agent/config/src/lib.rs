@@ -23,7 +23,7 @@ mod render;
 mod types;
 mod yaml;
 
-pub use node::{ConfigError, NetMode, Network, NodeConfig, Role};
+pub use node::{ConfigError, NetMode, Network, NodeConfig, Role, Update};
 pub use render::render_env;
 pub use types::{
     Hostname, HttpsUrl, InterfaceName, InvalidValue, Ipv4Cidr, LabelKey, LabelValue, Token,

@@ -90,6 +90,38 @@ pub struct NodeConfig {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub labels: BTreeMap<LabelKey, LabelValue>,
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Update::is_default"
+    )]
+    pub update: Update,
+}
+
+/// The `update:` section: how A/B updates behave on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct Update {
+    /// Seconds a trial boot has to pass its health gate before the node reboots into the
+    /// previous slot.
+    pub health_deadline_seconds: u32,
+}
+
+impl Update {
+    /// The allowed range of `healthDeadlineSeconds`: long enough for a slow board to start,
+    /// short enough that a broken update does not keep a node down for a day.
+    pub const DEADLINE_RANGE: std::ops::RangeInclusive<u32> = 30..=86_400;
+
+    fn is_default(&self) -> bool {
+        *self == Update::default()
+    }
+}
+
+impl Default for Update {
+    fn default() -> Update {
+        Update {
+            health_deadline_seconds: 300,
+        }
+    }
 }
 
 /// A node config that cannot be used.
@@ -154,6 +186,17 @@ impl NodeConfig {
             return Err(invalid(
                 &["network", "mode"],
                 "static needs `address:` (IPv4/prefix such as 192.168.1.10/24)",
+            ));
+        }
+        let deadline = self.update.health_deadline_seconds;
+        if !Update::DEADLINE_RANGE.contains(&deadline) {
+            return Err(invalid(
+                &["update", "healthDeadlineSeconds"],
+                &format!(
+                    "{deadline} is out of range: between {} and {} seconds",
+                    Update::DEADLINE_RANGE.start(),
+                    Update::DEADLINE_RANGE.end()
+                ),
             ));
         }
         Ok(())

@@ -295,3 +295,24 @@ fn round_trips_through_yaml() {
         "role: server\nnetwork:\n  mode: dhcp\n"
     );
 }
+
+#[test]
+fn update_health_deadline() {
+    assert_eq!(NodeConfig::default().update.health_deadline_seconds, 300);
+    let c = parse("update:\n  healthDeadlineSeconds: 900\n").unwrap();
+    assert_eq!(c.update.health_deadline_seconds, 900);
+    assert!(serde_yaml::to_string(&c)
+        .unwrap()
+        .contains("update:\n  healthDeadlineSeconds: 900\n"));
+    let (l, c, m) = fail("role: server\nupdate:\n  healthDeadlineSeconds: 5\n");
+    assert_eq!((l, c), (3, 3));
+    assert!(
+        m.starts_with("update.healthDeadlineSeconds: 5 is out of range: between 30 and 86400"),
+        "{m}"
+    );
+    let (l, _, m) = fail("update:\n  healthDeadline: 60\n");
+    assert_eq!(l, 2);
+    assert!(m.contains("unknown field `healthDeadline`"), "{m}");
+    let (l, _, _) = fail("update:\n  healthDeadlineSeconds: soon\n");
+    assert_eq!(l, 2);
+}

@@ -254,6 +254,12 @@ fn update_round_trip(board_name: &str, kill_points: usize) {
         ("b", "committed")
     );
     assert_eq!(r.last.as_ref().unwrap().result, "committed");
+    // The commit waited for the Node to be Ready with the new version: kubectl shows it.
+    let wide = kubectl(&o, &["get", "nodes", "-o", "wide"]);
+    assert!(
+        wide.contains(" Ready ") && wide.contains("Cairn 90.0.2"),
+        "{wide}"
+    );
 
     // v2 -> v3 built to fail its health gate: back on v2, with the reason.
     let err = upgrade::run(&upgrade_opts(&o, &v3_bundle, false))
@@ -284,7 +290,51 @@ fn update_round_trip(board_name: &str, kill_points: usize) {
         String::from_utf8_lossy(&status.stderr)
     );
 
+    // The Node says so too: condition, annotation and a Warning Event (the publisher looks
+    // every 10 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = kubectl(&o, &["describe", "node"]);
+        let events = described.split("Events:").nth(1).unwrap_or("");
+        let shown = [
+            "OSUpdate",
+            "False",
+            "UpdateRolledBack",
+            "BREAK_HEALTH",
+            "Cairn 90.0.2",
+        ]
+        .iter()
+        .all(|w| described.contains(w))
+            && events.contains("Warning")
+            && events.contains("UpdateRolledBack");
+        if shown {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl describe node:\n{described}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
     power_cuts(&node, &o, &v2_bundle, &v3_bundle, kill_points);
+}
+
+/// The real kubectl (`make deps` installs it) against the node; its stdout.
+fn kubectl(o: &VmOptions, args: &[&str]) -> String {
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let out = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(o.kubeconfig())
+        .args(args)
+        .output()
+        .expect("kubectl (make deps installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Power cuts at random moments of updates. Each round installs a bundle again (the good

@@ -55,6 +55,7 @@ struct NodeServer {
     /// A kubeconfig for the server's own port.
     kubeconfig: String,
     dir: PathBuf,
+    api: cairn_apiserver::Api,
 }
 
 fn serve(f: &Fixture) -> NodeServer {
@@ -74,7 +75,7 @@ fn serve(f: &Fixture) -> NodeServer {
         }),
     );
     let server = cairn_apiserver::Server {
-        api,
+        api: api.clone(),
         watch: Default::default(),
         extension: Some(Arc::new(service)),
     };
@@ -96,6 +97,7 @@ fn serve(f: &Fixture) -> NodeServer {
         reboots,
         kubeconfig: cairn::kubeconfig::render(&format!("https://127.0.0.1:{port}"), &certs),
         dir: f.dir.clone(),
+        api,
     }
 }
 
@@ -267,5 +269,110 @@ fn tampered_and_foreign_bundles_are_refused_before_the_slot_is_touched() {
         "refused bundles are not kept"
     );
     assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
+    fs::remove_dir_all(&f.dir).unwrap();
+}
+
+/// The Node the server publishes follows the update: pending after the upload, then (as the
+/// gate records a rollback at the next start) a False `OSUpdate` condition with the reason,
+/// the annotations, and one Warning Event however often the publisher runs.
+#[test]
+fn node_object_shows_the_update_and_the_rollback() {
+    use cairn::node_status::{Facts, Publisher};
+    use hyper::Method;
+
+    let f = fixture("upgrade-node");
+    let (bundle, _) = bundle(&f, "0.2.0");
+    let srv = serve(&f);
+    let kubeconfig = kubeconfig_for(&srv, srv.port);
+    cairn_apiserver::bootstrap::ensure_system_namespaces(&srv.api).unwrap();
+    assert_eq!(
+        upgrade::run(&options(kubeconfig.clone(), &bundle)).unwrap(),
+        Outcome::Pending
+    );
+    let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
+    let release = f.node.release().unwrap();
+    let facts = Facts::gather(
+        "edge-1",
+        cairn_config::Role::Server,
+        &release.version,
+        Default::default(),
+    );
+    let mut publisher = Publisher::new(client.clone(), facts, Some(f.node.clone()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        rt.block_on(client.request(Method::GET, path, None))
+            .unwrap()
+    };
+    let update_condition = |node: &serde_json::Value| {
+        node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "OSUpdate")
+            .cloned()
+            .unwrap()
+    };
+
+    rt.block_on(publisher.sync()).unwrap();
+    let node = get("/api/v1/nodes/edge-1");
+    assert_eq!(
+        node["status"]["nodeInfo"]["osImage"],
+        format!("Cairn {}", release.version)
+    );
+    assert_eq!(node["metadata"]["labels"]["update.cairn.dev/slot"], "a");
+    assert_eq!(
+        node["metadata"]["annotations"]["update.cairn.dev/other-slot"],
+        "b: Cairn 0.2.0 (trial)"
+    );
+    let pending = update_condition(&node);
+    assert_eq!(pending["status"], "Unknown");
+    assert_eq!(pending["reason"], "UpdatePending");
+
+    // What the health gate records when the node comes back on slot a.
+    let reason = "not healthy within 300s: connection refused";
+    f.node
+        .amend_record(|r| {
+            r.result = "rolled-back".into();
+            r.reason = Some(reason.into());
+        })
+        .unwrap();
+    for _ in 0..3 {
+        rt.block_on(publisher.sync()).unwrap();
+    }
+    let node = get("/api/v1/nodes/edge-1");
+    let rolled = update_condition(&node);
+    assert_eq!(rolled["status"], "False");
+    assert_eq!(rolled["reason"], "UpdateRolledBack");
+    assert!(
+        rolled["message"].as_str().unwrap().ends_with(reason),
+        "{rolled}"
+    );
+    assert!(
+        node["metadata"]["annotations"]["update.cairn.dev/last-update"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolled-back")
+    );
+    let events =
+        get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dedge-1");
+    let events = events["items"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "Warning");
+    assert_eq!(events[0]["reason"], "UpdateRolledBack");
+    assert!(events[0]["message"].as_str().unwrap().ends_with(reason));
+    // A restarted publisher does not post it again.
+    let facts = Facts::gather(
+        "edge-1",
+        cairn_config::Role::Server,
+        &release.version,
+        Default::default(),
+    );
+    let mut again = Publisher::new(client.clone(), facts, Some(f.node.clone()));
+    rt.block_on(again.sync()).unwrap();
+    let events = get("/api/v1/namespaces/default/events");
+    assert_eq!(events["items"].as_array().unwrap().len(), 1);
     fs::remove_dir_all(&f.dir).unwrap();
 }
