@@ -38,6 +38,10 @@ pub enum ClientError {
     Kubeconfig { path: String, message: String },
     #[error("connecting to {url}: {message}")]
     Connect { url: String, message: String },
+    /// The TLS handshake failed on what the peer presented (an untrusted or wrong
+    /// certificate): trying again does not help.
+    #[error("connecting to {url}: TLS: {message}")]
+    Tls { url: String, message: String },
     #[error("{method} {path}: {message}")]
     Request {
         method: Method,
@@ -314,7 +318,19 @@ impl Client {
             TlsConnector::from(self.tls.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| connect_err(e.to_string()))
+                .map_err(|e| {
+                    let rejected = e
+                        .get_ref()
+                        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+                    if rejected {
+                        ClientError::Tls {
+                            url: self.url.clone(),
+                            message: e.to_string(),
+                        }
+                    } else {
+                        connect_err(e.to_string())
+                    }
+                })
         })
         .await
         .map_err(|_| connect_err(format!("timed out after {CONNECT_TIMEOUT:?}")))??;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use cairnctl::{board, build, config, qemu, recipe, repo_root, secrets, update, upgrade};
@@ -13,7 +13,7 @@ use cairnctl::{board, build, config, qemu, recipe, repo_root, secrets, update, u
     name = "cairnctl",
     version,
     about = "Build Cairn images, configure them, and boot them in QEMU",
-    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl gen secrets && cairnctl secrets install out/qemu-aarch64/disk.img\n  cairnctl kubeconfig --server https://edge-1:6443 > edge-1.kubeconfig\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl bundle --board qemu-aarch64\n  cairnctl upgrade --kubeconfig out/qemu-aarch64/kubeconfig out/qemu-aarch64/update.cairnb\n  cairnctl status --kubeconfig out/qemu-aarch64/kubeconfig\n  cairnctl boards"
+    after_help = "Examples:\n  cairnctl build --board qemu-aarch64\n  cairnctl config set out/qemu-aarch64/disk.img node.yaml\n  cairnctl gen secrets && cairnctl secrets install out/qemu-aarch64/disk.img\n  cairnctl kubeconfig --server https://edge-1:6443 > edge-1.kubeconfig\n  cairnctl qemu --board qemu-aarch64 --api-port 6443\n  cairnctl bundle --board qemu-aarch64\n  cairnctl upgrade --kubeconfig out/qemu-aarch64/kubeconfig out/qemu-aarch64/update.cairnb\n  cairnctl upgrade --kubeconfig K --url https://files.example/edge/update.cairnb --sha256 HEX\n  cairnctl status --kubeconfig out/qemu-aarch64/kubeconfig\n  cairnctl boards"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -127,8 +127,24 @@ enum Cmd {
         /// Seconds to wait for the node to come back and commit.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
+        /// Have the node fetch the bundle itself from this https:// URL (resuming with range
+        /// requests) instead of uploading BUNDLE; needs --sha256.
+        #[arg(
+            long,
+            value_name = "URL",
+            conflicts_with = "bundle",
+            requires = "sha256"
+        )]
+        url: Option<String>,
+        /// The sha256 of the bundle at --url (`sha256sum update.cairnb`).
+        #[arg(long, value_name = "HEX", requires = "url")]
+        sha256: Option<String>,
+        /// A CA certificate (PEM) the node trusts for --url besides its system CA bundle.
+        #[arg(long, value_name = "FILE", requires = "url")]
+        url_ca: Option<PathBuf>,
         /// The bundle (out/<board>/update.cairnb from `cairnctl bundle`).
-        bundle: PathBuf,
+        #[arg(required_unless_present = "url")]
+        bundle: Option<PathBuf>,
     },
     /// Print each node's running version and slot, the other slot, and the last update's
     /// result and reason.
@@ -273,12 +289,28 @@ fn run(cli: Cli) -> Result<()> {
             allow_downgrade,
             no_wait,
             timeout,
+            url,
+            sha256,
+            url_ca,
             bundle,
         } => {
+            let source = match (bundle, url, sha256) {
+                (Some(file), _, _) => upgrade::Source::File(file),
+                (None, Some(url), Some(sha256)) => {
+                    let ca = url_ca
+                        .map(|p| {
+                            std::fs::read_to_string(&p)
+                                .with_context(|| format!("reading {}", p.display()))
+                        })
+                        .transpose()?;
+                    upgrade::Source::Url { url, sha256, ca }
+                }
+                _ => bail!("give a bundle file, or --url with --sha256"),
+            };
             let outcome = upgrade::run(&upgrade::Options {
                 kubeconfig,
                 node,
-                bundle,
+                source,
                 allow_downgrade,
                 no_wait,
                 timeout: std::time::Duration::from_secs(timeout),

@@ -27,12 +27,25 @@ const FRAME: usize = 256 << 10;
 /// Upload attempts before giving up on a connection that keeps dropping.
 const ATTEMPTS: u32 = 8;
 
+/// Where the node gets the bundle.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Uploaded from this machine.
+    File(PathBuf),
+    /// Fetched by the node itself; `ca` (PEM) is trusted besides the node's system CAs.
+    Url {
+        url: String,
+        sha256: String,
+        ca: Option<String>,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub kubeconfig: PathBuf,
     /// The node to upgrade; the only one the server offers when `None`.
     pub node: Option<String>,
-    pub bundle: PathBuf,
+    pub source: Source,
     pub allow_downgrade: bool,
     /// Return once the node reboots into its trial instead of following it.
     pub no_wait: bool,
@@ -65,12 +78,31 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
 pub async fn upgrade(opts: &Options) -> Result<Outcome> {
     let client = Client::from_kubeconfig(&opts.kubeconfig)?;
-    let header = cairn_bundle::Manifest::peek_file(&opts.bundle)
-        .with_context(|| format!("reading {}", opts.bundle.display()))?;
     let node = match &opts.node {
         Some(n) => n.clone(),
         None => only_node(&client).await?,
     };
+    let bundle = match &opts.source {
+        Source::File(path) => path,
+        Source::Url { url, sha256, ca } => {
+            let report = report(&client, &node).await?;
+            eprintln!(
+                "{node}: runs Cairn {} on slot {} ({}, {}); fetching {url}",
+                report.version, report.running.slot, report.board, report.arch
+            );
+            let ask = ApplyRequest {
+                sha256: sha256.to_ascii_lowercase(),
+                allow_downgrade: opts.allow_downgrade,
+                reboot: true,
+                url: Some(url.clone()),
+                ca_cert: ca.clone(),
+            };
+            let version = apply(&client, &node, &ask).await?;
+            return finish(&client, &node, &version, opts).await;
+        }
+    };
+    let header = cairn_bundle::Manifest::peek_file(bundle)
+        .with_context(|| format!("reading {}", bundle.display()))?;
     let report = report(&client, &node).await?;
     eprintln!(
         "{node}: runs Cairn {} on slot {} ({}, {}); bundle: Cairn {} for {} ({})",
@@ -85,7 +117,7 @@ pub async fn upgrade(opts: &Options) -> Result<Outcome> {
     if header.board != report.board {
         bail!(
             "{} is for board {}, node {node} is a {}",
-            opts.bundle.display(),
+            bundle.display(),
             header.board,
             report.board
         );
@@ -101,11 +133,11 @@ pub async fn upgrade(opts: &Options) -> Result<Outcome> {
         return Ok(Outcome::Current);
     }
 
-    let size = std::fs::metadata(&opts.bundle)?.len();
+    let size = std::fs::metadata(bundle)?.len();
     let started = Instant::now();
-    let sha256 = staging::sha256_file(&opts.bundle)
-        .with_context(|| format!("hashing {}", opts.bundle.display()))?;
-    upload(&client, &node, &opts.bundle, &sha256, size, report).await?;
+    let sha256 =
+        staging::sha256_file(bundle).with_context(|| format!("hashing {}", bundle.display()))?;
+    upload(&client, &node, bundle, &sha256, size, report).await?;
     eprintln!(
         "uploaded {} in {:.1} s",
         mib(size),
@@ -115,12 +147,23 @@ pub async fn upgrade(opts: &Options) -> Result<Outcome> {
         return Ok(Outcome::Uploaded);
     }
 
-    apply(&client, &node, &sha256, opts.allow_downgrade).await?;
+    let ask = ApplyRequest {
+        sha256,
+        allow_downgrade: opts.allow_downgrade,
+        reboot: true,
+        ..Default::default()
+    };
+    apply(&client, &node, &ask).await?;
+    finish(&client, &node, &header.version, opts).await
+}
+
+/// After a successful apply: follow the node through its trial, unless told not to.
+async fn finish(client: &Client, node: &str, version: &str, opts: &Options) -> Result<Outcome> {
     if opts.no_wait {
-        eprintln!("{node} reboots into the trial of Cairn {}", header.version);
+        eprintln!("{node} reboots into the trial of Cairn {version}");
         return Ok(Outcome::Pending);
     }
-    follow(&client, &node, &header.version, opts.timeout)
+    follow(client, node, version, opts.timeout)
         .await
         .map(|r| Outcome::Committed(Box::new(r)))
 }
@@ -260,14 +303,11 @@ async fn upload(
     }
 }
 
-/// Asks the node to install the staged bundle, printing its progress lines.
-async fn apply(client: &Client, node: &str, sha256: &str, allow_downgrade: bool) -> Result<()> {
+/// Asks the node to install the staged (or, with a URL, fetched) bundle, printing its
+/// progress lines; returns the version installed.
+async fn apply(client: &Client, node: &str, ask: &ApplyRequest) -> Result<String> {
     let path = format!("/cairn/v1/nodes/{node}/update/apply");
-    let ask = serde_json::to_vec(&ApplyRequest {
-        sha256: sha256.into(),
-        allow_downgrade,
-        reboot: true,
-    })?;
+    let ask = serde_json::to_vec(ask)?;
     let resp = client
         .call(
             Method::POST,
@@ -300,15 +340,32 @@ async fn apply(client: &Client, node: &str, sha256: &str, allow_downgrade: bool)
             } else if let Some(e) = v["error"].as_str() {
                 bail!("{node}: {e}");
             } else if v["result"].as_str() == Some("pending") {
-                return Ok(());
+                return Ok(v["version"].as_str().unwrap_or_default().to_owned());
             }
         }
     }
-    // The connection ended without a verdict: ask the node what it did.
-    let r = report(client, node).await?;
-    match &r.last {
-        Some(last) if last.result == "pending" => Ok(()),
-        other => bail!("{node} ended the update without an answer; last update: {other:?}"),
+    // The connection ended without a verdict. The node goes on with a download or install
+    // by itself: watch its report until the update is pending or nothing moves for a minute.
+    let mut last_received = None;
+    let mut still = Instant::now();
+    loop {
+        let r = report(client, node).await?;
+        match &r.last {
+            Some(last) if last.result == "pending" => return Ok(last.to_version.clone()),
+            _ => {}
+        }
+        let received = r.upload.as_ref().map(|u| u.received);
+        if received != last_received {
+            last_received = received;
+            still = Instant::now();
+        }
+        if still.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "{node} ended the update without an answer; last update: {}",
+                r.last.map_or("none".into(), |l| l.describe())
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

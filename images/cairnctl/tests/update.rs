@@ -201,7 +201,7 @@ fn upgrade_opts(o: &VmOptions, bundle: &Path, no_wait: bool) -> Options {
     Options {
         kubeconfig: o.kubeconfig(),
         node: None,
-        bundle: bundle.to_path_buf(),
+        source: upgrade::Source::File(bundle.to_path_buf()),
         allow_downgrade: false,
         no_wait,
         timeout: BOOT,

@@ -15,7 +15,7 @@ use cairn::update::fixture::Fixture;
 use cairn::update::service::UpdateService;
 use cairn_bundle::SigningKey;
 use cairn_slots::{Slot, SlotState, Status};
-use cairnctl::upgrade::{self, Options, Outcome};
+use cairnctl::upgrade::{self, Options, Outcome, Source};
 
 const SLOT: usize = 4 << 20;
 const ROOTFS: usize = 3 << 20;
@@ -164,7 +164,7 @@ fn options(kubeconfig: PathBuf, bundle: &Path) -> Options {
     Options {
         kubeconfig,
         node: None,
-        bundle: bundle.to_path_buf(),
+        source: Source::File(bundle.to_path_buf()),
         allow_downgrade: false,
         no_wait: true,
         timeout: Duration::from_secs(30),
@@ -374,5 +374,223 @@ fn node_object_shows_the_update_and_the_rollback() {
     rt.block_on(again.sync()).unwrap();
     let events = get("/api/v1/namespaces/default/events");
     assert_eq!(events["items"].as_array().unwrap().len(), 1);
+    fs::remove_dir_all(&f.dir).unwrap();
+}
+
+/// A real HTTPS file server (hyper over rustls) for one file, with `Range` support. The first
+/// response is cut after `cut_after` bytes (a dropped connection); every request's `Range`
+/// header is recorded.
+struct FileServer {
+    port: u16,
+    ca: String,
+    ranges: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn file_server(dir: &Path, file: PathBuf, cut_after: usize) -> FileServer {
+    use hyper::body::{Bytes, Frame};
+
+    let names = cairn::pki::ServingNames::new(Some("localhost"), [Ipv4Addr::LOCALHOST.into()]);
+    let (certs, _) = cairn::pki::ensure(&dir.join("files-tls"), &names, SystemTime::now()).unwrap();
+    let tls = tokio_rustls::TlsAcceptor::from(cairn::pki::tls::server_config(&certs).unwrap());
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let ranges = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    let cut = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let Ok(stream) = tls.accept(tcp).await else {
+                    continue;
+                };
+                let (file, seen, cut) = (file.clone(), seen.clone(), cut.clone());
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let data = fs::read(&file).unwrap();
+                    let range = req
+                        .headers()
+                        .get("range")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    seen.lock().unwrap().push(range.clone().unwrap_or_default());
+                    let total = data.len();
+                    let mut resp = hyper::Response::builder();
+                    let start = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
+                        Some(r) => {
+                            let start: usize = r.trim_end_matches('-').parse().unwrap();
+                            resp = resp.status(206).header(
+                                "content-range",
+                                format!("bytes {start}-{}/{total}", total - 1),
+                            );
+                            start
+                        }
+                        None => 0,
+                    };
+                    let body = data[start..].to_vec();
+                    resp = resp.header("content-length", body.len().to_string());
+                    let first = !cut.swap(true, Ordering::SeqCst);
+                    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = if first {
+                        // Half the file, then the connection breaks.
+                        vec![
+                            Ok(Frame::data(Bytes::from(body[..cut_after].to_vec()))),
+                            Err(std::io::Error::other("cut")),
+                        ]
+                    } else {
+                        vec![Ok(Frame::data(Bytes::from(body)))]
+                    };
+                    let body = Frames(frames.into());
+                    async move { Ok::<_, std::convert::Infallible>(resp.body(body).unwrap()) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    FileServer {
+        port,
+        ca: certs.ca_cert.clone(),
+        ranges,
+    }
+}
+
+/// A body of frames that are all ready (the last may be an error: a broken connection).
+struct Frames(
+    std::collections::VecDeque<Result<hyper::body::Frame<hyper::body::Bytes>, std::io::Error>>,
+);
+
+impl hyper::body::Body for Frames {
+    type Data = hyper::body::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front())
+    }
+}
+
+fn url_options(kubeconfig: PathBuf, url: String, sha256: &str, ca: Option<String>) -> Options {
+    Options {
+        source: Source::Url {
+            url,
+            sha256: sha256.into(),
+            ca,
+        },
+        ..options(kubeconfig, Path::new("unused"))
+    }
+}
+
+/// `cairnctl upgrade --url`: the node fetches the bundle over HTTPS itself, resumes with a
+/// Range request after the server drops the connection halfway, and installs it. A wrong
+/// digest, a missing file, an untrusted server and a plain-HTTP URL are refused with the slot
+/// untouched.
+#[test]
+fn node_fetches_a_bundle_url_and_resumes_with_range_requests() {
+    let f = fixture("upgrade-url");
+    let (bundle, rootfs) = bundle(&f, "0.2.0");
+    let sha = cairn::update::staging::sha256_file(&bundle).unwrap();
+    let srv = serve(&f);
+    let kubeconfig = kubeconfig_for(&srv, srv.port);
+    let files = file_server(&f.dir, bundle.clone(), ROOTFS / 2);
+    let url = format!("https://localhost:{}/bundles/update.cairnb", files.port);
+    let before = fs::read(&f.node.slot_b).unwrap();
+
+    // Refusals first: nothing may reach the slot.
+    let untrusted = upgrade::run(&url_options(kubeconfig.clone(), url.clone(), &sha, None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        untrusted.contains("certificate") || untrusted.contains("Unknown"),
+        "{untrusted}"
+    );
+    let plain = upgrade::run(&url_options(
+        kubeconfig.clone(),
+        url.replace("https://", "http://"),
+        &sha,
+        None,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(plain.contains("https:// only"), "{plain}");
+    assert_eq!(
+        fs::read(&f.node.slot_b).unwrap(),
+        before,
+        "slot b untouched"
+    );
+    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
+
+    let ca = Some(files.ca.clone());
+    let outcome = upgrade::run(&url_options(
+        kubeconfig.clone(),
+        url.clone(),
+        &sha,
+        ca.clone(),
+    ))
+    .unwrap();
+    assert_eq!(outcome, Outcome::Pending);
+    let ranges = files.ranges.lock().unwrap().clone();
+    assert!(
+        ranges
+            .iter()
+            .any(|r| r.starts_with("bytes=") && r != "bytes=0-"),
+        "the download resumed with a Range request: {ranges:?}"
+    );
+    for _ in 0..50 {
+        if srv.reboots.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(srv.reboots.load(Ordering::SeqCst), 1);
+    assert_eq!(&fs::read(&f.node.slot_b).unwrap()[..ROOTFS], &rootfs[..]);
+    let last = f.node.last().unwrap();
+    assert_eq!(
+        (last.result.as_str(), last.to_version.as_str()),
+        ("pending", "0.2.0")
+    );
+    assert!(!f.node.incoming().join("bundle").exists());
+    fs::remove_dir_all(&f.dir).unwrap();
+}
+
+#[test]
+fn bundle_urls_with_a_wrong_digest_or_no_file_are_refused() {
+    let f = fixture("upgrade-url-bad");
+    let (bundle, _) = bundle(&f, "0.2.0");
+    let srv = serve(&f);
+    let kubeconfig = kubeconfig_for(&srv, srv.port);
+    // No cut: every response is whole.
+    let files = file_server(&f.dir, bundle.clone(), usize::MAX);
+    let ca = Some(files.ca.clone());
+    let url = format!("https://localhost:{}/update.cairnb", files.port);
+    let before = fs::read(&f.node.slot_b).unwrap();
+
+    let wrong = "ab".repeat(32);
+    let err = upgrade::run(&url_options(
+        kubeconfig.clone(),
+        url.clone(),
+        &wrong,
+        ca.clone(),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("sha256") && err.contains(&wrong), "{err}");
+    assert!(
+        f.node.incoming().join("bundle").metadata().is_err(),
+        "a bundle with the wrong digest is not kept"
+    );
+    assert_eq!(
+        fs::read(&f.node.slot_b).unwrap(),
+        before,
+        "slot b untouched"
+    );
+    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
     fs::remove_dir_all(&f.dir).unwrap();
 }

@@ -24,11 +24,27 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Roots holding only the cluster CA.
+/// Roots holding every certificate of `ca_pem`: the cluster CA, or a CA bundle (the
+/// system's, for bundle URLs). A single certificate must be valid; in a bundle, certificates
+/// webpki cannot use are skipped, as long as one remains.
 pub fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, Reason> {
-    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| format!("ca: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca: {e}"))?;
     let mut roots = RootCertStore::empty();
-    roots.add(ca).map_err(|e| format!("ca: {e}"))?;
+    match certs.len() {
+        0 => return Err("ca: no certificate in the PEM".into()),
+        1 => {
+            let ca = certs.into_iter().next().expect("one");
+            roots.add(ca).map_err(|e| format!("ca: {e}"))?;
+        }
+        _ => {
+            roots.add_parsable_certificates(certs);
+            if roots.is_empty() {
+                return Err("ca: none of the certificates is usable".into());
+            }
+        }
+    }
     Ok(Arc::new(roots))
 }
 

@@ -5,6 +5,7 @@
 //! side: which slot runs, where its partitions are, and the record of the last update
 //! (`DATA/update/last.json`, on the data partition so it survives both slots).
 
+pub mod fetch;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixture;
 pub mod gate;

@@ -6,7 +6,7 @@
 //! | `GET /cairn/v1/nodes` | `{"items": [Report]}`: the nodes served here (this one) |
 //! | `GET /cairn/v1/nodes/NAME/update` | the node's [`Report`] (slots, last update, staged upload) |
 //! | `PUT /cairn/v1/nodes/NAME/update/bundle` | appends bytes to the staged bundle: `Content-Range: bytes START-END/SIZE`, `Cairn-Bundle-Sha256: HEX`; `409` when `START` is not where the staged bytes end (the `GET` says where) |
-//! | `POST /cairn/v1/nodes/NAME/update/apply` | `{"sha256": HEX, "allowDowngrade": false, "reboot": true}`: verifies and installs the staged bundle, streaming progress as JSON lines, then reboots into the trial |
+//! | `POST /cairn/v1/nodes/NAME/update/apply` | `{"sha256": HEX, "allowDowngrade": false, "reboot": true}`: verifies and installs the staged bundle, streaming progress as JSON lines, then reboots into the trial; with `"url": "https://..."` (and optionally `"caCert": PEM`) the node first fetches the bundle itself ([`fetch`]) |
 //!
 //! One upload or apply runs at a time; a second gets `409`.
 
@@ -23,6 +23,7 @@ use hyper::{Method, Request, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
 
+use super::fetch;
 use super::staging::{StageError, Staging, Upload};
 use super::{Node, UpdateError};
 
@@ -47,7 +48,7 @@ struct Inner {
 }
 
 /// The body of `POST .../update/apply`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplyRequest {
     pub sha256: String,
@@ -55,6 +56,12 @@ pub struct ApplyRequest {
     pub allow_downgrade: bool,
     #[serde(default = "yes")]
     pub reboot: bool,
+    /// Fetch the bundle from this `https://` URL first (resuming what is staged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A CA (PEM) to trust for `url` besides the system's CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
 }
 
 fn yes() -> bool {
@@ -237,29 +244,108 @@ impl Inner {
         let body = text;
         let ask: ApplyRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("the apply request: {e}")))?;
-        let Some(path) = self.staging.complete(&ask.sha256) else {
+        if ask.url.is_none() && self.staging.complete(&ask.sha256).is_none() {
             return Err(ApiError::Other {
                 code: 409,
                 reason: "Conflict",
                 message: format!(
-                    "no complete upload of bundle {} on this node: upload it first",
+                    "no complete upload of bundle {} on this node: upload it first, or give its url",
                     ask.sha256
                 ),
             });
-        };
+        }
+        if let Some(url) = &ask.url {
+            fetch::HttpsUrl::parse(url).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        }
         let (tx, rx) = mpsc::channel::<Bytes>(16);
-        let node = self.node.clone();
-        let staging = self.staging.clone();
-        let reboot = self.reboot.clone();
-        let name = self.name.clone();
-        tokio::task::spawn_blocking(move || {
+        let job = Job {
+            node: self.node.clone(),
+            staging: self.staging.clone(),
+            reboot: self.reboot.clone(),
+            name: self.name.clone(),
+            tx,
+        };
+        // Runs to its end even if the client goes away: a download or an install is not
+        // left half done because a laptop closed its lid.
+        tokio::spawn(job.run(ask, busy));
+        let mut resp = Response::new(channel_body(rx));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(resp)
+    }
+}
+
+/// One apply: fetch (if asked), install, answer in JSON lines on `tx`, reboot.
+struct Job {
+    node: Node,
+    staging: Staging,
+    reboot: Arc<dyn Fn() + Send + Sync>,
+    name: String,
+    tx: mpsc::Sender<Bytes>,
+}
+
+fn line(v: &serde_json::Value) -> Bytes {
+    let mut line = v.to_string().into_bytes();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+impl Job {
+    async fn run(self, ask: ApplyRequest, busy: tokio::sync::OwnedMutexGuard<()>) {
+        if let Some(url) = ask.url.as_deref() {
+            if self.staging.complete(&ask.sha256).is_none() {
+                let tx = self.tx.clone();
+                let mut progress = move |p: String| {
+                    eprintln!("cairn: update: {p}");
+                    // Progress is for the eyes only: a slow reader loses lines, not the download.
+                    let _ = tx.try_send(line(&serde_json::json!({ "progress": p })));
+                };
+                let fetched =
+                    match fetch::trusted_roots(fetch::SYSTEM_CA_BUNDLE, ask.ca_cert.as_deref()) {
+                        Ok(roots) => {
+                            fetch::fetch(&self.staging, url, &ask.sha256, &roots, &mut progress)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                if let Err(e) = fetched {
+                    eprintln!("cairn: update: fetching {url}: {e}");
+                    let v = serde_json::json!({
+                        "error": format!("fetching {url}: {e}"),
+                        "kind": "failed",
+                    });
+                    let _ = self.tx.send(line(&v)).await;
+                    return;
+                }
+            }
+        }
+        let Some(path) = self.staging.complete(&ask.sha256) else {
+            let v = serde_json::json!({"error": "the staged bundle went away", "kind": "failed"});
+            let _ = self.tx.send(line(&v)).await;
+            return;
+        };
+        let _ = tokio::task::spawn_blocking(move || self.install(ask, &path, busy)).await;
+    }
+
+    fn install(
+        self,
+        ask: ApplyRequest,
+        path: &std::path::Path,
+        busy: tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        let Job {
+            node,
+            staging,
+            reboot,
+            name,
+            tx,
+        } = self;
+        {
             let send = |v: serde_json::Value| {
-                let mut line = v.to_string().into_bytes();
-                line.push(b'\n');
-                let _ = tx.blocking_send(Bytes::from(line));
+                let _ = tx.blocking_send(line(&v));
             };
             eprintln!("cairn: update: applying bundle {}", &ask.sha256[..12]);
-            let result = super::apply(&node, &path, ask.allow_downgrade, &mut |line| {
+            let result = super::apply(&node, path, ask.allow_downgrade, &mut |line| {
                 eprintln!("cairn: update: {line}");
                 send(serde_json::json!({ "progress": line }));
             });
@@ -299,11 +385,7 @@ impl Inner {
                     send(serde_json::json!({ "error": e.to_string(), "kind": kind }));
                 }
             }
-        });
-        let mut resp = Response::new(channel_body(rx));
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Ok(resp)
+        }
     }
 }
 
