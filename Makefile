@@ -51,7 +51,7 @@ help:
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
 	@echo "  make test                    unit tests; build and boot all four qemu-* boards; A/B updates with power cuts (x86_64, aarch64)"
-	@echo "  make bench                   sizes and boot timings per architecture"
+	@echo "  make bench                   sizes and boot timings per architecture; updater time, writes, RSS"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 
 deps:
@@ -102,6 +102,7 @@ test: unit-test images boot-test
 
 bench: images
 	$(CAIRNCTL) bench $(QEMU_BOARDS)
+	$(HOST_CARGO) bench -q -p cairn --features test-fixtures --bench update
 
 clean:
 	rm -rf out target
