@@ -1,7 +1,7 @@
 //! `cargo bench -p cairn --features test-fixtures --bench update` (part of `make bench`):
 //! the updater's cost per bundle size. Each apply runs in a child process (this binary again,
 //! `--apply-one`) so its peak RSS (`VmHWM`) and the bytes it wrote (`/proc/self/io`
-//! `write_bytes`) are its own. Bundles carry incompressible root filesystems, written into a
+//! `wchar`) are its own. Bundles carry incompressible root filesystems, written into a
 //! file-backed slot as on a node (minus the flash's own speed).
 //!
 //! Prints one table row per size: bundle bytes, wall time of the apply (verify + write +
@@ -100,9 +100,11 @@ fn proc_field(file: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes this process caused to be written to storage (`/proc/self/io`).
+/// Bytes this process handed to write(2) and friends (`/proc/self/io` `wchar`). Everything
+/// the updater writes is fsynced, so this is what reaches the flash (`write_bytes`, the
+/// block-layer count, is not kept in every container).
 fn write_bytes() -> u64 {
-    proc_field("/proc/self/io", "write_bytes:")
+    proc_field("/proc/self/io", "wchar:")
 }
 
 fn hwm_kb() -> u64 {
