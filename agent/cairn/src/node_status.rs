@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use cairn_config::Role;
 use hyper::Method;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::client::{Client, ClientError};
 use crate::update::{self, Record, Report};
@@ -38,6 +38,9 @@ pub const REFRESH: Duration = Duration::from_secs(300);
 /// How often the Lease is renewed; it is valid for [`LEASE_SECONDS`].
 pub const LEASE_RENEW: Duration = Duration::from_secs(30);
 pub const LEASE_SECONDS: u32 = 90;
+/// Labels and annotations under this prefix belong to the publisher: it removes the ones it
+/// no longer wants. Others on the Node are left alone.
+pub const OWNED_PREFIX: &str = "update.cairn.dev/";
 /// Kubernetes' default pod capacity of a node.
 const MAX_PODS: u32 = 110;
 
@@ -288,19 +291,24 @@ pub fn plan(old: Option<&Value>, mut new: Value, heartbeat: bool) -> Plan {
         &old["status"]["conditions"],
         &mut new["status"]["conditions"],
     );
+    // Labels and annotations others set (`kubectl label`, the node config's old labels) stay;
+    // those under this publisher's prefix are exactly what it wants now.
     let mut object = None;
-    let same_meta = ["labels", "annotations"].iter().all(|k| {
-        let want = &new["metadata"][k];
+    let mut merged = old.clone();
+    for k in ["labels", "annotations"] {
+        let mut map = old["metadata"][k].as_object().cloned().unwrap_or_default();
+        map.retain(|key, _| !key.starts_with(OWNED_PREFIX));
+        if let Some(want) = new["metadata"][k].as_object() {
+            map.extend(want.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         let have = &old["metadata"][k];
-        // An empty map and a missing one are the same.
-        want == have || (is_empty(want) && is_empty(have))
-    });
-    if !same_meta {
-        let mut obj = old.clone();
-        obj["metadata"]["labels"] = new["metadata"]["labels"].clone();
-        obj["metadata"]["annotations"] = new["metadata"]["annotations"].clone();
-        object = Some(obj);
+        let same = have.as_object().map_or(map.is_empty(), |h| *h == map);
+        if !same {
+            merged["metadata"][k] = Value::Object(map);
+            object = Some(());
+        }
     }
+    let object = object.map(|()| merged);
     let status = (heartbeat
         || without_heartbeats(&old["status"]) != without_heartbeats(&new["status"]))
     .then(|| {
@@ -309,10 +317,6 @@ pub fn plan(old: Option<&Value>, mut new: Value, heartbeat: bool) -> Plan {
         obj
     });
     Plan::Update { object, status }
-}
-
-fn is_empty(v: &Value) -> bool {
-    v.is_null() || v.as_object().is_some_and(Map::is_empty)
 }
 
 fn keep_transition_times(old: &Value, new: &mut Value) {
@@ -438,6 +442,24 @@ impl Publisher {
             Err(ClientError::Status { code, .. }) if code == hyper::StatusCode::NOT_FOUND => None,
             Err(e) => return Err(e),
         };
+        // The update that cordoned this node is over (committed or rolled back): uncordon.
+        let updating = report
+            .as_ref()
+            .and_then(|r| r.last.as_ref())
+            .is_some_and(|l| l.result == "pending" || l.result == "writing");
+        let old = match old {
+            Some(node) if !updating => match uncordon(&self.client, &node).await? {
+                Some(written) => {
+                    eprintln!(
+                        "cairn: node {}: uncordoned after the update",
+                        self.facts.name
+                    );
+                    Some(written)
+                }
+                None => Some(node),
+            },
+            other => other,
+        };
         let heartbeat = self
             .last_status_write
             .is_none_or(|t| t.elapsed() >= REFRESH);
@@ -527,6 +549,100 @@ impl Publisher {
         }
         Ok(())
     }
+}
+
+/// Set on a Node the updater cordoned, so that it uncordons that node (and no node an admin
+/// cordoned) once the update is over.
+pub const CORDONED_FOR_UPDATE: &str = "cairn.dev/cordoned-for-update";
+
+/// Before an update's reboot, what `kubectl drain --ignore-daemonsets` does: cordons the Node
+/// (unless it is cordoned already) and deletes the pods bound to it, each with its own grace
+/// period, leaving DaemonSet pods. Returns a line for the progress output.
+pub async fn drain(client: &Client, name: &str) -> Result<String, ClientError> {
+    let path = format!("/api/v1/nodes/{name}");
+    let mut node = client.request(Method::GET, &path, None).await?;
+    let cordon = node["spec"]["unschedulable"] != true;
+    if cordon {
+        node["spec"]["unschedulable"] = json!(true);
+        node["metadata"]["annotations"][CORDONED_FOR_UPDATE] = json!("true");
+        client.request(Method::PUT, &path, Some(&node)).await?;
+    }
+    let pods = client
+        .request(
+            Method::GET,
+            &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{name}"),
+            None,
+        )
+        .await?;
+    let (mut evicted, mut kept) = (0, 0);
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let meta = &pod["metadata"];
+        let daemon = meta["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["kind"] == "DaemonSet");
+        if daemon || !meta["deletionTimestamp"].is_null() {
+            kept += 1;
+            continue;
+        }
+        let grace = pod["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(30);
+        let options = json!({
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": grace,
+        });
+        let pod_path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            meta["namespace"].as_str().unwrap_or("default"),
+            meta["name"].as_str().unwrap_or("")
+        );
+        match client
+            .request(Method::DELETE, &pod_path, Some(&options))
+            .await
+        {
+            Ok(_) => evicted += 1,
+            Err(ClientError::Status { code, .. }) if code == hyper::StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(format!(
+        "drained node {name}: {}, {evicted} pod(s) evicted{}",
+        if cordon {
+            "cordoned"
+        } else {
+            "already cordoned"
+        },
+        if kept > 0 {
+            format!(", {kept} DaemonSet or terminating pod(s) left")
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// Uncordons `node` (as stored) if the updater cordoned it; the Node as written, if it was.
+async fn uncordon(client: &Client, node: &Value) -> Result<Option<Value>, ClientError> {
+    if node["metadata"]["annotations"][CORDONED_FOR_UPDATE].is_null() {
+        return Ok(None);
+    }
+    let mut node = node.clone();
+    if let Some(a) = node["metadata"]["annotations"].as_object_mut() {
+        a.remove(CORDONED_FOR_UPDATE);
+    }
+    if let Some(spec) = node["spec"].as_object_mut() {
+        spec.remove("unschedulable");
+    }
+    let path = format!(
+        "/api/v1/nodes/{}",
+        node["metadata"]["name"].as_str().unwrap_or("")
+    );
+    client
+        .request(Method::PUT, &path, Some(&node))
+        .await
+        .map(Some)
 }
 
 /// True when the Node `name` exists and its Ready condition is True: the health the trial

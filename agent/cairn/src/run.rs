@@ -174,11 +174,6 @@ fn serve(
         .and_then(|n| n.release().ok())
         .map_or_else(|| env!("CARGO_PKG_VERSION").to_owned(), |r| r.version);
     let deadline = Duration::from_secs(node.update.health_deadline_seconds.into());
-    let updates = ab_node.clone().filter(|_| role == Role::Server).map(|n| {
-        let reboot: Arc<dyn Fn() + Send + Sync> =
-            Arc::new(|| reboot_node("into the new slot's trial"));
-        update::service::UpdateService::new(&node_name, n, reboot)
-    });
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -214,6 +209,17 @@ fn serve(
             .map_err(anyhow::Error::msg)
             .context("a client of this node's API")?;
         let register = register && role == Role::Server;
+        // The server takes update bundles for itself (`cairnctl upgrade`), draining its own
+        // Node before the reboot when it has one.
+        let updates = ab_node.clone().filter(|_| role == Role::Server).map(|n| {
+            let reboot: Arc<dyn Fn() + Send + Sync> =
+                Arc::new(|| reboot_node("into the new slot's trial"));
+            let service = update::service::UpdateService::new(&node_name, n, reboot);
+            match register {
+                true => service.with_drain(api_client.clone()),
+                false => service,
+            }
+        });
         if register {
             let labels = node
                 .labels

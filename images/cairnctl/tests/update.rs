@@ -254,12 +254,21 @@ fn update_round_trip(board_name: &str, kill_points: usize) {
         ("b", "committed")
     );
     assert_eq!(r.last.as_ref().unwrap().result, "committed");
-    // The commit waited for the Node to be Ready with the new version: kubectl shows it.
-    let wide = kubectl(&o, &["get", "nodes", "-o", "wide"]);
-    assert!(
-        wide.contains(" Ready ") && wide.contains("Cairn 90.0.2"),
-        "{wide}"
-    );
+    // The commit waited for the Node to be Ready with the new version: kubectl shows it, and
+    // the cordon the node put on itself before the reboot is lifted (within 30 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let wide = kubectl(&o, &["get", "nodes", "-o", "wide"]);
+        assert!(wide.contains("Cairn 90.0.2"), "{wide}");
+        if wide.contains(" Ready ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still cordoned after the commit: {wide}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
 
     // v2 -> v3 built to fail its health gate: back on v2, with the reason.
     let err = upgrade::run(&upgrade_opts(&o, &v3_bundle, false))

@@ -67,21 +67,28 @@ fn serve(f: &Fixture) -> NodeServer {
     let api = cairn_apiserver::Api::new(Arc::new(store));
     let reboots = Arc::new(AtomicUsize::new(0));
     let counter = reboots.clone();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let admin = Some((
+        certs.admin.cert.clone().into_bytes(),
+        certs.admin.key.clone().into_bytes(),
+    ));
+    // As `cairn server` wires it: the node drains itself through its own API.
     let service = UpdateService::new(
         "edge-1",
         f.node.clone(),
         Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }),
-    );
+    )
+    .with_drain(cairn::client::Client::new(&url, &certs.ca_cert, admin, None).unwrap());
     let server = cairn_apiserver::Server {
         api: api.clone(),
         watch: Default::default(),
         extension: Some(Arc::new(service)),
     };
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -592,5 +599,104 @@ fn bundle_urls_with_a_wrong_digest_or_no_file_are_refused() {
         "slot b untouched"
     );
     assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
+    fs::remove_dir_all(&f.dir).unwrap();
+}
+
+/// Before rebooting into the trial the node drains itself (cordon, evict its pods but
+/// DaemonSet ones); once the update is over the publisher uncordons it, and only if the
+/// update was what cordoned it.
+#[test]
+fn node_drains_before_the_reboot_and_is_uncordoned_after() {
+    use cairn::node_status::{Facts, Publisher, CORDONED_FOR_UPDATE};
+    use hyper::Method;
+    use serde_json::json;
+
+    let f = fixture("upgrade-drain");
+    let (bundle, _) = bundle(&f, "0.2.0");
+    let srv = serve(&f);
+    let kubeconfig = kubeconfig_for(&srv, srv.port);
+    cairn_apiserver::bootstrap::ensure_system_namespaces(&srv.api).unwrap();
+    let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |m: Method, path: &str, body: Option<serde_json::Value>| {
+        rt.block_on(client.request(m, path, body.as_ref()))
+    };
+    let facts = Facts::gather(
+        "edge-1",
+        cairn_config::Role::Server,
+        "0.1.0",
+        Default::default(),
+    );
+    let mut publisher = Publisher::new(client.clone(), facts, Some(f.node.clone()));
+    rt.block_on(publisher.sync()).unwrap();
+
+    let pod = |name: &str, node: &str, daemon: bool| {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 5,
+                     "containers": [{"name": "c", "image": "registry.example/app:1"}]},
+        });
+        if daemon {
+            p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
+                "kind": "DaemonSet", "name": "agent", "uid": "d-1"}]);
+        }
+        call(Method::POST, "/api/v1/namespaces/default/pods", Some(p)).unwrap();
+    };
+    pod("web", "edge-1", false);
+    pod("agent-x", "edge-1", true);
+    pod("elsewhere", "edge-2", false);
+
+    assert_eq!(
+        upgrade::run(&options(kubeconfig.clone(), &bundle)).unwrap(),
+        Outcome::Pending
+    );
+    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true, "cordoned: {node}");
+    assert_eq!(node["metadata"]["annotations"][CORDONED_FOR_UPDATE], "true");
+    let left: Vec<String> = call(Method::GET, "/api/v1/pods", None).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["agent-x", "elsewhere"],
+        "web evicted, the others kept"
+    );
+
+    // Still on trial: stays cordoned. Committed: uncordoned.
+    rt.block_on(publisher.sync()).unwrap();
+    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true);
+    f.node
+        .amend_record(|r| r.result = "committed".into())
+        .unwrap();
+    rt.block_on(publisher.sync()).unwrap();
+    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
+    assert!(
+        node["spec"]["unschedulable"].is_null(),
+        "uncordoned: {node}"
+    );
+    assert!(node["metadata"]["annotations"][CORDONED_FOR_UPDATE].is_null());
+
+    // A node an admin cordoned stays cordoned through an update.
+    let mut cordoned = node.clone();
+    cordoned["spec"]["unschedulable"] = json!(true);
+    call(Method::PUT, "/api/v1/nodes/edge-1", Some(cordoned)).unwrap();
+    let drained = rt
+        .block_on(cairn::node_status::drain(&client, "edge-1"))
+        .unwrap();
+    assert!(drained.contains("already cordoned"), "{drained}");
+    rt.block_on(publisher.sync()).unwrap();
+    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
+    assert_eq!(
+        node["spec"]["unschedulable"], true,
+        "the admin's cordon stays"
+    );
     fs::remove_dir_all(&f.dir).unwrap();
 }

@@ -253,3 +253,29 @@ fn lease_is_renewed_in_place() {
     let typed: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(renewed).unwrap();
     assert_eq!(typed.spec.unwrap().lease_duration_seconds, Some(90));
 }
+
+#[test]
+fn plan_keeps_labels_and_annotations_set_by_others() {
+    let f = facts();
+    let mut stored = f.node(Some(&report(Some(record("committed", None)))), "T0");
+    stored["metadata"]["labels"]["team"] = json!("ops");
+    stored["metadata"]["annotations"]["note"] = json!("rack 3");
+    // Not on an A/B node any more (say): the update.cairn.dev keys go, the others stay.
+    let Plan::Update {
+        object: Some(obj), ..
+    } = plan(Some(&stored), f.node(None, "T1"), false)
+    else {
+        panic!("the update labels must go")
+    };
+    let labels = obj["metadata"]["labels"].as_object().unwrap();
+    assert_eq!(labels["team"], "ops");
+    assert_eq!(labels["site"], "lab");
+    assert!(
+        !labels.keys().any(|k| k.starts_with(OWNED_PREFIX)),
+        "{labels:?}"
+    );
+    assert_eq!(obj["metadata"]["annotations"]["note"], "rack 3");
+    assert!(obj["metadata"]["annotations"]
+        .get("update.cairn.dev/last-update")
+        .is_none());
+}

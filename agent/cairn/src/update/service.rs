@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, Mutex};
 use super::fetch;
 use super::staging::{StageError, Staging, Upload};
 use super::{Node, UpdateError};
+use crate::client::Client;
 
 /// Group allowed to update nodes (the admin kubeconfig's).
 pub const ADMIN_GROUP: &str = "system:masters";
@@ -45,6 +46,8 @@ struct Inner {
     staging: Staging,
     busy: Arc<Mutex<()>>,
     reboot: Arc<dyn Fn() + Send + Sync>,
+    /// This node's API (loopback, admin): to drain the node before its reboot.
+    api: Option<Client>,
 }
 
 /// The body of `POST .../update/apply`.
@@ -77,6 +80,16 @@ impl UpdateService {
             node,
             busy: Arc::new(Mutex::new(())),
             reboot,
+            api: None,
+        }))
+    }
+
+    /// Drains the node through `api` (cordon, evict its pods) before rebooting into a trial.
+    pub fn with_drain(self, api: Client) -> UpdateService {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|_| panic!("configure before serving"));
+        UpdateService(Arc::new(Inner {
+            api: Some(api),
+            ..inner
         }))
     }
 
@@ -263,6 +276,7 @@ impl Inner {
             staging: self.staging.clone(),
             reboot: self.reboot.clone(),
             name: self.name.clone(),
+            api: self.api.clone(),
             tx,
         };
         // Runs to its end even if the client goes away: a download or an install is not
@@ -275,12 +289,13 @@ impl Inner {
     }
 }
 
-/// One apply: fetch (if asked), install, answer in JSON lines on `tx`, reboot.
+/// One apply: fetch (if asked), install, drain, answer in JSON lines on `tx`, reboot.
 struct Job {
     node: Node,
     staging: Staging,
     reboot: Arc<dyn Fn() + Send + Sync>,
     name: String,
+    api: Option<Client>,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -324,67 +339,93 @@ impl Job {
             let _ = self.tx.send(line(&v)).await;
             return;
         };
-        let _ = tokio::task::spawn_blocking(move || self.install(ask, &path, busy)).await;
+        let installed = tokio::task::spawn_blocking(move || {
+            let version = self.install(&ask, &path);
+            (self, ask, version)
+        })
+        .await;
+        if let Ok((job, ask, Some(version))) = installed {
+            job.finish(&ask, version, busy).await;
+        }
     }
 
-    fn install(
-        self,
-        ask: ApplyRequest,
-        path: &std::path::Path,
-        busy: tokio::sync::OwnedMutexGuard<()>,
-    ) {
-        let Job {
-            node,
-            staging,
-            reboot,
-            name,
-            tx,
-        } = self;
-        {
-            let send = |v: serde_json::Value| {
-                let _ = tx.blocking_send(line(&v));
-            };
-            eprintln!("cairn: update: applying bundle {}", &ask.sha256[..12]);
-            let result = super::apply(&node, path, ask.allow_downgrade, &mut |line| {
-                eprintln!("cairn: update: {line}");
-                send(serde_json::json!({ "progress": line }));
-            });
-            match result {
-                Ok(manifest) => {
-                    if let Err(e) = staging.clear() {
+    /// Verifies and writes the staged bundle (blocking); the installed version, or `None`
+    /// after the error line went out.
+    fn install(&self, ask: &ApplyRequest, path: &std::path::Path) -> Option<String> {
+        let send = |v: serde_json::Value| {
+            let _ = self.tx.blocking_send(line(&v));
+        };
+        eprintln!("cairn: update: applying bundle {}", &ask.sha256[..12]);
+        let result = super::apply(&self.node, path, ask.allow_downgrade, &mut |line| {
+            eprintln!("cairn: update: {line}");
+            send(serde_json::json!({ "progress": line }));
+        });
+        match result {
+            Ok(manifest) => {
+                if let Err(e) = self.staging.clear() {
+                    eprintln!("cairn: update: removing the staged bundle: {e}");
+                }
+                Some(manifest.version)
+            }
+            Err(e) => {
+                eprintln!("cairn: update: {e}");
+                let kind = match e {
+                    UpdateError::Bundle(_) | UpdateError::Refused(_) => "refused",
+                    UpdateError::Io { .. } => "failed",
+                };
+                if kind == "refused" {
+                    // It will never be accepted: give the space back.
+                    if let Err(e) = self.staging.clear() {
                         eprintln!("cairn: update: removing the staged bundle: {e}");
                     }
-                    let report = node.report(&name).ok();
-                    send(serde_json::json!({
-                        "result": "pending",
-                        "version": manifest.version,
-                        "slot": node.running.other().to_string(),
-                        "reboot": ask.reboot,
-                        "report": report,
-                    }));
-                    drop(tx);
-                    drop(busy);
-                    if ask.reboot {
-                        // Let the answer reach the client before the node goes down.
-                        std::thread::sleep(std::time::Duration::from_millis(500));
-                        reboot();
-                    }
                 }
-                Err(e) => {
-                    eprintln!("cairn: update: {e}");
-                    let kind = match e {
-                        UpdateError::Bundle(_) | UpdateError::Refused(_) => "refused",
-                        UpdateError::Io { .. } => "failed",
-                    };
-                    if kind == "refused" {
-                        // It will never be accepted: give the space back.
-                        if let Err(e) = staging.clear() {
-                            eprintln!("cairn: update: removing the staged bundle: {e}");
-                        }
-                    }
-                    send(serde_json::json!({ "error": e.to_string(), "kind": kind }));
+                send(serde_json::json!({ "error": e.to_string(), "kind": kind }));
+                None
+            }
+        }
+    }
+
+    /// After a successful install: drain the node if it is about to reboot, answer, reboot.
+    async fn finish(
+        self,
+        ask: &ApplyRequest,
+        version: String,
+        busy: tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        let progress = |p: String| {
+            eprintln!("cairn: update: {p}");
+            let _ = self
+                .tx
+                .try_send(line(&serde_json::json!({ "progress": p })));
+        };
+        if ask.reboot {
+            if let Some(api) = &self.api {
+                match crate::node_status::drain(api, &self.name).await {
+                    Ok(done) => progress(done),
+                    // The node goes down either way; its pods with it.
+                    Err(e) => progress(format!(
+                        "draining node {}: {e}; rebooting anyway",
+                        self.name
+                    )),
                 }
             }
+        }
+        let report = self.node.report(&self.name).ok();
+        let v = serde_json::json!({
+            "result": "pending",
+            "version": version,
+            "slot": self.node.running.other().to_string(),
+            "reboot": ask.reboot,
+            "report": report,
+        });
+        let _ = self.tx.send(line(&v)).await;
+        let Job { tx, reboot, .. } = self;
+        drop(tx);
+        drop(busy);
+        if ask.reboot {
+            // Let the answer reach the client before the node goes down.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            reboot();
         }
     }
 }
