@@ -700,3 +700,78 @@ fn node_drains_before_the_reboot_and_is_uncordoned_after() {
     );
     fs::remove_dir_all(&f.dir).unwrap();
 }
+
+/// Only admins (`system:masters`) reach the update endpoints: a valid bootstrap token (an
+/// agent joining) gets 403 for the report, the upload and the apply, and nothing is staged.
+#[test]
+fn non_admins_may_not_update_nodes() {
+    use base64::Engine;
+    use hyper::Method;
+    use serde_json::json;
+
+    let f = fixture("upgrade-forbidden");
+    let srv = serve(&f);
+    cairn_apiserver::bootstrap::ensure_system_namespaces(&srv.api).unwrap();
+    let admin = cairn::client::Client::from_kubeconfig(&kubeconfig_for(&srv, srv.port)).unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "data": {"token-id": b64("abcdef"), "token-secret": b64("0123456789abcdef"),
+                 "usage-bootstrap-authentication": b64("true")},
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(admin.request(
+        Method::POST,
+        "/api/v1/namespaces/kube-system/secrets",
+        Some(&secret),
+    ))
+    .unwrap();
+    let agent = cairn::client::Client::new(
+        admin.url(),
+        admin.ca_pem(),
+        None,
+        Some("abcdef.0123456789abcdef".into()),
+    )
+    .unwrap();
+    // The token authenticates (the Kubernetes API answers it) ...
+    rt.block_on(agent.request(Method::GET, "/version", None))
+        .unwrap();
+    // ... but may not touch updates.
+    let sha = "ab".repeat(32);
+    let upload = || {
+        rt.block_on(agent.call(
+            Method::PUT,
+            "/cairn/v1/nodes/edge-1/update/bundle",
+            &[
+                ("content-range", "bytes 0-3/4".to_owned()),
+                ("cairn-bundle-sha256", sha.clone()),
+            ],
+            http_body_util::Full::new(hyper::body::Bytes::from_static(b"CAIR")),
+        ))
+        .unwrap()
+        .status()
+    };
+    assert_eq!(upload(), 403);
+    for (method, path) in [
+        (Method::GET, "/cairn/v1/nodes"),
+        (Method::GET, "/cairn/v1/nodes/edge-1/update"),
+        (Method::POST, "/cairn/v1/nodes/edge-1/update/apply"),
+    ] {
+        let body = json!({"sha256": sha});
+        match rt.block_on(agent.request(method.clone(), path, Some(&body))) {
+            Err(cairn::client::ClientError::Status { code, message, .. }) => {
+                assert_eq!(code, 403, "{method} {path}");
+                assert!(message.contains("system:masters"), "{message}");
+            }
+            other => panic!("{method} {path}: {other:?}"),
+        }
+    }
+    assert!(f.node.incoming().join("upload.json").metadata().is_err());
+    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
+    fs::remove_dir_all(&f.dir).unwrap();
+}
