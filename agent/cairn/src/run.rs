@@ -230,6 +230,10 @@ fn serve(
             let publisher = node_status::Publisher::new(api_client.clone(), facts, ab_node.clone());
             tokio::spawn(publisher.run());
         }
+        if let Some(ab) = ab_node.clone() {
+            let drain = register.then(|| (api_client.clone(), node_name.clone()));
+            tokio::spawn(watch_for_bundles(ab, drain));
+        }
         if let Some((ab, trial)) = ab_node.and_then(update_on_start) {
             let health = Health {
                 client: api_client,
@@ -312,6 +316,49 @@ async fn run_trial(
             eprintln!("cairn: update: health gate: {e}");
             reboot_node("into the previous slot");
         }
+    }
+}
+
+/// Air-gapped updates: installs a bundle found on a USB stick or in `DATA/update/inbox`
+/// ([`update::inbox`]), then drains the node (when it has a Node) and reboots into the trial.
+async fn watch_for_bundles(node: update::Node, drain: Option<(cairn::client::Client, String)>) {
+    let mut watcher = update::inbox::Watcher::new(node);
+    loop {
+        let looked = tokio::task::spawn_blocking(move || {
+            let node = watcher.node.clone();
+            let installed = watcher.look(&mut |found| {
+                update::apply(&node, &found.path, false, &mut |line| {
+                    eprintln!("cairn: update: {line}");
+                })
+                .map(|m| {
+                    eprintln!(
+                        "cairn: update: Cairn {} from {} installed",
+                        m.version, found.source
+                    )
+                })
+                .map_err(|e| e.to_string())
+            });
+            (watcher, installed)
+        })
+        .await;
+        let Ok((w, installed)) = looked else {
+            eprintln!("cairn: update: the bundle watcher stopped");
+            return;
+        };
+        watcher = w;
+        if installed {
+            if let Some((client, name)) = &drain {
+                match node_status::drain(client, name).await {
+                    Ok(line) => eprintln!("cairn: update: {line}"),
+                    Err(e) => {
+                        eprintln!("cairn: update: draining node {name}: {e}; rebooting anyway")
+                    }
+                }
+            }
+            reboot_node("into the new slot's trial");
+            return;
+        }
+        tokio::time::sleep(update::inbox::POLL).await;
     }
 }
 

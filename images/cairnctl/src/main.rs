@@ -173,6 +173,19 @@ enum Cmd {
         /// Output directory [default: out/<board>].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Attach this disk image as a second, read-only disk: a USB stick stand-in (make
+        /// one with `cairnctl stick`).
+        #[arg(long, value_name = "IMG")]
+        stick: Option<PathBuf>,
+    },
+    /// Make a FAT disk image holding BUNDLE as cairn-update/<name>: what a USB stick for an
+    /// air-gapped update holds (any FAT stick with that file works the same).
+    Stick {
+        /// The bundle (out/<board>/update.cairnb).
+        bundle: PathBuf,
+        /// The image to write.
+        #[arg(long, short = 'o', default_value = "stick.img")]
+        out: PathBuf,
     },
 }
 
@@ -443,6 +456,7 @@ fn run(cli: Cli) -> Result<()> {
             disk_mib,
             smp,
             out,
+            stick,
         } => {
             let repo = repo_root()?;
             let board = board::load(&repo.join("board-configs"), &board)?;
@@ -457,8 +471,17 @@ fn run(cli: Cli) -> Result<()> {
                 echo: true,
                 smp,
                 secrets: Some(default_secrets()?),
+                stick,
             };
             qemu::run_interactive(&o)?;
+        }
+        Cmd::Stick { bundle, out } => {
+            cairnctl::update::make_stick(&bundle, &out)?;
+            println!(
+                "{}: FAT image with cairn-update/{}",
+                out.display(),
+                bundle.file_name().unwrap_or_default().to_string_lossy()
+            );
         }
     }
     Ok(())

@@ -32,6 +32,9 @@ pub struct VmOptions {
     /// Cluster secrets (made here if missing) installed on a fresh node disk; an admin
     /// kubeconfig for the forwarded port is written to `run_dir/kubeconfig`.
     pub secrets: Option<PathBuf>,
+    /// A disk image attached as a second, removable disk (a USB stick in QEMU: a FAT image
+    /// with `cairn-update/*.cairnb` is an air-gapped update).
+    pub stick: Option<PathBuf>,
 }
 
 impl VmOptions {
@@ -49,6 +52,7 @@ impl VmOptions {
             disk_mib: 1024,
             echo: false,
             smp: 1,
+            stick: None,
         }
     }
 
@@ -179,6 +183,13 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         o.node_disk().display()
     ));
     c.args(["-device", &format!("{},drive=disk0", dev("virtio-blk"))]);
+    if let Some(stick) = &o.stick {
+        c.arg("-drive").arg(format!(
+            "if=none,id=stick0,format=raw,readonly=on,file={}",
+            stick.display()
+        ));
+        c.args(["-device", &format!("{},drive=stick0", dev("virtio-blk"))]);
+    }
     c.arg("-netdev").arg(format!(
         "user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443",
         o.api_port

@@ -172,6 +172,30 @@ pub fn describe(m: &Manifest, path: &Path) -> String {
     s
 }
 
+/// A FAT32 image at `out` holding `bundle` as `cairn-update/<name>`, sized to fit: what a USB
+/// stick for an air-gapped update carries. Nodes look for `cairn-update/*.cairnb` and
+/// `*.cairnb` on any FAT, exFAT or ISO 9660 filesystem that is not on their own disk.
+pub fn make_stick(bundle: &Path, out: &Path) -> Result<()> {
+    let name = bundle
+        .file_name()
+        .with_context(|| format!("{} is not a file", bundle.display()))?;
+    let size = fs::metadata(bundle)
+        .with_context(|| format!("reading {}", bundle.display()))?
+        .len();
+    let tree = out.with_extension("tree");
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(tree.join("cairn-update"))?;
+    let copy = tree.join("cairn-update").join(name);
+    if fs::hard_link(bundle, &copy).is_err() {
+        fs::copy(bundle, &copy)?;
+    }
+    // FAT32 needs at least 33 MiB; leave room for the FAT itself.
+    let size_mib = (size >> 20) + 40;
+    let made = crate::fat::make(out, size_mib, "CAIRN-UPD", 0x0ca1_2e11, &tree, 0);
+    let _ = fs::remove_dir_all(&tree);
+    made
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

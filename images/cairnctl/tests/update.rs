@@ -446,3 +446,43 @@ fn qemu_x86_64_updates_rolls_back_and_survives_power_cuts() {
 fn qemu_aarch64_updates_rolls_back_and_survives_power_cuts() {
     update_round_trip("qemu-aarch64", kill_points(20));
 }
+
+/// Air-gapped: a node booted with a "USB stick" (a FAT image on a second, read-only disk)
+/// holding `cairn-update/<bundle>` installs it by itself, drains, reboots into the trial and
+/// commits; with the stick still in, it does not install it again.
+#[test]
+fn qemu_x86_64_installs_a_bundle_from_a_usb_stick() {
+    let board_name = "qemu-x86_64";
+    let (board, out) = built_board(board_name);
+    let bundle = make_bundle(board_name, "90.0.5", false);
+    let mut o = VmOptions::headless(board, out, "stick-test", free_port());
+    std::fs::create_dir_all(&o.run_dir).unwrap();
+    let stick = o.run_dir.join("stick.img");
+    cairnctl::update::make_stick(&bundle, &stick).unwrap();
+    o.stick = Some(stick);
+    let node = Node::start(o.clone());
+    let found = node.wait_for("cairn: update: found v90.0.5.cairnb on /dev/vdb", 0, BOOT);
+    let r = node.wait_report("committed the stick's bundle", |r| {
+        r.version == "90.0.5" && r.last.as_ref().is_some_and(|l| l.result == "committed")
+    });
+    assert_eq!(r.running.state, "committed");
+    let console = node.console();
+    assert!(
+        console[found..].contains("drained node"),
+        "drained before the reboot:\n{}",
+        qemu::tail(&console, 40)
+    );
+    // The stick is still in: the node says why it leaves the bundle alone.
+    node.wait_for(
+        "skipped: Cairn 90.0.5 runs already",
+        found,
+        Duration::from_secs(120),
+    );
+    let launches = node.launches.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(
+        node.launches.load(Ordering::SeqCst),
+        launches,
+        "no further reboot"
+    );
+}

@@ -9,6 +9,7 @@ pub mod fetch;
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixture;
 pub mod gate;
+pub mod inbox;
 pub mod service;
 pub mod staging;
 
@@ -314,6 +315,22 @@ pub fn apply(
     allow_downgrade: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Manifest, UpdateError> {
+    // One install at a time, whichever way the bundle came (API, URL, stick, inbox).
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = match INSTALLING.try_lock() {
+        Ok(guard) => guard,
+        // An install that panicked left nothing to protect: the next one starts over.
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            return Err(UpdateError::Io {
+                what: "installing".into(),
+                source: io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another update is being installed",
+                ),
+            })
+        }
+    };
     let release = node.release()?;
     let keys = TrustedKeys::load_dir(&node.etc.join("update-keys"))?;
     let expect = Expect {
