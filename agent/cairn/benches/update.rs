@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use cairn::update::fixture::Fixture;
+use cairn::update::fixture::{noise, Fixture};
 
 const SIZES_MIB: [usize; 3] = [8, 32, 128];
 
@@ -36,7 +36,11 @@ fn main() {
         let dir = root.join(format!("{mib}"));
         let _ = std::fs::remove_dir_all(&dir);
         let f = Fixture::new(dir.clone(), (mib + 4) << 20);
-        let bundle = f.bundle("0.2.0", &noise(mib << 20), "console=ttyS0");
+        let bundle = f.bundle(
+            "0.2.0",
+            &noise(mib << 20, 0x9e37_79b9_7f4a_7c15),
+            "console=ttyS0",
+        );
         let bundle_bytes = std::fs::metadata(&bundle).unwrap().len();
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["--apply-one"])
@@ -109,17 +113,4 @@ fn write_bytes() -> u64 {
 
 fn hwm_kb() -> u64 {
     proc_field("/proc/self/status", "VmHWM:")
-}
-
-/// Incompressible bytes, as a real squashfs mostly is.
-fn noise(len: usize) -> Vec<u8> {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cairn::update::fixture::Fixture;
+use cairn::update::fixture::{noise, Fixture};
 use cairn::update::service::UpdateService;
 use cairn_bundle::SigningKey;
 use cairn_slots::{Slot, SlotState, Status};
@@ -29,18 +29,6 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 fn fixture(tag: &str) -> Fixture {
     Fixture::new(temp_dir(tag), SLOT)
-}
-
-/// Incompressible bytes, so the bundle is as large as the root filesystem.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }
 
 fn bundle(f: &Fixture, version: &str) -> (PathBuf, Vec<u8>) {
@@ -167,6 +155,77 @@ fn kubeconfig_for(srv: &NodeServer, port: u16) -> PathBuf {
     p
 }
 
+/// A node with its API server, the system namespaces, an admin client, a 0.2.0 bundle, a
+/// runtime for the client, and a publisher of the node's Node object.
+struct Cluster {
+    f: Fixture,
+    srv: NodeServer,
+    bundle: PathBuf,
+    kubeconfig: PathBuf,
+    client: cairn::client::Client,
+    rt: tokio::runtime::Runtime,
+    publisher: cairn::node_status::Publisher,
+}
+
+impl Cluster {
+    fn new(tag: &str) -> Cluster {
+        let f = fixture(tag);
+        let (bundle, _) = bundle(&f, "0.2.0");
+        let srv = serve(&f);
+        let kubeconfig = kubeconfig_for(&srv, srv.port);
+        cairn_apiserver::bootstrap::ensure_system_namespaces(&srv.api).unwrap();
+        let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let publisher = Cluster::publisher(&f, &client);
+        Cluster {
+            f,
+            srv,
+            bundle,
+            kubeconfig,
+            client,
+            rt,
+            publisher,
+        }
+    }
+
+    /// A publisher as `cairn server` starts one for this node.
+    fn publisher(f: &Fixture, client: &cairn::client::Client) -> cairn::node_status::Publisher {
+        let version = f.node.release().unwrap().version;
+        let facts = cairn::node_status::Facts::gather(
+            "edge-1",
+            cairn_config::Role::Server,
+            &version,
+            Default::default(),
+        );
+        cairn::node_status::Publisher::new(client.clone(), facts, Some(f.node.clone()))
+    }
+
+    fn sync(&mut self) {
+        self.rt.block_on(self.publisher.sync()).unwrap();
+    }
+
+    fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, cairn::client::ClientError> {
+        self.rt
+            .block_on(self.client.request(method, path, body.as_ref()))
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        self.call(hyper::Method::GET, path, None).unwrap()
+    }
+
+    fn upgrade(&self) -> Outcome {
+        upgrade::run(&options(self.kubeconfig.clone(), &self.bundle)).unwrap()
+    }
+}
+
 fn options(kubeconfig: PathBuf, bundle: &Path) -> Options {
     Options {
         kubeconfig,
@@ -284,35 +343,9 @@ fn tampered_and_foreign_bundles_are_refused_before_the_slot_is_touched() {
 /// the annotations, and one Warning Event however often the publisher runs.
 #[test]
 fn node_object_shows_the_update_and_the_rollback() {
-    use cairn::node_status::{Facts, Publisher};
-    use hyper::Method;
-
-    let f = fixture("upgrade-node");
-    let (bundle, _) = bundle(&f, "0.2.0");
-    let srv = serve(&f);
-    let kubeconfig = kubeconfig_for(&srv, srv.port);
-    cairn_apiserver::bootstrap::ensure_system_namespaces(&srv.api).unwrap();
-    assert_eq!(
-        upgrade::run(&options(kubeconfig.clone(), &bundle)).unwrap(),
-        Outcome::Pending
-    );
-    let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
-    let release = f.node.release().unwrap();
-    let facts = Facts::gather(
-        "edge-1",
-        cairn_config::Role::Server,
-        &release.version,
-        Default::default(),
-    );
-    let mut publisher = Publisher::new(client.clone(), facts, Some(f.node.clone()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let get = |path: &str| {
-        rt.block_on(client.request(Method::GET, path, None))
-            .unwrap()
-    };
+    let mut c = Cluster::new("upgrade-node");
+    assert_eq!(c.upgrade(), Outcome::Pending);
+    let version = c.f.node.release().unwrap().version;
     let update_condition = |node: &serde_json::Value| {
         node["status"]["conditions"]
             .as_array()
@@ -323,11 +356,11 @@ fn node_object_shows_the_update_and_the_rollback() {
             .unwrap()
     };
 
-    rt.block_on(publisher.sync()).unwrap();
-    let node = get("/api/v1/nodes/edge-1");
+    c.sync();
+    let node = c.get("/api/v1/nodes/edge-1");
     assert_eq!(
         node["status"]["nodeInfo"]["osImage"],
-        format!("Cairn {}", release.version)
+        format!("Cairn {version}")
     );
     assert_eq!(node["metadata"]["labels"]["update.cairn.dev/slot"], "a");
     assert_eq!(
@@ -340,16 +373,16 @@ fn node_object_shows_the_update_and_the_rollback() {
 
     // What the health gate records when the node comes back on slot a.
     let reason = "not healthy within 300s: connection refused";
-    f.node
+    c.f.node
         .amend_record(|r| {
             r.result = "rolled-back".into();
             r.reason = Some(reason.into());
         })
         .unwrap();
     for _ in 0..3 {
-        rt.block_on(publisher.sync()).unwrap();
+        c.sync();
     }
-    let node = get("/api/v1/nodes/edge-1");
+    let node = c.get("/api/v1/nodes/edge-1");
     let rolled = update_condition(&node);
     assert_eq!(rolled["status"], "False");
     assert_eq!(rolled["reason"], "UpdateRolledBack");
@@ -364,24 +397,18 @@ fn node_object_shows_the_update_and_the_rollback() {
             .starts_with("rolled-back")
     );
     let events =
-        get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dedge-1");
+        c.get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dedge-1");
     let events = events["items"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "Warning");
     assert_eq!(events[0]["reason"], "UpdateRolledBack");
     assert!(events[0]["message"].as_str().unwrap().ends_with(reason));
     // A restarted publisher does not post it again.
-    let facts = Facts::gather(
-        "edge-1",
-        cairn_config::Role::Server,
-        &release.version,
-        Default::default(),
-    );
-    let mut again = Publisher::new(client.clone(), facts, Some(f.node.clone()));
-    rt.block_on(again.sync()).unwrap();
-    let events = get("/api/v1/namespaces/default/events");
+    c.publisher = Cluster::publisher(&c.f, &c.client);
+    c.sync();
+    let events = c.get("/api/v1/namespaces/default/events");
     assert_eq!(events["items"].as_array().unwrap().len(), 1);
-    fs::remove_dir_all(&f.dir).unwrap();
+    fs::remove_dir_all(&c.f.dir).unwrap();
 }
 
 /// A real HTTPS file server (hyper over rustls) for one file, with `Range` support. The first
@@ -607,32 +634,12 @@ fn bundle_urls_with_a_wrong_digest_or_no_file_are_refused() {
 /// update was what cordoned it.
 #[test]
 fn node_drains_before_the_reboot_and_is_uncordoned_after() {
-    use cairn::node_status::{Facts, Publisher, CORDONED_FOR_UPDATE};
+    use cairn::node_status::CORDONED_FOR_UPDATE;
     use hyper::Method;
     use serde_json::json;
 
-    let f = fixture("upgrade-drain");
-    let (bundle, _) = bundle(&f, "0.2.0");
-    let srv = serve(&f);
-    let kubeconfig = kubeconfig_for(&srv, srv.port);
-    cairn_apiserver::bootstrap::ensure_system_namespaces(&srv.api).unwrap();
-    let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let call = |m: Method, path: &str, body: Option<serde_json::Value>| {
-        rt.block_on(client.request(m, path, body.as_ref()))
-    };
-    let facts = Facts::gather(
-        "edge-1",
-        cairn_config::Role::Server,
-        "0.1.0",
-        Default::default(),
-    );
-    let mut publisher = Publisher::new(client.clone(), facts, Some(f.node.clone()));
-    rt.block_on(publisher.sync()).unwrap();
-
+    let mut c = Cluster::new("upgrade-drain");
+    c.sync();
     let pod = |name: &str, node: &str, daemon: bool| {
         let mut p = json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -644,20 +651,23 @@ fn node_drains_before_the_reboot_and_is_uncordoned_after() {
             p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1",
                 "kind": "DaemonSet", "name": "agent", "uid": "d-1"}]);
         }
-        call(Method::POST, "/api/v1/namespaces/default/pods", Some(p)).unwrap();
+        p
     };
-    pod("web", "edge-1", false);
-    pod("agent-x", "edge-1", true);
-    pod("elsewhere", "edge-2", false);
+    for (name, node, daemon) in [
+        ("web", "edge-1", false),
+        ("agent-x", "edge-1", true),
+        ("elsewhere", "edge-2", false),
+    ] {
+        let p = pod(name, node, daemon);
+        c.call(Method::POST, "/api/v1/namespaces/default/pods", Some(p))
+            .unwrap();
+    }
 
-    assert_eq!(
-        upgrade::run(&options(kubeconfig.clone(), &bundle)).unwrap(),
-        Outcome::Pending
-    );
-    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
+    assert_eq!(c.upgrade(), Outcome::Pending);
+    let node = c.get("/api/v1/nodes/edge-1");
     assert_eq!(node["spec"]["unschedulable"], true, "cordoned: {node}");
     assert_eq!(node["metadata"]["annotations"][CORDONED_FOR_UPDATE], "true");
-    let left: Vec<String> = call(Method::GET, "/api/v1/pods", None).unwrap()["items"]
+    let left: Vec<String> = c.get("/api/v1/pods")["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -670,14 +680,13 @@ fn node_drains_before_the_reboot_and_is_uncordoned_after() {
     );
 
     // Still on trial: stays cordoned. Committed: uncordoned.
-    rt.block_on(publisher.sync()).unwrap();
-    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
-    assert_eq!(node["spec"]["unschedulable"], true);
-    f.node
+    c.sync();
+    assert_eq!(c.get("/api/v1/nodes/edge-1")["spec"]["unschedulable"], true);
+    c.f.node
         .amend_record(|r| r.result = "committed".into())
         .unwrap();
-    rt.block_on(publisher.sync()).unwrap();
-    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
+    c.sync();
+    let node = c.get("/api/v1/nodes/edge-1");
     assert!(
         node["spec"]["unschedulable"].is_null(),
         "uncordoned: {node}"
@@ -687,18 +696,19 @@ fn node_drains_before_the_reboot_and_is_uncordoned_after() {
     // A node an admin cordoned stays cordoned through an update.
     let mut cordoned = node.clone();
     cordoned["spec"]["unschedulable"] = json!(true);
-    call(Method::PUT, "/api/v1/nodes/edge-1", Some(cordoned)).unwrap();
-    let drained = rt
-        .block_on(cairn::node_status::drain(&client, "edge-1"))
+    c.call(Method::PUT, "/api/v1/nodes/edge-1", Some(cordoned))
         .unwrap();
+    let drained =
+        c.rt.block_on(cairn::node_status::drain(&c.client, "edge-1"))
+            .unwrap();
     assert!(drained.contains("already cordoned"), "{drained}");
-    rt.block_on(publisher.sync()).unwrap();
-    let node = call(Method::GET, "/api/v1/nodes/edge-1", None).unwrap();
+    c.sync();
+    let node = c.get("/api/v1/nodes/edge-1");
     assert_eq!(
         node["spec"]["unschedulable"], true,
         "the admin's cordon stays"
     );
-    fs::remove_dir_all(&f.dir).unwrap();
+    fs::remove_dir_all(&c.f.dir).unwrap();
 }
 
 /// Only admins (`system:masters`) reach the update endpoints: a valid bootstrap token (an
@@ -709,10 +719,7 @@ fn non_admins_may_not_update_nodes() {
     use hyper::Method;
     use serde_json::json;
 
-    let f = fixture("upgrade-forbidden");
-    let srv = serve(&f);
-    cairn_apiserver::bootstrap::ensure_system_namespaces(&srv.api).unwrap();
-    let admin = cairn::client::Client::from_kubeconfig(&kubeconfig_for(&srv, srv.port)).unwrap();
+    let c = Cluster::new("upgrade-forbidden");
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -721,16 +728,13 @@ fn non_admins_may_not_update_nodes() {
         "data": {"token-id": b64("abcdef"), "token-secret": b64("0123456789abcdef"),
                  "usage-bootstrap-authentication": b64("true")},
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(admin.request(
+    c.call(
         Method::POST,
         "/api/v1/namespaces/kube-system/secrets",
-        Some(&secret),
-    ))
+        Some(secret),
+    )
     .unwrap();
+    let (f, srv, rt, admin) = (&c.f, &c.srv, &c.rt, &c.client);
     let agent = cairn::client::Client::new(
         admin.url(),
         admin.ca_pem(),

@@ -95,3 +95,16 @@ impl Fixture {
         self.bundle_signed(&self.key, version, rootfs, cmdline)
     }
 }
+
+/// `len` incompressible bytes from `seed` (xorshift): a root filesystem as big in a bundle as
+/// on disk, as a real squashfs mostly is.
+pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
