@@ -144,6 +144,16 @@ fn flaky_proxy(to: u16, cut_after: u64) -> (u16, Arc<AtomicBool>) {
     (port, cut)
 }
 
+/// Slot b holds what it held `before` and the node did not reboot: a refusal wrote nothing.
+fn assert_untouched(f: &Fixture, srv: &NodeServer, before: &[u8]) {
+    assert_eq!(
+        fs::read(&f.node.slot_b).unwrap(),
+        before,
+        "slot b untouched"
+    );
+    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0, "no reboot");
+}
+
 /// A kubeconfig that reaches the server through `port` (itself or a proxy).
 fn kubeconfig_for(srv: &NodeServer, port: u16) -> PathBuf {
     let text = srv.kubeconfig.replace(
@@ -323,18 +333,13 @@ fn tampered_and_foreign_bundles_are_refused_before_the_slot_is_touched() {
         "{err}"
     );
 
-    assert_eq!(
-        fs::read(&f.node.slot_b).unwrap(),
-        before,
-        "slot b untouched"
-    );
+    assert_untouched(&f, &srv, &before);
     let st = Status::read(&f.node.entries(), Slot::A).unwrap();
     assert_eq!(st.other_state, SlotState::Empty);
     assert!(
         f.node.incoming().join("upload.json").metadata().is_err(),
         "refused bundles are not kept"
     );
-    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
     fs::remove_dir_all(&f.dir).unwrap();
 }
 
@@ -554,12 +559,7 @@ fn node_fetches_a_bundle_url_and_resumes_with_range_requests() {
     .unwrap_err()
     .to_string();
     assert!(plain.contains("https:// only"), "{plain}");
-    assert_eq!(
-        fs::read(&f.node.slot_b).unwrap(),
-        before,
-        "slot b untouched"
-    );
-    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
+    assert_untouched(&f, &srv, &before);
 
     let ca = Some(files.ca.clone());
     let outcome = upgrade::run(&url_options(
@@ -620,12 +620,7 @@ fn bundle_urls_with_a_wrong_digest_or_no_file_are_refused() {
         f.node.incoming().join("bundle").metadata().is_err(),
         "a bundle with the wrong digest is not kept"
     );
-    assert_eq!(
-        fs::read(&f.node.slot_b).unwrap(),
-        before,
-        "slot b untouched"
-    );
-    assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
+    assert_untouched(&f, &srv, &before);
     fs::remove_dir_all(&f.dir).unwrap();
 }
 
