@@ -115,8 +115,12 @@ enum Cmd {
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: PathBuf,
         /// Node to upgrade [default: the only node the server offers].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all")]
         node: Option<String>,
+        /// Upgrade every node the server offers, one at a time, agents before servers,
+        /// waiting for each to commit; stop at the first failure.
+        #[arg(long)]
+        all: bool,
         /// Allow a bundle that is not newer than the running version (a downgrade, or the
         /// same version again into the other slot).
         #[arg(long)]
@@ -299,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Upgrade {
             kubeconfig,
             node,
+            all,
             allow_downgrade,
             no_wait,
             timeout,
@@ -320,7 +325,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 _ => bail!("give a bundle file, or --url with --sha256"),
             };
-            let outcome = upgrade::run(&upgrade::Options {
+            let opts = upgrade::Options {
                 kubeconfig,
                 node,
                 source,
@@ -328,12 +333,21 @@ fn run(cli: Cli) -> Result<()> {
                 no_wait,
                 timeout: std::time::Duration::from_secs(timeout),
                 upload_only: false,
-            })?;
-            if let upgrade::Outcome::Committed(r) = outcome {
-                println!(
-                    "{}: Cairn {} committed on slot {}",
-                    r.node, r.version, r.running.slot
-                );
+            };
+            let outcomes = if all {
+                upgrade::run_all(&opts)?
+            } else {
+                vec![(String::new(), upgrade::run(&opts)?)]
+            };
+            for (name, outcome) in outcomes {
+                match outcome {
+                    upgrade::Outcome::Committed(r) => println!(
+                        "{}: Cairn {} committed on slot {}",
+                        r.node, r.version, r.running.slot
+                    ),
+                    upgrade::Outcome::Current if all => println!("{name}: already current"),
+                    _ => {}
+                }
             }
         }
         Cmd::Status { kubeconfig } => upgrade::print_status(&kubeconfig)?,

@@ -168,6 +168,87 @@ async fn finish(client: &Client, node: &str, version: &str, opts: &Options) -> R
         .map(|r| Outcome::Committed(Box::new(r)))
 }
 
+/// `cairnctl upgrade --all`: every node the server offers, one at a time, agents before
+/// servers (a control plane is upgraded last, once its workers run the new version), each
+/// followed until it commits. Stops at the first node that fails or rolls back; the nodes
+/// after it are left as they are. Returns each upgraded node with its outcome.
+pub fn run_all(opts: &Options) -> Result<Vec<(String, Outcome)>> {
+    if opts.no_wait {
+        bail!("--all waits for each node to come back healthy before the next: drop --no-wait");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let client = Client::from_kubeconfig(&opts.kubeconfig)?;
+    let order = rt.block_on(async {
+        let list = client
+            .request(Method::GET, "/cairn/v1/nodes", None)
+            .await
+            .context("asking the server which nodes it can update")?;
+        let names: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["node"].as_str().map(str::to_owned))
+            .collect();
+        // Roles come from the Node objects; a node without one counts as a server (last).
+        let nodes = client
+            .request(Method::GET, "/api/v1/nodes", None)
+            .await
+            .unwrap_or_default();
+        anyhow::Ok(upgrade_order(&names, &nodes))
+    })?;
+    if order.is_empty() {
+        bail!("the server offers no node to update");
+    }
+    eprintln!(
+        "upgrading {} node(s) in this order: {}",
+        order.len(),
+        order.join(", ")
+    );
+    let mut done = Vec::new();
+    for (i, name) in order.iter().enumerate() {
+        let one = Options {
+            node: Some(name.clone()),
+            ..opts.clone()
+        };
+        match rt.block_on(upgrade(&one)) {
+            Ok(outcome) => done.push((name.clone(), outcome)),
+            Err(e) => {
+                let rest = &order[i + 1..];
+                let left = if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not upgraded: {}", rest.join(", "))
+                };
+                return Err(e.context(format!("stopped at node {name}{left}")));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The order `--all` upgrades `names` in: agents first, then control-plane nodes (by the
+/// `node-role.kubernetes.io/control-plane` label of their Node in `nodes`, a NodeList;
+/// without a Node, a server), by name within each group.
+pub fn upgrade_order(names: &[String], nodes: &serde_json::Value) -> Vec<String> {
+    let is_server = |name: &str| {
+        nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["metadata"]["name"] == name)
+            .is_none_or(|n| {
+                !n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"].is_null()
+            })
+    };
+    let mut order: Vec<String> = names.to_vec();
+    order.sort_by_key(|n| (is_server(n), n.clone()));
+    order.dedup();
+    order
+}
+
 /// The node the server offers when there is exactly one.
 async fn only_node(client: &Client) -> Result<String> {
     let list = client
@@ -526,6 +607,33 @@ fn align(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn all_upgrades_agents_before_servers() {
+        let names: Vec<String> = ["cp-1", "w-2", "w-1", "lonely"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let node = |name: &str, server: bool| {
+            let mut n = serde_json::json!({"metadata": {"name": name, "labels": {}}});
+            if server {
+                n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = "true".into();
+            }
+            n
+        };
+        let nodes = serde_json::json!({"items": [
+            node("cp-1", true), node("w-1", false), node("w-2", false),
+        ]});
+        // `lonely` has no Node: treated as a server, so it goes with the servers.
+        assert_eq!(
+            upgrade_order(&names, &nodes),
+            ["w-1", "w-2", "cp-1", "lonely"]
+        );
+        assert_eq!(
+            upgrade_order(&names[..1], &serde_json::Value::Null),
+            ["cp-1"]
+        );
+    }
+
     use super::*;
     use cairn::update::{Record, SlotReport};
 

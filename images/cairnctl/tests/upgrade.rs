@@ -774,3 +774,35 @@ fn non_admins_may_not_update_nodes() {
     assert_eq!(srv.reboots.load(Ordering::SeqCst), 0);
     fs::remove_dir_all(&f.dir).unwrap();
 }
+
+/// `cairnctl upgrade --all` walks the nodes the server offers: a node already on the
+/// bundle's version is reported current; a refusal stops the walk with the node named.
+#[test]
+fn upgrade_all_reports_each_node_and_stops_at_a_failure() {
+    let mut c = Cluster::new("upgrade-all");
+    c.sync();
+    let same = c.f.bundle("0.1.0", b"rootfs", "console=ttyS0");
+    let outcomes = upgrade::run_all(&Options {
+        no_wait: false,
+        ..options(c.kubeconfig.clone(), &same)
+    })
+    .unwrap();
+    assert_eq!(outcomes, [("edge-1".to_string(), Outcome::Current)]);
+
+    let stranger = SigningKey::generate().unwrap();
+    let foreign =
+        c.f.bundle_signed(&stranger, "0.3.0", b"rootfs", "console=ttyS0");
+    let err = upgrade::run_all(&Options {
+        no_wait: false,
+        ..options(c.kubeconfig.clone(), &foreign)
+    })
+    .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.starts_with("stopped at node edge-1"), "{text}");
+    assert!(text.contains("signed by key"), "{text}");
+    assert!(upgrade::run_all(&options(c.kubeconfig.clone(), &foreign))
+        .unwrap_err()
+        .to_string()
+        .contains("--no-wait"));
+    fs::remove_dir_all(&c.f.dir).unwrap();
+}
