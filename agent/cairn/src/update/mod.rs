@@ -4,6 +4,11 @@
 //! The slot state is the boot loader entries ([`cairn_slots`]); this module adds the node's
 //! side: which slot runs, where its partitions are, and the record of the last update
 //! (`DATA/update/last.json`, on the data partition so it survives both slots).
+//!
+//! Bundles reach [`apply`] four ways: uploaded through the API ([`service`], staged by
+//! [`staging`]), fetched from a URL by the node ([`fetch`], same staging), found on a USB
+//! stick or in `DATA/update/inbox` ([`inbox`]), or `cairn update apply FILE`. The Node object
+//! shows the result (`crate::node_status`).
 
 pub mod fetch;
 #[cfg(any(test, feature = "test-fixtures"))]
