@@ -49,7 +49,7 @@ const MAX_PODS: u32 = 110;
 pub struct Facts {
     pub name: String,
     pub role: Role,
-    /// The image version (`/etc/cairn/release`), shown as `osImage` "Cairn <version>".
+    /// The image version (`/etc/cairn/release`), shown as `osImage` "Cairn VERSION".
     pub os_version: String,
     /// The Kubernetes version `kubectl get nodes` shows (`v1.35.0+cairn-<version>`).
     pub kubelet_version: String,

@@ -148,7 +148,7 @@ impl Drop for Mounted {
     }
 }
 
-/// Mounts `/dev/<dev>` read-only under `base/<dev>` with the first of [`MEDIA_FS`] that
+/// Mounts `/dev/<dev>` read-only under `base/<dev>` with the first of vfat, exfat, iso9660 that
 /// takes it; `None` if none does (not a stick's filesystem).
 pub fn mount_media(dev: &str, base: &Path) -> io::Result<Option<Mounted>> {
     use nix::mount::{mount, MsFlags};

@@ -4,7 +4,7 @@
 //! | request | what it does |
 //! |---|---|
 //! | `GET /cairn/v1/nodes` | `{"items": [Report]}`: the nodes served here (this one) |
-//! | `GET /cairn/v1/nodes/NAME/update` | the node's [`Report`] (slots, last update, staged upload) |
+//! | `GET /cairn/v1/nodes/NAME/update` | the node's [`Report`](super::Report) (slots, last update, staged upload) |
 //! | `PUT /cairn/v1/nodes/NAME/update/bundle` | appends bytes to the staged bundle: `Content-Range: bytes START-END/SIZE`, `Cairn-Bundle-Sha256: HEX`; `409` when `START` is not where the staged bytes end (the `GET` says where) |
 //! | `POST /cairn/v1/nodes/NAME/update/apply` | `{"sha256": HEX, "allowDowngrade": false, "reboot": true}`: verifies and installs the staged bundle, streaming progress as JSON lines, then reboots into the trial; with `"url": "https://..."` (and optionally `"caCert": PEM`) the node first fetches the bundle itself ([`fetch`]) |
 //!
