@@ -311,6 +311,36 @@ pub fn request_reboot() -> io::Result<()> {
     kill(nix::unistd::Pid::from_raw(1), Signal::SIGUSR1).map_err(io::Error::from)
 }
 
+/// The nodes (by slot A's device) with an install under way in this process.
+static INSTALLING: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// An install under way on one node; dropping it ends the claim.
+struct Installing(PathBuf);
+
+impl Installing {
+    fn claim(node: &Node) -> Result<Installing, UpdateError> {
+        let mut busy = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(node.slot_a.clone()) {
+            return Err(UpdateError::Io {
+                what: "installing".into(),
+                source: io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another update is being installed",
+                ),
+            });
+        }
+        Ok(Installing(node.slot_a.clone()))
+    }
+}
+
+impl Drop for Installing {
+    fn drop(&mut self) {
+        let mut busy = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.0);
+    }
+}
+
 /// Installs `bundle` into the inactive slot and puts that slot on trial for the next boot.
 /// Everything about the bundle is verified before the first byte is written; while the slot
 /// is written no boot entry points at it.
@@ -320,22 +350,9 @@ pub fn apply(
     allow_downgrade: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Manifest, UpdateError> {
-    // One install at a time, whichever way the bundle came (API, URL, stick, inbox).
-    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = match INSTALLING.try_lock() {
-        Ok(guard) => guard,
-        // An install that panicked left nothing to protect: the next one starts over.
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => {
-            return Err(UpdateError::Io {
-                what: "installing".into(),
-                source: io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "another update is being installed",
-                ),
-            })
-        }
-    };
+    // One install at a time on a node, whichever way the bundle came (API, URL, stick,
+    // inbox).
+    let _one = Installing::claim(node)?;
     let release = node.release()?;
     let keys = TrustedKeys::load_dir(&node.etc.join("update-keys"))?;
     let expect = Expect {

@@ -257,3 +257,16 @@ fn a_trial_that_never_reports_is_rolled_back_too() {
         "{out:?}"
     );
 }
+
+#[test]
+fn one_install_at_a_time_per_node() {
+    let f = fixture("one-at-a-time");
+    let bundle = make_bundle(&f, "0.2.0", 1000, "console=ttyS0");
+    let claim = Installing::claim(&f.node).unwrap();
+    let err = apply(&f.node, &bundle, false, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another update is being installed"), "{err}");
+    drop(claim);
+    apply(&f.node, &bundle, false, &mut |_| {}).unwrap();
+}
