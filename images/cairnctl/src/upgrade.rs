@@ -182,16 +182,7 @@ pub fn run_all(opts: &Options) -> Result<Vec<(String, Outcome)>> {
         .context("starting the async runtime")?;
     let client = Client::from_kubeconfig(&opts.kubeconfig)?;
     let order = rt.block_on(async {
-        let list = client
-            .request(Method::GET, "/cairn/v1/nodes", None)
-            .await
-            .context("asking the server which nodes it can update")?;
-        let names: Vec<String> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n["node"].as_str().map(str::to_owned))
-            .collect();
+        let names = offered_nodes(&client).await?;
         // Roles come from the Node objects; a node without one counts as a server (last).
         let nodes = client
             .request(Method::GET, "/api/v1/nodes", None)
@@ -249,18 +240,23 @@ pub fn upgrade_order(names: &[String], nodes: &serde_json::Value) -> Vec<String>
     order
 }
 
-/// The node the server offers when there is exactly one.
-async fn only_node(client: &Client) -> Result<String> {
+/// The names of the nodes the server's update endpoint offers.
+async fn offered_nodes(client: &Client) -> Result<Vec<String>> {
     let list = client
         .request(Method::GET, "/cairn/v1/nodes", None)
         .await
         .context("asking the server which nodes it can update")?;
-    let names: Vec<String> = list["items"]
+    Ok(list["items"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|n| n["node"].as_str().map(str::to_owned))
-        .collect();
+        .collect())
+}
+
+/// The node the server offers when there is exactly one.
+async fn only_node(client: &Client) -> Result<String> {
+    let names = offered_nodes(client).await?;
     match names.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!("the server offers no node to update"),
