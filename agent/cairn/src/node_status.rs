@@ -93,7 +93,7 @@ impl Facts {
             machine_id: read("/etc/machine-id"),
             addresses,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            memory_kib: parse_mem_total_kib(&read("/proc/meminfo")).unwrap_or(0),
+            memory_kib: crate::procfs::parse_mem_total_kb(&read("/proc/meminfo")).unwrap_or(0),
             labels,
         }
     }
@@ -345,17 +345,6 @@ fn without_heartbeats(status: &Value) -> Value {
     s
 }
 
-/// `MemTotal` of `/proc/meminfo`, in KiB.
-pub fn parse_mem_total_kib(meminfo: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The node's Lease in `kube-node-lease`, renewed at `now` (a MicroTime), merged into the
 /// stored one (`old`) if there is one.
 pub fn lease(node: &str, old: Option<&Value>, now: &str) -> Value {
@@ -378,13 +367,6 @@ fn now_micro() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
         .to_string()
-}
-
-/// Now, as Kubernetes writes timestamps (`2025-01-02T03:04:05Z`).
-fn now_rfc3339() -> String {
-    let now = jiff::Timestamp::now();
-    let secs = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-    secs.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Keeps the Node up to date through `client` until the process ends.
@@ -435,7 +417,7 @@ impl Publisher {
             .updates
             .as_ref()
             .and_then(|n| n.report(&self.facts.name).ok());
-        let now = now_rfc3339();
+        let now = cairn_apiserver::meta::now();
         let path = format!("/api/v1/nodes/{}", self.facts.name);
         let old = match self.client.request(Method::GET, &path, None).await {
             Ok(v) => Some(v),
@@ -621,6 +603,15 @@ pub async fn drain(client: &Client, name: &str) -> Result<String, ClientError> {
             String::new()
         }
     ))
+}
+
+/// [`drain`] as the last step before an update's reboot: the line to log either way (a
+/// failed drain does not stop the reboot; the node's pods go down with it).
+pub async fn drain_before_reboot(client: &Client, name: &str) -> String {
+    match drain(client, name).await {
+        Ok(done) => done,
+        Err(e) => format!("draining node {name}: {e}; rebooting anyway"),
+    }
 }
 
 /// Uncordons `node` (as stored) if the updater cordoned it; the Node as written, if it was.

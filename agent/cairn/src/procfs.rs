@@ -34,8 +34,18 @@ pub fn parse_uptime_ms(text: &str) -> Option<u64> {
 
 /// `VmRSS` in kB from a `/proc/<pid>/status` text.
 pub fn parse_vm_rss_kb(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line["VmRSS:".len()..]
+    kb_field(text, "VmRSS:")
+}
+
+/// `MemTotal` in kB from a `/proc/meminfo` text.
+pub fn parse_mem_total_kb(text: &str) -> Option<u64> {
+    kb_field(text, "MemTotal:")
+}
+
+/// The number after `key` on its line of a `/proc` key-value file (`VmRSS:   1234 kB`).
+fn kb_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
@@ -92,6 +102,9 @@ mod tests {
         let status = "Name:\tinit\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t1\n";
         assert_eq!(parse_vm_rss_kb(status), Some(1234));
         assert_eq!(parse_vm_rss_kb("Name:\tkthreadd\n"), None);
+        let meminfo = "MemTotal:        2030244 kB\nMemFree:          100 kB\n";
+        assert_eq!(parse_mem_total_kb(meminfo), Some(2_030_244));
+        assert_eq!(parse_mem_total_kb("MemFree: 1 kB\n"), None);
     }
 
     #[test]

@@ -214,11 +214,8 @@ fn serve(
         let updates = ab_node.clone().filter(|_| role == Role::Server).map(|n| {
             let reboot: Arc<dyn Fn() + Send + Sync> =
                 Arc::new(|| reboot_node("into the new slot's trial"));
-            let service = update::service::UpdateService::new(&node_name, n, reboot);
-            match register {
-                true => service.with_drain(api_client.clone()),
-                false => service,
-            }
+            let drain = register.then(|| api_client.clone());
+            update::service::UpdateService::new(&node_name, n, reboot, drain)
         });
         if register {
             let labels = node
@@ -284,13 +281,15 @@ struct Health {
 
 impl Health {
     async fn check(&self) -> Result<(), String> {
-        self.client
-            .request(hyper::Method::GET, "/version", None)
-            .await
-            .map_err(|e| e.to_string())?;
         match &self.node {
+            // Reading the Node through the API also proves the API answers.
             Some((name, version)) => node_status::node_ready(&self.client, name, version).await,
-            None => Ok(()),
+            None => self
+                .client
+                .request(hyper::Method::GET, "/version", None)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -348,12 +347,8 @@ async fn watch_for_bundles(node: update::Node, drain: Option<(cairn::client::Cli
         watcher = w;
         if installed {
             if let Some((client, name)) = &drain {
-                match node_status::drain(client, name).await {
-                    Ok(line) => eprintln!("cairn: update: {line}"),
-                    Err(e) => {
-                        eprintln!("cairn: update: draining node {name}: {e}; rebooting anyway")
-                    }
-                }
+                let line = node_status::drain_before_reboot(client, name).await;
+                eprintln!("cairn: update: {line}");
             }
             reboot_node("into the new slot's trial");
             return;

@@ -70,8 +70,8 @@ fn serve(f: &Fixture) -> NodeServer {
         Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }),
-    )
-    .with_drain(cairn::client::Client::new(&url, &certs.ca_cert, admin, None).unwrap());
+        Some(cairn::client::Client::new(&url, &certs.ca_cert, admin, None).unwrap()),
+    );
     let server = cairn_apiserver::Server {
         api: api.clone(),
         watch: Default::default(),

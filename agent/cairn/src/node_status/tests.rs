@@ -234,13 +234,6 @@ fn label_values_are_sanitised() {
 }
 
 #[test]
-fn mem_total() {
-    let text = "MemTotal:        2030244 kB\nMemFree:          100 kB\n";
-    assert_eq!(parse_mem_total_kib(text), Some(2_030_244));
-    assert_eq!(parse_mem_total_kib("MemFree: 1 kB\n"), None);
-}
-
-#[test]
 fn lease_is_renewed_in_place() {
     let new = lease("edge-1", None, "2026-01-02T03:04:05.000001Z");
     assert_eq!(new["metadata"]["namespace"], "kube-node-lease");

@@ -230,8 +230,9 @@ impl Watcher {
             return false;
         }
         let devices = now.devices.clone();
+        let inbox: Vec<PathBuf> = now.inbox.iter().map(|(p, _)| p.clone()).collect();
         self.seen = now;
-        for bundle in bundles_in(&self.inbox()) {
+        for bundle in inbox {
             let found = Found {
                 path: bundle,
                 source: "the data partition".into(),

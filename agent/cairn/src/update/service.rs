@@ -72,24 +72,21 @@ fn yes() -> bool {
 }
 
 impl UpdateService {
-    /// Serves `node`, called `name` in paths; `reboot` runs after a successful apply.
-    pub fn new(name: &str, node: Node, reboot: Arc<dyn Fn() + Send + Sync>) -> UpdateService {
+    /// Serves `node`, called `name` in paths; `reboot` runs after a successful apply, after
+    /// draining the node through `drain` (this node's API) when given.
+    pub fn new(
+        name: &str,
+        node: Node,
+        reboot: Arc<dyn Fn() + Send + Sync>,
+        drain: Option<Client>,
+    ) -> UpdateService {
         UpdateService(Arc::new(Inner {
             name: name.into(),
             staging: Staging::new(node.incoming()),
             node,
             busy: Arc::new(Mutex::new(())),
             reboot,
-            api: None,
-        }))
-    }
-
-    /// Drains the node through `api` (cordon, evict its pods) before rebooting into a trial.
-    pub fn with_drain(self, api: Client) -> UpdateService {
-        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|_| panic!("configure before serving"));
-        UpdateService(Arc::new(Inner {
-            api: Some(api),
-            ..inner
+            api: drain,
         }))
     }
 
@@ -398,17 +395,8 @@ impl Job {
                 .tx
                 .try_send(line(&serde_json::json!({ "progress": p })));
         };
-        if ask.reboot {
-            if let Some(api) = &self.api {
-                match crate::node_status::drain(api, &self.name).await {
-                    Ok(done) => progress(done),
-                    // The node goes down either way; its pods with it.
-                    Err(e) => progress(format!(
-                        "draining node {}: {e}; rebooting anyway",
-                        self.name
-                    )),
-                }
-            }
+        if let Some(api) = self.api.as_ref().filter(|_| ask.reboot) {
+            progress(crate::node_status::drain_before_reboot(api, &self.name).await);
         }
         let report = self.node.report(&self.name).ok();
         let v = serde_json::json!({
