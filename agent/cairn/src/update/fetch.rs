@@ -233,7 +233,7 @@ async fn once(
         StatusCode::RANGE_NOT_SATISFIABLE => {
             // The staged file is as long as the server's (complete), or longer (another file).
             if let Some(s) = &staged {
-                let s = staging.finish(&s.upload)?;
+                let s = finish(staging, s.upload.clone()).await?;
                 if s.complete {
                     return Ok(Step::Done(s));
                 }
@@ -320,11 +320,17 @@ async fn once(
     if at < size {
         return retry(format!("the body ended after {at} of {size} bytes"));
     }
+    Ok(Step::Done(finish(staging, upload).await?))
+}
+
+/// [`Staging::finish`] (which hashes the whole staged file) off the runtime thread, which
+/// also serves the API.
+async fn finish(staging: &Staging, upload: Upload) -> Result<Staged, FetchError> {
     let staging = staging.clone();
     let s = tokio::task::spawn_blocking(move || staging.finish(&upload))
         .await
         .map_err(|e| stage_io("checking the bundle", std::io::Error::other(e)))??;
-    Ok(Step::Done(s))
+    Ok(s)
 }
 
 fn server(url: &HttpsUrl, message: String) -> FetchError {
