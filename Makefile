@@ -29,6 +29,7 @@ QEMU_BOARDS := qemu-x86_64 qemu-aarch64 qemu-armv7 qemu-s390x
 CAIRNCTL := $(CURDIR)/target/debug/cairnctl
 
 ifeq ($(notdir $(CARGO)),cross)
+export CAIRN_K8S_PROTOSET_DIR ?= /usr/local/share/cairn
 device_build = cross build --release --target $(triple_$(1)) -p cairn-init -p cairn --target-dir $(DEVICE_TARGET_DIR)
 else
 device_build = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \

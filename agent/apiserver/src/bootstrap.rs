@@ -24,6 +24,7 @@ pub fn ensure_system_namespaces(api: &Api) -> Result<Vec<&'static str>, ApiError
             options: Options::default(),
             as_table: false,
             subresource: None,
+            body: Default::default(),
         };
         match api.handle(&action(Verb::Get), b"") {
             Ok(_) => continue,

@@ -41,8 +41,8 @@
 //! of one container in a pod template replaces the list; `$patch` directives are refused).
 //! Nothing acts on the workloads yet (controllers and the scheduler are separate work), and
 //! pods' `binding`, `log`, `exec` and `eviction` subresources do not exist yet. No server-side
-//! apply, no `/openapi/v2`, no YAML or protobuf bodies (kubectl's typed commands such as
-//! `kubectl create namespace` send protobuf and get a 415), no finalizers or graceful deletion: deleting a namespace removes its objects at once. A list's
+//! apply, no `/openapi/v2`, no YAML bodies; protobuf bodies (kubectl's typed commands) are
+//! read ([`protobuf`]) but answers are always JSON. No finalizers or graceful deletion: deleting a namespace removes its objects at once. A list's
 //! `resourceVersion` / `resourceVersionMatch` parameters are ignored (lists are always
 //! current); `remainingItemCount` is not set. Watches end after 30 minutes by default.
 
@@ -53,6 +53,7 @@ pub mod error;
 pub mod handlers;
 pub mod meta;
 pub mod openapi;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod selector;

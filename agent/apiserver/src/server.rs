@@ -28,7 +28,7 @@ use crate::auth::{self, TokenAuthenticator, User};
 use crate::error::ApiError;
 use crate::handlers::watch::{self, WatchConfig};
 use crate::handlers::Api;
-use crate::request::{self, ApiRequest, Verb};
+use crate::request::{self, Action, ApiRequest, BodyFormat, Subresource, Verb};
 use crate::{discovery, openapi, version};
 
 /// Every response body: a whole document or a watch stream.
@@ -207,9 +207,15 @@ impl Server {
                     })?
                     .to_bytes();
                 let api = self.api.clone();
-                let reply = tokio::task::spawn_blocking(move || api.handle(&action, &body))
-                    .await
-                    .map_err(|e| ApiError::Internal(format!("handler failed: {e}")))??;
+                let reply = tokio::task::spawn_blocking(move || {
+                    let body = match action.body {
+                        BodyFormat::Json => body,
+                        BodyFormat::Protobuf => protobuf_as_json(&action, &body)?,
+                    };
+                    api.handle(&action, &body)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("handler failed: {e}")))??;
                 let mut resp = json(reply.code, &reply.body);
                 for warning in &reply.warnings {
                     let text = format!("299 - {}", serde_json::Value::from(warning.as_str()));
@@ -221,6 +227,25 @@ impl Server {
             }
         }
     }
+}
+
+/// A protobuf body as the JSON the handlers read. Without a `typeMeta` in the envelope the
+/// body is taken to be what the URL expects: the resource's kind, its `Scale`, or
+/// `DeleteOptions` for deletes.
+fn protobuf_as_json(action: &Action, body: &[u8]) -> Result<Bytes, ApiError> {
+    if body.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let api_version = action.resource.api_version();
+    let expected = match (action.verb, action.subresource) {
+        (Verb::Delete | Verb::DeleteCollection, _) => ("meta.k8s.io/v1", "DeleteOptions"),
+        (_, Some(Subresource::Scale)) => ("autoscaling/v1", "Scale"),
+        _ => (api_version.as_str(), action.resource.kind),
+    };
+    let json = crate::protobuf::decode(body, expected)?;
+    Ok(Bytes::from(serde_json::to_vec(&json).map_err(|e| {
+        ApiError::Internal(format!("re-encoding a protobuf body: {e}"))
+    })?))
 }
 
 /// Serve the Kubernetes API over HTTPS on `listener` until `shutdown` completes.

@@ -1,7 +1,8 @@
 //! The I/O-free request parser: method, path, query and headers in, a typed [`ApiRequest`] out.
 //!
 //! Nothing here touches the store; every route is tested with inline cases. Request bodies
-//! are not read here: the handlers decode them (after the content type was checked here).
+//! are not read here: the handlers decode them (after the content type was checked here;
+//! protobuf bodies are turned into JSON by [`crate::protobuf`] before the handlers see them).
 
 mod query;
 
@@ -38,6 +39,15 @@ pub enum Verb {
     DeleteCollection,
 }
 
+/// How a request body is encoded (the `Content-Type` of a write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    /// `application/vnd.kubernetes.protobuf` (kubectl's typed commands).
+    Protobuf,
+}
+
 /// A subresource of one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subresource {
@@ -59,6 +69,8 @@ pub struct Action {
     /// The client accepts a `meta.k8s.io/v1 Table` (kubectl get).
     pub as_table: bool,
     pub subresource: Option<Subresource>,
+    /// The encoding of the body (creates, updates and deletes carry one).
+    pub body: BodyFormat,
 }
 
 /// Discovery documents.
@@ -199,9 +211,12 @@ pub fn parse_parts(
         ("DELETE", false) => Verb::DeleteCollection,
         _ => return Err(not_allowed()),
     };
-    if matches!(verb, Verb::Create | Verb::Update) {
-        check_json(headers)?;
-    }
+    let body = match verb {
+        Verb::Create | Verb::Update | Verb::Delete | Verb::DeleteCollection => {
+            body_format(headers)?
+        }
+        _ => BodyFormat::Json,
+    };
     let verb_name = verb_name(verb);
     if !resource.verbs.contains(&verb_name) {
         return Err(not_allowed());
@@ -222,6 +237,7 @@ pub fn parse_parts(
         options,
         as_table: accept.contains("as=Table") && subresource != Some(Subresource::Scale),
         subresource,
+        body,
     }))
 }
 
@@ -256,19 +272,14 @@ fn media_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
-fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     match media_type(headers).as_str() {
-        "application/json" | "" => Ok(()),
-        "application/vnd.kubernetes.protobuf" => Err(ApiError::UnsupportedMediaType {
-            accepted: "application/json (got application/vnd.kubernetes.protobuf: cairn does not \
-                       decode protobuf bodies yet; kubectl's typed commands such as `kubectl \
-                       create namespace` send them, so write the object as a manifest and use \
-                       `kubectl apply -f` or `kubectl create -f`)"
-                .into(),
-        }),
+        "application/json" | "" => Ok(BodyFormat::Json),
+        crate::protobuf::MEDIA_TYPE => Ok(BodyFormat::Protobuf),
         other => Err(ApiError::UnsupportedMediaType {
             accepted: format!(
-                "application/json (got {other}; cairn does not accept YAML or protobuf bodies yet)"
+                "application/json, {} (got {other}; cairn does not accept YAML or CBOR bodies)",
+                crate::protobuf::MEDIA_TYPE
             ),
         }),
     }
