@@ -1,6 +1,7 @@
-//! The real kubectl (v1.35, installed by `make deps`; `KUBECTL` overrides the path) against
-//! the real `cairn server` over TLS with its SQLite store: the admin kubeconfig the server
-//! writes, bootstrap tokens from `cairn token`, a restart that keeps the data.
+//! The real kubectl (v1.35, installed by `make deps`; `KUBECTL` overrides the path) and the
+//! Python `kubernetes` client against the real `cairn server` over TLS with its SQLite store:
+//! the admin kubeconfig the server writes, bootstrap tokens from `cairn token`, a restart
+//! that keeps the data.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -502,6 +503,43 @@ fn typed_commands_send_protobuf_and_work() {
     let (ok, _, err) = k.try_run(&["get", "pod", "lonely"]);
     assert!(!ok && err.contains("not found"), "{err}");
 
+    assert!(server.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Python `kubernetes` client (Debian's python3-kubernetes, installed by `make deps`;
+/// `CAIRN_PYTHON` overrides the interpreter): create, list, watch, patch, scale, errors.
+#[test]
+fn python_client_lists_watches_and_creates() {
+    let python = std::env::var("CAIRN_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "{python} cannot import kubernetes: `make deps` installs python3-kubernetes");
+    let dir = temp_data_dir("python-client");
+    let server = Server::start_with(&dir, &["--disable-agent"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(dir.join("admin.kubeconfig"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(seen["uid"].as_str().is_some_and(|u| u.len() == 36), "{seen}");
+    assert_eq!(seen["listed"], serde_json::json!(["one"]));
+    assert_eq!(seen["watched"], serde_json::json!([["ADDED", "two"]]), "{seen}");
+    assert_eq!(seen["patched"], serde_json::json!({"k": "w"}));
+    assert_eq!(seen["replicas"], 4);
+    assert_eq!(seen["missing"], serde_json::json!([404, "NotFound"]));
+    assert_eq!(seen["duplicate"], serde_json::json!([409, "AlreadyExists"]));
+    assert_eq!(seen["after_delete"], serde_json::json!(["two"]));
     assert!(server.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
