@@ -36,15 +36,16 @@
 //! `/openapi/v3`, `/version`, health endpoints; `Table` answers with kubectl's columns.
 //!
 //! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
-//! anything); no service-account tokens. Strategic
-//! merge patch is a JSON merge patch: lists are replaced, not merged by key (a strategic patch
-//! of one container in a pod template replaces the list; `$patch` directives are refused).
-//! Nothing acts on the workloads yet (controllers and the scheduler are separate work), and
-//! pods' `binding`, `log`, `exec` and `eviction` subresources do not exist yet. No server-side
-//! apply, no `/openapi/v2`, no YAML bodies; protobuf bodies (kubectl's typed commands) are
-//! read ([`protobuf`]) but answers are always JSON. No finalizers or graceful deletion: deleting a namespace removes its objects at once. A list's
-//! `resourceVersion` / `resourceVersionMatch` parameters are ignored (lists are always
-//! current); `remainingItemCount` is not set. Watches end after 30 minutes by default.
+//! anything); no service-account tokens. Strategic merge patches merge lists by the keys
+//! [`openapi`] knows (`handlers::strategic`). Nothing acts on the workloads yet (controllers
+//! and the scheduler are separate work), and pods' `binding`, `log`, `exec` and `eviction`
+//! subresources do not exist yet. No server-side apply, no `/openapi/v2`, no YAML bodies;
+//! protobuf bodies (kubectl's typed commands) are read ([`protobuf`]) but answers are always
+//! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
+//! finalizer), but pods are not deleted gracefully yet and deleting a namespace removes its
+//! objects at once, finalizers or not. A list's `resourceVersion` / `resourceVersionMatch`
+//! parameters are ignored (lists are always current); `remainingItemCount` is not set.
+//! Watches end after 30 minutes by default.
 
 pub mod auth;
 pub mod bootstrap;

@@ -76,7 +76,7 @@ pub enum Ty {
     Bool,
     String,
     Bytes,
-    /// Index into [`MESSAGES`].
+    /// Index into the generated `MESSAGES` table.
     Message(usize),
 }
 

@@ -482,6 +482,56 @@ fn typed_commands_send_protobuf_and_work() {
     let (ok, _, err) = k.try_run(&["create", "configmap", "app"]);
     assert!(!ok && err.contains("already exists"), "{err}");
 
+    // Finalizers: kubectl delete waits until the last one is removed.
+    k.run(&[
+        "patch",
+        "cm",
+        "app",
+        "-p",
+        r#"{"metadata":{"finalizers":["cairn.test/hold"]}}"#,
+    ]);
+    let mut delete = k
+        .cmd(&["delete", "cm", "app", "--timeout=60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut marked = String::new();
+    for _ in 0..50 {
+        marked = k.run(&[
+            "get",
+            "cm",
+            "app",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ]);
+        if !marked.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!marked.is_empty(), "delete did not mark the object");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        delete.try_wait().unwrap().is_none(),
+        "kubectl delete must wait for the finalizer"
+    );
+    k.run(&[
+        "patch",
+        "cm",
+        "app",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    let out = delete.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("deleted"),
+        "{out:?}"
+    );
+    let (ok, _, err) = k.try_run(&["get", "cm", "app"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+
     // drain deletes pods with the typed client: a protobuf DeleteOptions body.
     let node = dir.join("node.yaml");
     write(
@@ -516,7 +566,10 @@ fn python_client_lists_watches_and_creates() {
         .args(["-c", "import kubernetes"])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(ok, "{python} cannot import kubernetes: `make deps` installs python3-kubernetes");
+    assert!(
+        ok,
+        "{python} cannot import kubernetes: `make deps` installs python3-kubernetes"
+    );
     let dir = temp_data_dir("python-client");
     let server = Server::start_with(&dir, &["--disable-agent"]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
@@ -532,9 +585,16 @@ fn python_client_lists_watches_and_creates() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(seen["uid"].as_str().is_some_and(|u| u.len() == 36), "{seen}");
+    assert!(
+        seen["uid"].as_str().is_some_and(|u| u.len() == 36),
+        "{seen}"
+    );
     assert_eq!(seen["listed"], serde_json::json!(["one"]));
-    assert_eq!(seen["watched"], serde_json::json!([["ADDED", "two"]]), "{seen}");
+    assert_eq!(
+        seen["watched"],
+        serde_json::json!([["ADDED", "two"]]),
+        "{seen}"
+    );
     assert_eq!(seen["patched"], serde_json::json!({"k": "w"}));
     assert_eq!(seen["replicas"], 4);
     assert_eq!(seen["missing"], serde_json::json!([404, "NotFound"]));

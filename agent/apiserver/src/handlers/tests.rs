@@ -407,6 +407,84 @@ fn deletes() {
 }
 
 #[test]
+fn finalizers_hold_a_deletion_until_the_last_one_goes() {
+    let api = with_ns("f");
+    let cm = "/api/v1/namespaces/f/configmaps/held";
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/f/configmaps",
+        json!({"metadata": {"name": "held", "finalizers": ["a.example/x", "b.example/y"],
+               "deletionTimestamp": "2020-01-01T00:00:00Z"}}),
+    );
+    let created = ok(&api, "GET", cm, Value::Null);
+    assert!(
+        created["metadata"].get("deletionTimestamp").is_none(),
+        "clients cannot set it"
+    );
+    let marked = ok(&api, "DELETE", cm, Value::Null);
+    let at = marked["metadata"]["deletionTimestamp"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 0);
+    // Still there; a second delete changes nothing.
+    let again = ok(&api, "DELETE", cm, Value::Null);
+    assert_eq!(again["metadata"]["deletionTimestamp"], at.as_str());
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        marked["metadata"]["resourceVersion"]
+    );
+    // No new finalizers once deleting; the timestamp cannot be changed or removed.
+    let (code, msg) = err_patch(
+        &api,
+        cm,
+        json!({"metadata": {"finalizers": ["a.example/x", "b.example/y", "c.example/z"]}}),
+    );
+    assert_eq!(code, 422, "{msg}");
+    assert!(msg.contains("no new finalizers"), "{msg}");
+    ok(
+        &api,
+        "PATCH",
+        cm,
+        json!({"metadata": {"finalizers": ["b.example/y"], "deletionTimestamp": null}}),
+    );
+    let one_left = ok(&api, "GET", cm, Value::Null);
+    assert_eq!(one_left["metadata"]["deletionTimestamp"], at.as_str());
+    assert_eq!(one_left["metadata"]["finalizers"], json!(["b.example/y"]));
+    // Removing the last finalizer deletes it.
+    ok(&api, "PATCH", cm, json!({"metadata": {"finalizers": null}}));
+    let (code, _) = err(&api, "GET", cm, Value::Null);
+    assert_eq!(code, 404);
+
+    // deletecollection marks what has finalizers and deletes the rest.
+    for (name, finalizers) in [("x", json!(["a.example/x"])), ("y", json!([]))] {
+        ok(
+            &api,
+            "POST",
+            "/api/v1/namespaces/f/configmaps",
+            json!({"metadata": {"name": name, "finalizers": finalizers}}),
+        );
+    }
+    let deleted = ok(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/f/configmaps",
+        Value::Null,
+    );
+    assert_eq!(deleted["items"].as_array().unwrap().len(), 2);
+    let left = ok(&api, "GET", "/api/v1/namespaces/f/configmaps", Value::Null);
+    assert_eq!(left["items"].as_array().unwrap().len(), 1);
+    assert_eq!(left["items"][0]["metadata"]["name"], "x");
+    assert!(left["items"][0]["metadata"]["deletionTimestamp"].is_string());
+}
+
+fn err_patch(api: &Api, uri: &str, body: Value) -> (u16, String) {
+    let e = call(api, "PATCH", uri, "application/merge-patch+json", body).unwrap_err();
+    (e.code_reason().0, e.to_string())
+}
+
+#[test]
 fn tables() {
     let api = with_ns("d");
     let uri: http::Uri = "/api/v1/namespaces".parse().unwrap();

@@ -45,7 +45,12 @@ impl Api {
         meta.insert("uid".into(), Value::String(meta::new_uid()));
         meta.insert("creationTimestamp".into(), Value::String(meta::now()));
         meta.insert("generation".into(), json!(1));
-        for field in ["resourceVersion", "deletionTimestamp", "selfLink"] {
+        for field in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             meta.remove(field);
         }
         let warnings = check_fields(action, &mut obj)?;
@@ -157,12 +162,27 @@ impl Api {
             "uid",
             "creationTimestamp",
             "deletionTimestamp",
+            "deletionGracePeriodSeconds",
             "generation",
         ] {
             match old["metadata"].get(field) {
                 Some(v) => meta.insert(field.into(), v.clone()),
                 None => meta.remove(field),
             };
+        }
+        let deleting = old["metadata"].get("deletionTimestamp").is_some();
+        if deleting {
+            let before = finalizers(&old);
+            if let Some(added) = finalizers(&obj).into_iter().find(|f| !before.contains(f)) {
+                return Err(invalid(
+                    resource,
+                    name,
+                    format!(
+                        "metadata.finalizers: Forbidden: no new finalizers can be added if the \
+                         object is being deleted, found new finalizers [\"{added}\"]"
+                    ),
+                ));
+            }
         }
         let warnings = check_fields(action, &mut obj)?;
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, name, m))?;
@@ -177,6 +197,18 @@ impl Api {
             if action.subresource == Some(Subresource::Scale) {
                 obj = super::scale::to_scale(&obj);
             }
+            return Ok(Reply {
+                warnings,
+                ..Reply::ok(obj)
+            });
+        }
+        if deleting && finalizers(&obj).is_empty() {
+            // The last finalizer is gone: the deletion asked for earlier happens now.
+            let rev = self
+                .store
+                .delete(&key, Some(current.mod_revision))
+                .map_err(|e| ApiError::from_store(e, &who))?;
+            set_resource_version(&mut obj, rev);
             return Ok(Reply {
                 warnings,
                 ..Reply::ok(obj)
@@ -213,14 +245,42 @@ impl Api {
         if resource.kind == "Namespace" {
             self.delete_namespace_contents(name)?;
         }
-        self.store
-            .delete(&key, Some(current.mod_revision))
+        let obj = self
+            .delete_or_mark(&key, obj, current.mod_revision)
             .map_err(|e| ApiError::from_store(e, &who))?;
         if obj.is_object() {
             Ok(Reply::ok(obj))
         } else {
             Ok(Reply::ok(success(&who)))
         }
+    }
+
+    /// Deletes `obj` (stored at `key`, revision `rev`), or, while it has finalizers, marks it
+    /// for deletion: `deletionTimestamp` is set once and the object goes when an update
+    /// removes its last finalizer ([`Self::replace`]). Returns the object as it now is.
+    fn delete_or_mark(
+        &self,
+        key: &str,
+        mut obj: Value,
+        rev: u64,
+    ) -> Result<Value, cairn_store::StoreError> {
+        if finalizers(&obj).is_empty() {
+            self.store.delete(key, Some(rev))?;
+            return Ok(obj);
+        }
+        if obj["metadata"].get("deletionTimestamp").is_some() {
+            set_resource_version(&mut obj, rev);
+            return Ok(obj);
+        }
+        let meta = meta::metadata(&mut obj);
+        meta.insert("deletionTimestamp".into(), Value::String(meta::now()));
+        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        if obj["kind"] == "Namespace" {
+            obj["status"]["phase"] = json!("Terminating");
+        }
+        let rev = self.store.update(key, &encode_object(&obj), rev)?;
+        set_resource_version(&mut obj, rev);
+        Ok(obj)
     }
 
     pub(super) fn delete_collection(&self, action: &Action) -> Result<Reply, ApiError> {
@@ -230,21 +290,26 @@ impl Api {
         let (items, revision, _) = self.list_items(&list_action)?;
         let mut deleted = Vec::new();
         for obj in items {
-            let name = meta_str(&obj, "name");
-            let ns = meta_str(&obj, "namespace");
-            let ns = (!ns.is_empty()).then_some(ns);
-            if !action.options.dry_run {
-                match self.store.delete(&action.resource.key(ns, name), None) {
-                    // Deleted by someone else meanwhile: not ours to report.
-                    Err(cairn_store::StoreError::NotFound { .. }) => continue,
-                    other => {
-                        other.map_err(|e| {
-                            ApiError::from_store(e, &subject(action.resource, name))
-                        })?;
-                    }
-                }
+            let name = meta_str(&obj, "name").to_owned();
+            let ns = meta_str(&obj, "namespace").to_owned();
+            let ns = (!ns.is_empty()).then_some(ns.as_str());
+            let rev = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or(0);
+            if action.options.dry_run {
+                deleted.push(obj);
+                continue;
             }
-            deleted.push(obj);
+            match self.delete_or_mark(&action.resource.key(ns, &name), obj, rev) {
+                Ok(obj) => deleted.push(obj),
+                // Deleted or changed by someone else meanwhile: not ours to report.
+                Err(
+                    cairn_store::StoreError::NotFound { .. }
+                    | cairn_store::StoreError::Conflict { .. },
+                ) => continue,
+                Err(e) => return Err(ApiError::from_store(e, &subject(action.resource, &name))),
+            }
         }
         Ok(Reply::ok(json!({
             "kind": action.resource.list_kind(),
@@ -278,6 +343,14 @@ impl Api {
         }
         Ok(())
     }
+}
+
+/// `metadata.finalizers` of an object.
+fn finalizers(obj: &Value) -> Vec<&str> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|list| list.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 /// Applies `fieldValidation` to a written object: unknown fields are an error (Strict) or
