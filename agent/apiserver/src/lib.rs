@@ -33,7 +33,8 @@
 //! deletecollection, `dryRun=All`, `fieldValidation`; the `status` subresource (writes to the
 //! object keep its status, `/status` writes change only the status) and `scale` for
 //! deployments, replicasets and statefulsets; discovery (classic and aggregated v2),
-//! `/openapi/v3`, `/version`, health endpoints; `Table` answers with kubectl's columns.
+//! `/openapi/v3`, `/version`, health endpoints, `/metrics` ([`metrics`]); `Table` answers
+//! with kubectl's columns.
 //!
 //! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
 //! anything); no service-account tokens. Strategic merge patches merge lists by the keys
@@ -53,6 +54,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod meta;
+pub mod metrics;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;

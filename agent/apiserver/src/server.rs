@@ -28,6 +28,7 @@ use crate::auth::{self, TokenAuthenticator, User};
 use crate::error::ApiError;
 use crate::handlers::watch::{self, WatchConfig};
 use crate::handlers::Api;
+use crate::metrics::{Metrics, RequestLabels, WatchGuard};
 use crate::request::{self, Action, ApiRequest, BodyFormat, Subresource, Verb};
 use crate::{discovery, openapi, version};
 
@@ -48,6 +49,21 @@ pub struct Server {
     pub watch: WatchConfig,
     /// Serves the paths under its prefix (authenticated users only), outside the resource API.
     pub extension: Option<Arc<dyn Extension>>,
+    /// Counted for every request, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// A server for `api` with default watch settings, no extension and fresh metrics.
+    pub fn new(api: Api) -> Server {
+        let metrics = Arc::new(Metrics::new(api.store.clone()));
+        Server {
+            api,
+            watch: WatchConfig::default(),
+            extension: None,
+            metrics,
+        }
+    }
 }
 
 /// A request body as an [`Extension`] sees it: streamed, whatever the connection's body type.
@@ -82,10 +98,18 @@ impl Server {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match self.try_respond(req, peer).await {
+        let started = std::time::Instant::now();
+        let mut labels = RequestLabels {
+            verb: req.method().as_str().to_owned(),
+            ..Default::default()
+        };
+        let resp = match self.try_respond(req, peer, &mut labels).await {
             Ok(resp) => resp,
             Err(err) => error_response(&err),
-        }
+        };
+        self.metrics
+            .observe(&labels, resp.status().as_u16(), started.elapsed());
+        resp
     }
 
     /// The request's user: the client certificate's, else the bearer token's, else `None`
@@ -122,6 +146,7 @@ impl Server {
         &self,
         req: Request<B>,
         peer: &Peer,
+        labels: &mut RequestLabels,
     ) -> Result<Response<ApiBody>, ApiError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -136,6 +161,18 @@ impl Server {
             }
         }
         let parsed = request::parse(&req)?;
+        if let ApiRequest::Resource(action) = &parsed {
+            *labels = RequestLabels {
+                verb: request::verb_name(action.verb).to_ascii_uppercase(),
+                group: action.resource.group.to_owned(),
+                resource: action.resource.plural.to_owned(),
+                subresource: match action.subresource {
+                    Some(Subresource::Status) => "status".into(),
+                    Some(Subresource::Scale) => "scale".into(),
+                    None => String::new(),
+                },
+            };
+        }
         let public = matches!(parsed, ApiRequest::Health | ApiRequest::Version);
         if user.is_none() && !public {
             return Err(ApiError::Unauthorized);
@@ -186,9 +223,21 @@ impl Server {
                         path: format!("/openapi/v3/{path}"),
                     })
             }
+            ApiRequest::Metrics => Ok(whole(
+                StatusCode::OK,
+                crate::metrics::CONTENT_TYPE,
+                self.metrics.render().into_bytes(),
+            )),
             ApiRequest::Resource(action) if action.verb == Verb::Watch => {
                 let rx = watch::start(self.api.clone(), action, self.watch).await?;
-                let mut resp = Response::new(ChannelBody { rx }.boxed());
+                let open = self.metrics.watch_opened(labels);
+                let mut resp = Response::new(
+                    ChannelBody {
+                        rx,
+                        _open: Some(open),
+                    }
+                    .boxed(),
+                );
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
                 Ok(resp)
@@ -360,12 +409,14 @@ pub fn error_response(err: &ApiError) -> Response<ApiBody> {
 
 /// A response body streamed from `rx` until its senders are gone (watches, progress lines).
 pub fn channel_body(rx: mpsc::Receiver<Bytes>) -> ApiBody {
-    ChannelBody { rx }.boxed()
+    ChannelBody { rx, _open: None }.boxed()
 }
 
 /// A streamed body fed by a watch task.
 struct ChannelBody {
     rx: mpsc::Receiver<Bytes>,
+    /// Counts a watch as open while its body lives.
+    _open: Option<WatchGuard>,
 }
 
 impl Body for ChannelBody {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
-use cairn_apiserver::handlers::watch::WatchConfig;
 use cairn_config::{NodeConfig, Role};
 use cairn_store::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
@@ -247,7 +246,7 @@ fn serve(
             eprintln!("cairn: {name}, shutting down");
         };
         match api {
-            Some(api) => serve_api(listener, tls, api, updates, shutdown).await,
+            Some(api) => serve_api(listener, tls, api, &certs, updates, shutdown).await,
             None => {
                 let router = Router::new(&VersionInfo::current());
                 health::serve(listener, tls, router, shutdown).await;
@@ -396,14 +395,17 @@ async fn serve_api(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     api: cairn_apiserver::Api,
+    certs: &pki::Pki,
     updates: Option<update::service::UpdateService>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let server = cairn_apiserver::Server {
-        api,
-        watch: WatchConfig::default(),
-        extension: updates.map(|u| Arc::new(u) as Arc<dyn cairn_apiserver::Extension>),
-    };
+    let mut server = cairn_apiserver::Server::new(api);
+    server.extension = updates.map(|u| Arc::new(u) as Arc<dyn cairn_apiserver::Extension>);
+    server.metrics.set_certificate("ca", &certs.ca_cert);
+    server
+        .metrics
+        .set_certificate("serving", &certs.serving.cert);
+    server.metrics.set_certificate("admin", &certs.admin.cert);
     cairn_apiserver::serve(listener, tls, server, shutdown).await;
 }
 

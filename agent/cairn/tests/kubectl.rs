@@ -553,6 +553,31 @@ fn typed_commands_send_protobuf_and_work() {
     let (ok, _, err) = k.try_run(&["get", "pod", "lonely"]);
     assert!(!ok && err.contains("not found"), "{err}");
 
+    // /metrics counted all of that; anonymous callers get no metrics.
+    let metrics = k.run(&["get", "--raw", "/metrics"]);
+    for want in [
+        r#"apiserver_request_total{verb="CREATE",group="apps",resource="deployments",subresource="",code="201"} 1"#,
+        r#"apiserver_request_total{verb="CREATE",group="",resource="configmaps",subresource="",code="409"} 1"#,
+        r#"cairn_certificate_expiration_timestamp_seconds{certificate="serving"}"#,
+        "cairn_store_writes_total ",
+        "apiserver_storage_size_bytes ",
+    ] {
+        assert!(metrics.contains(want), "{want} missing:\n{metrics}");
+    }
+    let admin = std::fs::read_to_string(dir.join("admin.kubeconfig")).unwrap();
+    let url = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_owned();
+    // curl (make deps installs it): kubectl would prompt for a password here.
+    let code = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{url}/metrics"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&code.stdout), "401");
+
     assert!(server.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -139,6 +139,19 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// What a store reports for monitoring ([`Store::metrics`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreMetrics {
+    /// Writes applied since the store was opened.
+    pub writes: u64,
+    /// Transactions committed for them (several writes share one under group commit).
+    pub commits: u64,
+    /// Rows in the revision log.
+    pub rows: u64,
+    /// Bytes on disk (database and write-ahead log).
+    pub size_bytes: u64,
+}
+
 /// A revision-log key-value store. See the crate docs for the guarantees.
 pub trait Store: Send + Sync {
     /// Apply one write and return its revision.
@@ -169,6 +182,11 @@ pub trait Store: Send + Sync {
 
     /// Discard history up to `rev`, keeping each live key's newest row. Idempotent.
     fn compact(&self, rev: Revision) -> Result<(), StoreError>;
+
+    /// Figures for `/metrics`; `None` when the backend keeps none.
+    fn metrics(&self) -> Option<StoreMetrics> {
+        None
+    }
 
     /// Create `key`; fails with `AlreadyExists` if it exists.
     fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
@@ -240,5 +258,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn compact(&self, rev: Revision) -> Result<(), StoreError> {
         (**self).compact(rev)
+    }
+
+    fn metrics(&self) -> Option<StoreMetrics> {
+        (**self).metrics()
     }
 }

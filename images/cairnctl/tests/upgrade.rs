@@ -72,11 +72,8 @@ fn serve(f: &Fixture) -> NodeServer {
         }),
         Some(cairn::client::Client::new(&url, &certs.ca_cert, admin, None).unwrap()),
     );
-    let server = cairn_apiserver::Server {
-        api: api.clone(),
-        watch: Default::default(),
-        extension: Some(Arc::new(service)),
-    };
+    let mut server = cairn_apiserver::Server::new(api.clone());
+    server.extension = Some(Arc::new(service));
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

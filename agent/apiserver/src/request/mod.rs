@@ -98,6 +98,8 @@ pub enum ApiRequest {
     /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`): the
     /// caller's own identity. The body carries nothing the answer needs and is not read.
     SelfSubjectReview,
+    /// `GET /metrics` (Prometheus).
+    Metrics,
     Resource(Action),
 }
 
@@ -142,6 +144,7 @@ pub fn parse_parts(
     let meta = match segments.as_slice() {
         ["healthz" | "livez" | "readyz"] => Some(ApiRequest::Health),
         ["version"] => Some(ApiRequest::Version),
+        ["metrics"] => Some(ApiRequest::Metrics),
         ["api"] => Some(ApiRequest::Discovery(Discovery::Api { aggregated })),
         ["apis"] => Some(ApiRequest::Discovery(Discovery::Apis { aggregated })),
         ["api", version] => Some(ApiRequest::Discovery(Discovery::GroupVersion {

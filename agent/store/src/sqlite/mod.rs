@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::watch::{Hub, LogSource};
-use crate::{Event, ListPage, Revision, Store, StoreError, Watch, WriteOp};
+use crate::{Event, ListPage, Revision, Store, StoreError, StoreMetrics, Watch, WriteOp};
 pub use writer::Reply;
 use writer::{Counters, Request, Writer};
 
@@ -162,6 +162,26 @@ impl Drop for SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn metrics(&self) -> Option<StoreMetrics> {
+        let stats = self.stats();
+        let db = &self.readers.path;
+        let size_bytes = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut path = db.clone().into_os_string();
+                path.push(suffix);
+                std::fs::metadata(path).ok()
+            })
+            .map(|m| m.len())
+            .sum();
+        Some(StoreMetrics {
+            writes: stats.writes,
+            commits: stats.commits,
+            rows: stats.rows,
+            size_bytes,
+        })
+    }
+
     fn write(&self, op: WriteOp) -> Result<Revision, StoreError> {
         let (done, wait) = sync_channel(1);
         self.submit(
