@@ -176,7 +176,7 @@ impl Drop for WatchGuard {
 }
 
 /// The `notAfter` of the first certificate in `pem`, as Unix seconds.
-fn not_after(pem: &str) -> Result<u64, String> {
+pub fn not_after(pem: &str) -> Result<u64, String> {
     use rustls::pki_types::pem::PemObject as _;
     use x509_cert::der::Decode as _;
     let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())

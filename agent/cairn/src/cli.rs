@@ -79,6 +79,48 @@ pub enum Command {
     /// A/B updates of this node: install a signed bundle, show the slots
     #[command(after_help = UPDATE_EXAMPLES)]
     Update(UpdateArgs),
+    /// Check and replace the server's certificates (DATA/server/tls)
+    #[command(after_help = CERTIFICATE_EXAMPLES)]
+    Certificate(CertificateArgs),
+}
+
+const CERTIFICATE_EXAMPLES: &str = "\
+A running server checks its certificates every minute: it renews the serving and admin
+certificates 90 days before they expire and loads what these commands change without a
+restart (a new CA makes it restart itself to load it). A stopped server does the same when
+it starts.
+
+Examples:
+  cairn certificate check
+  cairn certificate rotate           # new serving and admin certificates and keys
+  cairn certificate rotate-ca --yes  # a new cluster CA: every kubeconfig and join token changes";
+
+#[derive(Debug, Args)]
+pub struct CertificateArgs {
+    /// The server's data dir
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/cairn",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: CertificateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Print when each certificate expires
+    Check,
+    /// Replace the serving and admin certificates and their keys
+    Rotate,
+    /// Replace the cluster CA and everything it signed (the old one is kept as ca.*.old)
+    RotateCa {
+        /// Confirm: clients and agents need the new kubeconfig and join token afterwards
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 const UPDATE_EXAMPLES: &str = "Examples:

@@ -1,5 +1,6 @@
 //! `cairn`: parses the command line and hands over to the library (see `lib.rs`).
 
+mod certificate_cmd;
 mod cli;
 mod config_cmd;
 mod run;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => run::agent(args),
         Command::Token(args) => token_cmd::run(args),
         Command::Update(args) => update_cmd::run(args),
+        Command::Certificate(args) => certificate_cmd::run(args),
         Command::Config(ConfigCommand::Render { file }) => return config_cmd::render(&file),
     };
     match result {

@@ -4,7 +4,6 @@
 //! `DATA/server/db/state.db`; the agent serves health and version only until the kubelet exists.
 
 use std::fs;
-use std::future::Future;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -154,11 +153,15 @@ fn serve(
         report.lines.join(", ")
     );
     eprintln!("cairn: serving names {}", names.all().join(","));
-    let tls = pki::tls::server_config(&certs).context("TLS configuration")?;
-    let api = match role {
-        Role::Server => Some(open_api(&paths, &certs)?),
+    let (tls, serving_cert) = pki::tls::server_config_with(&certs).context("TLS configuration")?;
+    let api_server = match role {
+        Role::Server => Some(cairn_apiserver::Server::new(open_api(&paths, &certs)?)),
         Role::Agent => None,
     };
+    let metrics = api_server.as_ref().map(|s| s.metrics.clone());
+    if let Some(metrics) = &metrics {
+        set_certificate_metrics(metrics, &certs);
+    }
     // Booted from an A/B slot (not a development host): the gate settles the last update,
     // and the server also takes update bundles (`cairnctl upgrade`).
     let ab_node = update::Node::detect(&args.data_dir).ok();
@@ -238,19 +241,54 @@ fn serve(
             tokio::spawn(run_trial(ab, trial, health, deadline));
         }
 
-        let shutdown = async {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            eprintln!("cairn: {name}, shutting down");
+        let ca_changed = Arc::new(tokio::sync::Notify::new());
+        let kubeconfigs = match role {
+            Role::Server => std::iter::once(paths.admin_kubeconfig.clone())
+                .chain(kubeconfig.map(Path::to_path_buf))
+                .collect(),
+            Role::Agent => Vec::new(),
         };
-        match api {
-            Some(api) => serve_api(listener, tls, api, &certs, updates, shutdown).await,
+        tokio::spawn(
+            CertificateCheck {
+                dir: tls_dir.clone(),
+                names: names.clone(),
+                serving: serving_cert,
+                current: certs.clone(),
+                kubeconfigs,
+                local,
+                metrics: metrics.clone(),
+                ca_changed: ca_changed.clone(),
+            }
+            .run(),
+        );
+        let restart = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shutdown = {
+            let restart = restart.clone();
+            async move {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                    _ = ca_changed.notified() => {
+                        restart.store(true, std::sync::atomic::Ordering::SeqCst);
+                        "the cluster CA changed on disk"
+                    }
+                };
+                eprintln!("cairn: {name}, shutting down");
+            }
+        };
+        match api_server {
+            Some(mut server) => {
+                server.extension =
+                    updates.map(|u| Arc::new(u) as Arc<dyn cairn_apiserver::Extension>);
+                cairn_apiserver::serve(listener, tls, server, shutdown).await;
+            }
             None => {
                 let router = Router::new(&VersionInfo::current());
                 health::serve(listener, tls, router, shutdown).await;
             }
+        }
+        if restart.load(std::sync::atomic::Ordering::SeqCst) {
+            bail!("exiting to load the new cluster CA (init starts cairn again)");
         }
         eprintln!("cairn: stopped");
         Ok(())
@@ -391,22 +429,95 @@ fn open_api(paths: &ServerPaths, certs: &pki::Pki) -> Result<cairn_apiserver::Ap
     Ok(api)
 }
 
-async fn serve_api(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    api: cairn_apiserver::Api,
-    certs: &pki::Pki,
-    updates: Option<update::service::UpdateService>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut server = cairn_apiserver::Server::new(api);
-    server.extension = updates.map(|u| Arc::new(u) as Arc<dyn cairn_apiserver::Extension>);
-    server.metrics.set_certificate("ca", &certs.ca_cert);
-    server
-        .metrics
-        .set_certificate("serving", &certs.serving.cert);
-    server.metrics.set_certificate("admin", &certs.admin.cert);
-    cairn_apiserver::serve(listener, tls, server, shutdown).await;
+fn set_certificate_metrics(metrics: &cairn_apiserver::metrics::Metrics, certs: &pki::Pki) {
+    metrics.set_certificate("ca", &certs.ca_cert);
+    metrics.set_certificate("serving", &certs.serving.cert);
+    metrics.set_certificate("admin", &certs.admin.cert);
+}
+
+/// How often a running node looks at its certificates; `CAIRN_CERT_CHECK_SECONDS` overrides
+/// it (tests).
+fn certificate_check_interval() -> Duration {
+    std::env::var("CAIRN_CERT_CHECK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(60), Duration::from_secs)
+}
+
+/// Renews certificates while the node runs ([`pki::ensure`] every minute) and puts what
+/// changed on disk (a renewal, `cairn certificate rotate`) into service: the serving
+/// certificate for new connections, the kubeconfigs for the new admin certificate, the
+/// metrics. A new CA cannot be swapped into live TLS: it asks the node to restart.
+struct CertificateCheck {
+    dir: PathBuf,
+    names: pki::ServingNames,
+    serving: Arc<pki::tls::ServingCert>,
+    current: pki::Pki,
+    /// Admin kubeconfigs to rewrite when the admin certificate changes (servers).
+    kubeconfigs: Vec<PathBuf>,
+    local: SocketAddr,
+    metrics: Option<Arc<cairn_apiserver::metrics::Metrics>>,
+    ca_changed: Arc<tokio::sync::Notify>,
+}
+
+impl CertificateCheck {
+    async fn run(mut self) {
+        let every = certificate_check_interval();
+        loop {
+            tokio::time::sleep(every).await;
+            let (dir, names) = (self.dir.clone(), self.names.clone());
+            let checked =
+                tokio::task::spawn_blocking(move || pki::ensure(&dir, &names, SystemTime::now()))
+                    .await;
+            let (certs, report) = match checked {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    eprintln!("cairn: tls {}: {e}", self.dir.display());
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("cairn: tls check failed: {e}");
+                    continue;
+                }
+            };
+            if certs.ca_cert != self.current.ca_cert {
+                eprintln!(
+                    "cairn: tls {}: {}",
+                    self.dir.display(),
+                    report.lines.join(", ")
+                );
+                self.ca_changed.notify_one();
+                return;
+            }
+            let serving_changed = certs.serving.cert != self.current.serving.cert;
+            let admin_changed = certs.admin.cert != self.current.admin.cert;
+            if !serving_changed && !admin_changed {
+                continue;
+            }
+            eprintln!(
+                "cairn: tls {}: {}",
+                self.dir.display(),
+                report.lines.join(", ")
+            );
+            if serving_changed {
+                if let Err(e) = self.serving.replace(&certs) {
+                    eprintln!("cairn: tls: keeping the old serving certificate: {e}");
+                    continue;
+                }
+            }
+            if admin_changed {
+                for path in &self.kubeconfigs {
+                    if let Err(e) = write_kubeconfig(path, self.local, &certs) {
+                        eprintln!("cairn: {e:#}");
+                    }
+                }
+            }
+            if let Some(metrics) = &self.metrics {
+                set_certificate_metrics(metrics, &certs);
+            }
+            self.current = certs;
+        }
+    }
 }
 
 /// Writes the admin kubeconfig pointing at this server: loopback unless bound to one address.

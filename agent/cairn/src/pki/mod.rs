@@ -12,9 +12,13 @@
 //! (hostname, addresses), or expires within [`RENEW_BEFORE`]. Files are written atomically
 //! (key first, then certificate; a crash in between leaves a mismatch that the next start fixes).
 //!
-//! Limitations: certificates are only checked at start-up (a node running for 9 months
-//! renews at its next restart); the CA itself is never renewed; a `ca.crt` that cairn did not
-//! generate is refused.
+//! A running node calls [`ensure`] again every minute (`run.rs`), so renewals happen without a
+//! restart, and so do the replacements `cairn certificate rotate` asks for ([`rotate`]: it
+//! removes the leaves; `rotate-ca` also moves the CA aside, and a server restarts itself to
+//! load a new CA).
+//!
+//! Limitations: the CA is not renewed by itself (10 years; `cairn certificate rotate-ca`
+//! replaces it); a `ca.crt` that cairn did not generate is refused.
 
 mod check;
 pub(crate) mod files;
@@ -106,6 +110,48 @@ pub enum PkiError {
     #[error("{}: certificates signed with ca.key do not verify against it ({reason}); \
              was ca.crt replaced?", path.display())]
     ForeignCa { path: PathBuf, reason: String },
+    #[error("{}: no cluster CA here; is this the server's data dir (--data-dir)?", path.display())]
+    NoCa { path: PathBuf },
+}
+
+/// What [`rotate`] replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The serving and admin certificates and their keys.
+    Leaves,
+    /// The cluster CA too: every certificate it signed, every kubeconfig and join token made
+    /// with it stop working.
+    Ca,
+}
+
+/// Removes the certificates `rotation` names from `dir` so that the next [`ensure`] (the
+/// running node's next check, within a minute, or its next start) issues new ones; the CA
+/// is moved to `ca.crt.old`/`ca.key.old`, not deleted. Returns what it did, one line each.
+/// A crash half-way leaves a state [`ensure`] completes.
+pub fn rotate(dir: &Path, rotation: Rotation) -> Result<Vec<String>, PkiError> {
+    let files = Files { dir };
+    if files.read("ca.key")?.is_none() {
+        return Err(PkiError::NoCa { path: dir.into() });
+    }
+    let io = |path: PathBuf| move |source| PkiError::Io { path, source };
+    let mut done = Vec::new();
+    if rotation == Rotation::Ca {
+        for name in ["ca.crt", "ca.key"] {
+            let (from, to) = (files.path(name), files.path(&format!("{name}.old")));
+            std::fs::rename(&from, &to).map_err(io(from.clone()))?;
+            done.push(format!("{name} moved to {}", to.display()));
+        }
+    }
+    for name in ["serving.crt", "serving.key", "admin.crt", "admin.key"] {
+        let path = files.path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => done.push(format!("{name} removed")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(path)(e)),
+        }
+    }
+    files::sync_dir(dir).map_err(io(dir.into()))?;
+    Ok(done)
 }
 
 struct Files<'a> {

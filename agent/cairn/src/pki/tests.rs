@@ -221,3 +221,41 @@ fn clock_before_the_floor_is_reported() {
     .is_ok());
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn rotate_removes_what_the_next_ensure_replaces() {
+    let dir = temp_dir("rotate");
+    let now = SystemTime::now();
+    assert!(matches!(
+        rotate(&dir, Rotation::Leaves),
+        Err(PkiError::NoCa { .. })
+    ));
+    let (first, _) = ensure(&dir, &names("edge-1"), now).unwrap();
+
+    let done = rotate(&dir, Rotation::Leaves).unwrap();
+    assert_eq!(
+        done,
+        [
+            "serving.crt removed",
+            "serving.key removed",
+            "admin.crt removed",
+            "admin.key removed"
+        ]
+    );
+    let (second, report) = ensure(&dir, &names("edge-1"), now).unwrap();
+    assert_eq!(
+        report.lines,
+        ["ca reused", "serving created", "admin created"]
+    );
+    assert_eq!(second.ca_cert, first.ca_cert);
+    assert_ne!(second.serving.key, first.serving.key);
+    assert_ne!(second.admin.cert, first.admin.cert);
+
+    let done = rotate(&dir, Rotation::Ca).unwrap();
+    assert!(done[0].starts_with("ca.crt moved to "), "{done:?}");
+    assert_eq!(read(&dir, "ca.crt.old"), first.ca_cert);
+    let (third, report) = ensure(&dir, &names("edge-1"), now).unwrap();
+    assert_eq!(report.lines[0], "ca created");
+    assert_ne!(third.ca_cert, first.ca_cert);
+    fs::remove_dir_all(&dir).unwrap();
+}

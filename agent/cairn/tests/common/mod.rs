@@ -30,6 +30,11 @@ impl Server {
 
     /// `cairn ROLE` (server or agent) as [`Server::start`] describes.
     pub fn start_role(role: &str, data: &Path, extra: &[&str]) -> Server {
+        Server::start_role_env(role, data, extra, &[])
+    }
+
+    /// [`Server::start_role`] with extra environment variables.
+    pub fn start_role_env(role: &str, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         if !data.join("node.yaml").exists() {
             fs::write(data.join("node.yaml"), "hostname: test-node\n").unwrap();
         }
@@ -46,6 +51,7 @@ impl Server {
         }
         let mut child = cmd
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
