@@ -104,6 +104,7 @@ test: unit-test images boot-test
 bench: images
 	$(CAIRNCTL) bench $(QEMU_BOARDS)
 	$(HOST_CARGO) bench -q -p cairn --features test-fixtures --bench update
+	$(HOST_CARGO) bench -q -p cairn --bench api
 
 clean:
 	rm -rf out target
