@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{temp_data_dir, Server};
+use common::{cairn, temp_data_dir, Server};
 
 fn kubectl_path() -> PathBuf {
     let path = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
@@ -57,15 +57,6 @@ impl Kubectl {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
-}
-
-fn cairn(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .output()
-        .unwrap();
-    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), s(&out.stdout), s(&out.stderr))
 }
 
 #[test]

@@ -116,6 +116,16 @@ impl Drop for Server {
     }
 }
 
+/// Runs the `cairn` binary once: (success, stdout, stderr).
+pub fn cairn(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .output()
+        .unwrap();
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), s(&out.stdout), s(&out.stderr))
+}
+
 /// A fresh directory for one test.
 pub fn temp_data_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cairn-{tag}-test-{}", std::process::id()));
