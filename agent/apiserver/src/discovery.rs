@@ -72,10 +72,20 @@ pub fn document(request: &Discovery) -> Result<(Value, bool), ApiError> {
 /// Verbs of every subresource.
 const SUBRESOURCE_VERBS: [&str; 3] = ["get", "patch", "update"];
 
+/// The verbs of subresource `sub`: bindings and evictions are only created.
+fn subresource_verbs(sub: &str) -> &'static [&'static str] {
+    match sub {
+        "binding" | "eviction" => &["create"],
+        _ => &SUBRESOURCE_VERBS,
+    }
+}
+
 /// The kind a subresource answers with: (group, version, kind).
 fn subresource_kind<'a>(r: &'a Resource, sub: &str) -> (&'a str, &'a str, &'a str) {
     match sub {
         "scale" => ("autoscaling", "v1", "Scale"),
+        "binding" => ("", "v1", "Binding"),
+        "eviction" => ("policy", "v1", "Eviction"),
         _ => (r.group, r.version, r.kind),
     }
 }
@@ -91,7 +101,7 @@ fn subresources(r: &Resource) -> Vec<Value> {
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": kind,
-                "verbs": SUBRESOURCE_VERBS,
+                "verbs": subresource_verbs(sub),
             });
             if group != r.group || version != r.version {
                 v["group"] = json!(group);
@@ -182,7 +192,7 @@ fn aggregated(core: bool) -> Value {
                                         json!({
                                             "subresource": sub,
                                             "responseKind": {"group": group, "version": version, "kind": kind},
-                                            "verbs": SUBRESOURCE_VERBS,
+                                            "verbs": subresource_verbs(sub),
                                         })
                                     })
                                     .collect();

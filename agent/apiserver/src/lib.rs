@@ -39,8 +39,8 @@
 //! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
 //! anything); no service-account tokens. Strategic merge patches merge lists by the keys
 //! [`openapi`] knows (`handlers::strategic`). Nothing acts on the workloads yet (controllers
-//! and the scheduler are separate work), and pods' `binding`, `log`, `exec` and `eviction`
-//! subresources do not exist yet. No server-side apply, no `/openapi/v2`, no YAML bodies;
+//! and the scheduler are separate work); pods have `binding` and `eviction` (budgets computed
+//! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. No server-side apply, no `/openapi/v2`, no YAML bodies;
 //! protobuf bodies (kubectl's typed commands) are read ([`protobuf`]) but answers are always
 //! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
 //! finalizer), but pods are not deleted gracefully yet and deleting a namespace removes its

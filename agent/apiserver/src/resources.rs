@@ -100,6 +100,7 @@ const fn core(
 
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
+const POD_SUBRESOURCES: &[&str] = &["status", "binding", "eviction"];
 
 /// A row of a named group.
 const fn named(
@@ -165,7 +166,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource {
         field_labels: POD_FIELDS,
         categories: ALL,
-        subresources: STATUS,
+        subresources: POD_SUBRESOURCES,
         ..core("Pod", "pods", "pod", &["po"], true)
     },
     Resource {

@@ -38,6 +38,45 @@ impl LabelSelector {
         Ok(LabelSelector(out))
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
+    /// `Exists`, `DoesNotExist`); `{}` selects everything.
+    pub fn from_json(selector: &Value) -> Result<LabelSelector, SelectorError> {
+        let mut out = Vec::new();
+        if let Some(labels) = selector["matchLabels"].as_object() {
+            for (k, v) in labels {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| SelectorError(format!("matchLabels.{k}")))?;
+                out.push(Requirement::Equals(k.clone(), v.to_owned()));
+            }
+        }
+        for expr in selector["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let key = expr["key"].as_str().unwrap_or_default().to_owned();
+            let values: Vec<String> = expr["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            out.push(match expr["operator"].as_str().unwrap_or_default() {
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                "DoesNotExist" => Requirement::DoesNotExist(key),
+                other => {
+                    return Err(SelectorError(format!(
+                        "matchExpressions: unknown operator {other:?} for {key:?}"
+                    )))
+                }
+            });
+        }
+        Ok(LabelSelector(out))
+    }
+
     /// True if `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|req| match req {

@@ -169,6 +169,8 @@ impl Server {
                 subresource: match action.subresource {
                     Some(Subresource::Status) => "status".into(),
                     Some(Subresource::Scale) => "scale".into(),
+                    Some(Subresource::Binding) => "binding".into(),
+                    Some(Subresource::Eviction) => "eviction".into(),
                     None => String::new(),
                 },
             };
@@ -289,6 +291,8 @@ fn protobuf_as_json(action: &Action, body: &[u8]) -> Result<Bytes, ApiError> {
     let expected = match (action.verb, action.subresource) {
         (Verb::Delete | Verb::DeleteCollection, _) => ("meta.k8s.io/v1", "DeleteOptions"),
         (_, Some(Subresource::Scale)) => ("autoscaling/v1", "Scale"),
+        (_, Some(Subresource::Binding)) => ("v1", "Binding"),
+        (_, Some(Subresource::Eviction)) => ("policy/v1", "Eviction"),
         _ => (api_version.as_str(), action.resource.kind),
     };
     let json = crate::protobuf::decode(body, expected)?;

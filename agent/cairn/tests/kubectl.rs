@@ -544,6 +544,29 @@ fn typed_commands_send_protobuf_and_work() {
     let (ok, _, err) = k.try_run(&["get", "pod", "lonely"]);
     assert!(!ok && err.contains("not found"), "{err}");
 
+    // Without --disable-eviction drain evicts (protobuf policy/v1 Eviction), and a
+    // PodDisruptionBudget holds it back until it allows the disruption.
+    write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: guarded\n  labels: {app: guarded}\nspec:\n  nodeName: typed-node\n  containers:\n  - name: c\n    image: registry.example/tool:1\n");
+    k.run(&["apply", "-f", pod.to_str().unwrap()]);
+    k.run(&[
+        "create",
+        "pdb",
+        "guard",
+        "--selector=app=guarded",
+        "--min-available=1",
+    ]);
+    let (ok, _, err) = k.try_run(&["drain", "typed-node", "--force", "--timeout=4s"]);
+    assert!(!ok && err.contains("disruption budget"), "{err}");
+    k.run(&["get", "pod", "guarded"]);
+    k.run(&["patch", "pdb", "guard", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/minAvailable"},{"op":"add","path":"/spec/maxUnavailable","value":1}]"#]);
+    let drained = k.run(&["drain", "typed-node", "--force", "--timeout=30s"]);
+    assert!(
+        drained.contains("evicted") && drained.contains("drained"),
+        "{drained}"
+    );
+    let (ok, _, err) = k.try_run(&["get", "pod", "guarded"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+
     // /metrics counted all of that; anonymous callers get no metrics.
     let metrics = k.run(&["get", "--raw", "/metrics"]);
     for want in [

@@ -5,6 +5,7 @@
 //! `metadata.resourceVersion`: it is the key's store revision and is filled in on every read.
 
 mod patch;
+mod pods;
 mod read;
 pub mod scale;
 pub mod strategic;
@@ -19,7 +20,7 @@ use cairn_store::{KeyValue, Store};
 use serde_json::Value;
 
 use crate::error::{ApiError, Subject};
-use crate::request::{Action, Verb};
+use crate::request::{Action, Subresource, Verb};
 use crate::resources::Resource;
 
 /// A handler's answer: HTTP code, JSON body and warnings for the client.
@@ -66,7 +67,11 @@ impl Api {
                     "watch requests are served by the streaming handler".into(),
                 ))
             }
-            Verb::Create => self.create(action, body)?,
+            Verb::Create => match action.subresource {
+                Some(Subresource::Binding) => self.bind(action, body)?,
+                Some(Subresource::Eviction) => self.evict(action, body)?,
+                _ => self.create(action, body)?,
+            },
             Verb::Update => self.update(action, body)?,
             Verb::Patch(kind) => self.patch(action, kind, body)?,
             Verb::Delete => self.delete(action, body)?,

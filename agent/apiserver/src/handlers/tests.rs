@@ -479,6 +479,117 @@ fn finalizers_hold_a_deletion_until_the_last_one_goes() {
     assert!(left["items"][0]["metadata"]["deletionTimestamp"].is_string());
 }
 
+fn pod(api: &Api, name: &str, labels: Value, ready: bool) {
+    ok(
+        api,
+        "POST",
+        "/api/v1/namespaces/p/pods",
+        json!({"metadata": {"name": name, "labels": labels},
+               "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    );
+    let status = if ready { "True" } else { "False" };
+    ok(
+        api,
+        "PATCH",
+        &format!("/api/v1/namespaces/p/pods/{name}/status"),
+        json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}]}}),
+    );
+}
+
+#[test]
+fn binding_puts_a_pod_on_a_node_once() {
+    let api = with_ns("p");
+    pod(&api, "web", json!({"app": "web"}), false);
+    let uri = "/api/v1/namespaces/p/pods/web/binding";
+    let bind = |node: &str| {
+        json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "web"}, "target": {"kind": "Node", "name": node}})
+    };
+    let reply = call(&api, "POST", uri, "application/json", bind("edge-1")).unwrap();
+    assert_eq!(
+        (reply.code, reply.body["status"].as_str()),
+        (201, Some("Success"))
+    );
+    let got = ok(&api, "GET", "/api/v1/namespaces/p/pods/web", Value::Null);
+    assert_eq!(got["spec"]["nodeName"], "edge-1");
+    let (code, msg) = err(&api, "POST", uri, bind("edge-2"));
+    assert_eq!(code, 409, "{msg}");
+    assert!(msg.contains("already assigned to node \"edge-1\""), "{msg}");
+    let (code, _) = err(
+        &api,
+        "POST",
+        "/api/v1/namespaces/p/pods/nope/binding",
+        bind("edge-1"),
+    );
+    assert_eq!(code, 404);
+    let (code, msg) = err(&api, "POST", uri, json!({"target": {}}));
+    assert_eq!(code, 422, "{msg}");
+    let (code, _) = err(&api, "GET", uri, Value::Null);
+    assert_eq!(code, 405);
+}
+
+#[test]
+fn evictions_respect_the_disruption_budget() {
+    let api = with_ns("p");
+    for (name, ready) in [("a", true), ("b", true), ("c", false)] {
+        pod(&api, name, json!({"app": "web"}), ready);
+    }
+    pod(&api, "other", json!({"app": "db"}), true);
+    ok(
+        &api,
+        "POST",
+        "/apis/policy/v1/namespaces/p/poddisruptionbudgets",
+        json!({"metadata": {"name": "web"},
+               "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
+    );
+    let evict = |name: &str| {
+        call(
+            &api,
+            "POST",
+            &format!("/api/v1/namespaces/p/pods/{name}/eviction"),
+            "application/json",
+            json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}}),
+        )
+    };
+    // Two of three healthy, one must stay: one Ready pod may go, then no more.
+    assert_eq!(evict("a").unwrap().code, 201);
+    let e = evict("b").unwrap_err();
+    assert_eq!(e.code_reason(), (429, "TooManyRequests"));
+    assert!(
+        e.to_string().contains("needs 1 healthy pods and has 1"),
+        "{e}"
+    );
+    // The unready pod may go: the budget is met without it. Unbudgeted pods always may.
+    assert_eq!(evict("c").unwrap().code, 201);
+    assert_eq!(evict("other").unwrap().code, 201);
+    let left = ok(&api, "GET", "/api/v1/namespaces/p/pods", Value::Null);
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b"]);
+    // A percentage: maxUnavailable 50% of one pod rounds up to one, so b may go.
+    ok(
+        &api,
+        "PATCH",
+        "/apis/policy/v1/namespaces/p/poddisruptionbudgets/web",
+        json!({"spec": {"minAvailable": null, "maxUnavailable": "50%"}}),
+    );
+    assert_eq!(evict("b").unwrap().code, 201);
+    assert_eq!(evict("b").unwrap_err().code_reason().0, 404);
+    let e = call(
+        &api,
+        "POST",
+        "/api/v1/namespaces/p/pods/x/eviction",
+        "application/json",
+        json!({"kind": "Eviction", "apiVersion": "policy/v1", "metadata": {"name": "y"}}),
+    )
+    .unwrap_err();
+    assert_eq!(e.code_reason().0, 400, "{e}");
+}
+
 fn err_patch(api: &Api, uri: &str, body: Value) -> (u16, String) {
     let e = call(api, "PATCH", uri, "application/merge-patch+json", body).unwrap_err();
     (e.code_reason().0, e.to_string())

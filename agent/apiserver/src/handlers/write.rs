@@ -154,7 +154,8 @@ impl Api {
                     }
                 }
             }
-            None => {}
+            // Bindings and evictions are created, never written here.
+            Some(Subresource::Binding | Subresource::Eviction) | None => {}
         }
         let meta = meta::metadata(&mut obj);
         meta.insert("name".into(), Value::String(name.to_owned()));
@@ -400,7 +401,7 @@ pub(super) fn parse_body(resource: &Resource, body: &[u8]) -> Result<Value, ApiE
 }
 
 /// Parses a body that must be of `kind` in `api_version` (filled in when absent).
-fn parse_body_as(body: &[u8], kind: &str, api_version: &str) -> Result<Value, ApiError> {
+pub(super) fn parse_body_as(body: &[u8], kind: &str, api_version: &str) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::TooLarge { limit: MAX_BODY });
     }

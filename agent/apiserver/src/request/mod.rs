@@ -55,6 +55,18 @@ pub enum Subresource {
     Status,
     /// `/scale`: an `autoscaling/v1 Scale` of `spec.replicas`.
     Scale,
+    /// `pods/<name>/binding`: a `Binding` (POST) puts the pod on a node (schedulers).
+    Binding,
+    /// `pods/<name>/eviction`: a `policy/v1 Eviction` (POST) deletes the pod if its
+    /// disruption budget allows (`kubectl drain`).
+    Eviction,
+}
+
+impl Subresource {
+    /// The subresources that are created (POST), not read and written.
+    pub fn is_action(self) -> bool {
+        matches!(self, Subresource::Binding | Subresource::Eviction)
+    }
 }
 
 /// A request on a resource: which objects, which verb, which options.
@@ -191,6 +203,8 @@ pub fn parse_parts(
         Some(s) if !resource.subresources.contains(&s) => return Err(not_found()),
         Some("status") => Some(Subresource::Status),
         Some("scale") => Some(Subresource::Scale),
+        Some("binding") => Some(Subresource::Binding),
+        Some("eviction") => Some(Subresource::Eviction),
         Some(_) => return Err(not_found()),
     };
     let options = Options::parse(query)?;
@@ -208,6 +222,7 @@ pub fn parse_parts(
         ("GET" | "HEAD", false) if options.watch => Verb::Watch,
         ("GET" | "HEAD", false) => Verb::List,
         ("POST", false) => Verb::Create,
+        ("POST", true) if subresource.is_some_and(Subresource::is_action) => Verb::Create,
         ("PUT", true) => Verb::Update,
         ("PATCH", true) => Verb::Patch(patch_type(headers)?),
         ("DELETE", true) => Verb::Delete,
@@ -224,8 +239,12 @@ pub fn parse_parts(
     if !resource.verbs.contains(&verb_name) {
         return Err(not_allowed());
     }
-    if subresource.is_some() && !matches!(verb, Verb::Get | Verb::Update | Verb::Patch(_)) {
-        return Err(not_allowed());
+    match subresource {
+        Some(s) if s.is_action() && verb != Verb::Create => return Err(not_allowed()),
+        Some(s) if !s.is_action() && !matches!(verb, Verb::Get | Verb::Update | Verb::Patch(_)) => {
+            return Err(not_allowed())
+        }
+        _ => {}
     }
     // Writes to a namespaced resource need a namespace in the path.
     let needs_namespace = !matches!(verb, Verb::List | Verb::Watch);
