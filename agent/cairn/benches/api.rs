@@ -368,9 +368,10 @@ fn main() {
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while latencies.len() < WATCHERS * WATCHED_CREATES && Instant::now() < deadline {
-            match tokio::time::timeout(Duration::from_secs(1), seen_rx.recv()).await {
-                Ok(Some((name, at))) => latencies.push(at - sent[&name]),
-                _ => {}
+            if let Ok(Some((name, at))) =
+                tokio::time::timeout(Duration::from_secs(1), seen_rx.recv()).await
+            {
+                latencies.push(at - sent[&name]);
             }
         }
         assert_eq!(
