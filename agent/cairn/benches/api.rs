@@ -10,7 +10,8 @@
 //! 10,000 objects (whole, and the first page of 500), the server's RSS idle and at 10,000
 //! objects, and bytes written to disk per second when idle (from `/proc/PID/io`, over
 //! `IDLE_SECONDS`). Targets from the brief: ≥ 1,000 creates/s with 16 clients, watch p99
-//! ≤ 50 ms, idle RSS ≤ 48 MiB, idle writes ≤ 4 KiB/s.
+//! ≤ 50 ms, idle RSS ≤ 48 MiB, idle writes ≤ 4 KiB/s. Then the same creates and watches
+//! against a real etcd (`api/etcd.rs`) and the ratios.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -29,11 +30,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-const SINGLE_CREATES: usize = 2_000;
-const CONCURRENT_CLIENTS: usize = 16;
-const CONCURRENT_CREATES: usize = 8_000;
-const WATCHERS: usize = 100;
-const WATCHED_CREATES: usize = 200;
+#[path = "api/etcd.rs"]
+mod etcd;
+
+pub(crate) const SINGLE_CREATES: usize = 2_000;
+pub(crate) const CONCURRENT_CLIENTS: usize = 16;
+pub(crate) const CONCURRENT_CREATES: usize = 8_000;
+pub(crate) const WATCHERS: usize = 100;
+pub(crate) const WATCHED_CREATES: usize = 200;
 const IDLE_SECONDS: u64 = 30;
 
 struct ServerProcess {
@@ -178,7 +182,7 @@ impl Conn {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -196,6 +200,7 @@ fn main() {
         .build()
         .unwrap();
     let mut rows: Vec<(String, String, String)> = Vec::new();
+    let (mut creates_1, mut creates_16, mut watch_p99) = (0.0, 0.0, Duration::ZERO);
     rt.block_on(async {
         let port = server.port;
         let mut admin = connect(port, tls.clone()).await;
@@ -228,6 +233,7 @@ fn main() {
             admin.create("bench", &format!("single-{i}")).await;
         }
         let rate = SINGLE_CREATES as f64 / start.elapsed().as_secs_f64();
+        creates_1 = rate;
         rows.push((
             "creates/s, 1 client".into(),
             format!("{rate:.0}"),
@@ -253,6 +259,7 @@ fn main() {
             t.await.unwrap();
         }
         let rate = CONCURRENT_CREATES as f64 / start.elapsed().as_secs_f64();
+        creates_16 = rate;
         rows.push((
             format!("creates/s, {CONCURRENT_CLIENTS} clients"),
             format!("{rate:.0}"),
@@ -380,6 +387,7 @@ fn main() {
             "deliveries missing"
         );
         latencies.sort();
+        watch_p99 = percentile(&latencies, 0.99);
         rows.push((
             format!("watch delivery p50 / p99 ({WATCHERS} watchers)"),
             format!(
@@ -390,6 +398,42 @@ fn main() {
             "p99 ≤ 50 ms".into(),
         ));
     });
+    drop(server);
+    // The same writes and watches against etcd, for scale.
+    match rt.block_on(etcd::measure()) {
+        Ok(e) => {
+            rows.push((
+                "etcd creates/s, 1 client".into(),
+                format!("{:.0}", e.creates_1),
+                String::new(),
+            ));
+            rows.push((
+                format!("etcd creates/s, {CONCURRENT_CLIENTS} clients"),
+                format!("{:.0}", e.creates_16),
+                String::new(),
+            ));
+            rows.push((
+                format!("etcd watch delivery p50 / p99 ({WATCHERS} watchers)"),
+                format!("{} / {} ms", ms(e.watch_p50), ms(e.watch_p99)),
+                String::new(),
+            ));
+            rows.push((
+                "cairn / etcd: creates 1, 16 clients; watch p99".into(),
+                format!(
+                    "{:.2}, {:.2}; {:.2}",
+                    creates_1 / e.creates_1,
+                    creates_16 / e.creates_16,
+                    watch_p99.as_secs_f64() / e.watch_p99.as_secs_f64().max(1e-9)
+                ),
+                String::new(),
+            ));
+        }
+        Err(e) => rows.push((
+            "etcd comparison".into(),
+            format!("not run: {e}"),
+            String::new(),
+        )),
+    }
     println!(
         "API server: release `cairn server` on 127.0.0.1, TLS, SQLite on disk, HTTP/2 clients"
     );
