@@ -49,6 +49,12 @@ HOST_PKGS=(
 )
 log "installing host packages"
 $SUDO apt-get install -y --no-install-recommends "${HOST_PKGS[@]}"
+# etcd-server is only for `make bench` (which starts its own etcd on free ports): do not
+# leave Debian's etcd service running on machines with systemd.
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet etcd.service 2>/dev/null; then
+  log "disabling Debian's etcd service (the API benchmark runs its own)"
+  $SUDO systemctl disable --now etcd.service || true
+fi
 
 # Debian's Rust 1.85 is the cross compiler (rustup cannot add targets here).
 log "installing Debian rustc-web 1.85 (cross compiler)"
