@@ -437,9 +437,9 @@ fn main() {
     println!(
         "API server: release `cairn server` on 127.0.0.1, TLS, SQLite on disk, HTTP/2 clients"
     );
-    println!("| {:<44} | {:>20} | {:>12} |", "measure", "value", "target");
-    println!("|{:-<46}|{:-<22}|{:-<14}|", "", "", "");
+    println!("| {:<48} | {:>20} | {:>12} |", "measure", "value", "target");
+    println!("|{:-<50}|{:-<22}|{:-<14}|", "", "", "");
     for (what, value, target) in rows {
-        println!("| {what:<44} | {value:>20} | {target:>12} |");
+        println!("| {what:<48} | {value:>20} | {target:>12} |");
     }
 }
