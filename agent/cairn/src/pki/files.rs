@@ -31,7 +31,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -53,10 +53,15 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates a directory (and its parents) and makes it accessible to the owner only.
+/// Creates a directory (and its parents) and makes it accessible to the owner only. An
+/// existing directory with the right mode is not touched: a running node calls this every
+/// minute (the certificate check), and a chmod is a metadata write on flash.
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+    if fs::metadata(path)?.permissions().mode() & 0o7777 != 0o700 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -86,5 +91,25 @@ mod tests {
         assert_eq!(names, ["a.key"]);
         assert_eq!(read_optional(&dir.join("none")).unwrap(), None);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn private_dir_is_made_private_and_then_left_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = crate::pki::tests::temp_dir("private").join("tls");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap();
+        let meta = fs::metadata(&dir).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+        // A second call changes nothing, not even the inode's change time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        create_private_dir(&dir).unwrap();
+        let again = fs::metadata(&dir).unwrap();
+        assert_eq!(
+            (again.ctime(), again.ctime_nsec()),
+            (meta.ctime(), meta.ctime_nsec())
+        );
+        fs::remove_dir_all(dir.parent().unwrap()).unwrap();
     }
 }
