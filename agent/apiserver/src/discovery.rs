@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::request::Discovery;
+use crate::request::{Discovery, Subresource};
 use crate::resources::{self, Resource};
 
 /// Content type of an aggregated discovery answer.
@@ -74,19 +74,21 @@ const SUBRESOURCE_VERBS: [&str; 3] = ["get", "patch", "update"];
 
 /// The verbs of subresource `sub`: bindings and evictions are only created.
 fn subresource_verbs(sub: &str) -> &'static [&'static str] {
-    match sub {
-        "binding" | "eviction" => &["create"],
-        _ => &SUBRESOURCE_VERBS,
+    if Subresource::from_name(sub).is_some_and(Subresource::is_action) {
+        &["create"]
+    } else {
+        &SUBRESOURCE_VERBS
     }
 }
 
 /// The kind a subresource answers with: (group, version, kind).
 fn subresource_kind<'a>(r: &'a Resource, sub: &str) -> (&'a str, &'a str, &'a str) {
-    match sub {
-        "scale" => ("autoscaling", "v1", "Scale"),
-        "binding" => ("", "v1", "Binding"),
-        "eviction" => ("policy", "v1", "Eviction"),
-        _ => (r.group, r.version, r.kind),
+    match Subresource::from_name(sub).and_then(Subresource::body_kind) {
+        Some((api_version, kind)) => {
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            (group, version, kind)
+        }
+        None => (r.group, r.version, r.kind),
     }
 }
 

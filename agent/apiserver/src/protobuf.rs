@@ -414,13 +414,8 @@ impl<'a> Decoded<'a> {
                         .unwrap_or_default(),
                     None => String::new(),
                 };
-                let value = match e
-                    .values
-                    .iter()
-                    .rev()
-                    .find(|(i, _)| entry.fields[*i].name == "value")
-                {
-                    Some((_, v)) => value_json(v, false)?.unwrap_or(Json::Null),
+                let value = match e.get("value") {
+                    Some(v) => value_json(v, false)?.unwrap_or(Json::Null),
                     None => default_json(entry.fields.iter().find(|f| f.name == "value")),
                 };
                 map.insert(key, value);

@@ -166,13 +166,7 @@ impl Server {
                 verb: request::verb_name(action.verb).to_ascii_uppercase(),
                 group: action.resource.group.to_owned(),
                 resource: action.resource.plural.to_owned(),
-                subresource: match action.subresource {
-                    Some(Subresource::Status) => "status".into(),
-                    Some(Subresource::Scale) => "scale".into(),
-                    Some(Subresource::Binding) => "binding".into(),
-                    Some(Subresource::Eviction) => "eviction".into(),
-                    None => String::new(),
-                },
+                subresource: action.subresource.map_or("", Subresource::name).to_owned(),
             };
         }
         let public = matches!(parsed, ApiRequest::Health | ApiRequest::Version);
@@ -281,18 +275,19 @@ impl Server {
 }
 
 /// A protobuf body as the JSON the handlers read. Without a `typeMeta` in the envelope the
-/// body is taken to be what the URL expects: the resource's kind, its `Scale`, or
-/// `DeleteOptions` for deletes.
+/// body is taken to be what the URL expects: the resource's kind, its subresource's (`Scale`,
+/// `Binding`, `Eviction`), or `DeleteOptions` for deletes.
 fn protobuf_as_json(action: &Action, body: &[u8]) -> Result<Bytes, ApiError> {
     if body.is_empty() {
         return Ok(Bytes::new());
     }
     let api_version = action.resource.api_version();
-    let expected = match (action.verb, action.subresource) {
+    let expected = match (
+        action.verb,
+        action.subresource.and_then(Subresource::body_kind),
+    ) {
         (Verb::Delete | Verb::DeleteCollection, _) => ("meta.k8s.io/v1", "DeleteOptions"),
-        (_, Some(Subresource::Scale)) => ("autoscaling/v1", "Scale"),
-        (_, Some(Subresource::Binding)) => ("v1", "Binding"),
-        (_, Some(Subresource::Eviction)) => ("policy/v1", "Eviction"),
+        (_, Some(kind)) => kind,
         _ => (api_version.as_str(), action.resource.kind),
     };
     let json = crate::protobuf::decode(body, expected)?;

@@ -14,14 +14,15 @@ use serde_json::{json, Value};
 use super::write::parse_body_as;
 use super::{decode_object, encode_object, subject, target, Api, Reply};
 use crate::error::{success, ApiError};
-use crate::request::{Action, BodyFormat, Options, Verb};
+use crate::request::{Action, BodyFormat, Options, Subresource, Verb};
 use crate::resources;
 use crate::selector::LabelSelector;
 
 impl Api {
     /// `POST pods/<name>/binding`: sets `spec.nodeName` once.
     pub(super) fn bind(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
-        let binding = parse_body_as(body, "Binding", "v1")?;
+        let (api_version, kind) = Subresource::Binding.body_kind().expect("a body kind");
+        let binding = parse_body_as(body, kind, api_version)?;
         let (ns, name) = target(action);
         let node = binding["target"]["name"].as_str().unwrap_or_default();
         if node.is_empty() {
@@ -67,7 +68,8 @@ impl Api {
     /// `POST pods/<name>/eviction`: deletes the pod (with the eviction's `deleteOptions`) if
     /// its disruption budget allows.
     pub(super) fn evict(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
-        let eviction = parse_body_as(body, "Eviction", "policy/v1")?;
+        let (api_version, kind) = Subresource::Eviction.body_kind().expect("a body kind");
+        let eviction = parse_body_as(body, kind, api_version)?;
         let (ns, name) = target(action);
         let named = eviction["metadata"]["name"].as_str().unwrap_or_default();
         if !named.is_empty() && named != name {
@@ -94,13 +96,10 @@ impl Api {
         }
         let delete = Action {
             verb: Verb::Delete,
-            resource: action.resource,
-            namespace: action.namespace.clone(),
-            name: action.name.clone(),
             options: Options::default(),
-            as_table: false,
             subresource: None,
             body: BodyFormat::Json,
+            ..action.clone()
         };
         let options = match eviction.get("deleteOptions") {
             Some(opts) if opts.is_object() => opts.to_string().into_bytes(),

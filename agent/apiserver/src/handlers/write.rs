@@ -81,10 +81,9 @@ impl Api {
 
     pub(super) fn update(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
         let resource = action.resource;
-        let mut obj = if action.subresource == Some(Subresource::Scale) {
-            parse_body_as(body, "Scale", "autoscaling/v1")?
-        } else {
-            parse_body(resource, body)?
+        let mut obj = match action.subresource.and_then(Subresource::body_kind) {
+            Some((api_version, kind)) => parse_body_as(body, kind, api_version)?,
+            None => parse_body(resource, body)?,
         };
         check_namespace(action, &mut obj)?;
         let (_, name) = target(action);

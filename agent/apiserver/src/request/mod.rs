@@ -63,6 +63,38 @@ pub enum Subresource {
 }
 
 impl Subresource {
+    /// Its path segment (`status`, `scale`, `binding`, `eviction`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+            Subresource::Eviction => "eviction",
+        }
+    }
+
+    /// The subresource a path segment names.
+    pub fn from_name(name: &str) -> Option<Subresource> {
+        [
+            Subresource::Status,
+            Subresource::Scale,
+            Subresource::Binding,
+            Subresource::Eviction,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// The (apiVersion, kind) of its bodies when they are not the resource's own kind.
+    pub fn body_kind(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Subresource::Status => None,
+            Subresource::Scale => Some(("autoscaling/v1", "Scale")),
+            Subresource::Binding => Some(("v1", "Binding")),
+            Subresource::Eviction => Some(("policy/v1", "Eviction")),
+        }
+    }
+
     /// The subresources that are created (POST), not read and written.
     pub fn is_action(self) -> bool {
         matches!(self, Subresource::Binding | Subresource::Eviction)
@@ -201,11 +233,7 @@ pub fn parse_parts(
     let subresource = match sub {
         None => None,
         Some(s) if !resource.subresources.contains(&s) => return Err(not_found()),
-        Some("status") => Some(Subresource::Status),
-        Some("scale") => Some(Subresource::Scale),
-        Some("binding") => Some(Subresource::Binding),
-        Some("eviction") => Some(Subresource::Eviction),
-        Some(_) => return Err(not_found()),
+        Some(s) => Some(Subresource::from_name(s).ok_or_else(not_found)?),
     };
     let options = Options::parse(query)?;
     if let Some(field) = options.field_selector.unsupported(resource.field_labels) {
