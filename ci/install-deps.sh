@@ -45,7 +45,7 @@ HOST_PKGS=(
   libc6-dev-arm64-cross libc6-dev-armhf-cross libc6-dev-s390x-cross
   kmod squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
-  ca-certificates python3 python3-pip python3-kubernetes curl protobuf-compiler etcd-server
+  ca-certificates openssl python3 python3-pip python3-kubernetes curl protobuf-compiler etcd-server
 )
 log "installing host packages"
 $SUDO apt-get install -y --no-install-recommends "${HOST_PKGS[@]}"
