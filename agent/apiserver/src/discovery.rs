@@ -6,17 +6,17 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::request::{Discovery, Subresource};
-use crate::resources::{self, Resource};
+use crate::resources::{Catalog, Resource};
 
 /// Content type of an aggregated discovery answer.
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// The document for `request`, and whether it is the aggregated format.
-pub fn document(request: &Discovery) -> Result<(Value, bool), ApiError> {
+pub fn document(request: &Discovery, catalog: &Catalog) -> Result<(Value, bool), ApiError> {
     match request {
-        Discovery::Api { aggregated: true } => Ok((aggregated(true), true)),
-        Discovery::Apis { aggregated: true } => Ok((aggregated(false), true)),
+        Discovery::Api { aggregated: true } => Ok((aggregated(catalog, true), true)),
+        Discovery::Apis { aggregated: true } => Ok((aggregated(catalog, false), true)),
         Discovery::Api { aggregated: false } => Ok((
             json!({
                 "kind": "APIVersions",
@@ -26,17 +26,20 @@ pub fn document(request: &Discovery) -> Result<(Value, bool), ApiError> {
             false,
         )),
         Discovery::Apis { aggregated: false } => {
-            let groups: Vec<Value> = named_groups().into_iter().map(group).collect();
+            let groups: Vec<Value> = named_groups(catalog)
+                .into_iter()
+                .map(|g| group(catalog, g))
+                .collect();
             Ok((
                 json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
                 false,
             ))
         }
-        Discovery::Group(name) => named_groups()
+        Discovery::Group(name) => named_groups(catalog)
             .into_iter()
             .find(|g| g == name)
             .map(|g| {
-                let mut doc = group(g);
+                let mut doc = group(catalog, g);
                 doc["kind"] = json!("APIGroup");
                 doc["apiVersion"] = json!("v1");
                 (doc, false)
@@ -45,7 +48,8 @@ pub fn document(request: &Discovery) -> Result<(Value, bool), ApiError> {
                 path: format!("/apis/{name}"),
             }),
         Discovery::GroupVersion { group, version } => {
-            let list: Vec<Value> = resources::in_group_version(group, version)
+            let list: Vec<Value> = catalog
+                .in_group_version(group, version)
                 .flat_map(|r| std::iter::once(resource(r)).chain(subresources(r)))
                 .collect();
             if list.is_empty() {
@@ -115,9 +119,9 @@ fn subresources(r: &Resource) -> Vec<Value> {
 }
 
 /// Non-core groups, in table order.
-fn named_groups() -> Vec<&'static str> {
+fn named_groups(catalog: &Catalog) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for (g, _) in resources::group_versions() {
+    for (g, _) in catalog.group_versions() {
         if !g.is_empty() && !out.contains(&g) {
             out.push(g);
         }
@@ -125,17 +129,52 @@ fn named_groups() -> Vec<&'static str> {
     out
 }
 
-fn versions_of(group: &str) -> Vec<&'static str> {
-    resources::group_versions()
+/// The versions of `group`, preferred first (Kubernetes' order: GA before beta before alpha,
+/// higher numbers first: `v2, v1, v1beta2, v1alpha1`).
+fn versions_of(catalog: &Catalog, group: &str) -> Vec<&'static str> {
+    let mut versions: Vec<&'static str> = catalog
+        .group_versions()
         .into_iter()
         .filter(|(g, _)| *g == group)
         .map(|(_, v)| v)
-        .collect()
+        .collect();
+    versions.sort_by_key(|v| version_priority(v));
+    versions
+}
+
+/// Sort key of a version: `v<major>[(alpha|beta)<minor>]` first (GA, then beta, then alpha,
+/// higher numbers first), other names after, alphabetically.
+fn version_priority(v: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String) {
+    use std::cmp::Reverse;
+    let other = (3, Reverse(0), Reverse(0), v.to_owned());
+    let Some(rest) = v.strip_prefix('v') else {
+        return other;
+    };
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let Ok(major) = rest[..digits].parse::<u64>() else {
+        return other;
+    };
+    let tail = &rest[digits..];
+    let (level, minor) = if tail.is_empty() {
+        (0, "0")
+    } else if let Some(m) = tail.strip_prefix("beta") {
+        (1, m)
+    } else if let Some(m) = tail.strip_prefix("alpha") {
+        (2, m)
+    } else {
+        return other;
+    };
+    match minor.parse::<u64>() {
+        Ok(minor) => (level, Reverse(major), Reverse(minor), String::new()),
+        Err(_) => other,
+    }
 }
 
 /// An `APIGroup` entry.
-fn group(name: &str) -> Value {
-    let versions: Vec<Value> = versions_of(name)
+fn group(catalog: &Catalog, name: &str) -> Value {
+    let versions: Vec<Value> = versions_of(catalog, name)
         .into_iter()
         .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
         .collect();
@@ -162,15 +201,20 @@ fn resource(r: &Resource) -> Value {
 }
 
 /// `APIGroupDiscoveryList` for the core group (`core`) or for the named groups.
-fn aggregated(core: bool) -> Value {
-    let groups: Vec<&str> = if core { vec![""] } else { named_groups() };
+fn aggregated(catalog: &Catalog, core: bool) -> Value {
+    let groups: Vec<&str> = if core {
+        vec![""]
+    } else {
+        named_groups(catalog)
+    };
     let items: Vec<Value> = groups
         .into_iter()
         .map(|g| {
-            let versions: Vec<Value> = versions_of(g)
+            let versions: Vec<Value> = versions_of(catalog, g)
                 .into_iter()
                 .map(|v| {
-                    let list: Vec<Value> = resources::in_group_version(g, v)
+                    let list: Vec<Value> = catalog
+                        .in_group_version(g, v)
                         .map(|r| {
                             let mut e = json!({
                                 "resource": r.plural,
@@ -223,18 +267,23 @@ mod tests {
 
     #[test]
     fn classic_documents() {
-        let (api, _) = document(&Discovery::Api { aggregated: false }).unwrap();
+        let (api, _) =
+            document(&Discovery::Api { aggregated: false }, &Catalog::default()).unwrap();
         assert_eq!(api["versions"], json!(["v1"]));
-        let (apis, _) = document(&Discovery::Apis { aggregated: false }).unwrap();
+        let (apis, _) =
+            document(&Discovery::Apis { aggregated: false }, &Catalog::default()).unwrap();
         assert_eq!(apis["groups"][0]["name"], "apps");
         assert_eq!(
             apis["groups"][0]["preferredVersion"]["groupVersion"],
             "apps/v1"
         );
-        let (v1, _) = document(&Discovery::GroupVersion {
-            group: "".into(),
-            version: "v1".into(),
-        })
+        let (v1, _) = document(
+            &Discovery::GroupVersion {
+                group: "".into(),
+                version: "v1".into(),
+            },
+            &Catalog::default(),
+        )
         .unwrap();
         let names: Vec<&str> = v1["resources"]
             .as_array()
@@ -251,35 +300,48 @@ mod tests {
         assert_eq!(pods["categories"], json!(["all"]));
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(v1["resources"][0]["shortNames"], json!(["ns"]));
-        assert!(document(&Discovery::Group("widgets.example.com".into())).is_err());
-        assert!(document(&Discovery::GroupVersion {
-            group: "".into(),
-            version: "v2".into()
-        })
+        assert!(document(
+            &Discovery::Group("widgets.example.com".into()),
+            &Catalog::default()
+        )
+        .is_err());
+        assert!(document(
+            &Discovery::GroupVersion {
+                group: "".into(),
+                version: "v2".into()
+            },
+            &Catalog::default()
+        )
         .is_err());
     }
 
     #[test]
     fn aggregated_documents() {
-        let (core, agg) = document(&Discovery::Api { aggregated: true }).unwrap();
+        let (core, agg) =
+            document(&Discovery::Api { aggregated: true }, &Catalog::default()).unwrap();
         assert!(agg);
         assert_eq!(core["items"][0]["metadata"]["name"], "");
         assert_eq!(
             core["items"][0]["versions"][0]["resources"][2]["scope"],
             "Namespaced"
         );
-        let (apps, _) = document(&Discovery::Apis { aggregated: true }).unwrap();
+        let (apps, _) =
+            document(&Discovery::Apis { aggregated: true }, &Catalog::default()).unwrap();
         let deploy = &apps["items"][0]["versions"][0]["resources"][0];
         assert_eq!(deploy["subresources"][1]["subresource"], "scale");
         assert_eq!(deploy["subresources"][1]["responseKind"]["kind"], "Scale");
-        let (apps_v1, _) = document(&Discovery::GroupVersion {
-            group: "apps".into(),
-            version: "v1".into(),
-        })
+        let (apps_v1, _) = document(
+            &Discovery::GroupVersion {
+                group: "apps".into(),
+                version: "v1".into(),
+            },
+            &Catalog::default(),
+        )
         .unwrap();
         assert_eq!(apps_v1["resources"][2]["name"], "deployments/scale");
         assert_eq!(apps_v1["resources"][2]["group"], "autoscaling");
-        let (groups, _) = document(&Discovery::Apis { aggregated: true }).unwrap();
+        let (groups, _) =
+            document(&Discovery::Apis { aggregated: true }, &Catalog::default()).unwrap();
         assert_eq!(
             groups["items"][0]["versions"][0]["resources"][0]["responseKind"]["kind"],
             "Deployment"

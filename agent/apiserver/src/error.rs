@@ -36,7 +36,9 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
 
-    #[error("{} \"{}\" is invalid: {message}", .subject.kind, .subject.name)]
+    /// `message` holds one line per invalid field (`spec.size: Invalid value: ...`); they
+    /// become the Status' `details.causes`, which kubectl prints.
+    #[error("{} \"{}\" is invalid: {}", .subject.kind, .subject.name, one_line(.message))]
     Invalid { subject: Subject, message: String },
 
     #[error("the body of the request was in an unknown format - accepted media types include: {accepted}")]
@@ -121,6 +123,9 @@ impl ApiError {
             if !s.group.is_empty() {
                 d["group"] = Value::String(s.group);
             }
+            if let ApiError::Invalid { message, .. } = self {
+                d["causes"] = message.lines().map(cause).collect();
+            }
             d
         });
         Status::failure(code, reason, self.to_string()).with_details(details)
@@ -168,6 +173,38 @@ pub fn success(subject: &Subject) -> Value {
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Success", "details": details,
     })
+}
+
+/// Several causes as kube-apiserver words them: `[a, b]`; one as it is.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().collect();
+    match lines.as_slice() {
+        [one] => (*one).to_owned(),
+        many => format!("[{}]", many.join(", ")),
+    }
+}
+
+/// A `StatusCause` from `field: message` (a cause without a field has only a message).
+fn cause(line: &str) -> Value {
+    let (field, message) = match line.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') => (field, message),
+        _ => ("", line),
+    };
+    let reason = [
+        ("Required value", "FieldValueRequired"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Too many", "FieldValueTooMany"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Duplicate value", "FieldValueDuplicate"),
+    ]
+    .iter()
+    .find(|(prefix, _)| message.starts_with(prefix))
+    .map_or("FieldValueInvalid", |(_, reason)| reason);
+    let mut c = serde_json::json!({"reason": reason, "message": message});
+    if !field.is_empty() {
+        c["field"] = Value::String(field.to_owned());
+    }
+    c
 }
 
 #[cfg(test)]
@@ -218,5 +255,30 @@ mod tests {
             &cm("x"),
         );
         assert_eq!(e.code_reason(), (410, "Expired"));
+    }
+
+    #[test]
+    fn invalid_fields_become_causes() {
+        let e = ApiError::Invalid {
+            subject: Subject {
+                group: "example.com".into(),
+                kind: "Widget".into(),
+                name: "a".into(),
+            },
+            message: "spec.size: Required value\nspec.colour: Unsupported value: \"x\": supported values: \"red\"\nthe patch cannot be applied: no path".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Widget \"a\" is invalid: [spec.size: Required value, spec.colour: Unsupported value: \"x\": supported values: \"red\", the patch cannot be applied: no path]"
+        );
+        let s = serde_json::to_value(e.status()).unwrap();
+        assert_eq!(
+            s["details"]["causes"],
+            serde_json::json!([
+                {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.size"},
+                {"reason": "FieldValueNotSupported", "message": "Unsupported value: \"x\": supported values: \"red\"", "field": "spec.colour"},
+                {"reason": "FieldValueInvalid", "message": "the patch cannot be applied: no path"},
+            ])
+        );
     }
 }

@@ -14,7 +14,8 @@
 //!   (client certificates, bootstrap tokens; anonymous only for health and version).
 //!
 //! Every error is an [`error::ApiError`] and reaches the client as a Kubernetes `Status`.
-//! Resources are rows of [`resources::RESOURCES`]; objects are stored as JSON under
+//! Resources are rows of a [`resources::Catalog`] (the built-in [`resources::RESOURCES`] and
+//! those of stored CustomResourceDefinitions); objects are stored as JSON under
 //! `/registry/<group>/<resource>/[<namespace>/]<name>` (`core` for the core group), without
 //! `metadata.resourceVersion`, which is the store revision of the key and filled in on reads.
 //! Objects are handled as `serde_json::Value`; the typed k8s-openapi structs (Kubernetes 1.35)
@@ -24,7 +25,9 @@
 //! services, endpoints, configmaps, secrets, serviceaccounts, events, persistentvolumes and
 //! claims; apps/v1 deployments, replicasets, daemonsets, statefulsets, controllerrevisions;
 //! batch/v1 jobs and cronjobs; leases, endpointslices, ingresses and ingressclasses,
-//! storageclasses, RBAC roles and bindings, poddisruptionbudgets and priorityclasses. For each:
+//! storageclasses, RBAC roles and bindings, poddisruptionbudgets and priorityclasses,
+//! customresourcedefinitions and the custom resources they define ([`crd`]: every served
+//! version, schema defaults and checks, printer columns, `status`/`scale`). For each:
 //! get, list (label selectors `= == != in notin exists !exists`, field selectors on
 //! `metadata.name`/`metadata.namespace` and the resource's own field labels, `limit`/`continue`
 //! at a fixed revision), watch (from a resourceVersion, bookmarks, `sendInitialEvents`, 410
@@ -50,6 +53,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod crd;
 pub mod discovery;
 pub mod error;
 pub mod handlers;

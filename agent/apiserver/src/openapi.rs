@@ -22,20 +22,20 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
-use crate::resources::{self, Resource, RESOURCES};
+use crate::resources::{Catalog, Resource, RESOURCES};
 
 static COMPRESSED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/schemas.json.zst"));
 
 /// The decompressed schemas and, per served kind, its component name.
-struct Catalog {
+struct Schemas {
     schemas: Map<String, Value>,
     /// (group, kind) → component name.
     kinds: HashMap<(&'static str, &'static str), String>,
 }
 
-fn catalog() -> &'static Catalog {
-    static CATALOG: OnceLock<Catalog> = OnceLock::new();
-    CATALOG.get_or_init(|| {
+fn built_in() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
         let json = zstd::decode_all(COMPRESSED).expect("embedded schemas decompress");
         let mut schemas: Map<String, Value> =
             serde_json::from_slice(&json).expect("embedded schemas are JSON");
@@ -59,13 +59,13 @@ fn catalog() -> &'static Catalog {
                 }
             }
         }
-        Catalog { schemas, kinds }
+        Schemas { schemas, kinds }
     })
 }
 
 /// Every component schema, with GVK and patch-strategy extensions added.
 pub fn schemas() -> &'static Map<String, Value> {
-    &catalog().schemas
+    &built_in().schemas
 }
 
 /// Lists a strategic merge patch merges instead of replacing: (type, field, merge key; "" for
@@ -140,12 +140,18 @@ const PATCH_MERGE: &[(&str, &str, &str)] = &[
 
 /// The schema of `resource`'s kind, if served.
 pub fn kind_schema(resource: &Resource) -> Option<&'static Value> {
+    if let Some(custom) = resource.custom {
+        return Some(&custom.schema);
+    }
     schema_name(resource).and_then(|n| schemas().get(n))
 }
 
 /// The component name of `resource`'s kind (`io.k8s.api.core.v1.ConfigMap`).
 pub fn schema_name(resource: &Resource) -> Option<&'static str> {
-    catalog()
+    if let Some(custom) = resource.custom {
+        return Some(custom.schema_name);
+    }
+    built_in()
         .kinds
         .get(&(resource.group, resource.kind))
         .map(String::as_str)
@@ -178,40 +184,59 @@ fn doc_path(group: &str, version: &str) -> String {
     }
 }
 
-/// `/openapi/v3`: where each group-version's document is (made once: the documents are
-/// fixed for a build).
-pub fn index() -> &'static Value {
-    static INDEX: OnceLock<Value> = OnceLock::new();
-    INDEX.get_or_init(make_index)
-}
-
-fn make_index() -> Value {
-    let mut paths = Map::new();
-    for (group, version) in resources::group_versions() {
-        let doc = group_version(group, version).expect("served group version");
-        let hash = fnv1a(&serde_json::to_vec(&doc).unwrap_or_default());
-        let path = doc_path(group, version);
-        paths.insert(
-            path.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash:016X}")}),
-        );
+/// `/openapi/v3`: where each group-version's document is, with a hash of its content (the
+/// built-in documents' entries are made once: they are fixed for a build).
+pub fn index(catalog: &Catalog) -> Value {
+    static BUILTIN: OnceLock<Map<String, Value>> = OnceLock::new();
+    let builtin = Catalog::default();
+    let mut paths = BUILTIN
+        .get_or_init(|| {
+            let mut paths = Map::new();
+            for (group, version) in builtin.group_versions() {
+                add_index_entry(&builtin, group, version, &mut paths);
+            }
+            paths
+        })
+        .clone();
+    for (group, version) in catalog.group_versions() {
+        if !paths.contains_key(&doc_path(group, version)) {
+            add_index_entry(catalog, group, version, &mut paths);
+        }
     }
     json!({ "paths": paths })
 }
 
+fn add_index_entry(catalog: &Catalog, group: &str, version: &str, paths: &mut Map<String, Value>) {
+    let doc = group_version(catalog, group, version).expect("served group version");
+    let hash = fnv1a(&serde_json::to_vec(&doc).unwrap_or_default());
+    let path = doc_path(group, version);
+    paths.insert(
+        path.clone(),
+        json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash:016X}")}),
+    );
+}
+
 /// The document for one group version, `None` when nothing is served there.
-pub fn group_version(group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Resource> = resources::in_group_version(group, version).collect();
+pub fn group_version(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
+    let served: Vec<&Resource> = catalog.in_group_version(group, version).collect();
     if served.is_empty() {
         return None;
     }
     let mut paths = Map::new();
     let mut roots = BTreeSet::new();
+    let mut components = Map::new();
+    let mut todo: Vec<String> = Vec::new();
     for r in &served {
         let Some(kind_schema) = schema_name(r) else {
             continue;
         };
-        roots.insert(kind_schema.to_owned());
+        if let Some(custom) = r.custom {
+            // A definition's schema is not among the built-in components.
+            components.insert(kind_schema.to_owned(), custom.schema.clone());
+            collect_refs(&custom.schema, &mut todo);
+        } else {
+            roots.insert(kind_schema.to_owned());
+        }
         resource_paths(r, kind_schema, &mut paths);
     }
     for common in [
@@ -220,9 +245,8 @@ pub fn group_version(group: &str, version: &str) -> Option<Value> {
     ] {
         roots.insert(common.to_owned());
     }
-    let mut components = Map::new();
     let all = schemas();
-    let mut todo: Vec<String> = roots.into_iter().collect();
+    todo.extend(roots);
     while let Some(name) = todo.pop() {
         if components.contains_key(&name) {
             continue;
@@ -524,13 +548,13 @@ mod tests {
 
     #[test]
     fn documents_are_complete() {
-        let idx = index();
+        let idx = index(&Catalog::default());
         assert!(idx["paths"]["api/v1"]["serverRelativeURL"]
             .as_str()
             .unwrap()
             .starts_with("/openapi/v3/api/v1?hash="));
         assert!(idx["paths"]["apis/coordination.k8s.io/v1"].is_object());
-        let doc = group_version("", "v1").unwrap();
+        let doc = group_version(&Catalog::default(), "", "v1").unwrap();
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps/{name}"]["patch"];
         assert_eq!(
             patch["x-kubernetes-group-version-kind"]["kind"],
@@ -549,8 +573,8 @@ mod tests {
             assert!(components.contains_key(&r), "dangling $ref {r}");
         }
         assert!(components.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
-        assert!(group_version("widgets.example.com", "v1").is_none());
-        let apps = group_version("apps", "v1").unwrap();
+        assert!(group_version(&Catalog::default(), "widgets.example.com", "v1").is_none());
+        let apps = group_version(&Catalog::default(), "apps", "v1").unwrap();
         assert!(
             apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
                 .is_object()

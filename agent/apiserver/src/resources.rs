@@ -1,5 +1,8 @@
-//! The resource table: one row per served resource. Later resources are added as rows here
-//! (plus, where they need it, validation and defaulting in [`crate::validate`]).
+//! The resource table: one row per served resource. Built-in resources are rows of
+//! [`RESOURCES`] (plus, where they need it, validation and defaulting in [`crate::validate`]);
+//! the resources CustomResourceDefinitions declare join them in a [`Catalog`] ([`crate::crd`]).
+
+use std::sync::Arc;
 
 /// Every verb a plain read-write resource supports.
 pub const ALL_VERBS: &[&str] = &[
@@ -33,6 +36,9 @@ pub struct Resource {
     /// `status` (writes to the object keep its status; `/status` writes change only it)
     /// and `scale` (an `autoscaling/v1 Scale` view of `spec.replicas`).
     pub subresources: &'static [&'static str],
+    /// What a CustomResourceDefinition says about a custom resource (schema, columns,
+    /// scale paths); `None` for built-in resources.
+    pub custom: Option<&'static crate::crd::Custom>,
 }
 
 impl Resource {
@@ -95,6 +101,7 @@ const fn core(
         field_labels: &[],
         categories: &[],
         subresources: &[],
+        custom: None,
     }
 }
 
@@ -378,34 +385,86 @@ pub const RESOURCES: &[Resource] = &[
         &["pc"],
         false,
     ),
+    Resource {
+        categories: &["api-extensions"],
+        subresources: STATUS,
+        ..named(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            &["crd", "crds"],
+            false,
+        )
+    },
 ];
 
-/// The resource served at `group`/`version`/`plural`.
+/// The built-in resource served at `group`/`version`/`plural` (custom resources: [`Catalog::find`]).
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// The group/versions served, in discovery order: `("", "v1")` first.
-pub fn group_versions() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
-        if !out.contains(&(r.group, r.version)) {
-            out.push((r.group, r.version));
-        }
-    }
-    out
+/// Everything served at one moment: the built-in resources and the custom resources of the
+/// CustomResourceDefinitions stored then. Requests take a snapshot (`Arc<Catalog>`); a
+/// definition's write swaps in a new one ([`crate::Api`]).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    custom: Vec<&'static Resource>,
 }
 
-/// The resources of one group/version.
-pub fn in_group_version<'a>(
-    group: &'a str,
-    version: &'a str,
-) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES
-        .iter()
-        .filter(move |r| r.group == group && r.version == version)
+impl Catalog {
+    /// The built-in resources only.
+    pub fn builtin() -> Arc<Catalog> {
+        Arc::new(Catalog::default())
+    }
+
+    /// The built-in resources and `custom` (custom resources never shadow built-in ones).
+    pub fn with_custom(custom: Vec<&'static Resource>) -> Catalog {
+        let custom = custom
+            .into_iter()
+            .filter(|c| !RESOURCES.iter().any(|r| r.group == c.group))
+            .collect();
+        Catalog { custom }
+    }
+
+    /// Every served resource, built-in ones first.
+    pub fn iter(&self) -> impl Iterator<Item = &'static Resource> + '_ {
+        RESOURCES.iter().chain(self.custom.iter().copied())
+    }
+
+    /// The custom resources.
+    pub fn custom(&self) -> &[&'static Resource] {
+        &self.custom
+    }
+
+    /// The resource served at `group`/`version`/`plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+        self.iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// The group/versions served, in discovery order: `("", "v1")` first.
+    pub fn group_versions(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        for r in self.iter() {
+            if !out.contains(&(r.group, r.version)) {
+                out.push((r.group, r.version));
+            }
+        }
+        out
+    }
+
+    /// The resources of one group/version.
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'static Resource> + 'a {
+        self.iter()
+            .filter(move |r| r.group == group && r.version == version)
+    }
 }
 
 #[cfg(test)]
@@ -434,7 +493,7 @@ mod tests {
         );
         assert!(find("", "v1", "widgets").is_none());
         assert!(find("apps", "v1", "deployments").is_some());
-        let gvs = group_versions();
+        let gvs = Catalog::default().group_versions();
         assert_eq!(gvs[0], ("", "v1"), "the core group comes first");
         assert!(gvs.contains(&("rbac.authorization.k8s.io", "v1")));
         assert!(gvs.contains(&("coordination.k8s.io", "v1")));

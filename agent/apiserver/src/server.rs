@@ -160,7 +160,9 @@ impl Server {
                 return ext.respond(req, user).await;
             }
         }
-        let parsed = request::parse(&req)?;
+        let snapshot = self.api.catalog();
+        let catalog = &*snapshot;
+        let parsed = request::parse(&req, catalog)?;
         if let ApiRequest::Resource(action) = &parsed {
             *labels = RequestLabels {
                 verb: request::verb_name(action.verb).to_ascii_uppercase(),
@@ -184,7 +186,7 @@ impl Server {
                 &serde_json::to_value(version::VersionInfo::current()).unwrap_or_default(),
             )),
             ApiRequest::Discovery(d) => {
-                let (doc, aggregated) = discovery::document(&d)?;
+                let (doc, aggregated) = discovery::document(&d, catalog)?;
                 let mut resp = json(200, &doc);
                 if aggregated {
                     resp.headers_mut().insert(
@@ -206,12 +208,12 @@ impl Server {
                     }),
                 ))
             }
-            ApiRequest::OpenApiV3(None) => Ok(json(200, openapi::index())),
+            ApiRequest::OpenApiV3(None) => Ok(json(200, &openapi::index(catalog))),
             ApiRequest::OpenApiV3(Some(path)) => {
                 let parts: Vec<&str> = path.split('/').collect();
                 let doc = match parts.as_slice() {
-                    ["api", version] => openapi::group_version("", version),
-                    ["apis", group, version] => openapi::group_version(group, version),
+                    ["api", version] => openapi::group_version(catalog, "", version),
+                    ["apis", group, version] => openapi::group_version(catalog, group, version),
                     _ => None,
                 };
                 doc.map(|d| json(200, &d))

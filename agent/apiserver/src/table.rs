@@ -10,7 +10,14 @@ use crate::resources::Resource;
 type Column = (&'static str, &'static str);
 
 fn columns(resource: &Resource) -> Vec<Column> {
+    if let Some(custom) = resource.custom {
+        return custom_columns(custom)
+            .into_iter()
+            .map(|(name, kind, _)| (name, kind))
+            .collect();
+    }
     match resource.kind {
+        "CustomResourceDefinition" => vec![("Name", "string"), ("Created At", "date")],
         "Namespace" => vec![("Name", "string"), ("Status", "string"), ("Age", "string")],
         "ConfigMap" => vec![("Name", "string"), ("Data", "integer"), ("Age", "string")],
         "Secret" => vec![
@@ -119,6 +126,46 @@ fn columns(resource: &Resource) -> Vec<Column> {
         ],
         _ => vec![("Name", "string"), ("Age", "string")],
     }
+}
+
+/// A custom resource's columns: Name, then its definition's printer columns (or Age), with
+/// their priorities.
+fn custom_columns(custom: &'static crate::crd::Custom) -> Vec<(&'static str, &'static str, i64)> {
+    let mut out = vec![("Name", "string", 0)];
+    if custom.columns.is_empty() {
+        out.push(("Age", "date", 0));
+    }
+    out.extend(
+        custom
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_.as_str(), c.priority)),
+    );
+    out
+}
+
+/// A custom resource's cells: each printer column's JSONPath, ages for dates, `<none>` for
+/// nothing.
+fn custom_cells(custom: &crate::crd::Custom, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let mut cells = vec![json!(meta_str(obj, "name"))];
+    if custom.columns.is_empty() {
+        cells.push(json!(age(meta_str(obj, "creationTimestamp"), now)));
+    }
+    for column in &custom.columns {
+        let found = crate::crd::json_path(obj, &column.json_path);
+        let cell = match found.as_slice() {
+            [] => Value::Null,
+            [Value::String(s)] if column.type_ == "date" => json!(age(s, now)),
+            [one] => (*one).clone(),
+            many => json!(many
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(",")),
+        };
+        cells.push(cell);
+    }
+    cells
 }
 
 /// Columns from this index on are shown by `-o wide` only.
@@ -231,9 +278,13 @@ fn count(v: &Value) -> Value {
 }
 
 fn cells(resource: &Resource, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    if let Some(custom) = resource.custom {
+        return custom_cells(custom, obj, now);
+    }
     let name = json!(meta_str(obj, "name"));
     let created = age(meta_str(obj, "creationTimestamp"), now);
     match resource.kind {
+        "CustomResourceDefinition" => vec![name, json!(meta_str(obj, "creationTimestamp"))],
         "Namespace" => vec![name, obj["status"]["phase"].clone(), json!(created)],
         "ConfigMap" => {
             let n = obj["data"].as_object().map_or(0, |m| m.len())
@@ -453,12 +504,20 @@ pub fn to_table(resource: &Resource, body: &Value) -> Value {
     };
     let rows: Vec<Value> = objects.iter().map(|obj| row(resource, obj, now)).collect();
     let wide = wide_from(resource);
+    let priorities: Vec<i64> = match resource.custom {
+        Some(custom) => custom_columns(custom).into_iter().map(|c| c.2).collect(),
+        None => Vec::new(),
+    };
     let defs: Vec<Value> = columns(resource)
         .into_iter()
         .enumerate()
         .map(|(i, (name, kind))| {
             let format = if name == "Name" { "name" } else { "" };
-            json!({"name": name, "type": kind, "format": format, "description": "", "priority": u8::from(i >= wide)})
+            let priority = priorities
+                .get(i)
+                .copied()
+                .unwrap_or(i64::from(i >= wide));
+            json!({"name": name, "type": kind, "format": format, "description": "", "priority": priority})
         })
         .collect();
     let mut metadata = json!({});

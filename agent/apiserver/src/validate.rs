@@ -15,7 +15,13 @@ use crate::resources::Resource;
 
 /// Check the object's shape and apply defaults. `Err` is a message for a 400/422 answer.
 pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(), String> {
+    if let Some(custom) = resource.custom {
+        return crate::crd::check_object(custom, object);
+    }
     match (resource.group, resource.kind) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            crate::crd::check_definition(object)?;
+        }
         ("", "Namespace") => {
             check::<Namespace>(object)?;
             let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();

@@ -9,51 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{cairn, temp_data_dir, Server};
-
-fn kubectl_path() -> PathBuf {
-    let path = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let ok = Command::new(&path)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{path} not found or not working: `make deps` installs kubectl"
-    );
-    PathBuf::from(path)
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    config: PathBuf,
-    /// Extra arguments before every command (credentials).
-    extra: Vec<String>,
-}
-
-impl Kubectl {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--kubeconfig")
-            .arg(&self.config)
-            .args(&self.extra)
-            .args(args);
-        c
-    }
-
-    /// Run; returns (success, stdout, stderr).
-    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.cmd(args).output().expect("run kubectl");
-        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (out.status.success(), s(&out.stdout), s(&out.stderr))
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.try_run(args);
-        assert!(ok, "kubectl {args:?} failed:\n{out}\n{err}");
-        out
-    }
-}
+use common::{cairn, kubectl_path, temp_data_dir, Kubectl, Server};
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();

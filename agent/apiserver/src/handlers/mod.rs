@@ -14,14 +14,14 @@ mod write;
 
 pub use write::MAX_BODY;
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cairn_store::{KeyValue, Store};
 use serde_json::Value;
 
 use crate::error::{ApiError, Subject};
 use crate::request::{Action, Subresource, Verb};
-use crate::resources::Resource;
+use crate::resources::{Catalog, Resource};
 
 /// A handler's answer: HTTP code, JSON body and warnings for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,15 +46,41 @@ impl Reply {
     }
 }
 
-/// The API server's state: the store.
+/// The API server's state: the store and what it serves.
 #[derive(Clone)]
 pub struct Api {
     pub store: Arc<dyn Store>,
+    /// The served resources; replaced whenever a CustomResourceDefinition is written.
+    catalog: Arc<RwLock<Arc<Catalog>>>,
 }
 
 impl Api {
+    /// An API over `store`, serving the built-in resources and the custom resources of the
+    /// definitions stored there.
     pub fn new(store: Arc<dyn Store>) -> Api {
-        Api { store }
+        let api = Api {
+            store,
+            catalog: Arc::new(RwLock::new(Catalog::builtin())),
+        };
+        if let Err(e) = api.reload_catalog() {
+            eprintln!("cairn: apiserver: reading CustomResourceDefinitions: {e} (retried on the next definition written)");
+        }
+        api
+    }
+
+    /// What is served now (a snapshot: a request keeps the one it started with).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the definitions from the store (after one was written).
+    fn reload_catalog(&self) -> Result<(), ApiError> {
+        let catalog = Arc::new(crate::crd::catalog(&*self.store)?);
+        *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = catalog;
+        Ok(())
     }
 
     /// Execute a non-watch action with its request body.
@@ -77,6 +103,14 @@ impl Api {
             Verb::Delete => self.delete(action, body)?,
             Verb::DeleteCollection => self.delete_collection(action)?,
         };
+        let mut reply = reply;
+        let writes = !matches!(action.verb, Verb::Get | Verb::List);
+        if writes && crate::crd::is_definitions(action.resource) && !action.options.dry_run {
+            self.reload_catalog()?;
+        }
+        if action.resource.custom.is_some() && !writes {
+            crate::crd::set_api_version(action.resource, &mut reply.body);
+        }
         if action.as_table && matches!(action.verb, Verb::Get | Verb::List) {
             return Ok(Reply {
                 body: crate::table::to_table(action.resource, &reply.body),

@@ -17,7 +17,7 @@ impl Api {
             .ok_or_else(|| ApiError::NotFound(subject(action.resource, name)))?;
         let obj = decode_object(&kv)?;
         if action.subresource == Some(Subresource::Scale) {
-            return Ok(Reply::ok(super::scale::to_scale(&obj)));
+            return Ok(Reply::ok(super::scale::to_scale(action.resource, &obj)));
         }
         Ok(Reply::ok(obj))
     }

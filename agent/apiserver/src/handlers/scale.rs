@@ -1,12 +1,14 @@
 //! The `scale` subresource: an `autoscaling/v1 Scale` view of a workload's `spec.replicas`
-//! (what `kubectl scale` and autoscalers read and write).
+//! (what `kubectl scale` and autoscalers read and write). Custom resources say where their
+//! replicas and selector are (`subresources.scale` of their definition).
 
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::resources::Resource;
 
-/// The Scale of a Deployment, ReplicaSet or StatefulSet.
-pub fn to_scale(obj: &Value) -> Value {
+/// The Scale of a Deployment, ReplicaSet, StatefulSet or custom resource.
+pub fn to_scale(resource: &Resource, obj: &Value) -> Value {
     let meta = &obj["metadata"];
     let mut metadata = json!({});
     for field in [
@@ -20,20 +22,45 @@ pub fn to_scale(obj: &Value) -> Value {
             metadata[field] = v.clone();
         }
     }
+    let (spec_replicas, status_replicas, selector) =
+        match resource.custom.and_then(|c| c.scale.as_ref()) {
+            Some(paths) => {
+                let at = |path: &str| crate::crd::json_path(obj, path).first().copied().cloned();
+                (
+                    at(&paths.spec_replicas)
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(0),
+                    at(&paths.status_replicas)
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(0),
+                    paths
+                        .label_selector
+                        .as_deref()
+                        .and_then(at)
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                )
+            }
+            None => (
+                obj["spec"]["replicas"].as_i64().unwrap_or(1),
+                obj["status"]["replicas"].as_i64().unwrap_or(0),
+                selector_string(&obj["spec"]["selector"]),
+            ),
+        };
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": metadata,
-        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "spec": {"replicas": spec_replicas},
         "status": {
-            "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0),
-            "selector": selector_string(&obj["spec"]["selector"]),
+            "replicas": status_replicas,
+            "selector": selector,
         },
     })
 }
 
-/// `old` with `spec.replicas` taken from `scale`.
-pub fn apply(old: &Value, scale: &Value) -> Result<Value, ApiError> {
+/// `old` with `spec.replicas` (or the custom resource's replicas path) taken from `scale`.
+pub fn apply(resource: &Resource, old: &Value, scale: &Value) -> Result<Value, ApiError> {
     let replicas = &scale["spec"]["replicas"];
     let n = match replicas {
         Value::Null => 0,
@@ -47,7 +74,19 @@ pub fn apply(old: &Value, scale: &Value) -> Result<Value, ApiError> {
             })?,
     };
     let mut obj = old.clone();
-    obj["spec"]["replicas"] = json!(n);
+    let path = match resource.custom.and_then(|c| c.scale.as_ref()) {
+        Some(paths) => paths.spec_replicas.as_str(),
+        None => ".spec.replicas",
+    };
+    // A plain field path (`.spec.replicas`): definitions are checked to point under `.spec`.
+    let mut at = &mut obj;
+    for field in path.split('.').filter(|f| !f.is_empty()) {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        at = &mut at[field];
+    }
+    *at = json!(n);
     Ok(obj)
 }
 
@@ -93,15 +132,16 @@ mod tests {
                 "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}},
             "status": {"replicas": 1},
         });
-        let scale = to_scale(&deploy);
+        let deployments = crate::resources::find("apps", "v1", "deployments").unwrap();
+        let scale = to_scale(deployments, &deploy);
         assert_eq!(scale["spec"]["replicas"], 2);
         assert_eq!(scale["status"]["replicas"], 1);
         assert_eq!(scale["status"]["selector"], "app=web,tier in (a,b)");
         assert_eq!(scale["metadata"]["resourceVersion"], "7");
         assert!(scale["metadata"].get("labels").is_none());
-        let bigger = apply(&deploy, &json!({"spec": {"replicas": 5}})).unwrap();
+        let bigger = apply(deployments, &deploy, &json!({"spec": {"replicas": 5}})).unwrap();
         assert_eq!(bigger["spec"]["replicas"], 5);
         assert_eq!(bigger["spec"]["selector"], deploy["spec"]["selector"]);
-        assert!(apply(&deploy, &json!({"spec": {"replicas": -1}})).is_err());
+        assert!(apply(deployments, &deploy, &json!({"spec": {"replicas": -1}})).is_err());
     }
 }

@@ -24,7 +24,8 @@ fn call(
     let mut headers = http::HeaderMap::new();
     headers.insert("content-type", content_type.parse().unwrap());
     let method: Method = method.parse().unwrap();
-    let ApiRequest::Resource(action) = parse_parts(&method, uri.path(), uri.query(), &headers)?
+    let ApiRequest::Resource(action) =
+        parse_parts(&method, uri.path(), uri.query(), &headers, &api.catalog())?
     else {
         panic!("not a resource request");
     };
@@ -606,7 +607,8 @@ fn tables() {
             .parse()
             .unwrap(),
     );
-    let Ok(ApiRequest::Resource(action)) = parse_parts(&Method::GET, uri.path(), None, &headers)
+    let Ok(ApiRequest::Resource(action)) =
+        parse_parts(&Method::GET, uri.path(), None, &headers, &api.catalog())
     else {
         panic!()
     };
@@ -679,4 +681,198 @@ fn status_and_scale_subresources() {
         Value::Null,
     );
     assert_eq!(code, 404);
+}
+
+/// A stored `widgets.example.com` definition (`crd::tests::widget_definition`).
+fn with_widgets(api: &Api) -> Value {
+    let mut crd = crate::crd::tests::widget_definition();
+    crd["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("creationTimestamp");
+    ok(
+        api,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        crd,
+    )
+}
+
+const WIDGETS: &str = "/apis/example.com/v1/namespaces/d/widgets";
+
+#[test]
+fn custom_resources_are_served_from_their_definition() {
+    let api = with_ns("d");
+    // Not served before the definition exists.
+    let (code, _) = err(&api, "GET", WIDGETS, Value::Null);
+    assert_eq!(code, 404);
+    let crd = with_widgets(&api);
+    assert_eq!(crd["status"]["conditions"][1]["type"], "Established");
+    assert_eq!(
+        crd["status"]["conditions"][1]["lastTransitionTime"],
+        crd["metadata"]["creationTimestamp"]
+    );
+
+    let w = ok(
+        &api,
+        "POST",
+        WIDGETS,
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "a"},
+               "spec": {"size": 2, "extra": 1}, "status": {"size": 9}}),
+    );
+    assert_eq!(w["spec"]["colour"], "red", "schema default applied");
+    assert!(w["spec"].get("extra").is_none(), "unknown field pruned");
+    let (code, msg) = err(
+        &api,
+        "POST",
+        &format!("{WIDGETS}?fieldValidation=Strict"),
+        json!({"metadata": {"name": "b"}, "spec": {"size": 2, "extra": 1}}),
+    );
+    assert_eq!(code, 400);
+    assert!(msg.contains("unknown field \"spec.extra\""), "{msg}");
+    let (code, msg) = err(
+        &api,
+        "POST",
+        WIDGETS,
+        json!({"metadata": {"name": "b"}, "spec": {"size": 20}}),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        msg.contains("spec.size in body should be less than or equal to 10"),
+        "{msg}"
+    );
+    let (code, _) = err(
+        &api,
+        "POST",
+        WIDGETS,
+        json!({"kind": "Gadget", "metadata": {"name": "b"}, "spec": {"size": 1}}),
+    );
+    assert_eq!(code, 400, "the kind must be the definition's");
+
+    // status and scale subresources at the definition's paths.
+    let status = ok(
+        &api,
+        "PUT",
+        &format!("{WIDGETS}/a/status"),
+        json!({"metadata": {"name": "a"}, "spec": {"size": 7},
+               "status": {"size": 2, "selector": "app=a", "conditions": [{"type": "Ready", "status": "True"}]}}),
+    );
+    assert_eq!(status["spec"]["size"], 2, "a /status write keeps the spec");
+    let scale = ok(&api, "GET", &format!("{WIDGETS}/a/scale"), Value::Null);
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=a");
+    ok(
+        &api,
+        "PUT",
+        &format!("{WIDGETS}/a/scale"),
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "a", "namespace": "d"}, "spec": {"replicas": 5}}),
+    );
+    let w = ok(&api, "GET", &format!("{WIDGETS}/a"), Value::Null);
+    assert_eq!(w["spec"]["size"], 5);
+    assert_eq!(w["metadata"]["generation"], 2);
+
+    // The other served version reads the same object.
+    let beta = ok(
+        &api,
+        "GET",
+        "/apis/example.com/v1beta1/namespaces/d/widgets/a",
+        Value::Null,
+    );
+    assert_eq!(beta["apiVersion"], "example.com/v1beta1");
+    assert_eq!(beta["spec"]["size"], 5);
+
+    // kubectl's columns come from the definition.
+    let resource = api.catalog().find("example.com", "v1", "widgets").unwrap();
+    let table = crate::table::to_table(resource, &w);
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Name", "Size", "Ready", "Colour"]);
+    assert_eq!(table["columnDefinitions"][3]["priority"], 1);
+    assert_eq!(table["rows"][0]["cells"], json!(["a", 5, "True", "red"]));
+
+    // Discovery and OpenAPI show the group; a new API over the same store serves it too.
+    let catalog = api.catalog();
+    let (groups, _) = crate::discovery::document(
+        &crate::request::Discovery::Apis { aggregated: false },
+        &catalog,
+    )
+    .unwrap();
+    let group = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "example.com")
+        .unwrap();
+    assert_eq!(group["preferredVersion"]["version"], "v1");
+    let doc = crate::openapi::group_version(&catalog, "example.com", "v1").unwrap();
+    assert!(doc["components"]["schemas"]["com.example.v1.Widget"].is_object());
+    assert!(
+        doc["components"]["schemas"]["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object()
+    );
+    assert!(crate::openapi::index(&catalog)["paths"]
+        .get("apis/example.com/v1")
+        .is_some());
+    let again = Api::new(api.store.clone());
+    assert!(again
+        .catalog()
+        .find("example.com", "v1", "widgets")
+        .is_some());
+
+    // Deleting the definition deletes its objects and stops serving them.
+    ok(
+        &api,
+        "DELETE",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com",
+        Value::Null,
+    );
+    let (code, _) = err(&api, "GET", WIDGETS, Value::Null);
+    assert_eq!(code, 404);
+    with_widgets(&api);
+    let list = ok(&api, "GET", WIDGETS, Value::Null);
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "objects did not outlive their definition"
+    );
+}
+
+#[test]
+fn bad_definitions_change_nothing_and_namespaces_take_custom_objects_along() {
+    let api = with_ns("d");
+    let mut bad = crate::crd::tests::widget_definition();
+    bad["spec"]["versions"][1]["storage"] = json!(true);
+    let (code, msg) = err(
+        &api,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        bad,
+    );
+    assert_eq!(code, 422);
+    assert!(
+        msg.contains("exactly one version marked as storage"),
+        "{msg}"
+    );
+    assert!(api.catalog().custom().is_empty());
+
+    with_widgets(&api);
+    ok(
+        &api,
+        "POST",
+        WIDGETS,
+        json!({"metadata": {"name": "a"}, "spec": {"size": 1}}),
+    );
+    ok(&api, "DELETE", "/api/v1/namespaces/d", Value::Null);
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "d"}}),
+    );
+    let list = ok(&api, "GET", WIDGETS, Value::Null);
+    assert_eq!(list["items"], json!([]));
 }

@@ -196,7 +196,8 @@ impl Stream {
         self.line(json!({"type": "ERROR", "object": status})).await;
     }
 
-    async fn send(&mut self, kind: &str, obj: Value) -> bool {
+    async fn send(&mut self, kind: &str, mut obj: Value) -> bool {
+        crate::crd::set_api_version(self.action.resource, &mut obj);
         let obj = if self.action.as_table {
             crate::table::to_table(self.action.resource, &obj)
         } else {

@@ -7,6 +7,7 @@ use crate::error::{success, ApiError};
 use crate::meta::{self, meta_str};
 use crate::request::{Action, FieldValidation, Subresource};
 use crate::resources::{self, Resource};
+
 use crate::validate::validate_and_default;
 
 /// Largest request body accepted (etcd's default value limit is 1.5 MiB).
@@ -137,7 +138,7 @@ impl Api {
         // Subresources: `/scale` writes only spec.replicas, `/status` only the status, and a
         // write to the object itself leaves a status owned by `/status` alone.
         match action.subresource {
-            Some(Subresource::Scale) => obj = super::scale::apply(&old, &obj)?,
+            Some(Subresource::Scale) => obj = super::scale::apply(resource, &old, &obj)?,
             Some(Subresource::Status) => {
                 let status = obj.get("status").cloned().unwrap_or(Value::Null);
                 obj = old.clone();
@@ -195,7 +196,7 @@ impl Api {
             // No change: Kubernetes does not write (the resourceVersion stays).
             set_resource_version(&mut obj, current.mod_revision);
             if action.subresource == Some(Subresource::Scale) {
-                obj = super::scale::to_scale(&obj);
+                obj = super::scale::to_scale(resource, &obj);
             }
             return Ok(Reply {
                 warnings,
@@ -220,7 +221,7 @@ impl Api {
             .map_err(|e| ApiError::from_store(e, &who))?;
         set_resource_version(&mut obj, rev);
         if action.subresource == Some(Subresource::Scale) {
-            obj = super::scale::to_scale(&obj);
+            obj = super::scale::to_scale(resource, &obj);
         }
         Ok(Reply {
             warnings,
@@ -265,6 +266,10 @@ impl Api {
         rev: u64,
     ) -> Result<Value, cairn_store::StoreError> {
         if finalizers(&obj).is_empty() {
+            if obj["kind"] == "CustomResourceDefinition" {
+                // Its objects go with it (kube-apiserver's customresourcecleanup finalizer).
+                self.delete_all(&crate::crd::objects_prefix(&obj))?;
+            }
             self.store.delete(key, Some(rev))?;
             return Ok(obj);
         }
@@ -330,15 +335,19 @@ impl Api {
 
     /// Deleting a namespace deletes everything in it at once (no Terminating phase yet).
     fn delete_namespace_contents(&self, namespace: &str) -> Result<(), ApiError> {
-        for resource in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-            let page = self
-                .store
-                .list(&resource.prefix(Some(namespace)), None, 0, None)?;
-            for kv in page.items {
-                match self.store.delete(&kv.key, None) {
-                    Ok(_) | Err(cairn_store::StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        for resource in self.catalog().iter().filter(|r| r.namespaced) {
+            self.delete_all(&resource.prefix(Some(namespace)))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object under `prefix`.
+    fn delete_all(&self, prefix: &str) -> Result<(), cairn_store::StoreError> {
+        let page = self.store.list(prefix, None, 0, None)?;
+        for kv in page.items {
+            match self.store.delete(&kv.key, None) {
+                Ok(_) | Err(cairn_store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -12,7 +12,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request};
 
 use crate::error::ApiError;
-use crate::resources::{self, Resource};
+use crate::resources::{Catalog, Resource};
 
 /// How a PATCH body is to be applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,13 +147,14 @@ pub enum ApiRequest {
     Resource(Action),
 }
 
-/// Parse a request (its body is ignored).
-pub fn parse<B>(req: &Request<B>) -> Result<ApiRequest, ApiError> {
+/// Parse a request (its body is ignored) against the resources of `catalog`.
+pub fn parse<B>(req: &Request<B>, catalog: &Catalog) -> Result<ApiRequest, ApiError> {
     parse_parts(
         req.method(),
         req.uri().path(),
         req.uri().query(),
         req.headers(),
+        catalog,
     )
 }
 
@@ -163,6 +164,7 @@ pub fn parse_parts(
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
+    catalog: &Catalog,
 ) -> Result<ApiRequest, ApiError> {
     let not_found = || ApiError::PathNotFound {
         path: path.to_owned(),
@@ -226,7 +228,7 @@ pub fn parse_parts(
         [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
         _ => return Err(not_found()),
     };
-    let resource = resources::find(group, version, plural).ok_or_else(not_found)?;
+    let resource = catalog.find(group, version, plural).ok_or_else(not_found)?;
     if namespace.is_some() && !resource.namespaced {
         return Err(not_found());
     }

@@ -7,7 +7,7 @@ fn req(method: &str, uri: &str, headers: &[(&str, &str)]) -> Result<ApiRequest, 
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    parse(&b.body(()).unwrap())
+    parse(&b.body(()).unwrap(), &crate::resources::Catalog::default())
 }
 
 fn action(method: &str, uri: &str) -> Action {

@@ -133,3 +133,49 @@ pub fn temp_data_dir(tag: &str) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The real kubectl (`KUBECTL` overrides the path).
+pub fn kubectl_path() -> PathBuf {
+    let path = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let ok = Command::new(&path)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{path} not found or not working: `make deps` installs kubectl"
+    );
+    PathBuf::from(path)
+}
+
+/// kubectl with a kubeconfig and arguments for every command.
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    /// Extra arguments before every command (credentials).
+    pub extra: Vec<String>,
+}
+
+impl Kubectl {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig")
+            .arg(&self.config)
+            .args(&self.extra)
+            .args(args);
+        c
+    }
+
+    /// Run; returns (success, stdout, stderr).
+    pub fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cmd(args).output().expect("run kubectl");
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), s(&out.stdout), s(&out.stderr))
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.try_run(args);
+        assert!(ok, "kubectl {args:?} failed:\n{out}\n{err}");
+        out
+    }
+}
