@@ -10,17 +10,25 @@
 //!    -n kube-system` shows them and deleting one revokes it. The user is
 //!    `system:bootstrap:<id>` in `system:bootstrappers` and the token's `auth-extra-groups`.
 //!
+//! 3. **Service-account tokens** (JWTs, [`crate::serviceaccount`]) signed with the server's
+//!    key for the API's audience, whose service account (and bound object) still exists with
+//!    the uid in the token. The user is `system:serviceaccount:<ns>:<name>` in
+//!    `system:serviceaccounts` and `system:serviceaccounts:<ns>`.
+//!
 //! Every authenticated user also gets `system:authenticated`. A request with neither is
 //! anonymous and may only read health and version endpoints.
 //!
-//! Limitations: no service-account tokens yet; every authenticated user may do everything
-//! (authorisation is RBAC's job, not built yet).
+//! Limitations: every authenticated user may do everything (authorisation is RBAC's job, not
+//! built yet); legacy token Secrets (`kubernetes.io/service-account-token`) are not filled in
+//! or accepted.
 
 use std::time::SystemTime;
 
 use base64::Engine as _;
 use cairn_store::Store;
 use serde_json::Value;
+
+use crate::serviceaccount::TokenSigner;
 
 /// An authenticated identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +75,10 @@ pub enum AuthError {
     Invalid(String, String),
     #[error("looking up the token: {0}")]
     Store(String),
+    #[error("{0}")]
+    ServiceAccount(#[from] crate::serviceaccount::TokenError),
+    #[error("service-account token of {user}: {reason}")]
+    Revoked { user: String, reason: String },
 }
 
 /// The identity in a client certificate (DER) already verified against the cluster CA.
@@ -146,19 +158,27 @@ impl std::fmt::Display for BootstrapToken {
     }
 }
 
-/// Authenticates bearer tokens against the store.
+/// Authenticates bearer tokens against the store (and, for service-account tokens, the
+/// signing key).
 #[derive(Clone)]
 pub struct TokenAuthenticator {
     store: std::sync::Arc<dyn Store>,
+    signer: Option<std::sync::Arc<TokenSigner>>,
 }
 
 impl TokenAuthenticator {
-    pub fn new(store: std::sync::Arc<dyn Store>) -> TokenAuthenticator {
-        TokenAuthenticator { store }
+    pub fn new(
+        store: std::sync::Arc<dyn Store>,
+        signer: Option<std::sync::Arc<TokenSigner>>,
+    ) -> TokenAuthenticator {
+        TokenAuthenticator { store, signer }
     }
 
     /// The user a bearer token stands for at time `now`.
     pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<User, AuthError> {
+        if crate::serviceaccount::is_jwt(token) {
+            return self.service_account(token, now);
+        }
         let token = BootstrapToken::parse(token)?;
         let secrets = crate::resources::find("", "v1", "secrets").expect("secrets are served");
         let key = secrets.key(Some(BOOTSTRAP_TOKEN_NAMESPACE), &token.secret_name());
@@ -170,6 +190,50 @@ impl TokenAuthenticator {
         let secret: Value = serde_json::from_slice(&kv.value)
             .map_err(|e| AuthError::Invalid(token.id.clone(), e.to_string()))?;
         check_bootstrap_secret(&token, &secret, now)
+    }
+}
+
+impl TokenAuthenticator {
+    /// A service-account token: signature, issuer, audience and lifetime, then the service
+    /// account and the bound object must still exist with the uids the token names.
+    fn service_account(&self, token: &str, now: SystemTime) -> Result<User, AuthError> {
+        let signer = self.signer.as_ref().ok_or_else(|| {
+            AuthError::ServiceAccount(crate::serviceaccount::TokenError::Invalid(
+                "this server has no service-account key".into(),
+            ))
+        })?;
+        let claims = signer.verify(token, &[crate::serviceaccount::ISSUER], now)?;
+        let user = claims.user_name();
+        let k = &claims.kubernetes;
+        let ns = k.namespace.as_str();
+        let mut bound = vec![("serviceaccounts", Some(ns), &k.serviceaccount)];
+        bound.extend(k.pod.as_ref().map(|r| ("pods", Some(ns), r)));
+        bound.extend(k.secret.as_ref().map(|r| ("secrets", Some(ns), r)));
+        bound.extend(k.node.as_ref().map(|r| ("nodes", None, r)));
+        for (plural, namespace, reference) in bound {
+            let resource = crate::resources::find("", "v1", plural).expect("core resource");
+            let stored = self
+                .store
+                .get(&resource.key(namespace, &reference.name))
+                .map_err(|e| AuthError::Store(e.to_string()))?;
+            let uid = stored
+                .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned));
+            if uid.as_deref() != Some(reference.uid.as_str()) {
+                return Err(AuthError::Revoked {
+                    user,
+                    reason: format!(
+                        "{plural} {:?} (uid {}) no longer exists",
+                        reference.name, reference.uid
+                    ),
+                });
+            }
+        }
+        let groups = vec![
+            crate::serviceaccount::GROUP.to_owned(),
+            format!("{}:{ns}", crate::serviceaccount::GROUP),
+        ];
+        Ok(User::new(user, groups))
     }
 }
 
@@ -346,7 +410,7 @@ mod tests {
         store
             .create(key, &serde_json::to_vec(&value).unwrap())
             .unwrap();
-        let authn = TokenAuthenticator::new(store);
+        let authn = TokenAuthenticator::new(store, None);
         let now = SystemTime::now();
         assert!(authn.authenticate("abcdef.0123456789abcdef", now).is_ok());
         assert_eq!(

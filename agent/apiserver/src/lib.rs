@@ -40,7 +40,7 @@
 //! with kubectl's columns.
 //!
 //! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
-//! anything); no service-account tokens. Strategic merge patches merge lists by the keys
+//! anything). Service-account tokens are ES256 JWTs ([`serviceaccount`]). Strategic merge patches merge lists by the keys
 //! [`openapi`] knows (`handlers::strategic`). Nothing acts on the workloads yet (controllers
 //! and the scheduler are separate work); pods have `binding` and `eviction` (budgets computed
 //! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. No server-side apply, no `/openapi/v2`, no YAML bodies;
@@ -65,6 +65,7 @@ pub mod request;
 pub mod resources;
 pub mod selector;
 pub mod server;
+pub mod serviceaccount;
 pub mod table;
 pub mod validate;
 pub mod version;

@@ -187,13 +187,16 @@ pub const RESOURCES: &[Resource] = &[
         field_labels: &["type"],
         ..core("Secret", "secrets", "secret", &[], true)
     },
-    core(
-        "ServiceAccount",
-        "serviceaccounts",
-        "serviceaccount",
-        &["sa"],
-        true,
-    ),
+    Resource {
+        subresources: &["token"],
+        ..core(
+            "ServiceAccount",
+            "serviceaccounts",
+            "serviceaccount",
+            &["sa"],
+            true,
+        )
+    },
     Resource {
         field_labels: EVENT_FIELDS,
         ..core("Event", "events", "event", &["ev"], true)

@@ -127,7 +127,7 @@ impl Server {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim);
         let result = match token {
-            Some(token) => TokenAuthenticator::new(self.api.store.clone())
+            Some(token) => TokenAuthenticator::new(self.api.store.clone(), self.api.token_signer())
                 .authenticate(token, SystemTime::now()),
             None => Err(auth::AuthError::MalformedToken),
         };

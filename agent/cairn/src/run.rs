@@ -155,7 +155,20 @@ fn serve(
     eprintln!("cairn: serving names {}", names.all().join(","));
     let (tls, serving_cert) = pki::tls::server_config_with(&certs).context("TLS configuration")?;
     let api_server = match role {
-        Role::Server => Some(cairn_apiserver::Server::new(open_api(&paths, &certs)?)),
+        Role::Server => {
+            let (key, made) = pki::ensure_service_account_key(&tls_dir)
+                .with_context(|| format!("service-account key in {}", tls_dir.display()))?;
+            if made {
+                eprintln!("cairn: service-account key created");
+            }
+            let signer =
+                cairn_apiserver::serviceaccount::TokenSigner::from_pem(&key).map_err(|e| {
+                    anyhow::anyhow!("{}/{}: {e}", tls_dir.display(), pki::SERVICE_ACCOUNT_KEY)
+                })?;
+            Some(cairn_apiserver::Server::new(
+                open_api(&paths, &certs)?.with_token_signer(signer),
+            ))
+        }
         Role::Agent => None,
     };
     let metrics = api_server.as_ref().map(|s| s.metrics.clone());

@@ -253,6 +253,7 @@ fn kubectl_end_to_end() {
     assert!(!ok && err.contains("configmaps \"app\" not found"), "{err}");
 
     tokens(&bin, &dir, &server);
+    service_account_tokens(&bin, &dir, &k);
 
     // A restart keeps the data (SQLite on disk) and the revision counter.
     k.run(&["create", "-f", cm.to_str().unwrap()]);
@@ -684,6 +685,71 @@ fn tokens(bin: &Path, dir: &Path, server: &Server) {
     assert!(!ok && err.contains("Unauthorized"), "{err}");
     let (ok, _, err) = cairn(&["token", "delete", "--data-dir", data, "zzzzzz"]);
     assert!(!ok && err.contains("not found"), "{err}");
+}
+
+/// `kubectl create token`: a service account's token authenticates as the account until
+/// the account is deleted; a bound token dies with its Secret.
+fn service_account_tokens(bin: &Path, dir: &Path, admin: &Kubectl) {
+    admin.run(&["create", "serviceaccount", "bot"]);
+    let token = admin.run(&["create", "token", "bot", "--duration=15m"]);
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let with = |token: &str| Kubectl {
+        bin: bin.to_owned(),
+        config: dir.join("token.kubeconfig"),
+        extra: vec![format!("--token={token}")],
+    };
+    let whoami = with(token).run(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username} {.status.userInfo.groups}",
+    ]);
+    assert!(
+        whoami.starts_with("system:serviceaccount:demo:bot ")
+            && whoami.contains("system:serviceaccounts:demo"),
+        "{whoami}"
+    );
+    assert!(with(token)
+        .run(&["get", "sa", "bot", "-n", "demo", "-o", "name"])
+        .contains("serviceaccount/bot"));
+    let (ok, _, err) = admin.try_run(&["create", "token", "bot", "--duration=1m"]);
+    assert!(!ok && err.contains("less than 10 minutes"), "{err}");
+    let (ok, _, err) = admin.try_run(&["create", "token", "nobody"]);
+    assert!(
+        !ok && err.contains("serviceaccounts \"nobody\" not found"),
+        "{err}"
+    );
+
+    // Bound to a Secret: gone with it.
+    admin.run(&[
+        "create",
+        "secret",
+        "generic",
+        "anchor",
+        "--from-literal=k=v",
+    ]);
+    let bound = admin.run(&[
+        "create",
+        "token",
+        "bot",
+        "--bound-object-kind=Secret",
+        "--bound-object-name=anchor",
+    ]);
+    with(bound.trim()).run(&["get", "ns", "demo"]);
+    admin.run(&["delete", "secret", "anchor"]);
+    let (ok, _, err) = with(bound.trim()).try_run(&["get", "ns", "demo"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+
+    // A tampered token is refused; deleting the account revokes its tokens.
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{signed}.{flipped}{}", &signature[1..]);
+    let (ok, _, err) = with(&forged).try_run(&["get", "ns"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+    admin.run(&["delete", "serviceaccount", "bot"]);
+    let (ok, _, err) = with(token).try_run(&["get", "ns"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

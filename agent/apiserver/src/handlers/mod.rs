@@ -9,6 +9,7 @@ mod pods;
 mod read;
 pub mod scale;
 pub mod strategic;
+mod tokens;
 pub mod watch;
 mod write;
 
@@ -22,6 +23,7 @@ use serde_json::Value;
 use crate::error::{ApiError, Subject};
 use crate::request::{Action, Subresource, Verb};
 use crate::resources::{Catalog, Resource};
+use crate::serviceaccount::TokenSigner;
 
 /// A handler's answer: HTTP code, JSON body and warnings for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +54,8 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     /// The served resources; replaced whenever a CustomResourceDefinition is written.
     catalog: Arc<RwLock<Arc<Catalog>>>,
+    /// Signs service-account tokens (`serviceaccounts/<name>/token`); `None`: none issued.
+    tokens: Option<Arc<TokenSigner>>,
 }
 
 impl Api {
@@ -61,11 +65,23 @@ impl Api {
         let api = Api {
             store,
             catalog: Arc::new(RwLock::new(Catalog::builtin())),
+            tokens: None,
         };
         if let Err(e) = api.reload_catalog() {
             eprintln!("cairn: apiserver: reading CustomResourceDefinitions: {e} (retried on the next definition written)");
         }
         api
+    }
+
+    /// This API issuing and accepting service-account tokens signed by `signer`.
+    pub fn with_token_signer(mut self, signer: TokenSigner) -> Api {
+        self.tokens = Some(Arc::new(signer));
+        self
+    }
+
+    /// The service-account token signer, if tokens are issued.
+    pub fn token_signer(&self) -> Option<Arc<TokenSigner>> {
+        self.tokens.clone()
     }
 
     /// What is served now (a snapshot: a request keeps the one it started with).
@@ -96,6 +112,7 @@ impl Api {
             Verb::Create => match action.subresource {
                 Some(Subresource::Binding) => self.bind(action, body)?,
                 Some(Subresource::Eviction) => self.evict(action, body)?,
+                Some(Subresource::Token) => self.request_token(action, body)?,
                 _ => self.create(action, body)?,
             },
             Verb::Update => self.update(action, body)?,

@@ -876,3 +876,122 @@ fn bad_definitions_change_nothing_and_namespaces_take_custom_objects_along() {
     let list = ok(&api, "GET", WIDGETS, Value::Null);
     assert_eq!(list["items"], json!([]));
 }
+
+#[test]
+fn service_account_tokens_authenticate_until_their_objects_go() {
+    use crate::auth::TokenAuthenticator;
+    use crate::serviceaccount::TokenSigner;
+    use std::time::SystemTime;
+
+    let signer = TokenSigner::from_pem(&crate::serviceaccount::tests::key_pem()).unwrap();
+    let api = with_ns("p").with_token_signer(signer);
+    let authn = TokenAuthenticator::new(api.store.clone(), api.token_signer());
+    let token_uri = "/api/v1/namespaces/p/serviceaccounts/bot/token";
+    let request = |spec: Value| json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+    let (code, _) = err(&api, "POST", token_uri, request(json!({})));
+    assert_eq!(code, 404, "no such service account");
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/p/serviceaccounts",
+        json!({"metadata": {"name": "bot"}}),
+    );
+
+    let answer = ok(&api, "POST", token_uri, request(json!({})));
+    assert_eq!(answer["kind"], "TokenRequest");
+    assert_eq!(answer["spec"]["expirationSeconds"], 3600);
+    assert_eq!(
+        answer["spec"]["audiences"],
+        json!([crate::serviceaccount::ISSUER])
+    );
+    assert!(answer["status"]["expirationTimestamp"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let token = answer["status"]["token"].as_str().unwrap().to_owned();
+    let user = authn.authenticate(&token, SystemTime::now()).unwrap();
+    assert_eq!(user.name, "system:serviceaccount:p:bot");
+    assert_eq!(
+        user.groups,
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:p",
+            "system:authenticated"
+        ]
+    );
+
+    // A token for another audience is not one for this API.
+    let vault = ok(
+        &api,
+        "POST",
+        token_uri,
+        request(json!({"audiences": ["vault"]})),
+    );
+    assert!(authn
+        .authenticate(
+            vault["status"]["token"].as_str().unwrap(),
+            SystemTime::now()
+        )
+        .is_err());
+    let (code, msg) = err(
+        &api,
+        "POST",
+        token_uri,
+        request(json!({"expirationSeconds": 60})),
+    );
+    assert_eq!(code, 422);
+    assert!(msg.contains("less than 10 minutes"), "{msg}");
+
+    // Bound to a pod: refused for a missing pod or a stale uid; dies with the pod.
+    let bound = |uid: &str| {
+        request(
+            json!({"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": uid}}),
+        )
+    };
+    let (code, _) = err(&api, "POST", token_uri, bound(""));
+    assert_eq!(code, 404);
+    pod(&api, "p", json!({}), true);
+    let (code, msg) = err(&api, "POST", token_uri, bound("stale"));
+    assert_eq!(code, 409, "{msg}");
+    let pod_token = ok(&api, "POST", token_uri, bound(""))["status"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    authn.authenticate(&pod_token, SystemTime::now()).unwrap();
+    ok(&api, "DELETE", "/api/v1/namespaces/p/pods/p", Value::Null);
+    let e = authn
+        .authenticate(&pod_token, SystemTime::now())
+        .unwrap_err();
+    assert!(e.to_string().contains("pods \"p\""), "{e}");
+
+    // Deleting the service account revokes its tokens, and a re-created one (new uid) does
+    // not bring them back.
+    ok(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/p/serviceaccounts/bot",
+        Value::Null,
+    );
+    assert!(authn.authenticate(&token, SystemTime::now()).is_err());
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/p/serviceaccounts",
+        json!({"metadata": {"name": "bot"}}),
+    );
+    assert!(authn.authenticate(&token, SystemTime::now()).is_err());
+
+    // A server without a key issues none and accepts none.
+    let keyless = with_ns("p");
+    ok(
+        &keyless,
+        "POST",
+        "/api/v1/namespaces/p/serviceaccounts",
+        json!({"metadata": {"name": "bot"}}),
+    );
+    let (code, _) = err(&keyless, "POST", token_uri, request(json!({})));
+    assert_eq!(code, 503);
+    assert!(TokenAuthenticator::new(keyless.store.clone(), None)
+        .authenticate(&token, SystemTime::now())
+        .is_err());
+}

@@ -155,7 +155,7 @@ impl Api {
                 }
             }
             // Bindings and evictions are created, never written here.
-            Some(Subresource::Binding | Subresource::Eviction) | None => {}
+            Some(Subresource::Binding | Subresource::Eviction | Subresource::Token) | None => {}
         }
         let meta = meta::metadata(&mut obj);
         meta.insert("name".into(), Value::String(name.to_owned()));

@@ -60,6 +60,9 @@ pub enum Subresource {
     /// `pods/<name>/eviction`: a `policy/v1 Eviction` (POST) deletes the pod if its
     /// disruption budget allows (`kubectl drain`).
     Eviction,
+    /// `serviceaccounts/<name>/token`: a `TokenRequest` (POST) answered with a signed token
+    /// (`kubectl create token`).
+    Token,
 }
 
 impl Subresource {
@@ -70,6 +73,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
+            Subresource::Token => "token",
         }
     }
 
@@ -80,6 +84,7 @@ impl Subresource {
             Subresource::Scale,
             Subresource::Binding,
             Subresource::Eviction,
+            Subresource::Token,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -92,12 +97,16 @@ impl Subresource {
             Subresource::Scale => Some(("autoscaling/v1", "Scale")),
             Subresource::Binding => Some(("v1", "Binding")),
             Subresource::Eviction => Some(("policy/v1", "Eviction")),
+            Subresource::Token => Some(("authentication.k8s.io/v1", "TokenRequest")),
         }
     }
 
     /// The subresources that are created (POST), not read and written.
     pub fn is_action(self) -> bool {
-        matches!(self, Subresource::Binding | Subresource::Eviction)
+        matches!(
+            self,
+            Subresource::Binding | Subresource::Eviction | Subresource::Token
+        )
     }
 }
 

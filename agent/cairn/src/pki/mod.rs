@@ -6,6 +6,7 @@
 //! | `ca.crt`, `ca.key` | cluster CA, ECDSA P-256, 10 years | 0644, 0600 |
 //! | `serving.crt`, `serving.key` | API server certificate, 365 days | 0644, 0600 |
 //! | `admin.crt`, `admin.key` | client `CN=admin, O=system:masters`, 365 days | 0644, 0600 |
+//! | `service-account.key` | signs service-account tokens, ECDSA P-256, kept | 0600 |
 //!
 //! [`ensure`] runs at every start: it keeps what is usable and replaces the rest. A leaf is
 //! replaced when it is missing, does not match its key or the CA, lacks one of the current names
@@ -270,6 +271,28 @@ pub fn ensure(
         report,
     ))
 }
+
+/// The key service-account tokens are signed with (`service-account.key` in `dir`: ECDSA
+/// P-256, PKCS#8 PEM, mode 0600), made on first use and then kept: certificate renewals and
+/// rotations leave it alone, so issued tokens stay valid. Returns the PEM and whether it was
+/// made now.
+pub fn ensure_service_account_key(dir: &Path) -> Result<(String, bool), PkiError> {
+    let files = Files { dir };
+    if let Some(pem) = files.read(SERVICE_ACCOUNT_KEY)? {
+        return Ok((pem, false));
+    }
+    let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|source| PkiError::Key {
+            path: files.path(SERVICE_ACCOUNT_KEY),
+            source,
+        })?
+        .serialize_pem();
+    files.write(SERVICE_ACCOUNT_KEY, &pem, 0o600)?;
+    Ok((pem, true))
+}
+
+/// File name of the service-account signing key.
+pub const SERVICE_ACCOUNT_KEY: &str = "service-account.key";
 
 /// Keeps the stored pair `stem` if `ok` accepts it; otherwise issues, checks and writes a new one.
 fn keep_or_issue(

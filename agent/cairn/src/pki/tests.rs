@@ -259,3 +259,23 @@ fn rotate_removes_what_the_next_ensure_replaces() {
     assert_ne!(third.ca_cert, first.ca_cert);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn service_account_key_is_made_once_and_kept() {
+    let dir = temp_dir("sa-key");
+    let (first, made) = ensure_service_account_key(&dir).unwrap();
+    assert!(made && first.contains("BEGIN PRIVATE KEY"));
+    let mode = fs::metadata(dir.join(SERVICE_ACCOUNT_KEY))
+        .unwrap()
+        .permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o777, 0o600);
+    // Certificate rotation leaves it alone.
+    ensure(&dir, &names("test"), SystemTime::now()).unwrap();
+    rotate(&dir, Rotation::Ca).unwrap();
+    let (again, made) = ensure_service_account_key(&dir).unwrap();
+    assert!(!made);
+    assert_eq!(again, first);
+    cairn_apiserver::serviceaccount::TokenSigner::from_pem(&again).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+}
