@@ -47,8 +47,9 @@
 //! protobuf bodies (kubectl's typed commands) are read ([`protobuf`]) but answers are always
 //! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
 //! finalizer), but pods are not deleted gracefully yet and deleting a namespace removes its
-//! objects at once, finalizers or not. A list's `resourceVersion` / `resourceVersionMatch`
-//! parameters are ignored (lists are always current); `remainingItemCount` is not set.
+//! objects at once, finalizers or not. Lists honour `resourceVersion` and `resourceVersionMatch`
+//! (`Exact` reads the past revision; otherwise the current state); `remainingItemCount` is
+//! not set.
 //! Watches end after 30 minutes by default.
 
 pub mod auth;

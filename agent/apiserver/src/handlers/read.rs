@@ -52,9 +52,14 @@ impl Api {
                             .into(),
                     ));
                 }
+                if opts.resource_version.is_some() {
+                    return Err(ApiError::BadRequest(
+                        "specifying resource version is not allowed when using continue".into(),
+                    ));
+                }
                 (Some(rev), Some(key))
             }
-            None => (None, None),
+            None => (self.list_revision(opts)?, None),
         };
         let mut items = Vec::new();
         loop {
@@ -99,6 +104,46 @@ impl Api {
                 return Ok((items, revision, Some(token)));
             }
         }
+    }
+}
+
+impl Api {
+    /// The revision a list is read at from its `resourceVersion` and `resourceVersionMatch`:
+    /// `Exact` reads that revision (410 once compacted); otherwise the current state, which
+    /// is never older than any revision a client has seen; a revision not reached yet is
+    /// refused as kube-apiserver does (504, retried by clients).
+    fn list_revision(&self, opts: &crate::request::Options) -> Result<Option<u64>, ApiError> {
+        use crate::request::ResourceVersionMatch;
+        let rv = opts.revision()?;
+        match (opts.resource_version_match, rv) {
+            (Some(_), _) if opts.resource_version.is_none() => Err(ApiError::BadRequest(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+            )),
+            (Some(ResourceVersionMatch::Exact), None) => Err(ApiError::BadRequest(
+                "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into(),
+            )),
+            (Some(ResourceVersionMatch::Exact), Some(rv)) => {
+                self.require_reached(rv)?;
+                Ok(Some(rv))
+            }
+            (_, Some(rv)) => {
+                self.require_reached(rv)?;
+                Ok(None)
+            }
+            (_, None) => Ok(None),
+        }
+    }
+
+    fn require_reached(&self, rv: u64) -> Result<(), ApiError> {
+        let current = self.store.current_revision()?;
+        if rv > current {
+            return Err(ApiError::Other {
+                code: 504,
+                reason: "Timeout",
+                message: format!("Too large resource version: {rv}, current: {current}"),
+            });
+        }
+        Ok(())
     }
 }
 

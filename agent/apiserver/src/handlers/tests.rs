@@ -995,3 +995,93 @@ fn service_account_tokens_authenticate_until_their_objects_go() {
         .authenticate(&token, SystemTime::now())
         .is_err());
 }
+
+#[test]
+fn lists_honour_resource_version_and_match() {
+    let api = with_ns("d");
+    let uri = "/api/v1/namespaces/d/configmaps";
+    let first = ok(
+        &api,
+        "POST",
+        uri,
+        json!({"metadata": {"name": "a"}, "data": {"v": "1"}}),
+    );
+    let r1 = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        &api,
+        "PATCH",
+        &format!("{uri}/a"),
+        json!({"data": {"v": "2"}}),
+    );
+    let value = |list: &Value| list["items"][0]["data"]["v"].clone();
+
+    let exact = ok(
+        &api,
+        "GET",
+        &format!("{uri}?resourceVersion={r1}&resourceVersionMatch=Exact"),
+        Value::Null,
+    );
+    assert_eq!(value(&exact), "1", "the list as it was at {r1}");
+    assert_eq!(exact["metadata"]["resourceVersion"], r1);
+    for query in [
+        format!("resourceVersion={r1}&resourceVersionMatch=NotOlderThan"),
+        format!("resourceVersion={r1}"),
+        "resourceVersion=0".to_owned(),
+    ] {
+        let list = ok(&api, "GET", &format!("{uri}?{query}"), Value::Null);
+        assert_eq!(value(&list), "2", "{query}: not older than {r1} is now");
+    }
+
+    let (code, msg) = err(
+        &api,
+        "GET",
+        &format!("{uri}?resourceVersion=999999"),
+        Value::Null,
+    );
+    assert_eq!(code, 504, "{msg}");
+    assert!(
+        msg.starts_with("Too large resource version: 999999"),
+        "{msg}"
+    );
+    for (query, want) in [
+        (
+            "resourceVersionMatch=Exact",
+            "unless resourceVersion is provided",
+        ),
+        (
+            "resourceVersion=0&resourceVersionMatch=Exact",
+            "forbidden for resourceVersion \"0\"",
+        ),
+        (
+            "resourceVersion=1&resourceVersionMatch=Newest",
+            "expected Exact or NotOlderThan",
+        ),
+    ] {
+        let (code, msg) = err(&api, "GET", &format!("{uri}?{query}"), Value::Null);
+        assert_eq!(code, 400, "{query}");
+        assert!(msg.contains(want), "{query}: {msg}");
+    }
+    ok(&api, "POST", uri, json!({"metadata": {"name": "b"}}));
+    let page = ok(&api, "GET", &format!("{uri}?limit=1"), Value::Null);
+    let token = page["metadata"]["continue"].as_str().unwrap();
+    let (code, msg) = err(
+        &api,
+        "GET",
+        &format!("{uri}?limit=1&continue={token}&resourceVersion={r1}"),
+        Value::Null,
+    );
+    assert_eq!(code, 400, "{msg}");
+
+    let now = api.store.current_revision().unwrap();
+    api.store.compact(now).unwrap();
+    let (code, _) = err(
+        &api,
+        "GET",
+        &format!("{uri}?resourceVersion={r1}&resourceVersionMatch=Exact"),
+        Value::Null,
+    );
+    assert_eq!(code, 410, "compacted away");
+}

@@ -6,7 +6,7 @@
 
 mod query;
 
-pub use query::{decode, FieldValidation, Options};
+pub use query::{decode, FieldValidation, Options, ResourceVersionMatch};
 
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request};

@@ -14,6 +14,8 @@ pub struct Options {
     /// The opaque `continue` token of the previous page.
     pub continue_token: Option<String>,
     pub resource_version: Option<String>,
+    /// `resourceVersionMatch` of a list: how `resource_version` is read.
+    pub resource_version_match: Option<ResourceVersionMatch>,
     pub watch: bool,
     pub allow_watch_bookmarks: bool,
     /// `sendInitialEvents=true`: a watch that starts with the current objects and a bookmark
@@ -24,6 +26,15 @@ pub struct Options {
     pub dry_run: bool,
     /// `fieldValidation`: what to do with fields the schema does not know.
     pub field_validation: FieldValidation,
+}
+
+/// `resourceVersionMatch` of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceVersionMatch {
+    /// The objects as they were at exactly `resourceVersion` (410 once compacted).
+    Exact,
+    /// Objects at least as new as `resourceVersion` (the current ones here).
+    NotOlderThan,
 }
 
 /// How unknown fields in a written object are treated (`fieldValidation`).
@@ -63,6 +74,14 @@ impl Options {
                 "limit" => opts.limit = value.parse().map_err(|_| bad("expected a number"))?,
                 "continue" if !value.is_empty() => opts.continue_token = Some(value),
                 "resourceVersion" if !value.is_empty() => opts.resource_version = Some(value),
+                "resourceVersionMatch" => {
+                    opts.resource_version_match = match value.as_str() {
+                        "Exact" => Some(ResourceVersionMatch::Exact),
+                        "NotOlderThan" => Some(ResourceVersionMatch::NotOlderThan),
+                        "" => None,
+                        _ => return Err(bad("expected Exact or NotOlderThan")),
+                    }
+                }
                 "watch" => {
                     opts.watch = parse_bool(&value).ok_or_else(|| bad("expected true or false"))?
                 }
