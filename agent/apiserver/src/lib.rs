@@ -36,14 +36,14 @@
 //! deletecollection, `dryRun=All`, `fieldValidation`; the `status` subresource (writes to the
 //! object keep its status, `/status` writes change only the status) and `scale` for
 //! deployments, replicasets and statefulsets; discovery (classic and aggregated v2),
-//! `/openapi/v3`, `/version`, health endpoints, `/metrics` ([`metrics`]); `Table` answers
+//! `/openapi/v3` and `/openapi/v2` (JSON), `/version`, health endpoints, `/metrics` ([`metrics`]); `Table` answers
 //! with kubectl's columns.
 //!
 //! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
 //! anything). Service-account tokens are ES256 JWTs ([`serviceaccount`]). Strategic merge patches merge lists by the keys
 //! [`openapi`] knows (`handlers::strategic`). Nothing acts on the workloads yet (controllers
 //! and the scheduler are separate work); pods have `binding` and `eviction` (budgets computed
-//! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. No server-side apply, no `/openapi/v2`, no YAML bodies;
+//! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. No server-side apply, no YAML bodies;
 //! protobuf bodies (kubectl's typed commands) are read ([`protobuf`]) but answers are always
 //! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
 //! finalizer), but pods are not deleted gracefully yet and deleting a namespace removes its

@@ -14,8 +14,9 @@
 //! does not have, by JSON path, for `fieldValidation=Strict|Warn`, and [`remove_fields`] drops
 //! them as kube-apiserver does when it decodes into typed structs.
 //!
-//! Limitations: no OpenAPI v2 (`/openapi/v2`); kubectl 1.35 only falls back to it when v3 is
-//! missing. No `x-kubernetes-patch-*` extensions (strategic merge is a merge patch here).
+//! [`v2`] converts the same documents to one Swagger 2.0 `/openapi/v2`, in JSON only: a
+//! client that accepts nothing but its protobuf form gets 406 (client-go's v2 reader does;
+//! kubectl 1.35 reads v3 and falls back to v2 only when v3 is missing).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -263,6 +264,112 @@ pub fn group_version(catalog: &Catalog, group: &str, version: &str) -> Option<Va
         "paths": paths,
         "components": {"schemas": components},
     }))
+}
+
+/// `/openapi/v2`: one Swagger 2.0 document for everything served, converted from the v3
+/// documents (refs to `#/definitions/`, bodies as `in: body` parameters, parameter schemas
+/// inlined). For clients and tools that still read v2; kubectl 1.35 reads v3.
+pub fn v2(catalog: &Catalog) -> Value {
+    let mut paths = Map::new();
+    let mut definitions = Map::new();
+    for (group, version) in catalog.group_versions() {
+        let Some(doc) = group_version(catalog, group, version) else {
+            continue;
+        };
+        if let Some(schemas) = doc["components"]["schemas"].as_object() {
+            for (name, schema) in schemas {
+                definitions
+                    .entry(name.clone())
+                    .or_insert_with(|| v2_refs(schema.clone()));
+            }
+        }
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            let mut ops = Map::new();
+            for (method, op) in item.as_object().into_iter().flatten() {
+                ops.insert(method.clone(), v2_operation(op));
+            }
+            paths.insert(path.clone(), Value::Object(ops));
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": crate::version::VersionInfo::current().git_version},
+        "paths": paths,
+        "definitions": definitions,
+    })
+}
+
+/// A v3 schema with its refs pointing at v2 `definitions`.
+fn v2_refs(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => {
+                        let name = r.trim_start_matches("#/components/schemas/");
+                        (k, Value::String(format!("#/definitions/{name}")))
+                    }
+                    (_, v) => (k, v2_refs(v)),
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(v2_refs).collect()),
+        other => other,
+    }
+}
+
+fn v2_operation(op: &Value) -> Value {
+    let mut out = op.clone();
+    let map = out.as_object_mut().expect("operations are objects");
+    let mut params: Vec<Value> = map
+        .remove("parameters")
+        .and_then(|p| p.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut p| {
+            if let Some(Value::Object(schema)) = p.as_object_mut().and_then(|m| m.remove("schema"))
+            {
+                for (k, v) in schema {
+                    p[k] = v;
+                }
+            }
+            p
+        })
+        .collect();
+    let mut consumes = Vec::new();
+    if let Some(body) = map.remove("requestBody") {
+        let content = body["content"].as_object().cloned().unwrap_or_default();
+        consumes.extend(content.keys().cloned());
+        let schema = content
+            .values()
+            .next()
+            .map_or(json!({"type": "object"}), |c| v2_refs(c["schema"].clone()));
+        params.push(json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+    }
+    map.insert("parameters".into(), Value::Array(params));
+    if !consumes.is_empty() {
+        map.insert("consumes".into(), json!(consumes));
+    }
+    map.insert(
+        "produces".into(),
+        json!(["application/json", "application/yaml"]),
+    );
+    if let Some(Value::Object(responses)) = map.get_mut("responses") {
+        for response in responses.values_mut() {
+            if let Some(schema) = response
+                .get("content")
+                .and_then(Value::as_object)
+                .and_then(|c| c.values().next())
+                .map(|c| v2_refs(c["schema"].clone()))
+            {
+                response["schema"] = schema;
+            }
+            if let Some(r) = response.as_object_mut() {
+                r.remove("content");
+            }
+        }
+    }
+    out
 }
 
 fn collect_refs(value: &Value, out: &mut Vec<String>) {
@@ -579,6 +686,35 @@ mod tests {
             apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
                 .is_object()
         );
+    }
+
+    #[test]
+    fn swagger_v2_has_every_path_with_resolvable_refs() {
+        let doc = v2(&Catalog::default());
+        assert_eq!(doc["swagger"], "2.0");
+        let create = &doc["paths"]["/api/v1/namespaces/{namespace}/configmaps"]["post"];
+        let params = create["parameters"].as_array().unwrap();
+        let body = params.iter().find(|p| p["in"] == "body").unwrap();
+        assert_eq!(
+            body["schema"]["$ref"],
+            "#/definitions/io.k8s.api.core.v1.ConfigMap"
+        );
+        let ns = params.iter().find(|p| p["name"] == "namespace").unwrap();
+        assert_eq!(ns["type"], "string", "parameter schemas are inlined");
+        assert!(ns.get("schema").is_none());
+        assert_eq!(
+            create["responses"]["200"]["schema"]["$ref"],
+            "#/definitions/io.k8s.api.core.v1.ConfigMap"
+        );
+        assert!(create.get("requestBody").is_none());
+        assert!(doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"].is_object());
+        let text = serde_json::to_string(&doc).unwrap();
+        assert!(!text.contains("#/components/"), "a v3 ref is left");
+        let definitions = doc["definitions"].as_object().unwrap();
+        for piece in text.split("\"#/definitions/").skip(1) {
+            let name = &piece[..piece.find('"').unwrap()];
+            assert!(definitions.contains_key(name), "dangling ref {name}");
+        }
     }
 
     #[test]

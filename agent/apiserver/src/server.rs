@@ -208,6 +208,14 @@ impl Server {
                     }),
                 ))
             }
+            ApiRequest::OpenApiV2 { json: true } => Ok(json(200, &openapi::v2(catalog))),
+            ApiRequest::OpenApiV2 { json: false } => Err(ApiError::Other {
+                code: 406,
+                reason: "NotAcceptable",
+                message:
+                    "/openapi/v2 is served as application/json only; kubectl reads /openapi/v3"
+                        .into(),
+            }),
             ApiRequest::OpenApiV3(None) => Ok(json(200, &openapi::index(catalog))),
             ApiRequest::OpenApiV3(Some(path)) => {
                 let parts: Vec<&str> = path.split('/').collect();

@@ -1,7 +1,7 @@
 //! CustomResourceDefinitions with the real kubectl against the real `cairn server`: a
 //! definition applied, waited for and served (discovery, columns, explain, defaults, schema
-//! errors, status and scale subresources, a second version), kept across a restart, and
-//! deleted with its objects.
+//! errors, status and scale subresources, a second version, OpenAPI v2 and v3), kept across a
+//! restart, and deleted with its objects.
 
 mod common;
 use common::{kubectl_path, temp_data_dir, Kubectl, Server};
@@ -188,6 +188,15 @@ fn custom_resources_with_kubectl() {
         "jsonpath={.apiVersion} {.spec.size}",
     ]);
     assert_eq!(beta, "example.com/v1beta1 4");
+    let v2: serde_json::Value =
+        serde_json::from_str(&k.run(&["get", "--raw", "/openapi/v2"])).unwrap();
+    assert_eq!(v2["swagger"], "2.0");
+    assert_eq!(
+        v2["definitions"]["com.example.v1.Widget"]["properties"]["spec"]["properties"]["size"]
+            ["type"],
+        "integer",
+        "the definition's schema is in /openapi/v2 too"
+    );
     let all = k.run(&["get", "all"]);
     assert!(all.contains("widget.example.com/a"), "{all}");
 

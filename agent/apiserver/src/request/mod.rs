@@ -148,6 +148,10 @@ pub enum ApiRequest {
     Discovery(Discovery),
     /// `/openapi/v3` (`None`) or one group-version document (`Some("api/v1")`).
     OpenApiV3(Option<String>),
+    /// `/openapi/v2`; `false` when the client accepts only the protobuf form.
+    OpenApiV2 {
+        json: bool,
+    },
     /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`): the
     /// caller's own identity. The body carries nothing the answer needs and is not read.
     SelfSubjectReview,
@@ -207,6 +211,13 @@ pub fn parse_parts(
             version: (*version).to_owned(),
         })),
         ["apis", group] => Some(ApiRequest::Discovery(Discovery::Group((*group).to_owned()))),
+        ["openapi", "v2"] => Some(ApiRequest::OpenApiV2 {
+            json: accept.is_empty()
+                || accept.split(',').any(|t| {
+                    let t = t.trim();
+                    t.starts_with("application/json") || t.starts_with("*/*")
+                }),
+        }),
         ["openapi", "v3"] => Some(ApiRequest::OpenApiV3(None)),
         ["openapi", "v3", rest @ ..] => Some(ApiRequest::OpenApiV3(Some(rest.join("/")))),
         ["apis", group, version] => Some(ApiRequest::Discovery(Discovery::GroupVersion {

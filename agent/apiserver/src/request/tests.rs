@@ -192,6 +192,22 @@ fn field_selectors_per_resource_and_openapi_paths() {
         ApiRequest::OpenApiV3(None)
     );
     assert_eq!(
+        req("GET", "/openapi/v2", &[("accept", "application/json, */*")]).unwrap(),
+        ApiRequest::OpenApiV2 { json: true }
+    );
+    assert_eq!(
+        req(
+            "GET",
+            "/openapi/v2",
+            &[(
+                "accept",
+                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+            )]
+        )
+        .unwrap(),
+        ApiRequest::OpenApiV2 { json: false }
+    );
+    assert_eq!(
         req(
             "GET",
             "/openapi/v3/apis/coordination.k8s.io/v1?hash=AB",
