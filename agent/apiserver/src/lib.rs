@@ -46,8 +46,8 @@
 //! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. No server-side apply, no YAML bodies;
 //! protobuf bodies (kubectl's typed commands) are read ([`protobuf`]) but answers are always
 //! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
-//! finalizer), but pods are not deleted gracefully yet and deleting a namespace removes its
-//! objects at once, finalizers or not. Lists honour `resourceVersion` and `resourceVersionMatch`
+//! finalizer); a deleted namespace is `Terminating` until its contents (and their finalizers)
+//! are gone. Pods are not deleted gracefully yet (no kubelet to wait for). Lists honour `resourceVersion` and `resourceVersionMatch`
 //! (`Exact` reads the past revision; otherwise the current state); `remainingItemCount` is
 //! not set.
 //! Watches end after 30 minutes by default.

@@ -4,6 +4,7 @@
 //! Watches are the exception and live in [`watch`]. Objects are stored as JSON without
 //! `metadata.resourceVersion`: it is the key's store revision and is filled in on every read.
 
+mod namespaces;
 mod patch;
 mod pods;
 mod read;

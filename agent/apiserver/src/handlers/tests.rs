@@ -1085,3 +1085,62 @@ fn lists_honour_resource_version_and_match() {
     );
     assert_eq!(code, 410, "compacted away");
 }
+
+#[test]
+fn a_namespace_goes_when_its_contents_finalizers_are_done() {
+    let api = with_ns("t");
+    let cms = "/api/v1/namespaces/t/configmaps";
+    ok(&api, "POST", cms, json!({"metadata": {"name": "plain"}}));
+    ok(
+        &api,
+        "POST",
+        cms,
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    );
+    let ns = ok(&api, "DELETE", "/api/v1/namespaces/t", Value::Null);
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string());
+    let left = ok(&api, "GET", cms, Value::Null);
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["held"], "plain objects go at once, held ones stay");
+    assert!(left["items"][0]["metadata"]["deletionTimestamp"].is_string());
+    let (code, msg) = err(&api, "POST", cms, json!({"metadata": {"name": "new"}}));
+    assert_eq!(code, 403);
+    assert!(msg.contains("because it is being terminated"), "{msg}");
+    // Deleting it again changes nothing while the finalizer holds.
+    ok(&api, "DELETE", "/api/v1/namespaces/t", Value::Null);
+    ok(&api, "GET", "/api/v1/namespaces/t", Value::Null);
+
+    // The last finalizer removed: the object goes, and with it the namespace.
+    ok(
+        &api,
+        "PATCH",
+        &format!("{cms}/held"),
+        json!({"metadata": {"finalizers": null}}),
+    );
+    let (code, _) = err(&api, "GET", "/api/v1/namespaces/t", Value::Null);
+    assert_eq!(code, 404);
+
+    // A namespace with a finalizer of its own waits for it too, contents gone or not.
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "own", "finalizers": ["example.com/ns"]}}),
+    );
+    ok(&api, "DELETE", "/api/v1/namespaces/own", Value::Null);
+    ok(&api, "GET", "/api/v1/namespaces/own", Value::Null);
+    ok(
+        &api,
+        "PATCH",
+        "/api/v1/namespaces/own",
+        json!({"metadata": {"finalizers": null}}),
+    );
+    let (code, _) = err(&api, "GET", "/api/v1/namespaces/own", Value::Null);
+    assert_eq!(code, 404);
+}

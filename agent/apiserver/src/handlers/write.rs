@@ -203,13 +203,18 @@ impl Api {
                 ..Reply::ok(obj)
             });
         }
-        if deleting && finalizers(&obj).is_empty() {
+        let namespace = resource.kind == "Namespace" && resource.group.is_empty();
+        if deleting && finalizers(&obj).is_empty() && !namespace {
             // The last finalizer is gone: the deletion asked for earlier happens now.
             let rev = self
                 .store
                 .delete(&key, Some(current.mod_revision))
                 .map_err(|e| ApiError::from_store(e, &who))?;
             set_resource_version(&mut obj, rev);
+            // It may have been the last thing keeping its namespace.
+            if let Some(ns) = ns {
+                self.finish_namespace(ns)?;
+            }
             return Ok(Reply {
                 warnings,
                 ..Reply::ok(obj)
@@ -220,6 +225,15 @@ impl Api {
             .update(&key, &bytes, current.mod_revision)
             .map_err(|e| ApiError::from_store(e, &who))?;
         set_resource_version(&mut obj, rev);
+        if deleting && namespace {
+            // A terminating namespace goes when its finalizers and its contents are gone.
+            if let Some(gone) = self.finish_namespace(name)? {
+                return Ok(Reply {
+                    warnings,
+                    ..Reply::ok(gone)
+                });
+            }
+        }
         if action.subresource == Some(Subresource::Scale) {
             obj = super::scale::to_scale(resource, &obj);
         }
@@ -243,8 +257,9 @@ impl Api {
         if action.options.dry_run {
             return Ok(Reply::ok(obj));
         }
-        if resource.kind == "Namespace" {
-            self.delete_namespace_contents(name)?;
+        if resource.kind == "Namespace" && resource.group.is_empty() {
+            let obj = self.delete_namespace(&key, obj, current.mod_revision)?;
+            return Ok(Reply::ok(obj));
         }
         let obj = self
             .delete_or_mark(&key, obj, current.mod_revision)
@@ -259,7 +274,7 @@ impl Api {
     /// Deletes `obj` (stored at `key`, revision `rev`), or, while it has finalizers, marks it
     /// for deletion: `deletionTimestamp` is set once and the object goes when an update
     /// removes its last finalizer ([`Self::replace`]). Returns the object as it now is.
-    fn delete_or_mark(
+    pub(super) fn delete_or_mark(
         &self,
         key: &str,
         mut obj: Value,
@@ -324,21 +339,18 @@ impl Api {
         })))
     }
 
-    /// Namespaced resources only: the namespace must exist.
+    /// Namespaced resources only: the namespace must exist and not be terminating.
     fn require_namespace(&self, namespace: &str) -> Result<(), ApiError> {
         let ns = resources::find("", "v1", "namespaces").expect("namespaces are served");
         match self.store.get(&ns.key(None, namespace))? {
+            Some(kv) if Api::namespace_terminating(&decode_object(&kv)?) => {
+                Err(ApiError::Forbidden(format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                )))
+            }
             Some(_) => Ok(()),
             None => Err(ApiError::NamespaceNotFound(namespace.to_owned())),
         }
-    }
-
-    /// Deleting a namespace deletes everything in it at once (no Terminating phase yet).
-    fn delete_namespace_contents(&self, namespace: &str) -> Result<(), ApiError> {
-        for resource in self.catalog().iter().filter(|r| r.namespaced) {
-            self.delete_all(&resource.prefix(Some(namespace)))?;
-        }
-        Ok(())
     }
 
     /// Deletes every object under `prefix`.
