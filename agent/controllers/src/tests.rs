@@ -1,0 +1,306 @@
+//! Controllers driven step by step against the API over the in-memory store and over SQLite,
+//! with a stand-in kubelet that reports every pod Running and Ready.
+
+use std::sync::Arc;
+
+use cairn_apiserver::Api;
+use cairn_store::{MemoryStore, SqliteOptions, SqliteStore, Store};
+use serde_json::{json, Value};
+
+use crate::client::{Client, DEPLOYMENTS, NAMESPACES, PODS, REPLICA_SETS, SERVICE_ACCOUNTS};
+use crate::deployment::{Deployments, HASH_LABEL, REVISION};
+use crate::replicaset::ReplicaSets;
+use crate::runtime::{Controller, Key};
+use crate::serviceaccount::DefaultServiceAccounts;
+
+/// The same test against both stores.
+fn each_store(test: impl Fn(Client)) {
+    test(client_over(Arc::new(MemoryStore::new())));
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(dir.path().join("state.db"), SqliteOptions::default()).unwrap();
+    test(client_over(Arc::new(sqlite)));
+}
+
+fn client_over(store: Arc<dyn Store>) -> Client {
+    let client = Client::new(Api::new(store));
+    client
+        .create(NAMESPACES, "", &json!({"metadata": {"name": "d"}}))
+        .unwrap();
+    client
+}
+
+/// Marks every pod Running and Ready, as a kubelet would once its containers run.
+fn kubelet(client: &Client) {
+    for mut pod in client.list(PODS, "").unwrap() {
+        if pod["status"]["phase"] == "Running" || pod["metadata"].get("deletionTimestamp").is_some()
+        {
+            continue;
+        }
+        pod["status"] = json!({"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        let ns = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
+        client.update_status(PODS, &ns, &pod).unwrap();
+    }
+}
+
+/// Runs the controllers (and the kubelet) over every object until nothing changes; calls
+/// `check` after every round.
+fn settle(client: &Client, check: &dyn Fn(&Client)) -> usize {
+    for round in 0..50 {
+        let before = client.api().store.current_revision().unwrap();
+        for d in client.list(DEPLOYMENTS, "").unwrap() {
+            Deployments.reconcile(client, &Key::of(&d)).unwrap();
+        }
+        for rs in client.list(REPLICA_SETS, "").unwrap() {
+            ReplicaSets.reconcile(client, &Key::of(&rs)).unwrap();
+        }
+        kubelet(client);
+        check(client);
+        if client.api().store.current_revision().unwrap() == before {
+            return round;
+        }
+    }
+    panic!("the controllers did not settle in 50 rounds");
+}
+
+fn active_pods(client: &Client) -> Vec<Value> {
+    client
+        .list(PODS, "d")
+        .unwrap()
+        .into_iter()
+        .filter(crate::pods::is_active)
+        .collect()
+}
+
+fn deployment(image: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "d"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": image}]},
+            },
+        },
+    })
+}
+
+fn set_template_image(client: &Client, image: &str) {
+    let mut d = client.get(DEPLOYMENTS, "d", "web").unwrap().unwrap();
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+    client.update(DEPLOYMENTS, "d", &d).unwrap();
+}
+
+fn images(client: &Client) -> Vec<String> {
+    let mut out: Vec<String> = active_pods(client)
+        .iter()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_deployment_rolls_out_scales_and_rolls_back() {
+    each_store(|client| {
+        client
+            .create(DEPLOYMENTS, "d", &deployment("web:1", 3))
+            .unwrap();
+        settle(&client, &|_| {});
+        let rss = client.list(REPLICA_SETS, "d").unwrap();
+        assert_eq!(rss.len(), 1);
+        let rs = &rss[0];
+        let hash = rs["metadata"]["labels"][HASH_LABEL].as_str().unwrap();
+        assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
+        assert_eq!(rs["metadata"]["annotations"][REVISION], "1");
+        assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+        let pods = active_pods(&client);
+        assert_eq!(pods.len(), 3);
+        for pod in &pods {
+            assert_eq!(
+                pod["metadata"]["ownerReferences"][0]["name"],
+                rs["metadata"]["name"]
+            );
+            assert_eq!(pod["metadata"]["labels"][HASH_LABEL], hash);
+            assert!(pod["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("web-{hash}-")));
+        }
+        let d = client.get(DEPLOYMENTS, "d", "web").unwrap().unwrap();
+        assert_eq!(d["status"]["availableReplicas"], 3);
+        assert_eq!(d["status"]["updatedReplicas"], 3);
+        assert_eq!(
+            d["status"]["observedGeneration"],
+            d["metadata"]["generation"]
+        );
+        let progressing = &d["status"]["conditions"][1];
+        assert_eq!(progressing["reason"], "NewReplicaSetAvailable");
+        // Settled means settled: another pass writes nothing.
+        let rev = client.api().store.current_revision().unwrap();
+        assert_eq!(settle(&client, &|_| {}), 0);
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+
+        // A new image rolls: never more than 3 + 1 (25% surge) pods, never fewer than 3
+        // ready (25% of 3 rounds down to 0 unavailable).
+        set_template_image(&client, "web:2");
+        settle(&client, &|c| {
+            let pods = active_pods(c);
+            assert!(pods.len() <= 4, "surge exceeded: {}", pods.len());
+            let ready = pods
+                .iter()
+                .filter(|p| crate::pods::ready_since(p).is_some())
+                .count();
+            assert!(ready >= 3, "availability dropped to {ready}");
+        });
+        assert_eq!(images(&client), ["web:2"; 3]);
+        let rss = client.list(REPLICA_SETS, "d").unwrap();
+        assert_eq!(rss.len(), 2, "the old one stays, at zero, for rollbacks");
+        let revisions: Vec<(&str, i64)> = rss
+            .iter()
+            .map(|rs| {
+                (
+                    rs["metadata"]["annotations"][REVISION].as_str().unwrap(),
+                    rs["spec"]["replicas"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            revisions.contains(&("1", 0)) && revisions.contains(&("2", 3)),
+            "{revisions:?}"
+        );
+
+        // Back to the first template: its ReplicaSet returns as revision 3.
+        set_template_image(&client, "web:1");
+        settle(&client, &|_| {});
+        assert_eq!(images(&client), ["web:1"; 3]);
+        let back = client
+            .list(REPLICA_SETS, "d")
+            .unwrap()
+            .into_iter()
+            .find(|rs| rs["spec"]["replicas"] == 3)
+            .unwrap();
+        assert_eq!(back["metadata"]["annotations"][REVISION], "3");
+        assert_eq!(back["metadata"]["name"], rs["metadata"]["name"]);
+
+        // Scaling.
+        let mut d = client.get(DEPLOYMENTS, "d", "web").unwrap().unwrap();
+        d["spec"]["replicas"] = json!(1);
+        client.update(DEPLOYMENTS, "d", &d).unwrap();
+        settle(&client, &|_| {});
+        assert_eq!(active_pods(&client).len(), 1);
+        let d = client.get(DEPLOYMENTS, "d", "web").unwrap().unwrap();
+        assert_eq!(d["status"]["replicas"], 1);
+    });
+}
+
+#[test]
+fn recreate_stops_the_old_pods_before_starting_new_ones() {
+    each_store(|client| {
+        let mut d = deployment("web:1", 2);
+        d["spec"]["strategy"] = json!({"type": "Recreate"});
+        client.create(DEPLOYMENTS, "d", &d).unwrap();
+        settle(&client, &|_| {});
+        set_template_image(&client, "web:2");
+        settle(&client, &|c| {
+            let images = images(c);
+            assert!(
+                !(images.contains(&"web:1".to_owned()) && images.contains(&"web:2".to_owned())),
+                "old and new pods at once: {images:?}"
+            );
+        });
+        assert_eq!(images(&client), ["web:2"; 2]);
+    });
+}
+
+#[test]
+fn a_replica_set_adopts_orphans_releases_strays_and_replaces_lost_pods() {
+    each_store(|client| {
+        let orphan = json!({"metadata": {"name": "orphan", "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        client.create(PODS, "d", &orphan).unwrap();
+        let rs = json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "a", "namespace": "d"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "a"}},
+                     "template": {"metadata": {"labels": {"app": "a"}},
+                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        });
+        client.create(REPLICA_SETS, "d", &rs).unwrap();
+        settle(&client, &|_| {});
+        let pods = active_pods(&client);
+        assert_eq!(pods.len(), 2, "the orphan counts");
+        let adopted = client.get(PODS, "d", "orphan").unwrap().unwrap();
+        assert_eq!(adopted["metadata"]["ownerReferences"][0]["name"], "a");
+
+        // A pod relabelled out of the selector is released and replaced.
+        let mut stray = adopted;
+        stray["metadata"]["labels"]["app"] = json!("other");
+        client.update(PODS, "d", &stray).unwrap();
+        settle(&client, &|_| {});
+        let stray = client.get(PODS, "d", "orphan").unwrap().unwrap();
+        assert!(crate::runtime::controller_of(&stray).is_none());
+        let owned: Vec<Value> = active_pods(&client)
+            .into_iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "a")
+            .collect();
+        assert_eq!(owned.len(), 2);
+
+        // A deleted pod is replaced; the status counts what is there.
+        let name = owned[0]["metadata"]["name"].as_str().unwrap().to_owned();
+        client.delete(PODS, "d", &name, None).unwrap();
+        settle(&client, &|_| {});
+        let rs = client.get(REPLICA_SETS, "d", "a").unwrap().unwrap();
+        assert_eq!(rs["status"]["replicas"], 2);
+        assert_eq!(rs["status"]["readyReplicas"], 2);
+        assert_eq!(rs["status"]["availableReplicas"], 2);
+        let events = client.list(crate::client::EVENTS, "d").unwrap();
+        assert!(events
+            .iter()
+            .any(|e| e["reason"] == "SuccessfulCreate" && e["involvedObject"]["name"] == "a"));
+    });
+}
+
+#[test]
+fn every_namespace_gets_a_default_service_account() {
+    each_store(|client| {
+        let key = Key::new("", "d");
+        DefaultServiceAccounts.reconcile(&client, &key).unwrap();
+        assert!(client
+            .get(SERVICE_ACCOUNTS, "d", "default")
+            .unwrap()
+            .is_some());
+        client
+            .delete(SERVICE_ACCOUNTS, "d", "default", None)
+            .unwrap();
+        DefaultServiceAccounts.reconcile(&client, &key).unwrap();
+        assert!(client
+            .get(SERVICE_ACCOUNTS, "d", "default")
+            .unwrap()
+            .is_some());
+        // A namespace that is gone is nothing to do.
+        DefaultServiceAccounts
+            .reconcile(&client, &Key::new("", "gone"))
+            .unwrap();
+    });
+}
+
+#[test]
+fn template_hashes_are_stable_and_safe() {
+    let t = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}});
+    let h = crate::deployment::template_hash(&t);
+    assert_eq!(h, crate::deployment::template_hash(&t.clone()));
+    assert!(
+        h.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+        "{h}"
+    );
+    let other = json!({"metadata": {"labels": {"app": "web2"}}, "spec": {"containers": []}});
+    assert_ne!(h, crate::deployment::template_hash(&other));
+}
