@@ -11,11 +11,13 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`]; [`spawn`] starts them all.
+//! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`], the garbage collector
+//! ([`gc`], with background, foreground and orphan propagation); [`spawn`] starts them all.
 
 pub mod client;
 pub mod deployment;
 pub mod events;
+pub mod gc;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
@@ -36,6 +38,7 @@ pub fn spawn(api: cairn_apiserver::Api) {
     for controller in controllers {
         tokio::spawn(runtime::run(client.clone(), controller, runtime::RESYNC));
     }
+    tokio::spawn(gc::run(client));
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ fn settle(client: &Client, check: &dyn Fn(&Client)) -> usize {
             ReplicaSets.reconcile(client, &Key::of(&rs)).unwrap();
         }
         kubelet(client);
+        crate::gc::sweep(client).unwrap();
         check(client);
         if client.api().store.current_revision().unwrap() == before {
             return round;
@@ -303,4 +304,97 @@ fn template_hashes_are_stable_and_safe() {
     );
     let other = json!({"metadata": {"labels": {"app": "web2"}}, "spec": {"containers": []}});
     assert_ne!(h, crate::deployment::template_hash(&other));
+}
+
+fn settled_web(client: &Client) {
+    client
+        .create(DEPLOYMENTS, "d", &deployment("web:1", 2))
+        .unwrap();
+    settle(client, &|_| {});
+    assert_eq!(active_pods(client).len(), 2);
+}
+
+#[test]
+fn deleting_an_owner_propagates_in_the_background_foreground_or_not_at_all() {
+    each_store(|client| {
+        // Background (the default): the deployment goes at once, its replica set and pods after.
+        settled_web(&client);
+        client.delete(DEPLOYMENTS, "d", "web", None).unwrap();
+        assert!(client.get(DEPLOYMENTS, "d", "web").unwrap().is_none());
+        settle(&client, &|_| {});
+        assert!(client.list(REPLICA_SETS, "d").unwrap().is_empty());
+        assert!(client.list(PODS, "d").unwrap().is_empty());
+
+        // Foreground: the deployment stays, marked, until its dependents are gone.
+        settled_web(&client);
+        let foreground = json!({"propagationPolicy": "Foreground"});
+        client
+            .delete(DEPLOYMENTS, "d", "web", Some(&foreground))
+            .unwrap();
+        let marked = client.get(DEPLOYMENTS, "d", "web").unwrap().unwrap();
+        assert!(marked["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(
+            marked["metadata"]["finalizers"],
+            json!(["foregroundDeletion"])
+        );
+        settle(&client, &|_| {});
+        assert!(client.get(DEPLOYMENTS, "d", "web").unwrap().is_none());
+        assert!(client.list(REPLICA_SETS, "d").unwrap().is_empty());
+        assert!(client.list(PODS, "d").unwrap().is_empty());
+
+        // Orphan: the deployment goes, the replica set and its pods stay, unowned.
+        settled_web(&client);
+        let orphan = json!({"propagationPolicy": "Orphan"});
+        client
+            .delete(DEPLOYMENTS, "d", "web", Some(&orphan))
+            .unwrap();
+        settle(&client, &|_| {});
+        assert!(client.get(DEPLOYMENTS, "d", "web").unwrap().is_none());
+        let rss = client.list(REPLICA_SETS, "d").unwrap();
+        assert_eq!(rss.len(), 1);
+        assert!(crate::runtime::controller_of(&rss[0]).is_none(), "released");
+        assert_eq!(active_pods(&client).len(), 2, "its pods live on");
+
+        // A dependent with a second, live owner only loses the dangling reference.
+        let keeper = client
+            .create(
+                crate::client::Res::core("configmaps"),
+                "d",
+                &json!({"metadata": {"name": "keeper"}}),
+            )
+            .unwrap();
+        let mut pod = active_pods(&client).remove(0);
+        let refs = pod["metadata"]["ownerReferences"].as_array_mut().unwrap();
+        refs.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "keeper", "uid": keeper["metadata"]["uid"]}));
+        let pod = client.update(PODS, "d", &pod).unwrap();
+        let rs_name = rss[0]["metadata"]["name"].as_str().unwrap().to_owned();
+        client.delete(REPLICA_SETS, "d", &rs_name, None).unwrap();
+        settle(&client, &|_| {});
+        let kept = client
+            .get(PODS, "d", pod["metadata"]["name"].as_str().unwrap())
+            .unwrap()
+            .unwrap();
+        let refs = kept["metadata"]["ownerReferences"].as_array().unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0]["kind"], "ConfigMap");
+        assert_eq!(
+            active_pods(&client).len(),
+            1,
+            "the other pod went with its replica set"
+        );
+        let name = kept["metadata"]["name"].as_str().unwrap();
+        let e = client
+            .delete(
+                PODS,
+                "d",
+                name,
+                Some(&json!({"propagationPolicy": "Sideways"})),
+            )
+            .unwrap_err();
+        assert_eq!(e.code_reason().0, 400, "{e}");
+        assert!(
+            client.get(PODS, "d", name).unwrap().is_some(),
+            "a refused delete deletes nothing"
+        );
+    });
 }

@@ -252,10 +252,22 @@ impl Api {
             .store
             .get(&key)?
             .ok_or_else(|| ApiError::NotFound(who.clone()))?;
-        let obj = decode_object(&current)?;
+        let mut obj = decode_object(&current)?;
         check_preconditions(body, &obj, &who)?;
         if action.options.dry_run {
             return Ok(Reply::ok(obj));
+        }
+        // Foreground and orphan deletions are finalizers the garbage collector acts on.
+        if let Some(finalizer) = propagation_finalizer(body)? {
+            if obj["metadata"].get("deletionTimestamp").is_none()
+                && !finalizers(&obj).contains(&finalizer)
+            {
+                let meta = meta::metadata(&mut obj);
+                let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+                if let Some(list) = list.as_array_mut() {
+                    list.push(json!(finalizer));
+                }
+            }
         }
         if resource.kind == "Namespace" && resource.group.is_empty() {
             let obj = self.delete_namespace(&key, obj, current.mod_revision)?;
@@ -467,6 +479,27 @@ fn check_namespace(action: &Action, obj: &mut Value) -> Result<Option<String>, A
             meta.insert("namespace".into(), Value::String(url_ns.clone()));
             Ok(Some(url_ns))
         }
+    }
+}
+
+/// The finalizer `DeleteOptions.propagationPolicy` asks for: `foregroundDeletion` for
+/// `Foreground`, `orphan` for `Orphan` (or the older `orphanDependents: true`), none for
+/// `Background` (the default: the garbage collector deletes dependents afterwards).
+fn propagation_finalizer(body: &[u8]) -> Result<Option<&'static str>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let opts: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("DeleteOptions is not valid JSON: {e}")))?;
+    match opts["propagationPolicy"].as_str() {
+        Some("Foreground") => Ok(Some("foregroundDeletion")),
+        Some("Orphan") => Ok(Some("orphan")),
+        Some("Background") => Ok(None),
+        None | Some("") if opts["orphanDependents"] == Value::Bool(true) => Ok(Some("orphan")),
+        None | Some("") => Ok(None),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+        ))),
     }
 }
 
