@@ -40,7 +40,7 @@ pub async fn run(client: Client) {
                 continue;
             }
         };
-        blocking(&client, |c| sweep(c)).await;
+        blocking(&client, sweep).await;
         let mut events = match store.watch("/registry/", start) {
             Ok(w) => w,
             Err(e) => {

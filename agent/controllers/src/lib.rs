@@ -11,8 +11,9 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`], the garbage collector
-//! ([`gc`], with background, foreground and orphan propagation); [`spawn`] starts them all.
+//! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`], the [`scheduler`], the
+//! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
+//! starts them all.
 
 pub mod client;
 pub mod deployment;
@@ -21,6 +22,7 @@ pub mod gc;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
+pub mod scheduler;
 pub mod serviceaccount;
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub fn spawn(api: cairn_apiserver::Api) {
         Arc::new(replicaset::ReplicaSets),
         Arc::new(deployment::Deployments),
         Arc::new(serviceaccount::DefaultServiceAccounts),
+        Arc::new(scheduler::Scheduler),
     ];
     for controller in controllers {
         tokio::spawn(runtime::run(client.clone(), controller, runtime::RESYNC));

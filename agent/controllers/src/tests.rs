@@ -398,3 +398,205 @@ fn deleting_an_owner_propagates_in_the_background_foreground_or_not_at_all() {
         );
     });
 }
+
+fn node(client: &Client, name: &str, cpu: &str, memory: &str, extra: Value) {
+    let mut node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    });
+    if let Some(extra) = extra.as_object() {
+        for (k, v) in extra {
+            match k.as_str() {
+                "labels" => {
+                    for (lk, lv) in v.as_object().unwrap() {
+                        node["metadata"]["labels"][lk] = lv.clone();
+                    }
+                }
+                "taints" => node["spec"]["taints"] = v.clone(),
+                "unschedulable" => node["spec"]["unschedulable"] = v.clone(),
+                "notReady" => node["status"]["conditions"][0]["status"] = json!("False"),
+                _ => panic!("{k}"),
+            }
+        }
+    }
+    let created = client.create(crate::client::NODES, "", &node).unwrap();
+    // The status is the kubelet's: written through /status.
+    let mut with_status = created;
+    with_status["status"] = node["status"].clone();
+    client
+        .update_status(crate::client::NODES, "", &with_status)
+        .unwrap();
+}
+
+fn pending_pod(client: &Client, name: &str, spec: Value) {
+    let mut pod = json!({"metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    for (k, v) in spec.as_object().unwrap() {
+        pod["spec"][k] = v.clone();
+    }
+    client.create(PODS, "d", &pod).unwrap();
+}
+
+fn node_of(client: &Client, pod: &str) -> String {
+    client.get(PODS, "d", pod).unwrap().unwrap()["spec"]["nodeName"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn schedule(client: &Client) {
+    crate::scheduler::Scheduler
+        .reconcile(client, &Key::new("", "*"))
+        .unwrap();
+}
+
+#[test]
+fn the_scheduler_filters_scores_and_explains() {
+    each_store(|client| {
+        node(
+            &client,
+            "small",
+            "1",
+            "1Gi",
+            json!({"labels": {"disk": "hdd"}}),
+        );
+        node(
+            &client,
+            "big",
+            "4",
+            "8Gi",
+            json!({"labels": {"disk": "ssd", "zone": "a"}}),
+        );
+        node(
+            &client,
+            "tainted",
+            "8",
+            "16Gi",
+            json!({"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]}),
+        );
+        node(&client, "down", "8", "16Gi", json!({"notReady": true}));
+        node(
+            &client,
+            "cordoned",
+            "8",
+            "16Gi",
+            json!({"unschedulable": true}),
+        );
+
+        pending_pod(&client, "ssd", json!({"nodeSelector": {"disk": "ssd"}}));
+        pending_pod(
+            &client,
+            "hungry",
+            json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": "3500m", "memory": "1Gi"}}}]}),
+        );
+        pending_pod(
+            &client,
+            "gpu",
+            json!({"tolerations": [{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["tainted"]}]}]}}}}),
+        );
+        pending_pod(
+            &client,
+            "huge",
+            json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": "100"}}}]}),
+        );
+        pending_pod(&client, "elsewhere", json!({"schedulerName": "other"}));
+        schedule(&client);
+
+        assert_eq!(node_of(&client, "ssd"), "big");
+        assert_eq!(node_of(&client, "hungry"), "big", "only big has 3.5 CPUs");
+        assert_eq!(node_of(&client, "gpu"), "tainted");
+        assert_eq!(node_of(&client, "elsewhere"), "", "another scheduler's pod");
+        assert_eq!(node_of(&client, "huge"), "");
+        let huge = client.get(PODS, "d", "huge").unwrap().unwrap();
+        let cond = &huge["status"]["conditions"][0];
+        assert_eq!(cond["reason"], "Unschedulable");
+        let message = cond["message"].as_str().unwrap();
+        assert!(message.starts_with("0/5 nodes are available:"), "{message}");
+        for why in [
+            "Insufficient cpu",
+            "node(s) were not ready",
+            "node(s) were unschedulable",
+            "untolerated taint {gpu: yes}",
+        ] {
+            assert!(message.contains(why), "{why}: {message}");
+        }
+        let events = client.list(crate::client::EVENTS, "d").unwrap();
+        assert!(events
+            .iter()
+            .any(|e| e["reason"] == "FailedScheduling" && e["involvedObject"]["name"] == "huge"));
+        assert!(events.iter().any(|e| e["reason"] == "Scheduled"
+            && e["message"].as_str().unwrap().ends_with("d/ssd to big")));
+        // Nothing changes on a second pass: the explanation is not rewritten.
+        let rev = client.api().store.current_revision().unwrap();
+        schedule(&client);
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+
+        // The big node's CPU is spoken for: the next big pod waits.
+        pending_pod(
+            &client,
+            "second",
+            json!({"containers": [{"name": "c", "image": "i",
+            "resources": {"requests": {"cpu": "1"}}}]}),
+        );
+        schedule(&client);
+        assert_eq!(
+            node_of(&client, "second"),
+            "small",
+            "the only untainted node with a free CPU"
+        );
+    });
+}
+
+#[test]
+fn replicas_spread_and_anti_affinity_keeps_them_apart() {
+    each_store(|client| {
+        for n in ["n1", "n2", "n3"] {
+            node(&client, n, "4", "8Gi", json!({}));
+        }
+        let mut d = deployment("web:1", 3);
+        d["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}]}});
+        client.create(DEPLOYMENTS, "d", &d).unwrap();
+        settle(&client, &|_| {});
+        schedule(&client);
+        let mut nodes: Vec<String> = active_pods(&client)
+            .iter()
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_owned())
+            .collect();
+        nodes.sort();
+        assert_eq!(nodes, ["n1", "n2", "n3"]);
+        // A fourth replica has nowhere to go.
+        let mut d = client.get(DEPLOYMENTS, "d", "web").unwrap().unwrap();
+        d["spec"]["replicas"] = json!(4);
+        client.update(DEPLOYMENTS, "d", &d).unwrap();
+        settle(&client, &|_| {});
+        schedule(&client);
+        let unbound = active_pods(&client)
+            .into_iter()
+            .filter(|p| p["spec"]["nodeName"].as_str().unwrap_or("").is_empty())
+            .count();
+        assert_eq!(unbound, 1);
+    });
+}
+
+#[test]
+fn quantities() {
+    use crate::scheduler::quantity;
+    assert_eq!(quantity(&json!("100m")), 0.1);
+    assert_eq!(quantity(&json!("2")), 2.0);
+    assert_eq!(quantity(&json!("128Mi")), 134217728.0);
+    assert_eq!(quantity(&json!("1G")), 1e9);
+    assert_eq!(quantity(&json!(3)), 3.0);
+    assert_eq!(quantity(&json!("junk")), 0.0);
+    assert_eq!(quantity(&Value::Null), 0.0);
+}
