@@ -258,6 +258,13 @@ pub struct ServerArgs {
     /// Run only the control plane, no workloads on this node (no root needed)
     #[arg(long)]
     pub disable_agent: bool,
+    /// Run no controllers (Deployments, ReplicaSets, garbage collection, default service
+    /// accounts): objects are stored and nothing acts on them
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+    /// Run no scheduler: pods stay pending unless something else binds them
+    #[arg(long)]
+    pub disable_scheduler: bool,
     /// Cluster secrets to import on first start (made by `cairnctl gen secrets`)
     #[arg(long, value_name = "DIR", default_value = "/boot/cairn/secrets")]
     pub secrets_dir: PathBuf,

@@ -72,6 +72,10 @@ pub fn server(args: ServerArgs) -> Result<()> {
         &node,
         args.write_kubeconfig.as_deref(),
         !args.disable_agent,
+        cairn_controllers::Parts {
+            controllers: !args.disable_controller_manager,
+            scheduler: !args.disable_scheduler,
+        },
     )
 }
 
@@ -86,7 +90,11 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         "none"
     };
     eprintln!("cairn: agent of {server} (token {token}); joining is not implemented yet");
-    serve(Role::Agent, &args.common, &node, None, false)
+    let none = cairn_controllers::Parts {
+        controllers: false,
+        scheduler: false,
+    };
+    serve(Role::Agent, &args.common, &node, None, false, none)
 }
 
 fn load_node_config(explicit: Option<&Path>) -> Result<NodeConfig> {
@@ -117,6 +125,7 @@ fn serve(
     node: &NodeConfig,
     kubeconfig: Option<&Path>,
     register: bool,
+    parts: cairn_controllers::Parts,
 ) -> Result<()> {
     let role_name = role.as_str();
     let paths = ServerPaths::new(&args.data_dir);
@@ -215,6 +224,9 @@ fn serve(
             .and_then(|()| stdout.flush())
             .ok();
         drop(stdout);
+        if let Some(server) = &api_server {
+            cairn_controllers::spawn(server.api.clone(), parts);
+        }
         let url = format!("https://127.0.0.1:{}", local.port());
         let admin = Some((
             certs.admin.cert.clone().into_bytes(),

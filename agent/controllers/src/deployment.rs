@@ -351,7 +351,18 @@ impl<'a> Rollout<'a> {
             .map_err(|e| format!("updating replica set {}: {e}", rs["metadata"]["name"]))
     }
 
-    fn status(self, paused: bool) -> Result<Outcome, String> {
+    fn status(mut self, paused: bool) -> Result<Outcome, String> {
+        // The Deployment names its current revision too (`kubectl rollout undo` patches it).
+        if let Some(rev) = self.new.as_ref().map(|rs| revision(rs).to_string()) {
+            if self.d["metadata"]["annotations"][REVISION] != rev.as_str() {
+                let mut d = self.d.clone();
+                d["metadata"]["annotations"][REVISION] = json!(rev);
+                self.d = self
+                    .client
+                    .update(DEPLOYMENTS, &self.ns, &d)
+                    .map_err(|e| format!("annotating the revision: {e}"))?;
+            }
+        }
         let all: Vec<&Value> = self.new.iter().chain(&self.old).collect();
         let sum = |field: &str| -> i64 {
             all.iter()

@@ -77,7 +77,8 @@ pub async fn run(client: Client) {
             let deleted = event.kind == EventKind::Delete;
             blocking(&client, move |c| {
                 if deleted {
-                    collect(c, &object)
+                    collect(c, &object)?;
+                    waiting_owners(c, &object)
                 } else {
                     finalize(c, &object)
                 }
@@ -163,6 +164,32 @@ pub fn collect(client: &Client, owner: &Value) -> Result<(), String> {
             delete_dependent(client, &dependent, false)?;
         } else {
             drop_reference(client, dependent, uid)?;
+        }
+    }
+    Ok(())
+}
+
+/// A dependent is gone: an owner waiting in the foreground for its dependents may be done.
+fn waiting_owners(client: &Client, dependent: &Value) -> Result<(), String> {
+    let namespace = dependent["metadata"]["namespace"].as_str().unwrap_or("");
+    for reference in owner_refs(dependent) {
+        let Some(res) = resource_of(
+            client,
+            reference["apiVersion"].as_str().unwrap_or(""),
+            reference["kind"].as_str().unwrap_or(""),
+        ) else {
+            continue;
+        };
+        let name = reference["name"].as_str().unwrap_or("");
+        if let Some(owner) = client
+            .get(res, namespace, name)
+            .map_err(|e| e.to_string())?
+        {
+            if owner["metadata"]["uid"] == reference["uid"]
+                && finalizers(&owner).iter().any(|f| f == FOREGROUND)
+            {
+                finalize(client, &owner)?;
+            }
         }
     }
     Ok(())

@@ -29,19 +29,30 @@ use std::sync::Arc;
 
 pub use client::Client;
 
-/// Starts every controller on the current tokio runtime; they run until the runtime stops.
-pub fn spawn(api: cairn_apiserver::Api) {
+/// Which parts run (K3s' `--disable-controller-manager` and `--disable-scheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub controllers: bool,
+    pub scheduler: bool,
+}
+
+/// Starts the controllers and the scheduler `parts` names on the current tokio runtime; they
+/// run until the runtime stops.
+pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
     let client = Client::new(api);
-    let controllers: Vec<Arc<dyn runtime::Controller>> = vec![
-        Arc::new(replicaset::ReplicaSets),
-        Arc::new(deployment::Deployments),
-        Arc::new(serviceaccount::DefaultServiceAccounts),
-        Arc::new(scheduler::Scheduler),
-    ];
+    let mut controllers: Vec<Arc<dyn runtime::Controller>> = Vec::new();
+    if parts.controllers {
+        controllers.push(Arc::new(replicaset::ReplicaSets));
+        controllers.push(Arc::new(deployment::Deployments));
+        controllers.push(Arc::new(serviceaccount::DefaultServiceAccounts));
+        tokio::spawn(gc::run(client.clone()));
+    }
+    if parts.scheduler {
+        controllers.push(Arc::new(scheduler::Scheduler));
+    }
     for controller in controllers {
         tokio::spawn(runtime::run(client.clone(), controller, runtime::RESYNC));
     }
-    tokio::spawn(gc::run(client));
 }
 
 #[cfg(test)]

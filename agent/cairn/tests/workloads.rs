@@ -1,0 +1,293 @@
+//! Controllers and the scheduler with the real kubectl against the real `cairn server`: two
+//! registered nodes whose pods a stand-in kubelet (this test, over the API) reports Running
+//! and Ready, as the worker will once it runs containers. Deployments roll out, scale, roll
+//! back, restart, pause; replicas spread; cordoned nodes get nothing; deletions cascade as
+//! asked; an unschedulable pod says why.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+mod common;
+use common::{kubectl_path, temp_data_dir, Kubectl, Server};
+
+/// Reports pods bound to `nodes` Running and Ready until `stop`.
+fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicBool>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(list) = client
+                .request(hyper::Method::GET, "/api/v1/pods", None)
+                .await
+            {
+                for mut pod in list["items"].as_array().cloned().unwrap_or_default() {
+                    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+                    if !nodes.iter().any(|n| n == node)
+                        || pod["status"]["phase"] == "Running"
+                        || pod["metadata"].get("deletionTimestamp").is_some()
+                    {
+                        continue;
+                    }
+                    let now = jiff::Timestamp::now()
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string();
+                    pod["status"] = json!({"phase": "Running", "conditions": [
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                        {"type": "Ready", "status": "True", "lastTransitionTime": now}]});
+                    let path = format!(
+                        "/api/v1/namespaces/{}/pods/{}/status",
+                        pod["metadata"]["namespace"].as_str().unwrap(),
+                        pod["metadata"]["name"].as_str().unwrap()
+                    );
+                    let _ = client.request(hyper::Method::PUT, &path, Some(&pod)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+fn register_node(k: &Kubectl, name: &str) {
+    let node = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}});
+    let mut child = k
+        .cmd(&["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(node.to_string().as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let status = json!({"status": {
+        "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+        "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
+    k.run(&[
+        "patch",
+        "node",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn json_of(k: &Kubectl, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&k.run(&all)).unwrap()
+}
+
+fn pod_images(k: &Kubectl) -> Vec<String> {
+    let pods = json_of(k, &["get", "pods", "-l", "app=web"]);
+    let mut images: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    images.sort();
+    images
+}
+
+fn rollout(k: &Kubectl) {
+    k.run(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+}
+
+#[test]
+fn deployments_with_kubectl() {
+    let dir = temp_data_dir("workloads");
+    let server = Server::start_with(&dir, &["--disable-agent"]);
+    let k = Kubectl {
+        bin: kubectl_path(),
+        config: dir.join("admin.kubeconfig"),
+        extra: vec!["--namespace".into(), "shop".into()],
+    };
+    for n in ["n1", "n2"] {
+        register_node(&k, n);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let kubelet = {
+        let (config, stop) = (dir.join("admin.kubeconfig"), stop.clone());
+        std::thread::spawn(move || kubelet(config, vec!["n1".into(), "n2".into()], stop))
+    };
+
+    k.run(&["create", "namespace", "shop"]);
+    wait_for("the default service account", || {
+        k.try_run(&["get", "serviceaccount", "default"]).0
+    });
+
+    // Create: three replicas, spread over both nodes.
+    k.run(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=web:1",
+        "--replicas=3",
+    ]);
+    rollout(&k);
+    let pods = json_of(&k, &["get", "pods", "-l", "app=web"]);
+    let nodes: Vec<&str> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.contains(&"n1") && nodes.contains(&"n2"), "{nodes:?}");
+    let table = k.run(&["get", "deployment", "web"]);
+    assert!(table.lines().nth(1).unwrap().contains("3/3"), "{table}");
+
+    // Scale, new image, history, undo, restart.
+    k.run(&["scale", "deployment", "web", "--replicas=4"]);
+    rollout(&k);
+    assert_eq!(pod_images(&k), ["web:1"; 4]);
+    k.run(&["set", "image", "deployment/web", "web=web:2"]);
+    rollout(&k);
+    wait_for("old pods to go", || pod_images(&k) == ["web:2"; 4]);
+    let history = k.run(&["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+    k.run(&["rollout", "undo", "deployment/web"]);
+    rollout(&k);
+    wait_for("the rollback", || pod_images(&k) == ["web:1"; 4]);
+    let revisions = k.run(&["rollout", "history", "deployment/web"]);
+    assert!(revisions.contains("3 "), "{revisions}");
+    let before = json_of(&k, &["get", "replicasets"])["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    k.run(&["rollout", "restart", "deployment/web"]);
+    rollout(&k);
+    let after = json_of(&k, &["get", "replicasets"])["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(after, before + 1, "a restart is a new template");
+
+    // Paused: a new image waits for resume.
+    k.run(&["rollout", "pause", "deployment/web"]);
+    k.run(&["set", "image", "deployment/web", "web=web:3"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !pod_images(&k).contains(&"web:3".to_owned()),
+        "rolled while paused"
+    );
+    k.run(&["rollout", "resume", "deployment/web"]);
+    rollout(&k);
+    wait_for("the resumed rollout", || pod_images(&k) == ["web:3"; 4]);
+
+    // A cordoned node gets no new pods.
+    k.run(&["cordon", "n2"]);
+    k.run(&["scale", "deployment", "web", "--replicas=8"]);
+    rollout(&k);
+    let on_n2 = |k: &Kubectl| {
+        json_of(k, &["get", "pods", "-l", "app=web"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == "n2")
+            .count()
+    };
+    assert!(on_n2(&k) <= 2, "new pods went to the cordoned node");
+    k.run(&["uncordon", "n2"]);
+
+    // An unschedulable pod says why.
+    k.run(&[
+        "run",
+        "lost",
+        "--image=x",
+        "--overrides",
+        r#"{"spec":{"nodeSelector":{"disk":"ssd"}}}"#,
+    ]);
+    wait_for("FailedScheduling", || {
+        k.run(&["describe", "pod", "lost"]).contains(
+            "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector",
+        )
+    });
+
+    // Deletion: orphan keeps the replica sets; foreground waits for the pods; background
+    // (the default) takes everything afterwards.
+    k.run(&["delete", "deployment", "web", "--cascade=orphan"]);
+    let rss = json_of(&k, &["get", "replicasets"]);
+    let names: Vec<String> = rss["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rs| rs["spec"]["replicas"].as_i64() > Some(0))
+        .map(|rs| rs["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{rss}");
+    assert!(rss["items"][0]["metadata"]
+        .get("ownerReferences")
+        .is_none_or(|r| r.as_array().unwrap().is_empty()));
+    k.run(&[
+        "delete",
+        "replicaset",
+        &names[0],
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    let left = json_of(&k, &["get", "pods", "-l", "app=web"]);
+    assert!(
+        left["items"].as_array().unwrap().is_empty(),
+        "foreground deletion returned before the pods went"
+    );
+    k.run(&[
+        "create",
+        "deployment",
+        "api",
+        "--image=api:1",
+        "--replicas=2",
+    ]);
+    k.run(&["rollout", "status", "deployment/api", "--timeout=60s"]);
+    k.run(&["delete", "deployment", "api"]);
+    wait_for("background deletion of the pods", || {
+        json_of(&k, &["get", "pods", "-l", "app=api"])["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    assert!(
+        json_of(&k, &["get", "replicasets", "-l", "app=api"])["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    kubelet.join().unwrap();
+    server.stop();
+}
