@@ -105,6 +105,7 @@ bench: images
 	$(CAIRNCTL) bench $(QEMU_BOARDS)
 	$(HOST_CARGO) bench -q -p cairn --features test-fixtures --bench update
 	$(HOST_CARGO) bench -q -p cairn --bench api
+	$(HOST_CARGO) bench -q -p cairn-controllers --bench controllers
 
 clean:
 	rm -rf out target

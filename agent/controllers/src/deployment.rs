@@ -329,16 +329,12 @@ impl<'a> Rollout<'a> {
             json!(self.desired.to_string());
         let name = rs["metadata"]["name"].as_str().unwrap_or("").to_owned();
         let updated = self.update(rs)?;
-        let (way, reason) = if to > from {
-            ("up", "ScalingReplicaSet")
-        } else {
-            ("down", "ScalingReplicaSet")
-        };
+        let way = if to > from { "up" } else { "down" };
         events::record(
             self.client,
             &self.d,
             "Normal",
-            reason,
+            "ScalingReplicaSet",
             &format!("Scaled {way} replica set {name} from {from} to {to}"),
             self.component,
         );

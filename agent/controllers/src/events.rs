@@ -1,5 +1,7 @@
 //! Events for what controllers do (`kubectl describe` shows them). An Event that cannot be
-//! written is logged and otherwise ignored: it never fails the work it reports.
+//! written is logged and otherwise ignored: it never fails the work it reports. Events are
+//! deleted an hour after they were last seen ([`TTL`], as kube-apiserver's default), so a
+//! long-running node's datastore does not grow with them.
 
 use serde_json::{json, Value};
 
@@ -51,5 +53,53 @@ pub fn record(
             "cairn: {component}: event {reason} for {}: {e}",
             meta["name"]
         );
+    }
+}
+
+/// How long Events are kept (kube-apiserver's `--event-ttl` default).
+pub const TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes Events last seen more than `ttl` before `now`; returns how many.
+pub fn expire(
+    client: &Client,
+    now: jiff::Timestamp,
+    ttl: std::time::Duration,
+) -> Result<usize, String> {
+    let cutoff = now.as_second() - ttl.as_secs() as i64;
+    let mut deleted = 0;
+    for event in client.list(EVENTS, "").map_err(|e| e.to_string())? {
+        let meta = &event["metadata"];
+        let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
+            .iter()
+            .find_map(|f| event[f].as_str())
+            .or_else(|| meta["creationTimestamp"].as_str())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if last.is_some_and(|t| t.as_second() < cutoff) {
+            let options = json!({"preconditions": {"uid": meta["uid"]}});
+            client
+                .delete(
+                    EVENTS,
+                    meta["namespace"].as_str().unwrap_or(""),
+                    meta["name"].as_str().unwrap_or(""),
+                    Some(&options),
+                )
+                .map_err(|e| e.to_string())?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Expires Events every ten minutes until the runtime stops.
+pub async fn run_expiry(client: Client) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let c = client.clone();
+        let result =
+            tokio::task::spawn_blocking(move || expire(&c, jiff::Timestamp::now(), TTL)).await;
+        if let Ok(Err(e)) = result {
+            eprintln!("cairn: event-ttl: {e}");
+        }
     }
 }

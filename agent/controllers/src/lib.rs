@@ -46,6 +46,7 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
         controllers.push(Arc::new(deployment::Deployments));
         controllers.push(Arc::new(serviceaccount::DefaultServiceAccounts));
         tokio::spawn(gc::run(client.clone()));
+        tokio::spawn(events::run_expiry(client.clone()));
     }
     if parts.scheduler {
         controllers.push(Arc::new(scheduler::Scheduler));

@@ -600,3 +600,23 @@ fn quantities() {
     assert_eq!(quantity(&json!("junk")), 0.0);
     assert_eq!(quantity(&Value::Null), 0.0);
 }
+
+#[test]
+fn events_expire_after_an_hour() {
+    each_store(|client| {
+        let pod = client
+            .create(PODS, "d", &json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}))
+            .unwrap();
+        crate::events::record(&client, &pod, "Normal", "Test", "first", "test");
+        let now = jiff::Timestamp::now();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(
+            crate::events::expire(&client, now, hour).unwrap(),
+            0,
+            "fresh events stay"
+        );
+        let later = now + jiff::SignedDuration::from_secs(3601);
+        assert_eq!(crate::events::expire(&client, later, hour).unwrap(), 1);
+        assert!(client.list(crate::client::EVENTS, "d").unwrap().is_empty());
+    });
+}
