@@ -1,8 +1,8 @@
 //! Controllers and the scheduler with the real kubectl against the real `cairn server`: two
 //! registered nodes whose pods a stand-in kubelet (this test, over the API) reports Running
 //! and Ready, as the worker will once it runs containers. Deployments roll out, scale, roll
-//! back, restart, pause; replicas spread; cordoned nodes get nothing; deletions cascade as
-//! asked; an unschedulable pod says why.
+//! back, restart, pause; replicas spread; a Service gets their addresses; cordoned nodes get
+//! nothing; deletions cascade as asked; an unschedulable pod says why.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicB
         .unwrap();
     rt.block_on(async move {
         let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
+        let mut next_ip = 0u32;
         while !stop.load(Ordering::SeqCst) {
             if let Ok(list) = client
                 .request(hyper::Method::GET, "/api/v1/pods", None)
@@ -37,7 +38,9 @@ fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicB
                     let now = jiff::Timestamp::now()
                         .strftime("%Y-%m-%dT%H:%M:%SZ")
                         .to_string();
-                    pod["status"] = json!({"phase": "Running", "conditions": [
+                    next_ip += 1;
+                    let ip = format!("10.42.{}.{}", next_ip / 250, next_ip % 250 + 2);
+                    pod["status"] = json!({"phase": "Running", "podIP": ip, "conditions": [
                         {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                         {"type": "Ready", "status": "True", "lastTransitionTime": now}]});
                     let path = format!(
@@ -167,6 +170,42 @@ fn deployments_with_kubectl() {
     assert!(nodes.contains(&"n1") && nodes.contains(&"n2"), "{nodes:?}");
     let table = k.run(&["get", "deployment", "web"]);
     assert!(table.lines().nth(1).unwrap().contains("3/3"), "{table}");
+
+    // A Service over them: Endpoints and an EndpointSlice with their addresses.
+    k.run(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--target-port=8080",
+    ]);
+    wait_for("endpoints", || {
+        k.run(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ])
+        .split_whitespace()
+        .count()
+            == 3
+    });
+    let slices = json_of(
+        &k,
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ],
+    );
+    assert_eq!(
+        slices["items"][0]["endpoints"].as_array().unwrap().len(),
+        3,
+        "{slices}"
+    );
+    assert_eq!(slices["items"][0]["ports"][0]["port"], 8080);
 
     // Scale, new image, history, undo, restart.
     k.run(&["scale", "deployment", "web", "--replicas=4"]);

@@ -53,8 +53,12 @@ impl Controller for Endpoints {
 
     fn reconcile(&self, client: &Client, key: &Key) -> Result<Outcome, String> {
         if key.name == "*" {
-            let services = client.list(SERVICES, &key.namespace).map_err(|e| e.to_string())?;
-            let pods = client.list(PODS, &key.namespace).map_err(|e| e.to_string())?;
+            let services = client
+                .list(SERVICES, &key.namespace)
+                .map_err(|e| e.to_string())?;
+            let pods = client
+                .list(PODS, &key.namespace)
+                .map_err(|e| e.to_string())?;
             for svc in services.iter().filter(|s| has_selector(s)) {
                 sync(client, svc, &pods)?;
             }
@@ -65,7 +69,9 @@ impl Controller for Endpoints {
             .map_err(|e| e.to_string())?
         {
             Some(svc) if has_selector(&svc) => {
-                let pods = client.list(PODS, &key.namespace).map_err(|e| e.to_string())?;
+                let pods = client
+                    .list(PODS, &key.namespace)
+                    .map_err(|e| e.to_string())?;
                 sync(client, &svc, &pods)?;
             }
             Some(_) => {}
@@ -78,7 +84,9 @@ impl Controller for Endpoints {
 }
 
 fn has_selector(svc: &Value) -> bool {
-    svc["spec"]["selector"].as_object().is_some_and(|s| !s.is_empty())
+    svc["spec"]["selector"]
+        .as_object()
+        .is_some_and(|s| !s.is_empty())
 }
 
 /// One pod's endpoint: address, readiness and resolved ports.
@@ -100,7 +108,10 @@ fn sync(client: &Client, svc: &Value, pods: &[Value]) -> Result<(), String> {
         let ip = pod["status"]["podIP"].as_str().unwrap_or("");
         if ip.is_empty()
             || !selector.matches_object(pod)
-            || matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+            || matches!(
+                pod["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            )
         {
             continue;
         }
@@ -235,10 +246,9 @@ fn write_slice(
             e
         })
         .collect();
-    let ports = found.first().map_or_else(
-        || ports_for(svc, &Value::Null),
-        |f| f.ports.clone(),
-    );
+    let ports = found
+        .first()
+        .map_or_else(|| ports_for(svc, &Value::Null), |f| f.ports.clone());
     let slice_name = format!("{name}-{}", crate::deployment::template_hash(&json!(name)));
     let mut labels = svc["metadata"]["labels"].clone();
     if !labels.is_object() {
@@ -259,10 +269,9 @@ fn write_slice(
         .map_err(|e| e.to_string())?
     {
         Some(mut current) => {
-            let same = ["endpoints", "ports", "addressType"]
-                .iter()
-                .all(|f| current[f] == wanted[f] || (current[f].is_null() && wanted[f] == json!([])))
-                && current["metadata"]["labels"] == wanted["metadata"]["labels"]
+            let same = ["endpoints", "ports", "addressType"].iter().all(|f| {
+                current[f] == wanted[f] || (current[f].is_null() && wanted[f] == json!([]))
+            }) && current["metadata"]["labels"] == wanted["metadata"]["labels"]
                 && current["metadata"]["ownerReferences"] == wanted["metadata"]["ownerReferences"];
             if same {
                 return Ok(());

@@ -11,12 +11,14 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`], the [`scheduler`], the
+//! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`], [`endpoints`] (and
+//! EndpointSlices), the [`scheduler`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
 //! starts them all.
 
 pub mod client;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod pods;
@@ -45,6 +47,7 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
         controllers.push(Arc::new(replicaset::ReplicaSets));
         controllers.push(Arc::new(deployment::Deployments));
         controllers.push(Arc::new(serviceaccount::DefaultServiceAccounts));
+        controllers.push(Arc::new(endpoints::Endpoints));
         tokio::spawn(gc::run(client.clone()));
         tokio::spawn(events::run_expiry(client.clone()));
     }

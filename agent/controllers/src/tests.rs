@@ -620,3 +620,105 @@ fn events_expire_after_an_hour() {
         assert!(client.list(crate::client::EVENTS, "d").unwrap().is_empty());
     });
 }
+
+#[test]
+fn services_get_the_addresses_of_the_pods_they_select() {
+    use crate::endpoints::{Endpoints, ENDPOINTS, ENDPOINT_SLICES, SERVICES};
+    each_store(|client| {
+        let svc = json!({"metadata": {"name": "web", "labels": {"tier": "front"}},
+            "spec": {"selector": {"app": "web"}, "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "metrics", "port": 9090, "targetPort": 9090}]}});
+        client.create(SERVICES, "d", &svc).unwrap();
+        for (name, ip, ready, port) in [
+            ("a", "10.42.0.5", true, 8080),
+            ("b", "10.42.0.6", false, 8080),
+            ("c", "10.42.0.7", true, 3000),
+        ] {
+            let pod = json!({"metadata": {"name": name, "labels": {"app": "web"}},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i",
+                    "ports": [{"name": "http", "containerPort": port}]}]}});
+            let mut pod = client.create(PODS, "d", &pod).unwrap();
+            pod["status"] = json!({"phase": "Running", "podIP": ip, "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}]});
+            client.update_status(PODS, "d", &pod).unwrap();
+        }
+        // Not selected, and selected without an IP yet: neither is an endpoint.
+        client
+            .create(
+                PODS,
+                "d",
+                &json!({"metadata": {"name": "other", "labels": {"app": "db"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+            )
+            .unwrap();
+        client
+            .create(
+                PODS,
+                "d",
+                &json!({"metadata": {"name": "new", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+            )
+            .unwrap();
+
+        Endpoints.reconcile(&client, &Key::new("d", "web")).unwrap();
+        let ep = client.get(ENDPOINTS, "d", "web").unwrap().unwrap();
+        assert_eq!(ep["metadata"]["labels"]["tier"], "front");
+        let subsets = ep["subsets"].as_array().unwrap();
+        assert_eq!(
+            subsets.len(),
+            2,
+            "pods resolve the named port differently: {ep}"
+        );
+        let by_port = |port: i64| {
+            subsets
+                .iter()
+                .find(|s| {
+                    s["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["name"] == "http" && p["port"] == port)
+                })
+                .unwrap()
+        };
+        let s8080 = by_port(8080);
+        assert_eq!(s8080["addresses"][0]["ip"], "10.42.0.5");
+        assert_eq!(s8080["addresses"][0]["targetRef"]["name"], "a");
+        assert_eq!(s8080["notReadyAddresses"][0]["ip"], "10.42.0.6");
+        assert_eq!(by_port(3000)["addresses"][0]["ip"], "10.42.0.7");
+        assert!(s8080["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "metrics" && p["port"] == 9090));
+
+        let slices = client.list(ENDPOINT_SLICES, "d").unwrap();
+        assert_eq!(slices.len(), 1);
+        let slice = &slices[0];
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "web"
+        );
+        assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+        let endpoints = slice["endpoints"].as_array().unwrap();
+        assert_eq!(endpoints.len(), 3);
+        assert_eq!(endpoints[1]["conditions"]["ready"], false);
+
+        // Unchanged: nothing written.
+        let rev = client.api().store.current_revision().unwrap();
+        Endpoints.reconcile(&client, &Key::new("d", "*")).unwrap();
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+
+        // A pod that goes leaves; a deleted service takes its Endpoints and slice along.
+        client.delete(PODS, "d", "a", None).unwrap();
+        Endpoints.reconcile(&client, &Key::new("d", "*")).unwrap();
+        let ep = client.get(ENDPOINTS, "d", "web").unwrap().unwrap();
+        assert!(!ep.to_string().contains("10.42.0.5"));
+        client.delete(SERVICES, "d", "web", None).unwrap();
+        Endpoints.reconcile(&client, &Key::new("d", "web")).unwrap();
+        crate::gc::sweep(&client).unwrap();
+        assert!(client.get(ENDPOINTS, "d", "web").unwrap().is_none());
+        assert!(client.list(ENDPOINT_SLICES, "d").unwrap().is_empty());
+    });
+}
