@@ -166,31 +166,38 @@ fn write_endpoints(
     found: &[Found],
 ) -> Result<(), String> {
     // Pods resolving the ports alike share a subset.
-    let mut subsets: BTreeMap<String, (Vec<Value>, Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    #[derive(Default)]
+    struct Subset {
+        ready: Vec<Value>,
+        not_ready: Vec<Value>,
+        ports: Vec<Value>,
+    }
+    let mut subsets: BTreeMap<String, Subset> = BTreeMap::new();
     for f in found.iter().filter(|f| !f.terminating) {
         let key = serde_json::to_string(&f.ports).unwrap_or_default();
-        let entry = subsets
-            .entry(key)
-            .or_insert_with(|| (Vec::new(), Vec::new(), f.ports.clone()));
+        let entry = subsets.entry(key).or_insert_with(|| Subset {
+            ports: f.ports.clone(),
+            ..Subset::default()
+        });
         let mut address = json!({"ip": f.ip, "targetRef": target_ref(f.pod)});
         if let Some(node) = f.pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             address["nodeName"] = json!(node);
         }
         if f.ready {
-            entry.0.push(address);
+            entry.ready.push(address);
         } else {
-            entry.1.push(address);
+            entry.not_ready.push(address);
         }
     }
     let subsets: Vec<Value> = subsets
         .into_values()
-        .map(|(ready, not_ready, ports)| {
-            let mut s = json!({"ports": ports});
-            if !ready.is_empty() {
-                s["addresses"] = json!(ready);
+        .map(|subset| {
+            let mut s = json!({"ports": subset.ports});
+            if !subset.ready.is_empty() {
+                s["addresses"] = json!(subset.ready);
             }
-            if !not_ready.is_empty() {
-                s["notReadyAddresses"] = json!(not_ready);
+            if !subset.not_ready.is_empty() {
+                s["notReadyAddresses"] = json!(subset.not_ready);
             }
             s
         })
