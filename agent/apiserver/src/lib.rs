@@ -43,7 +43,8 @@
 //! anything). Service-account tokens are ES256 JWTs ([`serviceaccount`]). Strategic merge patches merge lists by the keys
 //! [`openapi`] knows (`handlers::strategic`). Nothing acts on the workloads yet (controllers
 //! and the scheduler are separate work); pods have `binding` and `eviction` (budgets computed
-//! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. No server-side apply, no YAML bodies;
+//! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. Server-side apply ([`handlers`]`::apply`: field managers, conflicts, `force`; only appliers own
+//! fields). No YAML bodies except apply's;
 //! protobuf bodies (kubectl's typed commands) are read ([`protobuf`]) but answers are always
 //! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
 //! finalizer); a deleted namespace is `Terminating` until its contents (and their finalizers)

@@ -4,6 +4,7 @@
 //! Watches are the exception and live in [`watch`]. Objects are stored as JSON without
 //! `metadata.resourceVersion`: it is the key's store revision and is filled in on every read.
 
+mod apply;
 mod namespaces;
 mod patch;
 mod pods;
@@ -117,6 +118,9 @@ impl Api {
                 _ => self.create(action, body)?,
             },
             Verb::Update => self.update(action, body)?,
+            Verb::Patch(crate::request::PatchType::Apply) => {
+                self.server_side_apply(action, body)?
+            }
             Verb::Patch(kind) => self.patch(action, kind, body)?,
             Verb::Delete => self.delete(action, body)?,
             Verb::DeleteCollection => self.delete_collection(action)?,

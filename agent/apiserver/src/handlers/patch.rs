@@ -99,6 +99,11 @@ pub fn apply(
             require_object(patch)?;
             super::strategic::apply(&mut doc, patch, schema)?;
         }
+        PatchType::Apply => {
+            return Err(ApiError::BadRequest(
+                "server-side apply is not a patch of a read object".into(),
+            ))
+        }
     }
     Ok(doc)
 }

@@ -1144,3 +1144,136 @@ fn a_namespace_goes_when_its_contents_finalizers_are_done() {
     let (code, _) = err(&api, "GET", "/api/v1/namespaces/own", Value::Null);
     assert_eq!(code, 404);
 }
+
+fn apply_as(api: &Api, manager: &str, force: bool, body: Value) -> Result<Reply, ApiError> {
+    let uri = format!(
+        "/apis/apps/v1/namespaces/d/deployments/web?fieldManager={manager}{}",
+        if force { "&force=true" } else { "" }
+    );
+    call(api, "PATCH", &uri, "application/apply-patch+yaml", body)
+}
+
+fn web(replicas: i64, image: &str, extra_label: Option<&str>) -> Value {
+    let mut labels = json!({"app": "web"});
+    if let Some(l) = extra_label {
+        labels[l] = json!("yes");
+    }
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": image}]}}}})
+}
+
+#[test]
+fn server_side_apply_owns_fields_and_reports_conflicts() {
+    let api = with_ns("d");
+    // Creates, recording the manager's fields.
+    let created = apply_as(&api, "alice", false, web(2, "web:1", Some("team"))).unwrap();
+    assert_eq!(created.code, 201);
+    let mf = &created.body["metadata"]["managedFields"][0];
+    assert_eq!(mf["manager"], "alice");
+    assert_eq!(mf["operation"], "Apply");
+    assert_eq!(mf["fieldsV1"]["f:spec"]["f:replicas"], json!({}));
+
+    // The same intent again changes nothing.
+    let again = apply_as(&api, "alice", false, web(2, "web:1", Some("team"))).unwrap();
+    assert_eq!(again.code, 200);
+
+    // Bob applying another replica count conflicts with alice, naming the field.
+    let e = apply_as(&api, "bob", false, web(5, "web:1", None)).unwrap_err();
+    assert_eq!(e.code_reason().0, 409);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas"),
+        "{msg}"
+    );
+    // Agreeing values are no conflict: bob now co-owns them.
+    apply_as(&api, "bob", false, web(2, "web:1", None)).unwrap();
+    // Forced, bob takes the field over.
+    let forced = apply_as(&api, "bob", true, web(5, "web:1", None))
+        .unwrap()
+        .body;
+    assert_eq!(forced["spec"]["replicas"], 5);
+    let alice = forced["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["manager"] == "alice")
+        .unwrap();
+    assert!(
+        alice["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "{alice}"
+    );
+
+    // Alice drops her label from her intent (agreeing with bob on the replicas): the label
+    // is removed, the replicas stay.
+    let after = apply_as(&api, "alice", false, web(5, "web:1", None))
+        .unwrap()
+        .body;
+    assert!(after["metadata"]["labels"].get("team").is_none(), "{after}");
+    assert_eq!(after["spec"]["replicas"], 5);
+    // Both stop naming the replicas: nobody owns them, so they go (and default again).
+    for who in ["alice", "bob"] {
+        let mut intent = web(5, "web:1", None);
+        intent["spec"].as_object_mut().unwrap().remove("replicas");
+        apply_as(&api, who, false, intent).unwrap();
+    }
+    let bare = ok(
+        &api,
+        "GET",
+        "/apis/apps/v1/namespaces/d/deployments/web",
+        Value::Null,
+    );
+    assert_ne!(bare["spec"]["replicas"], 5, "{bare}");
+
+    // A keyed list merges by key: a second container from another manager stays.
+    let mut side = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "side", "image": "side:1"}]}}}});
+    apply_as(&api, "carol", false, side.clone()).unwrap();
+    let both = ok(
+        &api,
+        "GET",
+        "/apis/apps/v1/namespaces/d/deployments/web",
+        Value::Null,
+    );
+    let names: Vec<&str> = both["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web", "side"]);
+    // Carol withdraws her container: only it goes.
+    side["spec"]["template"]["spec"]["containers"] = json!([]);
+    apply_as(&api, "carol", false, side).unwrap();
+    let one = ok(
+        &api,
+        "GET",
+        "/apis/apps/v1/namespaces/d/deployments/web",
+        Value::Null,
+    );
+    assert_eq!(
+        one["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Bad requests.
+    let uri = "/apis/apps/v1/namespaces/d/deployments/web";
+    let e = call(
+        &api,
+        "PATCH",
+        uri,
+        "application/apply-patch+yaml",
+        web(1, "x", None),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("fieldManager is required"), "{e}");
+    let mut wrong = web(1, "x", None);
+    wrong["kind"] = json!("StatefulSet");
+    let e = apply_as(&api, "alice", false, wrong).unwrap_err();
+    assert_eq!(e.code_reason().0, 400);
+}

@@ -24,6 +24,9 @@ pub enum PatchType {
     /// `application/strategic-merge-patch+json`: lists merged by key where the Kubernetes
     /// types say so (`handlers::strategic`).
     StrategicMerge,
+    /// Server-side apply (`application/apply-patch+yaml`): the manager's whole intent,
+    /// merged and owned field by field (`handlers::apply`).
+    Apply,
 }
 
 /// What a resource request asks for.
@@ -362,10 +365,10 @@ fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
         "application/json-patch+json" => Ok(PatchType::Json),
         "application/merge-patch+json" => Ok(PatchType::Merge),
         "application/strategic-merge-patch+json" => Ok(PatchType::StrategicMerge),
+        "application/apply-patch+yaml" => Ok(PatchType::Apply),
         _ => Err(ApiError::UnsupportedMediaType {
             accepted: "application/json-patch+json, application/merge-patch+json, \
-                       application/strategic-merge-patch+json (server-side apply is not supported yet: \
-                       use client-side kubectl apply)"
+                       application/strategic-merge-patch+json, application/apply-patch+yaml"
                 .into(),
         }),
     }

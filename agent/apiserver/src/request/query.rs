@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::selector::{FieldSelector, LabelSelector};
 
 /// Options from the query string. Unknown parameters are ignored, as kube-apiserver does for
-/// parameters a verb does not use (`pretty`, `fieldManager`, `fieldValidation`, `timeout`).
+/// parameters a verb does not use (`pretty`, `timeout`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Options {
     pub label_selector: LabelSelector,
@@ -26,6 +26,10 @@ pub struct Options {
     pub dry_run: bool,
     /// `fieldValidation`: what to do with fields the schema does not know.
     pub field_validation: FieldValidation,
+    /// `fieldManager`: who is writing (server-side apply requires it).
+    pub field_manager: Option<String>,
+    /// `force=true`: a server-side apply takes over fields other managers own.
+    pub force: bool,
 }
 
 /// `resourceVersionMatch` of a list.
@@ -107,6 +111,15 @@ impl Options {
                         "Strict" => FieldValidation::Strict,
                         _ => return Err(bad("expected Ignore, Warn or Strict")),
                     }
+                }
+                "fieldManager" => {
+                    if value.len() > 128 {
+                        return Err(bad("at most 128 characters"));
+                    }
+                    opts.field_manager = Some(value);
+                }
+                "force" => {
+                    opts.force = parse_bool(&value).ok_or_else(|| bad("expected true or false"))?;
                 }
                 "dryRun" => match value.as_str() {
                     "All" => opts.dry_run = true,

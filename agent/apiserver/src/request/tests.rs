@@ -17,6 +17,13 @@ fn action(method: &str, uri: &str) -> Action {
     }
 }
 
+fn action_with(method: &str, uri: &str, headers: &[(&str, &str)]) -> Action {
+    match req(method, uri, headers).unwrap() {
+        ApiRequest::Resource(a) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
 fn code(r: Result<ApiRequest, ApiError>) -> u16 {
     r.unwrap_err().code_reason().0
 }
@@ -158,7 +165,14 @@ fn errors() {
     let yaml = [("content-type", "application/yaml")];
     assert_eq!(code(req("POST", "/api/v1/namespaces", &yaml)), 415);
     let apply = [("content-type", "application/apply-patch+yaml")];
-    assert_eq!(code(req("PATCH", "/api/v1/namespaces/x", &apply)), 415);
+    let a = action_with(
+        "PATCH",
+        "/api/v1/namespaces/x?fieldManager=me&force=true",
+        &apply,
+    );
+    assert_eq!(a.verb, Verb::Patch(crate::request::PatchType::Apply));
+    assert_eq!(a.options.field_manager.as_deref(), Some("me"));
+    assert!(a.options.force);
     assert_eq!(code(req("PATCH", "/api/v1/namespaces/x", &[])), 415);
     // Bad query.
     assert_eq!(code(req("GET", "/api/v1/namespaces?limit=-1", &[])), 400);
