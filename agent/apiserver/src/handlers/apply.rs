@@ -376,7 +376,8 @@ fn value_at<'a>(object: &'a Value, path: &[Step], schema: Option<&Value>) -> Opt
                     .map(crate::openapi::resolve);
             }
             Step::Member(member) => {
-                return cur.as_array()?.iter().find(|i| i.to_string() == *member);
+                let member: Value = serde_json::from_str(member).ok()?;
+                return cur.as_array()?.iter().find(|i| **i == member);
             }
             Step::Itself => return Some(cur),
         }
@@ -441,8 +442,9 @@ fn remove_at(object: &mut Value, path: &[Step], schema: Option<&Value>) {
             }
         }
         Step::Member(member) => {
+            let member: Option<Value> = serde_json::from_str(member).ok();
             if let Some(list) = cur.as_array_mut() {
-                list.retain(|i| i.to_string() != *member);
+                list.retain(|i| Some(i) != member.as_ref());
             }
         }
         Step::Itself => {}
