@@ -30,7 +30,12 @@ pub struct ServerPaths {
     pub db: PathBuf,
     pub node_token: PathBuf,
     pub admin_kubeconfig: PathBuf,
+    /// Auto-deployed manifests (`cairn_controllers::manifests`).
+    pub manifests: PathBuf,
 }
+
+/// Manifests an image recipe bakes into the read-only root.
+pub const BAKED_MANIFESTS: &str = "/usr/lib/cairn/manifests";
 
 impl ServerPaths {
     pub fn new(data_dir: &Path) -> ServerPaths {
@@ -40,6 +45,7 @@ impl ServerPaths {
             db: server.join("db").join("state.db"),
             node_token: server.join("node-token"),
             admin_kubeconfig: server.join("cred").join("admin.kubeconfig"),
+            manifests: server.join("manifests"),
         }
     }
 }
@@ -226,6 +232,18 @@ fn serve(
         drop(stdout);
         if let Some(server) = &api_server {
             cairn_controllers::spawn(server.api.clone(), parts);
+            if parts.controllers {
+                // Baked into the image first; the data partition's files override them.
+                let dirs = vec![PathBuf::from(BAKED_MANIFESTS), paths.manifests.clone()];
+                fs::create_dir_all(&paths.manifests).ok();
+                let client = cairn_controllers::Client::new(server.api.clone());
+                // `CAIRN_MANIFESTS_SECONDS` overrides the scan interval (tests).
+                let interval = std::env::var("CAIRN_MANIFESTS_SECONDS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .map_or(cairn_controllers::manifests::INTERVAL, Duration::from_secs);
+                tokio::spawn(cairn_controllers::manifests::run(client, dirs, interval));
+            }
         }
         let url = format!("https://127.0.0.1:{}", local.port());
         let admin = Some((

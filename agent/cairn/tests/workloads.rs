@@ -2,7 +2,8 @@
 //! registered nodes whose pods a stand-in kubelet (this test, over the API) reports Running
 //! and Ready, as the worker will once it runs containers. Deployments roll out, scale, roll
 //! back, restart, pause; replicas spread; a Service gets their addresses; cordoned nodes get
-//! nothing; deletions cascade as asked; an unschedulable pod says why.
+//! nothing; deletions cascade as asked; an unschedulable pod says why; a manifest dropped
+//! into the server's directory is applied, and deleted with its file.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -130,7 +131,12 @@ fn rollout(k: &Kubectl) {
 #[test]
 fn deployments_with_kubectl() {
     let dir = temp_data_dir("workloads");
-    let server = Server::start_with(&dir, &["--disable-agent"]);
+    let server = Server::start_role_env(
+        "server",
+        &dir,
+        &["--disable-agent"],
+        &[("CAIRN_MANIFESTS_SECONDS", "1")],
+    );
     let k = Kubectl {
         bin: kubectl_path(),
         config: dir.join("admin.kubeconfig"),
@@ -144,6 +150,29 @@ fn deployments_with_kubectl() {
         let (config, stop) = (dir.join("admin.kubeconfig"), stop.clone());
         std::thread::spawn(move || kubelet(config, vec!["n1".into(), "n2".into()], stop))
     };
+
+    // A manifest dropped into the server's manifests directory is applied; removed, its
+    // objects go.
+    let manifest = dir.join("server/manifests/settings.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: kube-system\ndata:\n  mode: edge\n",
+    )
+    .unwrap();
+    let settings = |k: &Kubectl| {
+        k.try_run(&[
+            "get",
+            "configmap",
+            "settings",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.data.mode}",
+        ])
+    };
+    wait_for("the manifest's ConfigMap", || settings(&k).1 == "edge");
+    std::fs::remove_file(&manifest).unwrap();
+    wait_for("the manifest's ConfigMap to go", || !settings(&k).0);
 
     k.run(&["create", "namespace", "shop"]);
     wait_for("the default service account", || {

@@ -148,6 +148,47 @@ impl Client {
         Ok(self.api.handle(&action, &to_bytes(body))?.body)
     }
 
+    /// Server-side apply of `object` as `manager`, taking over conflicting fields (`force`).
+    pub fn apply(
+        &self,
+        res: Res,
+        namespace: &str,
+        object: &Value,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        let mut action = self.action(
+            Verb::Patch(cairn_apiserver::request::PatchType::Apply),
+            res,
+            namespace,
+            Some(name),
+            None,
+        )?;
+        action.options.field_manager = Some(manager.to_owned());
+        action.options.force = true;
+        Ok(self.api.handle(&action, &to_bytes(object))?.body)
+    }
+
+    /// The served resource of `apiVersion` and `kind`.
+    pub fn resource_of(&self, api_version: &str, kind: &str) -> Option<(Res, bool)> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let catalog = self.api.catalog();
+        let found = catalog
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+            .map(|r| {
+                (
+                    Res {
+                        group: r.group,
+                        version: r.version,
+                        plural: r.plural,
+                    },
+                    r.namespaced,
+                )
+            });
+        found
+    }
+
     /// DELETE with `options` (a `DeleteOptions`: preconditions, propagation); a missing object
     /// is not an error.
     pub fn delete(

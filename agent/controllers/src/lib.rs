@@ -12,7 +12,7 @@
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
 //! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`], [`endpoints`] (and
-//! EndpointSlices), the [`scheduler`], the
+//! EndpointSlices), the [`scheduler`], auto-deployed [`manifests`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
 //! starts them all.
 
@@ -21,6 +21,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod manifests;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;

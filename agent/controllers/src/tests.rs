@@ -722,3 +722,98 @@ fn services_get_the_addresses_of_the_pods_they_select() {
         assert!(client.list(ENDPOINT_SLICES, "d").unwrap().is_empty());
     });
 }
+
+#[test]
+fn manifests_are_applied_reapplied_and_their_removed_objects_deleted() {
+    use crate::client::Res;
+    use crate::manifests::scan;
+    each_store(|client| {
+        cairn_apiserver::bootstrap::ensure_system_namespaces(client.api()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = vec![dir.path().to_path_buf()];
+        let cms = Res::core("configmaps");
+        std::fs::write(
+            dir.path().join("app.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\ndata:\n  colour: red\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata: {}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("list.json"),
+            r#"{"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed"}}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+        let report = scan(&client, &dirs);
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(report.applied.len(), 2, "{report:?}");
+        let settings = client.get(cms, "shop", "settings").unwrap().unwrap();
+        assert_eq!(settings["data"]["colour"], "red");
+        assert_eq!(
+            settings["metadata"]["managedFields"][0]["manager"],
+            "cairn-manifests"
+        );
+        assert!(
+            client.get(cms, "default", "extra").unwrap().is_some(),
+            "namespace defaults"
+        );
+        assert!(client.get(cms, "default", "listed").unwrap().is_some());
+
+        // Unchanged files are not applied again.
+        assert_eq!(scan(&client, &dirs), Default::default());
+
+        // Edited: the change applies, the object no longer in the file is deleted.
+        std::fs::write(
+            dir.path().join("app.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\ndata:\n  colour: blue\n",
+        )
+        .unwrap();
+        let report = scan(&client, &dirs);
+        assert_eq!(report.deleted.len(), 1, "{report:?}");
+        assert_eq!(
+            client.get(cms, "shop", "settings").unwrap().unwrap()["data"]["colour"],
+            "blue"
+        );
+        assert!(client.get(cms, "default", "extra").unwrap().is_none());
+
+        // Broken: malformed YAML and unknown kinds change nothing and say why.
+        std::fs::write(dir.path().join("app.yaml"), "kind: [unclosed\n").unwrap();
+        std::fs::write(
+            dir.path().join("odd.yaml"),
+            "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: g\n",
+        )
+        .unwrap();
+        let report = scan(&client, &dirs);
+        assert_eq!(report.failed.len(), 2, "{report:?}");
+        assert!(report
+            .failed
+            .iter()
+            .any(|f| f.contains("app.yaml") && f.contains("document 1")));
+        assert!(report
+            .failed
+            .iter()
+            .any(|f| f.contains("Gadget g: no such kind")));
+        assert!(
+            client.get(cms, "shop", "settings").unwrap().is_some(),
+            "kept while broken"
+        );
+
+        // Skipped files are left alone; removed files take their objects along.
+        std::fs::remove_file(dir.path().join("odd.yaml")).unwrap();
+        std::fs::write(dir.path().join("app.yaml.skip"), "").unwrap();
+        std::fs::remove_file(dir.path().join("list.json")).unwrap();
+        let report = scan(&client, &dirs);
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert!(client.get(cms, "default", "listed").unwrap().is_none());
+        assert!(
+            client.get(cms, "shop", "settings").unwrap().is_some(),
+            "skipped, not removed"
+        );
+        std::fs::remove_file(dir.path().join("app.yaml.skip")).unwrap();
+        std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+        scan(&client, &dirs);
+        assert!(client.get(cms, "shop", "settings").unwrap().is_none());
+    });
+}
