@@ -1,4 +1,5 @@
-//! What every cluster has from its first start: the system namespaces.
+//! What every cluster has from its first start: the system namespaces and the `kubernetes`
+//! Service.
 
 use serde_json::json;
 
@@ -41,6 +42,43 @@ pub fn ensure_system_namespaces(api: &Api) -> Result<Vec<&'static str>, ApiError
         }
     }
     Ok(created)
+}
+
+/// Creates the `default/kubernetes` Service (10.43.0.1, port 443 to the API server's
+/// `port`) if missing; returns whether it was created.
+pub fn ensure_kubernetes_service(api: &Api, port: u16) -> Result<bool, ApiError> {
+    let services = resources::find("", "v1", "services").expect("services are served");
+    if api
+        .store
+        .get(&services.key(Some("default"), "kubernetes"))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let action = Action {
+        verb: Verb::Create,
+        resource: services,
+        namespace: Some("default".into()),
+        name: None,
+        options: Options::default(),
+        as_table: false,
+        subresource: None,
+        body: Default::default(),
+    };
+    let body = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "clusterIP": crate::handlers::services::KUBERNETES_IP.to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+        },
+    });
+    match api.handle(&action, body.to_string().as_bytes()) {
+        Ok(_) => Ok(true),
+        Err(ApiError::AlreadyExists(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -231,6 +231,11 @@ fn serve(
             .ok();
         drop(stdout);
         if let Some(server) = &api_server {
+            if cairn_apiserver::bootstrap::ensure_kubernetes_service(&server.api, local.port())
+                .map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {e}"))?
+            {
+                eprintln!("cairn: created service default/kubernetes (10.43.0.1)");
+            }
             cairn_controllers::spawn(server.api.clone(), parts);
             if parts.controllers {
                 // Baked into the image first; the data partition's files override them.

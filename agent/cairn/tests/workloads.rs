@@ -208,6 +208,21 @@ fn deployments_with_kubectl() {
         "--port=80",
         "--target-port=8080",
     ]);
+    let ip = k.run(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(
+        ip.starts_with("10.43."),
+        "a cluster IP from the service range: {ip}"
+    );
+    let kubernetes = k.run(&[
+        "get",
+        "service",
+        "kubernetes",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert_eq!(kubernetes, "10.43.0.1");
     wait_for("endpoints", || {
         k.run(&[
             "get",

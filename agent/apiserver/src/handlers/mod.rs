@@ -10,6 +10,7 @@ mod patch;
 mod pods;
 mod read;
 pub mod scale;
+pub mod services;
 pub mod strategic;
 mod tokens;
 pub mod watch;

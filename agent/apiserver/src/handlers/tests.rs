@@ -1277,3 +1277,106 @@ fn server_side_apply_owns_fields_and_reports_conflicts() {
     let e = apply_as(&api, "alice", false, wrong).unwrap_err();
     assert_eq!(e.code_reason().0, 400);
 }
+
+#[test]
+fn services_get_cluster_ips_and_node_ports() {
+    let api = with_ns("d");
+    crate::bootstrap::ensure_system_namespaces(&api).unwrap();
+    let uri = "/api/v1/namespaces/d/services";
+    let svc = |name: &str, spec: Value| json!({"metadata": {"name": name}, "spec": spec});
+    let ports = json!([{"port": 80}]);
+    let a = ok(&api, "POST", uri, svc("a", json!({"ports": ports})));
+    let ip: std::net::Ipv4Addr = a["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ip.octets()[..2], [10, 43]);
+    assert_ne!(ip, super::services::KUBERNETES_IP);
+    assert_eq!(a["spec"]["clusterIPs"], json!([ip.to_string()]));
+    assert_eq!(a["spec"]["type"], "ClusterIP");
+    assert_eq!(a["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(a["spec"]["ports"][0]["protocol"], "TCP");
+
+    let np = ok(
+        &api,
+        "POST",
+        uri,
+        svc(
+            "np",
+            json!({"type": "NodePort", "ports": [{"port": 80}, {"port": 443, "nodePort": 30443}]}),
+        ),
+    );
+    let port = np["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    assert!((30000..=32767).contains(&port));
+    assert_eq!(np["spec"]["ports"][1]["nodePort"], 30443);
+    let headless = ok(
+        &api,
+        "POST",
+        uri,
+        svc("h", json!({"clusterIP": "None", "ports": ports})),
+    );
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let ext = ok(
+        &api,
+        "POST",
+        uri,
+        svc(
+            "x",
+            json!({"type": "ExternalName", "externalName": "example.com"}),
+        ),
+    );
+    assert!(ext["spec"].get("clusterIP").is_none());
+
+    for (name, spec, want) in [
+        (
+            "dup",
+            json!({"clusterIP": ip.to_string(), "ports": ports}),
+            "already allocated",
+        ),
+        (
+            "far",
+            json!({"clusterIP": "192.168.1.1", "ports": ports}),
+            "not in the valid range",
+        ),
+        (
+            "bad",
+            json!({"clusterIP": "ten", "ports": ports}),
+            "must be a valid IP",
+        ),
+        (
+            "dupport",
+            json!({"type": "NodePort", "ports": [{"port": 1, "nodePort": 30443}]}),
+            "already allocated",
+        ),
+        (
+            "lowport",
+            json!({"type": "NodePort", "ports": [{"port": 1, "nodePort": 80}]}),
+            "30000-32767",
+        ),
+    ] {
+        let (code, msg) = err(&api, "POST", uri, svc(name, spec));
+        assert_eq!(code, 422, "{name}: {msg}");
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+
+    // Updates keep what they leave out, and may not change the address.
+    let mut update = a.clone();
+    update["spec"].as_object_mut().unwrap().remove("clusterIP");
+    update["spec"].as_object_mut().unwrap().remove("clusterIPs");
+    let kept = ok(&api, "PUT", &format!("{uri}/a"), update);
+    assert_eq!(kept["spec"]["clusterIP"], a["spec"]["clusterIP"]);
+    let mut moved = kept.clone();
+    moved["spec"]["clusterIP"] = json!("10.43.9.9");
+    let (code, msg) = err(&api, "PUT", &format!("{uri}/a"), moved);
+    assert_eq!(code, 422);
+    assert!(msg.contains("field is immutable"), "{msg}");
+
+    // The kubernetes Service takes the reserved first address, once.
+    assert!(crate::bootstrap::ensure_kubernetes_service(&api, 6443).unwrap());
+    assert!(!crate::bootstrap::ensure_kubernetes_service(&api, 6443).unwrap());
+    let k = ok(
+        &api,
+        "GET",
+        "/api/v1/namespaces/default/services/kubernetes",
+        Value::Null,
+    );
+    assert_eq!(k["spec"]["clusterIP"], "10.43.0.1");
+    assert_eq!(k["spec"]["ports"][0]["targetPort"], 6443);
+}

@@ -59,6 +59,9 @@ impl Api {
         if let Some(ns) = &namespace {
             self.require_namespace(ns)?;
         }
+        if is_service(resource) {
+            self.allocate_service(&mut obj, &name)?;
+        }
         let key = resource.key(namespace.as_deref(), &name);
         if action.options.dry_run {
             if self.store.get(&key)?.is_some() {
@@ -187,6 +190,10 @@ impl Api {
         }
         let warnings = check_fields(action, &mut obj)?;
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, name, m))?;
+        if is_service(resource) {
+            super::services::keep_addresses(&old, &mut obj)
+                .map_err(|m| invalid(resource, name, m))?;
+        }
         if spec_changed(&old, &obj) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta::metadata(&mut obj).insert("generation".into(), json!(generation));
@@ -376,6 +383,10 @@ impl Api {
         }
         Ok(())
     }
+}
+
+fn is_service(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.kind == "Service"
 }
 
 /// `metadata.finalizers` of an object.
