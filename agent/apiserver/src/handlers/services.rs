@@ -161,11 +161,9 @@ impl Api {
 pub(super) fn keep_addresses(old: &Value, new: &mut Value) -> Result<(), String> {
     let before = old["spec"]["clusterIP"].as_str().unwrap_or("");
     match new["spec"]["clusterIP"].as_str().unwrap_or("") {
-        "" => {
-            if !before.is_empty() {
-                new["spec"]["clusterIP"] = json!(before);
-                new["spec"]["clusterIPs"] = old["spec"]["clusterIPs"].clone();
-            }
+        "" if !before.is_empty() => {
+            new["spec"]["clusterIP"] = json!(before);
+            new["spec"]["clusterIPs"] = old["spec"]["clusterIPs"].clone();
         }
         now if now != before && !before.is_empty() => {
             return Err(format!(
