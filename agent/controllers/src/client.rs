@@ -169,13 +169,16 @@ impl Client {
         Ok(self.api.handle(&action, &to_bytes(object))?.body)
     }
 
-    /// The served resource of `apiVersion` and `kind`.
+    /// The served resource of `apiVersion` and `kind`, and whether it is namespaced. Another
+    /// served version of the group does if that one is not (objects are stored once, whatever
+    /// version wrote them).
     pub fn resource_of(&self, api_version: &str, kind: &str) -> Option<(Res, bool)> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let catalog = self.api.catalog();
         let found = catalog
             .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
+            .filter(|r| r.group == group && r.kind == kind)
+            .max_by_key(|r| r.version == version)
             .map(|r| {
                 (
                     Res {

@@ -173,11 +173,7 @@ pub fn collect(client: &Client, owner: &Value) -> Result<(), String> {
 fn waiting_owners(client: &Client, dependent: &Value) -> Result<(), String> {
     let namespace = dependent["metadata"]["namespace"].as_str().unwrap_or("");
     for reference in owner_refs(dependent) {
-        let Some(res) = resource_of(
-            client,
-            reference["apiVersion"].as_str().unwrap_or(""),
-            reference["kind"].as_str().unwrap_or(""),
-        ) else {
+        let Some(res) = resource_of(client, &reference) else {
             continue;
         };
         let name = reference["name"].as_str().unwrap_or("");
@@ -277,28 +273,19 @@ fn finalizers(object: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The served resource of an object (`apiVersion` and `kind`; any version of the group).
-fn resource_of(client: &Client, api_version: &str, kind: &str) -> Option<Res> {
-    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let catalog = client.api().catalog();
-    let found = catalog
-        .iter()
-        .find(|r| r.group == group && r.kind == kind)
-        .map(|r| Res {
-            group: r.group,
-            version: r.version,
-            plural: r.plural,
-        });
-    found
+/// The served resource of `apiVersion` and `kind` (of an object or an owner reference).
+fn resource_of(client: &Client, of: &Value) -> Option<Res> {
+    client
+        .resource_of(
+            of["apiVersion"].as_str().unwrap_or(""),
+            of["kind"].as_str().unwrap_or(""),
+        )
+        .map(|(res, _)| res)
 }
 
 /// Whether the owner `reference` of `dependent` exists with that uid.
 fn owner_exists(client: &Client, dependent: &Value, reference: &Value) -> bool {
-    let Some(res) = resource_of(
-        client,
-        reference["apiVersion"].as_str().unwrap_or(""),
-        reference["kind"].as_str().unwrap_or(""),
-    ) else {
+    let Some(res) = resource_of(client, reference) else {
         // An owner of a kind nobody serves cannot be checked: keep the dependent.
         return true;
     };
@@ -312,11 +299,7 @@ fn owner_exists(client: &Client, dependent: &Value, reference: &Value) -> bool {
 }
 
 fn delete_dependent(client: &Client, dependent: &Value, foreground: bool) -> Result<(), String> {
-    let Some(res) = resource_of(
-        client,
-        dependent["apiVersion"].as_str().unwrap_or(""),
-        dependent["kind"].as_str().unwrap_or(""),
-    ) else {
+    let Some(res) = resource_of(client, dependent) else {
         return Ok(());
     };
     let meta = &dependent["metadata"];
@@ -340,11 +323,7 @@ fn delete_dependent(client: &Client, dependent: &Value, foreground: bool) -> Res
 }
 
 fn drop_reference(client: &Client, mut dependent: Value, uid: &str) -> Result<(), String> {
-    let Some(res) = resource_of(
-        client,
-        dependent["apiVersion"].as_str().unwrap_or(""),
-        dependent["kind"].as_str().unwrap_or(""),
-    ) else {
+    let Some(res) = resource_of(client, &dependent) else {
         return Ok(());
     };
     if let Some(refs) = dependent["metadata"]["ownerReferences"].as_array_mut() {
@@ -364,11 +343,7 @@ fn drop_reference(client: &Client, mut dependent: Value, uid: &str) -> Result<()
 }
 
 fn remove_finalizer(client: &Client, owner: &Value, finalizer: &str) -> Result<(), String> {
-    let Some(res) = resource_of(
-        client,
-        owner["apiVersion"].as_str().unwrap_or(""),
-        owner["kind"].as_str().unwrap_or(""),
-    ) else {
+    let Some(res) = resource_of(client, owner) else {
         return Ok(());
     };
     let meta = &owner["metadata"];
