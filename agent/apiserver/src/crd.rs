@@ -364,7 +364,11 @@ pub fn check_definition(obj: &mut Value) -> Result<(), String> {
             Some(s) if s.type_.as_deref() != Some("object") => errors.push(format!(
                 "{at}.schema.openAPIV3Schema.type: Required value: must be object at the root"
             )),
-            Some(_) => {}
+            Some(_) => check_schema(
+                &obj["spec"]["versions"][i]["schema"]["openAPIV3Schema"],
+                &format!("{at}.schema.openAPIV3Schema"),
+                &mut errors,
+            ),
         }
         if let Some(scale) = v.subresources.as_ref().and_then(|s| s.scale.as_ref()) {
             if !scale.spec_replicas_path.starts_with(".spec.") {
@@ -425,6 +429,73 @@ pub fn check_definition(obj: &mut Value) -> Result<(), String> {
         "storedVersions": stored,
     });
     Ok(())
+}
+
+/// The structural rules a schema must follow for objects to be checked and pruned by it:
+/// known types, object-valued `properties` and `items`, string `required` lists, a
+/// compilable `pattern`, and `x-kubernetes-int-or-string` without a type of its own.
+fn check_schema(schema: &Value, at: &str, errors: &mut Vec<String>) {
+    let Some(map) = schema.as_object() else {
+        errors.push(format!("{at}: Invalid value: a schema must be an object"));
+        return;
+    };
+    if let Some(t) = map.get("type") {
+        match t.as_str() {
+            Some("object" | "array" | "string" | "integer" | "number" | "boolean") => {}
+            _ => errors.push(format!(
+                "{at}.type: Unsupported value: {t}: supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\""
+            )),
+        }
+        if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+            errors.push(format!(
+                "{at}.type: Forbidden: must be empty if x-kubernetes-int-or-string is true"
+            ));
+        }
+    }
+    if let Some(props) = map.get("properties") {
+        match props.as_object() {
+            Some(props) => {
+                for (name, sub) in props {
+                    check_schema(sub, &format!("{at}.properties[{name}]"), errors);
+                }
+            }
+            None => errors.push(format!("{at}.properties: Invalid value: must be an object")),
+        }
+    }
+    match map.get("items") {
+        None => {}
+        Some(items @ Value::Object(_)) => check_schema(items, &format!("{at}.items"), errors),
+        Some(_) => errors.push(format!(
+            "{at}.items: Forbidden: items must be a schema object, not a list of schemas"
+        )),
+    }
+    if let Some(Value::Object(_)) = map.get("additionalProperties") {
+        check_schema(
+            &map["additionalProperties"],
+            &format!("{at}.additionalProperties"),
+            errors,
+        );
+    }
+    if let Some(required) = map.get("required") {
+        if !required
+            .as_array()
+            .is_some_and(|r| r.iter().all(Value::is_string))
+        {
+            errors.push(format!(
+                "{at}.required: Invalid value: must be a list of field names"
+            ));
+        }
+    }
+    if let Some(pattern) = map.get("pattern") {
+        let ok = pattern
+            .as_str()
+            .is_some_and(|p| regex_lite::Regex::new(p).is_ok() || !p.is_ascii());
+        if !ok {
+            errors.push(format!(
+                "{at}.pattern: Invalid value: {pattern}: not a valid regular expression"
+            ));
+        }
+    }
 }
 
 fn is_kind(kind: &str) -> bool {

@@ -9,7 +9,7 @@ use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, p
 use k8s_openapi::api::{scheduling, storage};
 use k8s_openapi::ByteString;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::resources::Resource;
 
@@ -40,7 +40,38 @@ pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(
             object["status"] = serde_json::json!({"phase": "Active"});
         }
         ("", "Secret") => secret(object)?,
-        (group, kind) => check_shape(group, kind, object)?,
+        (group, kind) => {
+            check_shape(group, kind, object)?;
+            if matches!(
+                (group, kind),
+                (
+                    "apps",
+                    "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+                )
+            ) {
+                check_selector(object)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A workload's `spec.selector` must select something, and select its own pod template, or
+/// its controller would create pods it never sees (kube-apiserver's rule).
+fn check_selector(object: &Value) -> Result<(), String> {
+    let selector = &object["spec"]["selector"];
+    let parsed = crate::selector::LabelSelector::from_json(selector)
+        .map_err(|e| format!("spec.selector: Invalid value: {}", e.0))?;
+    if parsed.0.is_empty() {
+        return Err("spec.selector: Invalid value: {}: an empty selector selects every pod".into());
+    }
+    let template =
+        json!({"metadata": {"labels": object["spec"]["template"]["metadata"]["labels"]}});
+    if !parsed.matches_object(&template) {
+        return Err(format!(
+            "spec.template.metadata.labels: Invalid value: {}: `selector` does not match template `labels`",
+            object["spec"]["template"]["metadata"]["labels"]
+        ));
     }
     Ok(())
 }
@@ -139,6 +170,34 @@ mod tests {
         let err = validate_and_default(cm, &mut json!({"metadata": {"name": "c"}, "data": [1]}))
             .unwrap_err();
         assert!(err.contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn workload_selectors_must_select_their_template() {
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        let with = |selector: Value, labels: Value| {
+            let mut d = json!({"metadata": {"name": "d"}, "spec": {"selector": selector,
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+            validate_and_default(deploy, &mut d)
+        };
+        assert!(with(
+            json!({"matchLabels": {"app": "a"}}),
+            json!({"app": "a", "x": "y"})
+        )
+        .is_ok());
+        let e = with(json!({"matchLabels": {"app": "a"}}), json!({"app": "b"})).unwrap_err();
+        assert!(
+            e.contains("`selector` does not match template `labels`"),
+            "{e}"
+        );
+        let e = with(json!({}), json!({"app": "a"})).unwrap_err();
+        assert!(e.contains("an empty selector"), "{e}");
+        let e = with(
+            json!({"matchExpressions": [{"key": "app", "operator": "Near"}]}),
+            json!({"app": "a"}),
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown operator"), "{e}");
     }
 
     #[test]

@@ -817,3 +817,38 @@ fn manifests_are_applied_reapplied_and_their_removed_objects_deleted() {
         assert!(client.get(cms, "shop", "settings").unwrap().is_none());
     });
 }
+
+#[test]
+fn a_cycle_of_owners_ends_when_one_of_them_goes() {
+    use crate::client::Res;
+    let cms = Res::core("configmaps");
+    each_store(|client| {
+        let a = client
+            .create(cms, "d", &json!({"metadata": {"name": "a"}}))
+            .unwrap();
+        let mut b = client
+            .create(cms, "d", &json!({"metadata": {"name": "b"}}))
+            .unwrap();
+        client
+            .create(cms, "d", &json!({"metadata": {"name": "bystander"}}))
+            .unwrap();
+        let owner = |o: &Value| json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]}]);
+        b["metadata"]["ownerReferences"] = owner(&a);
+        let b = client.update(cms, "d", &b).unwrap();
+        let mut a = client.get(cms, "d", "a").unwrap().unwrap();
+        a["metadata"]["ownerReferences"] = owner(&b);
+        client.update(cms, "d", &a).unwrap();
+        // Both have a live owner: nothing happens.
+        crate::gc::sweep(&client).unwrap();
+        assert!(client.get(cms, "d", "a").unwrap().is_some());
+        assert!(client.get(cms, "d", "b").unwrap().is_some());
+        // One goes: the other follows, once, and nothing else is touched.
+        client.delete(cms, "d", "a", None).unwrap();
+        let deleted = client.get(cms, "d", "a").unwrap();
+        crate::gc::collect(&client, &a).unwrap();
+        assert!(deleted.is_none());
+        assert!(client.get(cms, "d", "b").unwrap().is_none());
+        crate::gc::sweep(&client).unwrap();
+        assert!(client.get(cms, "d", "bystander").unwrap().is_some());
+    });
+}

@@ -125,6 +125,30 @@ fn bad_definitions_are_refused_with_every_reason() {
     assert!(e.contains("spec.names.kind"), "{e}");
     let e = refused(&|c| c["spec"]["versions"] = json!("v1"));
     assert!(e.contains("does not match its schema"), "{e}");
+    // Schemas the server could not check objects against.
+    let e = refused(&|c| {
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["size"]["type"] = json!("int");
+    });
+    assert!(
+        e.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[size].type: Unsupported value: \"int\""),
+        "{e}"
+    );
+    let e = refused(&|c| {
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["tags"]["items"] = json!([{"type": "string"}]);
+    });
+    assert!(e.contains("properties[tags].items: Forbidden"), "{e}");
+    let e = refused(&|c| {
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"] =
+            json!("size");
+    });
+    assert!(e.contains("expected a sequence"), "{e}");
+    let e = refused(&|c| {
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["name"]["pattern"] = json!("([a-z");
+    });
+    assert!(e.contains("pattern: Invalid value"), "{e}");
     // Several problems: all of them are named.
     let e = refused(&|c| {
         c["spec"]["scope"] = json!("Galaxy");
