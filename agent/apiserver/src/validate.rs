@@ -42,18 +42,56 @@ pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(
         ("", "Secret") => secret(object)?,
         (group, kind) => {
             check_shape(group, kind, object)?;
+            if (group, kind) == ("batch", "Job") {
+                job_defaults(object);
+            }
             if matches!(
                 (group, kind),
                 (
                     "apps",
                     "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
-                )
+                ) | ("batch", "Job")
             ) {
                 check_selector(object)?;
             }
         }
     }
     Ok(())
+}
+
+/// A Job's defaults, as kube-apiserver sets them: a selector on the Job's own uid (and the
+/// labels for it on the pod template) unless `manualSelector`, one completion and one pod at a
+/// time, six retries.
+fn job_defaults(object: &mut Value) {
+    let uid = object["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+    let name = object["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let spec = &mut object["spec"];
+    if spec["selector"].is_null() && spec["manualSelector"] != Value::Bool(true) && !uid.is_empty()
+    {
+        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+        let labels = &mut spec["template"]["metadata"]["labels"];
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels[k] = json!(v);
+        }
+    }
+    if spec["completions"].is_null() && spec["parallelism"].is_null() {
+        spec["completions"] = json!(1);
+    }
+    for (field, default) in [
+        ("parallelism", json!(1)),
+        ("backoffLimit", json!(6)),
+        ("completionMode", json!("NonIndexed")),
+        ("suspend", json!(false)),
+    ] {
+        if spec[field].is_null() {
+            spec[field] = default;
+        }
+    }
 }
 
 /// A workload's `spec.selector` must select something, and select its own pod template, or

@@ -2,8 +2,8 @@
 //! registered nodes whose pods a stand-in kubelet (this test, over the API) reports Running
 //! and Ready, as the worker will once it runs containers. Deployments roll out, scale, roll
 //! back, restart, pause; replicas spread; a Service gets their addresses; cordoned nodes get
-//! nothing; deletions cascade as asked; an unschedulable pod says why; a manifest dropped
-//! into the server's directory is applied, and deleted with its file.
+//! nothing; deletions cascade as asked; an unschedulable pod says why; a Job completes; a
+//! manifest dropped into the server's directory is applied, and deleted with its file.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,6 +44,13 @@ fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicB
                     pod["status"] = json!({"phase": "Running", "podIP": ip, "conditions": [
                         {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                         {"type": "Ready", "status": "True", "lastTransitionTime": now}]});
+                    // A Job's container runs to completion.
+                    let of_job = pod["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|r| r["kind"] == "Job"));
+                    if of_job {
+                        pod["status"] = json!({"phase": "Succeeded", "podIP": ip});
+                    }
                     let path = format!(
                         "/api/v1/namespaces/{}/pods/{}/status",
                         pod["metadata"]["namespace"].as_str().unwrap(),
@@ -320,6 +327,19 @@ fn deployments_with_kubectl() {
             "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector",
         )
     });
+
+    // A Job runs its pod to completion.
+    k.run(&["create", "job", "once", "--image=x"]);
+    k.run(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        k.run(&["get", "job", "once", "-o", "jsonpath={.status.succeeded}"]),
+        "1"
+    );
 
     // Deletion: orphan keeps the replica sets; foreground waits for the pods; background
     // (the default) takes everything afterwards.

@@ -11,7 +11,7 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`serviceaccount`], [`endpoints`] (and
+//! **Served.** [`replicaset`], [`deployment`], [`job`], [`serviceaccount`], [`endpoints`] (and
 //! EndpointSlices), the [`scheduler`], auto-deployed [`manifests`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
 //! starts them all.
@@ -21,6 +21,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod manifests;
 pub mod pods;
 pub mod replicaset;
@@ -49,6 +50,7 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
         controllers.push(Arc::new(deployment::Deployments));
         controllers.push(Arc::new(serviceaccount::DefaultServiceAccounts));
         controllers.push(Arc::new(endpoints::Endpoints));
+        controllers.push(Arc::new(job::Jobs));
         tokio::spawn(gc::run(client.clone()));
         tokio::spawn(events::run_expiry(client.clone()));
     }

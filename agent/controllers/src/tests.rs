@@ -852,3 +852,95 @@ fn a_cycle_of_owners_ends_when_one_of_them_goes() {
         assert!(client.get(cms, "d", "bystander").unwrap().is_some());
     });
 }
+
+/// Ends every running pod of a Job in `phase`, as a kubelet would when its container exits.
+fn finish_job_pods(client: &Client, phase: &str) -> usize {
+    let mut n = 0;
+    for mut pod in client.list(PODS, "d").unwrap() {
+        let of_job = crate::runtime::controller_of(&pod).is_some_and(|o| o["kind"] == "Job");
+        if !of_job || !crate::pods::is_active(&pod) {
+            continue;
+        }
+        pod["status"] = json!({"phase": phase});
+        client.update_status(PODS, "d", &pod).unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn job_status(client: &Client) -> Value {
+    client.get(crate::job::JOBS, "d", "batch").unwrap().unwrap()["status"].clone()
+}
+
+fn run_job(client: &Client) {
+    crate::job::Jobs
+        .reconcile(client, &Key::new("d", "batch"))
+        .unwrap();
+}
+
+#[test]
+fn jobs_run_to_completion_or_give_up() {
+    each_store(|client| {
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch"},
+            "spec": {"completions": 3, "parallelism": 2, "template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+        let created = client.create(crate::job::JOBS, "d", &job).unwrap();
+        let uid = created["metadata"]["uid"].as_str().unwrap();
+        assert_eq!(
+            created["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            uid
+        );
+        assert_eq!(
+            created["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "batch"
+        );
+        assert_eq!(created["spec"]["backoffLimit"], 6);
+
+        run_job(&client);
+        assert_eq!(job_status(&client)["active"], 2, "two at a time");
+        assert!(job_status(&client)["startTime"].is_string());
+        assert_eq!(finish_job_pods(&client, "Succeeded"), 2);
+        run_job(&client);
+        assert_eq!(job_status(&client)["active"], 1, "only one more is needed");
+        assert_eq!(finish_job_pods(&client, "Succeeded"), 1);
+        run_job(&client);
+        let status = job_status(&client);
+        assert_eq!(status["succeeded"], 3);
+        assert_eq!(status["conditions"][0]["type"], "Complete");
+        assert!(status["completionTime"].is_string());
+        // Done is done.
+        let rev = client.api().store.current_revision().unwrap();
+        run_job(&client);
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+        assert_eq!(
+            client.list(PODS, "d").unwrap().len(),
+            3,
+            "finished pods stay"
+        );
+
+        // A job whose pods keep failing stops after backoffLimit + 1 failures.
+        client
+            .delete(
+                crate::job::JOBS,
+                "d",
+                "batch",
+                Some(&json!({"propagationPolicy": "Background"})),
+            )
+            .unwrap();
+        crate::gc::sweep(&client).unwrap();
+        let mut failing = job.clone();
+        failing["spec"] = json!({"backoffLimit": 1, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}});
+        client.create(crate::job::JOBS, "d", &failing).unwrap();
+        for _ in 0..2 {
+            run_job(&client);
+            assert_eq!(finish_job_pods(&client, "Failed"), 1);
+        }
+        run_job(&client);
+        let status = job_status(&client);
+        assert_eq!(status["failed"], 2);
+        assert_eq!(status["conditions"][0]["type"], "Failed");
+        assert_eq!(status["conditions"][0]["reason"], "BackoffLimitExceeded");
+        assert_eq!(status["active"], 0);
+    });
+}
