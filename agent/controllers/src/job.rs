@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::client::{Client, Res, PODS};
 use crate::events;
-use crate::runtime::{controller_ref, is_controlled_by, owner_key};
+use crate::runtime::{is_controlled_by, owner_key};
 use crate::runtime::{Controller, Key, Outcome, Watched};
 
 pub const JOBS: Res = Res::named("batch", "jobs");
@@ -136,7 +136,7 @@ impl Controller for Jobs {
             };
             while running < wanted {
                 let pod = client
-                    .create(PODS, &key.namespace, &pod_for(&job))
+                    .create(PODS, &key.namespace, &crate::pods::from_template(&job))
                     .map_err(|e| format!("creating a pod: {e}"))?;
                 events::record(
                     client,
@@ -176,24 +176,6 @@ fn finished(job: &Value) -> bool {
         .into_iter()
         .flatten()
         .any(|c| matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True")
-}
-
-fn pod_for(job: &Value) -> Value {
-    let template = &job["spec"]["template"];
-    let mut metadata = template["metadata"].clone();
-    if !metadata.is_object() {
-        metadata = json!({});
-    }
-    metadata["generateName"] = json!(format!(
-        "{}-",
-        job["metadata"]["name"].as_str().unwrap_or("")
-    ));
-    metadata["ownerReferences"] = json!([controller_ref(job)]);
-    if let Some(m) = metadata.as_object_mut() {
-        m.remove("name");
-        m.remove("creationTimestamp");
-    }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
 }
 
 fn delete_pods(client: &Client, pods: &[&Value]) -> Result<(), String> {

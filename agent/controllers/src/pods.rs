@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Neither finished (`Succeeded`/`Failed`) nor being deleted.
 pub fn is_active(pod: &Value) -> bool {
@@ -66,4 +66,24 @@ pub fn deletion_rank(pod: &Value) -> (u8, u8, u8, std::cmp::Reverse<String>) {
         u8::from(ready),
         std::cmp::Reverse(created),
     )
+}
+
+/// A pod for `owner` (a ReplicaSet or Job): its template's metadata and spec, named
+/// `<owner>-<random>`, controlled by it.
+pub fn from_template(owner: &Value) -> Value {
+    let template = &owner["spec"]["template"];
+    let mut metadata = template["metadata"].clone();
+    if !metadata.is_object() {
+        metadata = json!({});
+    }
+    metadata["generateName"] = json!(format!(
+        "{}-",
+        owner["metadata"]["name"].as_str().unwrap_or("")
+    ));
+    metadata["ownerReferences"] = json!([crate::runtime::controller_ref(owner)]);
+    if let Some(m) = metadata.as_object_mut() {
+        m.remove("name");
+        m.remove("creationTimestamp");
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
 }

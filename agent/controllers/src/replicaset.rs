@@ -75,7 +75,7 @@ impl Controller for ReplicaSets {
             let n = want - active.len();
             for _ in 0..n {
                 let pod = client
-                    .create(PODS, &key.namespace, &pod_from_template(&rs))
+                    .create(PODS, &key.namespace, &pods::from_template(&rs))
                     .map_err(|e| format!("creating a pod: {e}"))?;
                 events::record(
                     client,
@@ -150,25 +150,6 @@ impl Controller for ReplicaSets {
             Outcome::After(d + Duration::from_millis(100))
         }))
     }
-}
-
-/// A pod for `rs`: its template's metadata and spec, named `<rs>-<random>`, controlled by it.
-fn pod_from_template(rs: &Value) -> Value {
-    let template = &rs["spec"]["template"];
-    let mut metadata = template["metadata"].clone();
-    if !metadata.is_object() {
-        metadata = json!({});
-    }
-    metadata["generateName"] = json!(format!(
-        "{}-",
-        rs["metadata"]["name"].as_str().unwrap_or("")
-    ));
-    metadata["ownerReferences"] = json!([controller_ref(rs)]);
-    if let Some(m) = metadata.as_object_mut() {
-        m.remove("name");
-        m.remove("creationTimestamp");
-    }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
 }
 
 /// Makes `owner` the controller of `object` (which has none).
