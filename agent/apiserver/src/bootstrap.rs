@@ -17,24 +17,15 @@ pub fn ensure_system_namespaces(api: &Api) -> Result<Vec<&'static str>, ApiError
     let namespaces = resources::find("", "v1", "namespaces").expect("namespaces are served");
     let mut created = Vec::new();
     for name in SYSTEM_NAMESPACES {
-        let action = |verb| Action {
-            verb,
-            resource: namespaces,
-            namespace: None,
-            name: Some(name.to_owned()),
-            options: Options::default(),
-            as_table: false,
-            subresource: None,
-            body: Default::default(),
-        };
-        match api.handle(&action(Verb::Get), b"") {
+        let mut get = action(Verb::Get, namespaces, None);
+        get.name = Some(name.to_owned());
+        match api.handle(&get, b"") {
             Ok(_) => continue,
             Err(ApiError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        let mut create = action(Verb::Create);
-        create.name = None;
+        let create = action(Verb::Create, namespaces, None);
         match api.handle(&create, body.to_string().as_bytes()) {
             Ok(_) => created.push(name),
             Err(ApiError::AlreadyExists(_)) => {}
@@ -55,16 +46,7 @@ pub fn ensure_kubernetes_service(api: &Api, port: u16) -> Result<bool, ApiError>
     {
         return Ok(false);
     }
-    let action = Action {
-        verb: Verb::Create,
-        resource: services,
-        namespace: Some("default".into()),
-        name: None,
-        options: Options::default(),
-        as_table: false,
-        subresource: None,
-        body: Default::default(),
-    };
+    let create = action(Verb::Create, services, Some("default"));
     let body = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default",
@@ -74,10 +56,24 @@ pub fn ensure_kubernetes_service(api: &Api, port: u16) -> Result<bool, ApiError>
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
         },
     });
-    match api.handle(&action, body.to_string().as_bytes()) {
+    match api.handle(&create, body.to_string().as_bytes()) {
         Ok(_) => Ok(true),
         Err(ApiError::AlreadyExists(_)) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// A JSON request on `resource` (in `namespace`), without a name.
+fn action(verb: Verb, resource: &'static resources::Resource, namespace: Option<&str>) -> Action {
+    Action {
+        verb,
+        resource,
+        namespace: namespace.map(str::to_owned),
+        name: None,
+        options: Options::default(),
+        as_table: false,
+        subresource: None,
+        body: Default::default(),
     }
 }
 

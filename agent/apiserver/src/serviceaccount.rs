@@ -111,11 +111,14 @@ impl std::fmt::Debug for TokenSigner {
 impl TokenSigner {
     /// A signer for a PKCS#8 PEM ECDSA P-256 private key (`service-account.key`).
     pub fn from_pem(pem: &str) -> Result<TokenSigner, String> {
-        let der = pem_body(pem, "PRIVATE KEY").ok_or("not a PEM \"PRIVATE KEY\" (PKCS#8) block")?;
+        use rustls::pki_types::pem::PemObject as _;
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| format!("not a PEM \"PRIVATE KEY\" (PKCS#8) block: {e}"))?;
+        let der = der.secret_pkcs8_der();
         let rng = ring::rand::SystemRandom::new();
         let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
             &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &der,
+            der,
             &rng,
         )
         .map_err(|e| format!("not an ECDSA P-256 key: {e}"))?;
@@ -124,7 +127,7 @@ impl TokenSigner {
         let digest = ring::digest::digest(&ring::digest::SHA256, &public);
         let key_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
         Ok(TokenSigner {
-            encoding: EncodingKey::from_ec_der(&der),
+            encoding: EncodingKey::from_ec_der(der),
             // ring verifies against the uncompressed point, which is what this takes.
             decoding: DecodingKey::from_ec_der(&public),
             key_id,
@@ -190,16 +193,6 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
 /// token.
 pub fn is_jwt(token: &str) -> bool {
     token.starts_with("eyJ") && token.split('.').count() == 3
-}
-
-/// The DER inside the first PEM block labelled `label`.
-fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = start + pem[start..].find(&end)?;
-    let b64: String = pem[start..stop].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
 #[cfg(test)]

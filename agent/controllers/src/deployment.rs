@@ -386,9 +386,7 @@ impl<'a> Rollout<'a> {
             && self.new.as_ref().is_some_and(|rs| {
                 rs["status"]["observedGeneration"] == rs["metadata"]["generation"]
             });
-        let now = jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
+        let now = cairn_apiserver::meta::now();
         let old_conditions = self.d["status"]["conditions"].clone();
         let counts_changed = [
             "replicas",

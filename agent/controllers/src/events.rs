@@ -21,9 +21,7 @@ pub fn record(
         .as_str()
         .filter(|n| !n.is_empty())
         .unwrap_or("default");
-    let now = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
+    let now = cairn_apiserver::meta::now();
     let event = json!({
         "apiVersion": "v1",
         "kind": "Event",

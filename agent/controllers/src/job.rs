@@ -67,7 +67,7 @@ impl Controller for Jobs {
         let backoff_limit = spec["backoffLimit"].as_i64().unwrap_or(6);
         let suspended = spec["suspend"] == Value::Bool(true);
         let now = jiff::Timestamp::now();
-        let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let stamp = cairn_apiserver::meta::now();
         let started = job["status"]["startTime"]
             .as_str()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok());

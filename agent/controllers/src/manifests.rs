@@ -42,11 +42,18 @@ pub struct Report {
     pub failed: Vec<String>,
 }
 
-/// Scans `dirs` every `interval` ([`INTERVAL`] on a node) until the runtime stops.
+/// Scans `dirs` every `interval` ([`INTERVAL`] on a node) until the runtime stops. A scan
+/// only reads files and the state when the directories' listing (names, sizes, modification
+/// times) changed since the last clean scan: an idle node only lists them.
 pub async fn run(client: Client, dirs: Vec<PathBuf>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
+    let mut clean: Option<Listing> = None;
     loop {
         tick.tick().await;
+        let listing = listing(&dirs);
+        if clean.as_ref() == Some(&listing) {
+            continue;
+        }
         let (c, d) = (client.clone(), dirs.clone());
         match tokio::task::spawn_blocking(move || scan(&c, &d)).await {
             Ok(report) => {
@@ -58,10 +65,29 @@ pub async fn run(client: Client, dirs: Vec<PathBuf>, interval: Duration) {
                 {
                     eprintln!("cairn: manifests: {line}");
                 }
+                // Failures are retried at every tick until they clear.
+                clean = report.failed.is_empty().then_some(listing);
             }
             Err(e) => eprintln!("cairn: manifests: {e}"),
         }
     }
+}
+
+type Listing = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// Every entry of `dirs` with its size and modification time, sorted.
+fn listing(dirs: &[PathBuf]) -> Listing {
+    let mut out: Listing = dirs
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .map(|e| {
+            let meta = e.metadata().ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            (e.path(), len, meta.and_then(|m| m.modified().ok()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// One pass over the directories.

@@ -476,7 +476,7 @@ fn unschedulable(client: &Client, pod: &Value, nodes: usize, why: &str) -> Resul
     conditions.push(json!({
         "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
         "message": message,
-        "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "lastTransitionTime": cairn_apiserver::meta::now(),
     }));
     updated["status"]["conditions"] = json!(conditions);
     if updated["status"]["phase"].is_null() {

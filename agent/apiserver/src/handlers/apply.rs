@@ -239,13 +239,9 @@ impl Api {
     }
 }
 
-/// The schema of `key` in an object schema (or its map values).
+/// The (resolved) schema of `key` in an object schema or its map values.
 fn property<'s>(schema: Option<&'s Value>, key: &str) -> Option<&'s Value> {
-    let schema = crate::openapi::resolve(schema?);
-    schema["properties"]
-        .get(key)
-        .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))
-        .map(crate::openapi::resolve)
+    super::strategic::property(schema, key).map(crate::openapi::resolve)
 }
 
 /// How a list is owned and merged.

@@ -104,7 +104,7 @@ impl Api {
 
     /// Execute a non-watch action with its request body.
     pub fn handle(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
-        let reply = match action.verb {
+        let mut reply = match action.verb {
             Verb::Get => self.get(action)?,
             Verb::List => self.list(action)?,
             Verb::Watch => {
@@ -126,7 +126,6 @@ impl Api {
             Verb::Delete => self.delete(action, body)?,
             Verb::DeleteCollection => self.delete_collection(action)?,
         };
-        let mut reply = reply;
         let writes = !matches!(action.verb, Verb::Get | Verb::List);
         if writes && crate::crd::is_definitions(action.resource) && !action.options.dry_run {
             self.reload_catalog()?;

@@ -45,7 +45,7 @@ fn list_merge(prop: Option<&Value>) -> ListMerge<'_> {
 }
 
 /// The schema of property `key` of an object schema (or of its map values).
-fn property<'s>(schema: Option<&'s Value>, key: &str) -> Option<&'s Value> {
+pub(super) fn property<'s>(schema: Option<&'s Value>, key: &str) -> Option<&'s Value> {
     let schema = resolve(schema?);
     schema["properties"]
         .get(key)
