@@ -9,6 +9,10 @@ API_PORT ?= 6443
 VERSION  ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 export CAIRN_VERSION := $(VERSION)
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1735689600)
+# A CI run starts from a fresh clone: incremental artefacts would only cost disk (gigabytes).
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
 
 # Host tools and tests use the machine's cargo; device binaries are cross-built with
 # Debian's rustc 1.85 (see docs/toolchain.md). `make build CARGO=cross` uses cross-rs

@@ -54,6 +54,10 @@ fn main() {
     add::<policy::v1::PodDisruptionBudget>(g);
     add::<scheduling::v1::PriorityClass>(g);
     add::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(g);
+    add::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>(g);
+    add::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>(g);
+    add::<k8s_openapi::api::authorization::v1::SubjectAccessReview>(g);
+    add::<k8s_openapi::api::authorization::v1::LocalSubjectAccessReview>(g);
     add::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(g);
     // What every API answers with besides objects.
     add::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>(g);

@@ -18,8 +18,7 @@
 //! Every authenticated user also gets `system:authenticated`. A request with neither is
 //! anonymous and may only read health and version endpoints.
 //!
-//! Limitations: every authenticated user may do everything (authorisation is RBAC's job, not
-//! built yet); legacy token Secrets (`kubernetes.io/service-account-token`) are not filled in
+//! What a user may do is [`crate::authz`]'s decision. Limitations: legacy token Secrets (`kubernetes.io/service-account-token`) are not filled in
 //! or accepted.
 
 use std::time::SystemTime;
@@ -47,7 +46,8 @@ pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
 pub const BOOTSTRAP_TOKEN_NAMESPACE: &str = "kube-system";
 
 impl User {
-    fn new(name: String, mut groups: Vec<String>) -> User {
+    /// A user in `groups` and `system:authenticated`.
+    pub fn new(name: String, mut groups: Vec<String>) -> User {
         if !groups.iter().any(|g| g == AUTHENTICATED) {
             groups.push(AUTHENTICATED.to_owned());
         }

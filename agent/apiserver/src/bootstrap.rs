@@ -64,7 +64,11 @@ pub fn ensure_kubernetes_service(api: &Api, port: u16) -> Result<bool, ApiError>
 }
 
 /// A JSON request on `resource` (in `namespace`), without a name.
-fn action(verb: Verb, resource: &'static resources::Resource, namespace: Option<&str>) -> Action {
+pub(crate) fn action(
+    verb: Verb,
+    resource: &'static resources::Resource,
+    namespace: Option<&str>,
+) -> Action {
     Action {
         verb,
         resource,
@@ -74,6 +78,7 @@ fn action(verb: Verb, resource: &'static resources::Resource, namespace: Option<
         as_table: false,
         subresource: None,
         body: Default::default(),
+        user: None,
     }
 }
 

@@ -58,7 +58,7 @@ pub enum ApiError {
     Unauthorized,
 
     /// Authenticated, but not allowed to do this.
-    #[error("forbidden: {0}")]
+    #[error("{0}")]
     Forbidden(String),
 
     /// Any other answer an extension gives, with its own code and `reason`

@@ -54,6 +54,7 @@
 //! Watches end after 30 minutes by default.
 
 pub mod auth;
+pub mod authz;
 pub mod bootstrap;
 pub mod crd;
 pub mod discovery;

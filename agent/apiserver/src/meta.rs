@@ -3,6 +3,25 @@
 use serde_json::Value;
 
 /// Why a name is not valid; the message tells what the rules are.
+/// The names RBAC objects may have (Kubernetes' path-segment rule: `system:basic-user` is
+/// fine): anything but `.`, `..` and names containing `/` or `%`.
+pub fn check_path_segment_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("metadata.name: Required value: name or generateName is required".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!(
+            "metadata.name: Invalid value: {name:?}: may not be '.' or '..'"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || *c == '%') {
+        return Err(format!(
+            "metadata.name: Invalid value: {name:?}: may not contain '{c}'"
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_name(name: &str, dns_label: bool) -> Result<(), String> {
     let max = if dns_label { 63 } else { 253 };
     let chars_ok = name.chars().all(|c| {
@@ -125,6 +144,10 @@ mod tests {
             assert!(check_name(bad, false).is_err(), "{bad}");
         }
         assert!(check_name(&"x".repeat(64), true).is_err());
+        assert!(check_path_segment_name("system:basic-user").is_ok());
+        for bad in ["", ".", "..", "a/b", "50%"] {
+            assert!(check_path_segment_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

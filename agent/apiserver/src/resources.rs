@@ -380,6 +380,50 @@ pub const RESOURCES: &[Resource] = &[
             false,
         )
     },
+    Resource {
+        verbs: &["create"],
+        ..named(
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            "selfsubjectaccessreview",
+            &[],
+            false,
+        )
+    },
+    Resource {
+        verbs: &["create"],
+        ..named(
+            "authorization.k8s.io",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            "selfsubjectrulesreview",
+            &[],
+            false,
+        )
+    },
+    Resource {
+        verbs: &["create"],
+        ..named(
+            "authorization.k8s.io",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            "subjectaccessreview",
+            &[],
+            false,
+        )
+    },
+    Resource {
+        verbs: &["create"],
+        ..named(
+            "authorization.k8s.io",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            "localsubjectaccessreview",
+            &[],
+            true,
+        )
+    },
     named(
         "scheduling.k8s.io",
         "PriorityClass",

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{self, TokenAuthenticator, User};
+use crate::authz::Attributes;
 
 use crate::error::ApiError;
 use crate::handlers::watch::{self, WatchConfig};
@@ -152,7 +153,10 @@ impl Server {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let user = self.authenticate(&req, peer)?;
+        let user = match self.authenticate(&req, peer)? {
+            Some(user) => Some(self.impersonated(user, req.headers()).await?),
+            None => None,
+        };
         if let Some(ext) = &self.extension {
             if req.uri().path().starts_with(ext.prefix()) {
                 let user = user.ok_or(ApiError::Unauthorized)?;
@@ -172,8 +176,34 @@ impl Server {
             };
         }
         let public = matches!(parsed, ApiRequest::Health | ApiRequest::Version);
-        if user.is_none() && !public {
-            return Err(ApiError::Unauthorized);
+        let mut parsed = parsed;
+        match &user {
+            None if !public => return Err(ApiError::Unauthorized),
+            None => {}
+            Some(user) => {
+                let attrs = match &parsed {
+                    ApiRequest::Resource(action) => Attributes::from_action(action),
+                    ApiRequest::SelfSubjectReview => Attributes::resource(
+                        "create",
+                        "authentication.k8s.io",
+                        "selfsubjectreviews",
+                        None,
+                        None,
+                    ),
+                    ApiRequest::AccessReview { review, namespace } => Attributes::resource(
+                        "create",
+                        "authorization.k8s.io",
+                        review.plural(),
+                        namespace.as_deref(),
+                        None,
+                    ),
+                    _ => Attributes::path(req.method(), req.uri().path()),
+                };
+                self.authorize(user, attrs).await?;
+                if let ApiRequest::Resource(action) = &mut parsed {
+                    action.user = Some(Arc::new(user.clone()));
+                }
+            }
         }
         match parsed {
             ApiRequest::Health => Ok(whole(
@@ -207,6 +237,28 @@ impl Server {
                         "status": {"userInfo": {"username": user.name, "groups": user.groups}},
                     }),
                 ))
+            }
+            ApiRequest::AccessReview { review, namespace } => {
+                let user = user.unwrap_or_else(|| unreachable!("anonymous requests stop above"));
+                let protobuf = req
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.contains("protobuf"));
+                let mut body = read_body(req.into_body()).await?;
+                if protobuf {
+                    let json =
+                        crate::protobuf::decode(&body, ("authorization.k8s.io/v1", review.kind()))?;
+                    body = Bytes::from(json.to_string());
+                }
+                let api = self.api.clone();
+                let answer = tokio::task::spawn_blocking(move || {
+                    api.authorizer()
+                        .review(&user, review, namespace.as_deref(), &body)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("access review failed: {e}")))??;
+                Ok(json(201, &answer))
             }
             ApiRequest::OpenApiV2 { json: true } => Ok(json(200, &openapi::v2(catalog))),
             ApiRequest::OpenApiV2 { json: false } => Err(ApiError::Other {
@@ -249,18 +301,7 @@ impl Server {
                 Ok(resp)
             }
             ApiRequest::Resource(action) => {
-                let limit = crate::handlers::MAX_BODY;
-                let body = Limited::new(req.into_body(), limit)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.is::<http_body_util::LengthLimitError>() {
-                            ApiError::TooLarge { limit }
-                        } else {
-                            ApiError::BadRequest(format!("reading the request body failed: {e}"))
-                        }
-                    })?
-                    .to_bytes();
+                let body = read_body(req.into_body()).await?;
                 let api = self.api.clone();
                 let reply = tokio::task::spawn_blocking(move || {
                     let body = match action.body {
@@ -282,6 +323,54 @@ impl Server {
             }
         }
     }
+}
+
+impl Server {
+    /// The user the request acts as (`Impersonate-*` headers), checked off the async threads
+    /// when the check may read the store.
+    async fn impersonated(&self, user: User, headers: &http::HeaderMap) -> Result<User, ApiError> {
+        if !headers.contains_key("impersonate-user") && !headers.contains_key("impersonate-group") {
+            return Ok(user);
+        }
+        let api = self.api.clone();
+        let headers = headers.clone();
+        tokio::task::spawn_blocking(move || api.authorizer().impersonate(user, &headers))
+            .await
+            .map_err(|e| ApiError::Internal(format!("impersonation check failed: {e}")))?
+    }
+
+    /// `Ok` when `user` may do what `attrs` asks. Members of `system:masters` are answered at
+    /// once; other checks may read the store and run off the async threads.
+    async fn authorize(&self, user: &User, attrs: Attributes) -> Result<(), ApiError> {
+        if user.groups.iter().any(|g| g == crate::authz::MASTERS) {
+            return Ok(());
+        }
+        let api = self.api.clone();
+        let user = user.clone();
+        tokio::task::spawn_blocking(move || api.authorizer().authorize(&user, &attrs))
+            .await
+            .map_err(|e| ApiError::Internal(format!("authorization failed: {e}")))?
+    }
+}
+
+/// A request body, whole, up to [`crate::handlers::MAX_BODY`].
+async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limit = crate::handlers::MAX_BODY;
+    Ok(Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::TooLarge { limit }
+            } else {
+                ApiError::BadRequest(format!("reading the request body failed: {e}"))
+            }
+        })?
+        .to_bytes())
 }
 
 /// A protobuf body as the JSON the handlers read. Without a `typeMeta` in the envelope the

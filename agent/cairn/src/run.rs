@@ -474,6 +474,14 @@ fn open_api(paths: &ServerPaths, certs: &pki::Pki) -> Result<cairn_apiserver::Ap
     if !created.is_empty() {
         eprintln!("cairn: created namespaces {}", created.join(", "));
     }
+    let written = cairn_apiserver::authz::defaults::ensure(&api)
+        .map_err(|e| anyhow::anyhow!("writing the default RBAC roles: {e}"))?;
+    if !written.is_empty() {
+        eprintln!(
+            "cairn: wrote {} default RBAC roles and bindings",
+            written.len()
+        );
+    }
     Ok(api)
 }
 

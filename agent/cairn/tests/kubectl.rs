@@ -254,6 +254,7 @@ fn kubectl_end_to_end() {
 
     tokens(&bin, &dir, &server);
     service_account_tokens(&bin, &dir, &k);
+    rbac(&k);
 
     // A restart keeps the data (SQLite on disk) and the revision counter.
     k.run(&["create", "-f", cm.to_str().unwrap()]);
@@ -639,12 +640,26 @@ fn tokens(bin: &Path, dir: &Path, server: &Server) {
         config: token_config.clone(),
         extra: vec![format!("--token={token}")],
     };
-    assert!(with(bare)
-        .run(&["get", "ns", "kube-system", "-o", "name"])
-        .contains("namespace/kube-system"));
-    assert!(with(join)
-        .run(&["get", "ns", "default", "-o", "name"])
-        .contains("namespace/default"));
+    // Both forms authenticate; RBAC grants a bootstrap token nothing but the join.
+    for token in [bare, join] {
+        let (ok, _, err) = with(token).try_run(&["get", "ns", "kube-system"]);
+        assert!(
+            !ok && err.contains(&format!(
+                "namespaces \"kube-system\" is forbidden: User \"system:bootstrap:{}\" cannot get \
+                 resource \"namespaces\"",
+                &bare[..6]
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        with(bare)
+            .run(&["auth", "can-i", "create", "selfsubjectaccessreviews"])
+            .trim(),
+        "yes"
+    );
+    let (ok, out, _) = with(bare).try_run(&["auth", "can-i", "list", "pods"]);
+    assert!(!ok && out.trim() == "no", "{out}");
 
     let (ok, _, err) = with("abcdef.0123456789abcdef").try_run(&["get", "ns"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
@@ -710,6 +725,16 @@ fn service_account_tokens(bin: &Path, dir: &Path, admin: &Kubectl) {
             && whoami.contains("system:serviceaccounts:demo"),
         "{whoami}"
     );
+    // Authenticated, but allowed nothing until a binding says so.
+    let (ok, _, err) = with(token).try_run(&["get", "sa", "bot", "-n", "demo"]);
+    assert!(!ok && err.contains("(Forbidden)"), "{err}");
+    admin.run(&[
+        "create",
+        "rolebinding",
+        "bot-view",
+        "--clusterrole=view",
+        "--serviceaccount=demo:bot",
+    ]);
     assert!(with(token)
         .run(&["get", "sa", "bot", "-n", "demo", "-o", "name"])
         .contains("serviceaccount/bot"));
@@ -750,6 +775,172 @@ fn service_account_tokens(bin: &Path, dir: &Path, admin: &Kubectl) {
     admin.run(&["delete", "serviceaccount", "bot"]);
     let (ok, _, err) = with(token).try_run(&["get", "ns"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
+}
+
+/// RBAC through kubectl: `auth can-i` (also `--list` and `--as`), impersonation, bindings
+/// taking effect at once, escalation refused, and the node authorizer.
+fn rbac(admin: &Kubectl) {
+    let can_i = |args: &[&str]| -> (bool, String) {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let (ok, out, _) = admin.try_run(&all);
+        (ok, out.trim().to_owned())
+    };
+    assert_eq!(
+        can_i(&["*", "*"]),
+        (true, "yes".to_owned()),
+        "the admin may do anything"
+    );
+    let alice = ["--as=alice", "-n", "demo"];
+    assert_eq!(
+        can_i(&["list", "pods", alice[0], alice[1], alice[2]]),
+        (false, "no".into())
+    );
+    let (ok, _, err) = admin.try_run(&["get", "pods", alice[0], alice[1], alice[2]]);
+    assert!(
+        !ok && err.contains(
+            "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" \
+             in the namespace \"demo\""
+        ),
+        "{err}"
+    );
+    admin.run(&[
+        "create",
+        "rolebinding",
+        "alice-edit",
+        "--clusterrole=edit",
+        "--user=alice",
+    ]);
+    for (verb, what, want) in [
+        ("list", "pods", true),
+        ("create", "deployments.apps", true),
+        ("get", "secrets", true),
+        ("create", "roles.rbac.authorization.k8s.io", false),
+        ("list", "nodes", false),
+    ] {
+        let (ok, out) = can_i(&[verb, what, alice[0], alice[1], alice[2]]);
+        assert_eq!(ok, want, "alice {verb} {what}: {out}");
+    }
+    assert!(
+        !can_i(&["list", "pods", "--as=alice", "-n", "default"]).0,
+        "only in demo"
+    );
+    let list = admin.run(&["auth", "can-i", "--list", alice[0], alice[1], alice[2]]);
+    assert!(
+        list.contains("deployments.apps") && list.contains("selfsubjectaccessreviews"),
+        "{list}"
+    );
+    admin.run(&[
+        "create",
+        "configmap",
+        "alice-was-here",
+        alice[0],
+        alice[1],
+        alice[2],
+    ]);
+
+    // Alice (edit) may not touch RBAC; as an admin of demo she still cannot grant more than
+    // she holds.
+    let escalate = [
+        "create",
+        "rolebinding",
+        "alice-admin",
+        "--clusterrole=cluster-admin",
+        "--user=alice",
+        alice[0],
+        alice[1],
+        alice[2],
+    ];
+    let (ok, _, err) = admin.try_run(&escalate);
+    assert!(
+        !ok && err.contains("cannot create resource \"rolebindings\""),
+        "{err}"
+    );
+    admin.run(&[
+        "create",
+        "rolebinding",
+        "alice-admin",
+        "--clusterrole=admin",
+        "--user=alice",
+    ]);
+    let (ok, _, err) = admin.try_run(&escalate);
+    assert!(!ok && err.contains("not currently held"), "{err}");
+    let (ok, _, err) = admin.try_run(&[
+        "create",
+        "role",
+        "node-reader",
+        "--verb=list",
+        "--resource=nodes",
+        alice[0],
+        alice[1],
+        alice[2],
+    ]);
+    assert!(!ok && err.contains("not currently held"), "{err}");
+    admin.run(&[
+        "create",
+        "role",
+        "pod-reader",
+        "--verb=get,list",
+        "--resource=pods",
+        alice[0],
+        alice[1],
+        alice[2],
+    ]);
+    // A service account, impersonated: its groups come with it.
+    let bot = ["--as=system:serviceaccount:demo:bot", "-n", "demo"];
+    assert!(can_i(&["list", "configmaps", bot[0], bot[1], bot[2]]).0);
+    assert!(!can_i(&["list", "configmaps", bot[0], "-n", "default"]).0);
+
+    // Deleting the bindings revokes at once.
+    admin.run(&["delete", "rolebinding", "alice-edit", "alice-admin"]);
+    assert!(!can_i(&["list", "pods", alice[0], alice[1], alice[2]]).0);
+
+    // A node reads only the secrets its pods use.
+    admin.run(&[
+        "create",
+        "secret",
+        "generic",
+        "n1-secret",
+        "--from-literal=k=v",
+    ]);
+    admin.run(&[
+        "create",
+        "secret",
+        "generic",
+        "other-secret",
+        "--from-literal=k=v",
+    ]);
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-n1"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox",
+          "envFrom": [{"secretRef": {"name": "n1-secret"}}]}]}}"#;
+    let path = std::env::temp_dir().join(format!("cairn-rbac-pod-{}.json", std::process::id()));
+    write(&path, pod);
+    admin.run(&["create", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let node = ["--as=system:node:n1", "--as-group=system:nodes"];
+    let get = |name: &str| admin.try_run(&["get", "secret", name, node[0], node[1], "-o", "name"]);
+    let (ok, out, err) = get("n1-secret");
+    assert!(ok && out.contains("secret/n1-secret"), "{err}");
+    let (ok, _, err) = get("other-secret");
+    assert!(
+        !ok && err.contains("no relationship found between node 'n1' and this object"),
+        "{err}"
+    );
+    // It changes only its own Node.
+    for name in ["n1", "n2"] {
+        let path =
+            std::env::temp_dir().join(format!("cairn-rbac-{name}-{}.json", std::process::id()));
+        write(
+            &path,
+            &format!(r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{name}"}}}}"#),
+        );
+        admin.run(&["create", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+    }
+    admin.run(&["label", "node", "n1", "rack=3", node[0], node[1]]);
+    let (ok, _, err) = admin.try_run(&["label", "node", "n2", "rack=3", node[0], node[1]]);
+    assert!(!ok && err.contains("(Forbidden)"), "{err}");
+    admin.run(&["delete", "node", "n1", "n2"]);
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

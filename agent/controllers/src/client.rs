@@ -82,6 +82,7 @@ impl Client {
             as_table: false,
             subresource,
             body: BodyFormat::Json,
+            user: None,
         })
     }
 

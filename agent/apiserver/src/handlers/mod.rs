@@ -23,6 +23,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use cairn_store::{KeyValue, Store};
 use serde_json::Value;
 
+use crate::authz::Authorizer;
 use crate::error::{ApiError, Subject};
 use crate::request::{Action, Subresource, Verb};
 use crate::resources::{Catalog, Resource};
@@ -59,6 +60,8 @@ pub struct Api {
     catalog: Arc<RwLock<Arc<Catalog>>>,
     /// Signs service-account tokens (`serviceaccounts/<name>/token`); `None`: none issued.
     tokens: Option<Arc<TokenSigner>>,
+    /// Decides who may do what; its RBAC snapshot is dropped when RBAC objects are written.
+    authz: Arc<Authorizer>,
 }
 
 impl Api {
@@ -66,6 +69,7 @@ impl Api {
     /// definitions stored there.
     pub fn new(store: Arc<dyn Store>) -> Api {
         let api = Api {
+            authz: Arc::new(Authorizer::new(store.clone())),
             store,
             catalog: Arc::new(RwLock::new(Catalog::builtin())),
             tokens: None,
@@ -87,6 +91,11 @@ impl Api {
         self.tokens.clone()
     }
 
+    /// The authorizer of requests to this API.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authz
+    }
+
     /// What is served now (a snapshot: a request keeps the one it started with).
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog
@@ -99,6 +108,19 @@ impl Api {
     fn reload_catalog(&self) -> Result<(), ApiError> {
         let catalog = Arc::new(crate::crd::catalog(&*self.store)?);
         *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = catalog;
+        Ok(())
+    }
+
+    /// Admission of a write by an authenticated user, on the object as it will be stored: no
+    /// RBAC escalation, and nodes create only their own Node, Lease and mirror pods.
+    fn admit(&self, action: &Action, obj: &Value, creating: bool) -> Result<(), ApiError> {
+        let Some(user) = &action.user else {
+            return Ok(());
+        };
+        self.authz.check_escalation(user, action.resource, obj)?;
+        if let Some(node) = crate::authz::node::node_name(user).filter(|_| creating) {
+            crate::authz::node::check_create(node, action.resource, obj)?;
+        }
         Ok(())
     }
 
@@ -129,6 +151,9 @@ impl Api {
         let writes = !matches!(action.verb, Verb::Get | Verb::List);
         if writes && crate::crd::is_definitions(action.resource) && !action.options.dry_run {
             self.reload_catalog()?;
+        }
+        if writes && Authorizer::affects(action.resource) && !action.options.dry_run {
+            self.authz.invalidate();
         }
         if action.resource.custom.is_some() && !writes {
             crate::crd::set_api_version(action.resource, &mut reply.body);

@@ -30,7 +30,12 @@ impl Api {
             }
         }
         let dns_label = resource.kind == "Namespace";
-        meta::check_name(&name, dns_label).map_err(|m| invalid(resource, &name, m))?;
+        if resource.group == "rbac.authorization.k8s.io" {
+            meta::check_path_segment_name(&name)
+        } else {
+            meta::check_name(&name, dns_label)
+        }
+        .map_err(|m| invalid(resource, &name, m))?;
         if meta
             .get("resourceVersion")
             .and_then(Value::as_str)
@@ -56,6 +61,7 @@ impl Api {
         }
         let warnings = check_fields(action, &mut obj)?;
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, &name, m))?;
+        self.admit(action, &obj, true)?;
         if let Some(ns) = &namespace {
             self.require_namespace(ns)?;
         }
@@ -190,6 +196,7 @@ impl Api {
         }
         let warnings = check_fields(action, &mut obj)?;
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, name, m))?;
+        self.admit(action, &obj, false)?;
         if is_service(resource) {
             super::services::keep_addresses(&old, &mut obj)
                 .map_err(|m| invalid(resource, name, m))?;
@@ -364,7 +371,7 @@ impl Api {
         match self.store.get(&ns.key(None, namespace))? {
             Some(kv) if Api::namespace_terminating(&decode_object(&kv)?) => {
                 Err(ApiError::Forbidden(format!(
-                    "unable to create new content in namespace {namespace} because it is being terminated"
+                    "forbidden: unable to create new content in namespace {namespace} because it is being terminated"
                 )))
             }
             Some(_) => Ok(()),

@@ -127,6 +127,9 @@ pub struct Action {
     pub subresource: Option<Subresource>,
     /// The encoding of the body (creates, updates and deletes carry one).
     pub body: BodyFormat,
+    /// Who asks, once authenticated (set by the server; `None` for in-process callers such as
+    /// the controllers, which are trusted). Writes of RBAC objects check it for escalation.
+    pub user: Option<std::sync::Arc<crate::auth::User>>,
 }
 
 /// Discovery documents.
@@ -158,6 +161,12 @@ pub enum ApiRequest {
     /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`): the
     /// caller's own identity. The body carries nothing the answer needs and is not read.
     SelfSubjectReview,
+    /// `POST` of an `authorization.k8s.io/v1` access review (`kubectl auth can-i`); local
+    /// reviews name their namespace.
+    AccessReview {
+        review: crate::authz::Review,
+        namespace: Option<String>,
+    },
     /// `GET /metrics` (Prometheus).
     Metrics,
     Resource(Action),
@@ -199,6 +208,25 @@ pub fn parse_parts(
     if segments == ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] {
         return if method == Method::POST {
             Ok(ApiRequest::SelfSubjectReview)
+        } else {
+            Err(not_allowed())
+        };
+    }
+    let review = match segments.as_slice() {
+        ["apis", "authorization.k8s.io", "v1", plural] => crate::authz::Review::from_plural(plural)
+            .filter(|r| *r != crate::authz::Review::LocalSubjectAccess)
+            .map(|r| (r, None)),
+        ["apis", "authorization.k8s.io", "v1", "namespaces", ns, "localsubjectaccessreviews"] => {
+            Some((
+                crate::authz::Review::LocalSubjectAccess,
+                Some((*ns).to_owned()),
+            ))
+        }
+        _ => None,
+    };
+    if let Some((review, namespace)) = review {
+        return if method == Method::POST {
+            Ok(ApiRequest::AccessReview { review, namespace })
         } else {
             Err(not_allowed())
         };
@@ -313,6 +341,7 @@ pub fn parse_parts(
         as_table: accept.contains("as=Table") && subresource != Some(Subresource::Scale),
         subresource,
         body,
+        user: None,
     }))
 }
 

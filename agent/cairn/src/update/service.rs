@@ -100,7 +100,7 @@ impl UpdateService {
         let path = parts.uri.path().to_owned();
         if !user.groups.iter().any(|g| g == ADMIN_GROUP) {
             return Err(ApiError::Forbidden(format!(
-                "user {:?} may not update nodes (needs group {ADMIN_GROUP})",
+                "forbidden: user {:?} may not update nodes (needs group {ADMIN_GROUP})",
                 user.name
             )));
         }
