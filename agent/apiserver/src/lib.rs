@@ -66,6 +66,7 @@ pub mod openapi;
 pub mod protobuf;
 pub mod request;
 pub mod resources;
+pub mod schedule;
 pub mod selector;
 pub mod server;
 pub mod serviceaccount;

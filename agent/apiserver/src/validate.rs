@@ -45,6 +45,9 @@ pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(
             if (group, kind) == ("batch", "Job") {
                 job_defaults(object);
             }
+            if (group, kind) == ("batch", "CronJob") {
+                cron_job_defaults(object)?;
+            }
             if matches!(
                 (group, kind),
                 (
@@ -91,6 +94,32 @@ fn job_defaults(object: &mut Value) {
         if spec[field].is_null() {
             spec[field] = default;
         }
+    }
+}
+
+/// A CronJob's schedule and time zone must parse; the defaults are kube-apiserver's.
+fn cron_job_defaults(object: &mut Value) -> Result<(), String> {
+    let spec = &mut object["spec"];
+    crate::schedule::Schedule::parse(
+        spec["schedule"].as_str().unwrap_or_default(),
+        spec["timeZone"].as_str(),
+    )?;
+    for (field, default) in [
+        ("concurrencyPolicy", json!("Allow")),
+        ("suspend", json!(false)),
+        ("successfulJobsHistoryLimit", json!(3)),
+        ("failedJobsHistoryLimit", json!(1)),
+    ] {
+        if spec[field].is_null() {
+            spec[field] = default;
+        }
+    }
+    match spec["concurrencyPolicy"].as_str() {
+        Some("Allow" | "Forbid" | "Replace") => Ok(()),
+        other => Err(format!(
+            "spec.concurrencyPolicy: Unsupported value: {}: supported values: \"Allow\", \"Forbid\", \"Replace\"",
+            other.map_or("null".to_owned(), |o| format!("{o:?}"))
+        )),
     }
 }
 

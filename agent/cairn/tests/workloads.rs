@@ -341,6 +341,57 @@ fn deployments_with_kubectl() {
         "1"
     );
 
+    // A CronJob fires on its schedule (the next minute boundary) and its Job completes;
+    // `create job --from` runs its template now.
+    k.run(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=x",
+        "--schedule=* * * * *",
+    ]);
+    k.run(&["create", "job", "tick-now", "--from=cronjob/tick"]);
+    k.run(&[
+        "wait",
+        "--for=condition=complete",
+        "job/tick-now",
+        "--timeout=60s",
+    ]);
+    let start = Instant::now();
+    let scheduled = loop {
+        let at = k.run(&[
+            "get",
+            "cronjob",
+            "tick",
+            "-o",
+            "jsonpath={.status.lastScheduleTime}",
+        ]);
+        if !at.is_empty() {
+            break at;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the CronJob did not fire within 90 s:\n{}",
+            k.run(&["describe", "cronjob", "tick"])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        scheduled.ends_with(":00Z"),
+        "a minute boundary: {scheduled}"
+    );
+    let minutes = scheduled.parse::<jiff::Timestamp>().unwrap().as_second() / 60;
+    let fired = format!("job/tick-{minutes}");
+    k.run(&["wait", "--for=condition=complete", &fired, "--timeout=60s"]);
+    let table = k.run(&["get", "cronjob", "tick"]);
+    assert!(
+        table.contains("LAST SCHEDULE") && table.contains("* * * * *"),
+        "{table}"
+    );
+    let events = k.run(&["get", "events", "--field-selector=involvedObject.name=tick"]);
+    assert!(events.contains("SuccessfulCreate"), "{events}");
+    k.run(&["delete", "cronjob", "tick"]);
+
     // Deletion: orphan keeps the replica sets; foreground waits for the pods; background
     // (the default) takes everything afterwards.
     k.run(&["delete", "deployment", "web", "--cascade=orphan"]);

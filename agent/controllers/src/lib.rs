@@ -11,12 +11,13 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`job`], [`serviceaccount`], [`endpoints`] (and
+//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`serviceaccount`], [`endpoints`] (and
 //! EndpointSlices), the [`scheduler`], auto-deployed [`manifests`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
 //! starts them all.
 
 pub mod client;
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -51,6 +52,7 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
         controllers.push(Arc::new(serviceaccount::DefaultServiceAccounts));
         controllers.push(Arc::new(endpoints::Endpoints));
         controllers.push(Arc::new(job::Jobs));
+        controllers.push(Arc::new(cronjob::CronJobs));
         tokio::spawn(gc::run(client.clone()));
         tokio::spawn(events::run_expiry(client.clone()));
     }

@@ -944,3 +944,187 @@ fn jobs_run_to_completion_or_give_up() {
         assert_eq!(status["active"], 0);
     });
 }
+
+fn cron_job(client: &Client) -> Value {
+    client
+        .get(crate::cronjob::CRON_JOBS, "d", "tick")
+        .unwrap()
+        .unwrap()
+}
+
+fn run_cron(client: &Client) -> crate::runtime::Outcome {
+    crate::cronjob::CronJobs
+        .reconcile(client, &Key::new("d", "tick"))
+        .unwrap()
+}
+
+/// Pretends the CronJob last ran `minutes` ago.
+fn last_ran(client: &Client, minutes: i64) {
+    let mut cj = cron_job(client);
+    let then = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes);
+    cj["status"]["lastScheduleTime"] = json!(then.to_string());
+    client
+        .update_status(crate::cronjob::CRON_JOBS, "d", &cj)
+        .unwrap();
+}
+
+fn cron_jobs_of(client: &Client) -> Vec<Value> {
+    let cj = cron_job(client);
+    client
+        .list(crate::job::JOBS, "d")
+        .unwrap()
+        .into_iter()
+        .filter(|j| crate::runtime::is_controlled_by(j, &cj))
+        .collect()
+}
+
+/// Marks every Job of the CronJob finished (`Complete` or `Failed`).
+fn finish_jobs(client: &Client, outcome: &str) {
+    for mut job in cron_jobs_of(client) {
+        if job["status"]["conditions"].is_array() {
+            continue;
+        }
+        job["status"] = json!({"conditions": [{"type": outcome, "status": "True"}],
+                               "completionTime": jiff::Timestamp::now().to_string()});
+        client.update_status(crate::job::JOBS, "d", &job).unwrap();
+    }
+}
+
+#[test]
+fn cron_jobs_start_jobs_on_schedule_with_their_policies() {
+    each_store(|client| {
+        let cj = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+            "spec": {"schedule": "* * * * *", "concurrencyPolicy": "Forbid",
+                     "successfulJobsHistoryLimit": 2,
+                     "jobTemplate": {"metadata": {"labels": {"app": "tick"}}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}});
+        let created = client.create(crate::cronjob::CRON_JOBS, "d", &cj).unwrap();
+        assert_eq!(created["spec"]["failedJobsHistoryLimit"], 1, "defaulted");
+
+        // Nothing is due right after creation; the controller asks to look again within a minute.
+        match run_cron(&client) {
+            crate::runtime::Outcome::After(d) => assert!(d <= std::time::Duration::from_secs(61)),
+            other => panic!("{other:?}"),
+        }
+        assert!(cron_jobs_of(&client).is_empty());
+
+        // Three minutes missed: one Job, for the newest of them.
+        last_ran(&client, 3);
+        run_cron(&client);
+        let jobs = cron_jobs_of(&client);
+        assert_eq!(jobs.len(), 1);
+        let job = &jobs[0];
+        assert_eq!(job["metadata"]["labels"]["app"], "tick");
+        let at: jiff::Timestamp = job["metadata"]["annotations"][crate::cronjob::SCHEDULED_AT]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let age = jiff::Timestamp::now().as_second() - at.as_second();
+        assert!((0..60).contains(&age), "the newest missed time: {age}s ago");
+        assert_eq!(
+            job["metadata"]["name"],
+            format!("tick-{}", at.as_second() / 60)
+        );
+        let status = cron_job(&client)["status"].clone();
+        assert_eq!(status["active"][0]["name"], job["metadata"]["name"]);
+        assert_eq!(status["lastScheduleTime"], at.to_string());
+
+        // Re-entrant: the same pass again makes nothing new.
+        run_cron(&client);
+        assert_eq!(cron_jobs_of(&client).len(), 1);
+
+        // Forbid: while that Job runs, a due time waits.
+        last_ran(&client, 2);
+        run_cron(&client);
+        assert_eq!(cron_jobs_of(&client).len(), 1, "Forbid waits");
+        // Once it ends, the waiting time runs (same scheduled minute: the same name).
+        finish_jobs(&client, "Complete");
+        run_cron(&client);
+        let status = cron_job(&client)["status"].clone();
+        assert!(status["lastSuccessfulTime"].is_string());
+
+        // Replace: the running Job goes, a new one comes.
+        for job in cron_jobs_of(&client) {
+            let name = job["metadata"]["name"].as_str().unwrap();
+            client
+                .delete(
+                    crate::job::JOBS,
+                    "d",
+                    name,
+                    Some(&json!({"propagationPolicy": "Background"})),
+                )
+                .unwrap();
+        }
+        crate::gc::sweep(&client).unwrap();
+        let mut cj = cron_job(&client);
+        cj["spec"]["concurrencyPolicy"] = json!("Replace");
+        client.update(crate::cronjob::CRON_JOBS, "d", &cj).unwrap();
+        let owned = |name: &str, done_at: Option<&str>| {
+            let mut job = json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": name, "ownerReferences": [crate::runtime::controller_ref(&cj)]},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "i"}]}}}});
+            job = client.create(crate::job::JOBS, "d", &job).unwrap();
+            if let Some(at) = done_at {
+                job["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}],
+                                       "completionTime": at});
+                client.update_status(crate::job::JOBS, "d", &job).unwrap();
+            }
+        };
+        owned("tick-running", None);
+        last_ran(&client, 3);
+        run_cron(&client);
+        let names: Vec<String> = cron_jobs_of(&client)
+            .iter()
+            .filter(|j| j["metadata"].get("deletionTimestamp").is_none())
+            .map(|j| j["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_ne!(names[0], "tick-running", "replaced");
+
+        // History: the two newest successful Jobs stay, older ones go.
+        for (name, at) in [
+            ("tick-old-1", "2026-01-01T00:01:00Z"),
+            ("tick-old-2", "2026-01-01T00:02:00Z"),
+            ("tick-old-3", "2026-01-01T00:03:00Z"),
+        ] {
+            owned(name, Some(at));
+        }
+        finish_jobs(&client, "Complete"); // the one started above, newest of all
+        run_cron(&client);
+        crate::gc::sweep(&client).unwrap();
+        let mut kept: Vec<String> = cron_jobs_of(&client)
+            .iter()
+            .filter(|j| j["metadata"].get("deletionTimestamp").is_none())
+            .filter(|j| j["status"]["conditions"][0]["type"] == "Complete")
+            .map(|j| j["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        kept.sort();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.contains(&"tick-old-3".to_owned()), "{kept:?}");
+        assert!(!kept.contains(&"tick-old-1".to_owned()), "{kept:?}");
+
+        // Suspended: nothing starts.
+        let mut cj = cron_job(&client);
+        cj["spec"]["suspend"] = json!(true);
+        client.update(crate::cronjob::CRON_JOBS, "d", &cj).unwrap();
+        finish_jobs(&client, "Complete");
+        let count = cron_jobs_of(&client).len();
+        last_ran(&client, 3);
+        run_cron(&client);
+        assert_eq!(cron_jobs_of(&client).len(), count);
+
+        // A bad schedule never gets in.
+        let mut bad = cj.clone();
+        bad["metadata"] = json!({"name": "bad"});
+        bad["spec"]["schedule"] = json!("every minute");
+        let e = client
+            .create(crate::cronjob::CRON_JOBS, "d", &bad)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("spec.schedule: Invalid value"),
+            "{e}"
+        );
+    });
+}
