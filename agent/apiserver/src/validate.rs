@@ -48,6 +48,9 @@ pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(
             if (group, kind) == ("batch", "CronJob") {
                 cron_job_defaults(object)?;
             }
+            if group == "apps" {
+                workload_defaults(kind, object);
+            }
             if matches!(
                 (group, kind),
                 (
@@ -94,6 +97,55 @@ fn job_defaults(object: &mut Value) {
         if spec[field].is_null() {
             spec[field] = default;
         }
+    }
+}
+
+/// kube-apiserver's defaults for the `apps` workloads (kubectl's `rollout status` reads the
+/// strategy types).
+fn workload_defaults(kind: &str, object: &mut Value) {
+    let spec = &mut object["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    let mut default = |field: &str, value: Value| {
+        if spec[field].is_null() {
+            spec[field] = value;
+        }
+    };
+    match kind {
+        "Deployment" => {
+            default("replicas", json!(1));
+            default("revisionHistoryLimit", json!(10));
+            default("progressDeadlineSeconds", json!(600));
+            default(
+                "strategy",
+                json!({"type": "RollingUpdate",
+                       "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+            );
+        }
+        "ReplicaSet" => default("replicas", json!(1)),
+        "StatefulSet" => {
+            default("replicas", json!(1));
+            default("revisionHistoryLimit", json!(10));
+            default("podManagementPolicy", json!("OrderedReady"));
+            default(
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            default(
+                "persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+        }
+        "DaemonSet" => {
+            default("revisionHistoryLimit", json!(10));
+            default(
+                "updateStrategy",
+                json!({"type": "RollingUpdate",
+                       "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
+        }
+        _ => {}
     }
 }
 

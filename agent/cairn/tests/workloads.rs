@@ -341,6 +341,57 @@ fn deployments_with_kubectl() {
         "1"
     );
 
+    // A StatefulSet comes up in order with a claim per pod; a DaemonSet puts one pod on each
+    // node; both roll out a new image.
+    let sets = dir.join("sets.yaml");
+    let manifest = |image: &str| {
+        format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  replicas: 2\n  serviceName: db\n  selector:\n    matchLabels: {{app: db}}\n  template:\n    metadata:\n      labels: {{app: db}}\n    spec:\n      containers: [{{name: db, image: {image}}}]\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources: {{requests: {{storage: 1Gi}}}}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels: {{app: agent}}\n  template:\n    metadata:\n      labels: {{app: agent}}\n    spec:\n      containers: [{{name: agent, image: {image}}}]\n"
+    )
+    };
+    std::fs::write(&sets, manifest("v1")).unwrap();
+    k.run(&["apply", "-f", sets.to_str().unwrap()]);
+    k.run(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    k.run(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    let claims = k.run(&["get", "pvc", "-o", "name"]);
+    assert!(
+        claims.contains("data-db-0") && claims.contains("data-db-1"),
+        "{claims}"
+    );
+    let on = k.run(&[
+        "get",
+        "pods",
+        "-l",
+        "app=agent",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    let mut on: Vec<&str> = on.split_whitespace().collect();
+    on.sort();
+    assert_eq!(on, ["n1", "n2"]);
+    std::fs::write(&sets, manifest("v2")).unwrap();
+    k.run(&["apply", "-f", sets.to_str().unwrap()]);
+    k.run(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    k.run(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    let images = k.run(&[
+        "get",
+        "pods",
+        "-l",
+        "app in (db,agent)",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]);
+    assert_eq!(
+        images.split_whitespace().filter(|i| *i == "v2").count(),
+        4,
+        "{images}"
+    );
+    k.run(&["scale", "statefulset", "db", "--replicas=1"]);
+    wait_for("db-1 to go", || {
+        !k.run(&["get", "pods", "-o", "name"]).contains("pod/db-1")
+    });
+    k.run(&["delete", "-f", sets.to_str().unwrap()]);
+
     // A CronJob fires on its schedule (the next minute boundary) and its Job completes;
     // `create job --from` runs its template now.
     k.run(&[

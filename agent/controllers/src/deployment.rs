@@ -548,7 +548,7 @@ fn merge_condition(
 }
 
 /// `maxSurge`/`maxUnavailable`: a number, or a percentage of `of` rounded up or down.
-fn int_or_percent(v: &Value, of: i64, round_up: bool) -> Option<i64> {
+pub fn int_or_percent(v: &Value, of: i64, round_up: bool) -> Option<i64> {
     if let Some(n) = v.as_i64() {
         return Some(n.max(0));
     }

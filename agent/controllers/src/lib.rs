@@ -11,13 +11,14 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`serviceaccount`], [`endpoints`] (and
+//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], [`serviceaccount`], [`endpoints`] (and
 //! EndpointSlices), the [`scheduler`], auto-deployed [`manifests`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
 //! starts them all.
 
 pub mod client;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod events;
@@ -29,6 +30,7 @@ pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -53,6 +55,8 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
         controllers.push(Arc::new(endpoints::Endpoints));
         controllers.push(Arc::new(job::Jobs));
         controllers.push(Arc::new(cronjob::CronJobs));
+        controllers.push(Arc::new(daemonset::DaemonSets));
+        controllers.push(Arc::new(statefulset::StatefulSets));
         tokio::spawn(gc::run(client.clone()));
         tokio::spawn(events::run_expiry(client.clone()));
     }

@@ -292,32 +292,7 @@ fn fits(
     {
         return Err("node(s) were unschedulable".into());
     }
-    let node_labels = labels(node);
-    if let Some(selector) = pod["spec"]["nodeSelector"].as_object() {
-        if selector
-            .iter()
-            .any(|(k, v)| node_labels.get(k).map(String::as_str) != v.as_str())
-        {
-            return Err("node(s) didn't match Pod's node affinity/selector".into());
-        }
-    }
-    let required = &pod["spec"]["affinity"]["nodeAffinity"]
-        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
-    if let Some(terms) = required.as_array() {
-        if !terms.iter().any(|t| term_matches(t, &node_labels)) {
-            return Err("node(s) didn't match Pod's node affinity/selector".into());
-        }
-    }
-    for taint in node["spec"]["taints"].as_array().into_iter().flatten() {
-        let hard = matches!(taint["effect"].as_str(), Some("NoSchedule" | "NoExecute"));
-        if hard && !tolerates(&tolerations, taint) {
-            return Err(format!(
-                "node(s) had untolerated taint {{{}: {}}}",
-                taint["key"].as_str().unwrap_or(""),
-                taint["value"].as_str().unwrap_or("")
-            ));
-        }
-    }
+    node_matches(&pod["spec"], node)?;
     let alloc = &node["status"]["allocatable"];
     let max_pods = quantity(&alloc["pods"]);
     if max_pods > 0.0 && used.pods as f64 + 1.0 > max_pods {
@@ -356,42 +331,97 @@ fn fits(
     Ok(())
 }
 
-/// A `nodeSelectorTerm`: every expression holds for the node's labels.
-fn term_matches(term: &Value, labels: &BTreeMap<String, String>) -> bool {
-    term["matchExpressions"]
+/// Whether a pod with `spec` may go on `node` by its labels, name and taints: `nodeSelector`,
+/// required node affinity, and every `NoSchedule`/`NoExecute` taint tolerated. (The
+/// scheduler adds readiness and resources; the DaemonSet controller uses this alone.)
+pub fn node_matches(spec: &Value, node: &Value) -> Result<(), String> {
+    let node_labels = labels(node);
+    if let Some(selector) = spec["nodeSelector"].as_object() {
+        if selector
+            .iter()
+            .any(|(k, v)| node_labels.get(k).map(String::as_str) != v.as_str())
+        {
+            return Err("node(s) didn't match Pod's node affinity/selector".into());
+        }
+    }
+    let name = node["metadata"]["name"].as_str().unwrap_or("");
+    let required = &spec["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    if let Some(terms) = required.as_array() {
+        if !terms.iter().any(|t| term_matches(t, &node_labels, name)) {
+            return Err("node(s) didn't match Pod's node affinity/selector".into());
+        }
+    }
+    let tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for taint in node["spec"]["taints"].as_array().into_iter().flatten() {
+        let hard = matches!(taint["effect"].as_str(), Some("NoSchedule" | "NoExecute"));
+        if hard && !tolerates(&tolerations, taint) {
+            return Err(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint["key"].as_str().unwrap_or(""),
+                taint["value"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `nodeSelectorTerm`: every expression holds for the node's labels, every field
+/// expression (`metadata.name`, what DaemonSet pods use) for its name.
+fn term_matches(term: &Value, labels: &BTreeMap<String, String>, node_name: &str) -> bool {
+    let fields_ok = term["matchFields"]
         .as_array()
         .into_iter()
         .flatten()
         .all(|e| {
-            let key = e["key"].as_str().unwrap_or("");
             let values: Vec<&str> = e["values"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
-            let have = labels.get(key);
-            match e["operator"].as_str().unwrap_or("") {
-                "In" => have.is_some_and(|v| values.contains(&v.as_str())),
-                "NotIn" => have.is_none_or(|v| !values.contains(&v.as_str())),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                "Gt" | "Lt" => {
-                    let (Some(h), Some(w)) = (
-                        have.and_then(|h| h.parse::<i64>().ok()),
-                        values.first().and_then(|w| w.parse::<i64>().ok()),
-                    ) else {
-                        return false;
-                    };
-                    if e["operator"] == "Gt" {
-                        h > w
-                    } else {
-                        h < w
-                    }
-                }
+            let in_values = values.contains(&node_name);
+            match (e["key"].as_str(), e["operator"].as_str()) {
+                (Some("metadata.name"), Some("In")) => in_values,
+                (Some("metadata.name"), Some("NotIn")) => !in_values,
                 _ => false,
             }
-        })
+        });
+    fields_ok
+        && term["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|e| {
+                let key = e["key"].as_str().unwrap_or("");
+                let values: Vec<&str> = e["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let have = labels.get(key);
+                match e["operator"].as_str().unwrap_or("") {
+                    "In" => have.is_some_and(|v| values.contains(&v.as_str())),
+                    "NotIn" => have.is_none_or(|v| !values.contains(&v.as_str())),
+                    "Exists" => have.is_some(),
+                    "DoesNotExist" => have.is_none(),
+                    "Gt" | "Lt" => {
+                        let (Some(h), Some(w)) = (
+                            have.and_then(|h| h.parse::<i64>().ok()),
+                            values.first().and_then(|w| w.parse::<i64>().ok()),
+                        ) else {
+                            return false;
+                        };
+                        if e["operator"] == "Gt" {
+                            h > w
+                        } else {
+                            h < w
+                        }
+                    }
+                    _ => false,
+                }
+            })
 }
 
 /// Sum of the weights of the preferred node-affinity terms the node matches.
@@ -401,7 +431,10 @@ fn preferred_affinity(pod: &Value, node: &Value) -> f64 {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| term_matches(&p["preference"], &labels))
+        .filter(|p| {
+            let name = node["metadata"]["name"].as_str().unwrap_or("");
+            term_matches(&p["preference"], &labels, name)
+        })
         .map(|p| p["weight"].as_f64().unwrap_or(0.0))
         .sum()
 }

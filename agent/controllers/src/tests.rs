@@ -1128,3 +1128,244 @@ fn cron_jobs_start_jobs_on_schedule_with_their_policies() {
         );
     });
 }
+
+fn run_daemons(client: &Client) {
+    crate::daemonset::DaemonSets
+        .reconcile(client, &Key::new("", "*"))
+        .unwrap();
+}
+
+/// The nodes the DaemonSet's live pods are bound to, sorted, and their template hashes.
+fn daemon_pods(client: &Client) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = active_pods(client)
+        .iter()
+        .filter(|p| crate::runtime::controller_of(p).is_some_and(|o| o["kind"] == "DaemonSet"))
+        .map(|p| {
+            (
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_owned(),
+                p["metadata"]["labels"][crate::daemonset::REVISION_HASH]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn daemon_sets_put_one_pod_on_each_fitting_node_and_roll_updates() {
+    each_store(|client| {
+        node(&client, "a", "2", "2Gi", json!({}));
+        node(&client, "b", "2", "2Gi", json!({"unschedulable": true}));
+        node(
+            &client,
+            "c",
+            "2",
+            "2Gi",
+            json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}),
+        );
+        let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                     "template": {"metadata": {"labels": {"app": "agent"}},
+                                  "spec": {"containers": [{"name": "c", "image": "agent:1"}]}}}});
+        client
+            .create(crate::daemonset::DAEMON_SETS, "d", &ds)
+            .unwrap();
+        run_daemons(&client);
+        schedule(&client);
+        kubelet(&client);
+        let placed = daemon_pods(&client);
+        let nodes: Vec<&str> = placed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            nodes,
+            ["a", "b"],
+            "cordoned b keeps its daemon; tainted c gets none"
+        );
+        // Re-entrant: nothing more.
+        let rev = client.api().store.current_revision().unwrap();
+        run_daemons(&client);
+        let after = client.api().store.current_revision().unwrap();
+        assert!(after - rev <= 1, "at most a status write");
+        let status = client
+            .get(crate::daemonset::DAEMON_SETS, "d", "agent")
+            .unwrap()
+            .unwrap()["status"]
+            .clone();
+        assert_eq!(status["desiredNumberScheduled"], 2);
+        assert_eq!(status["numberReady"], 2);
+
+        // Tolerating the taint brings c in; a node that goes takes its pod along.
+        let mut ds = client
+            .get(crate::daemonset::DAEMON_SETS, "d", "agent")
+            .unwrap()
+            .unwrap();
+        ds["spec"]["template"]["spec"]["tolerations"] = json!([{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]);
+        client
+            .update(crate::daemonset::DAEMON_SETS, "d", &ds)
+            .unwrap();
+        client.delete(crate::client::NODES, "", "b", None).unwrap();
+        // Rolling update, one node at a time (maxUnavailable 1).
+        let mut rounds = 0;
+        loop {
+            run_daemons(&client);
+            schedule(&client);
+            let pods = daemon_pods(&client);
+            let missing = 2 - pods.iter().filter(|(n, _)| n == "a" || n == "c").count() as i64;
+            assert!(
+                missing <= 1,
+                "never more than one node without its daemon: {pods:?}"
+            );
+            kubelet(&client);
+            let hashes: std::collections::BTreeSet<&str> =
+                pods.iter().map(|(_, h)| h.as_str()).collect();
+            let nodes: Vec<&str> = pods.iter().map(|(n, _)| n.as_str()).collect();
+            if nodes == ["a", "c"] && hashes.len() == 1 {
+                break;
+            }
+            rounds += 1;
+            assert!(rounds < 10, "the update did not finish: {pods:?}");
+        }
+        assert!(rounds >= 1);
+        let pods = daemon_pods(&client);
+        assert!(!pods.iter().any(|(n, _)| n == "b"), "{pods:?}");
+    });
+}
+
+fn run_sets(client: &Client) {
+    crate::statefulset::StatefulSets
+        .reconcile(client, &Key::new("d", "db"))
+        .unwrap();
+}
+
+/// The set's live pods: (name, template hash).
+fn set_pods(client: &Client) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = client
+        .list(PODS, "d")
+        .unwrap()
+        .iter()
+        .filter(|p| crate::runtime::controller_of(p).is_some_and(|o| o["kind"] == "StatefulSet"))
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_owned(),
+                p["metadata"]["labels"][crate::daemonset::REVISION_HASH]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn stateful_sets_make_ordered_pods_with_their_own_claims() {
+    each_store(|client| {
+        let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+            "spec": {"replicas": 3, "serviceName": "db",
+                     "selector": {"matchLabels": {"app": "db"}},
+                     "template": {"metadata": {"labels": {"app": "db"}},
+                                  "spec": {"containers": [{"name": "c", "image": "db:1"}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"],
+                                 "resources": {"requests": {"storage": "1Gi"}}}}]}});
+        client
+            .create(crate::statefulset::STATEFUL_SETS, "d", &sts)
+            .unwrap();
+        // One at a time: db-1 only once db-0 runs and is ready.
+        run_sets(&client);
+        run_sets(&client);
+        let names: Vec<String> = set_pods(&client).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["db-0"]);
+        let pod = client.get(PODS, "d", "db-0").unwrap().unwrap();
+        assert_eq!(pod["spec"]["hostname"], "db-0");
+        assert_eq!(pod["spec"]["subdomain"], "db");
+        assert_eq!(
+            pod["metadata"]["labels"][crate::statefulset::POD_INDEX_LABEL],
+            "0"
+        );
+        assert_eq!(
+            pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "data-db-0"
+        );
+        assert!(client
+            .get(crate::statefulset::CLAIMS, "d", "data-db-0")
+            .unwrap()
+            .is_some());
+        for _ in 0..5 {
+            kubelet(&client);
+            run_sets(&client);
+        }
+        let names: Vec<String> = set_pods(&client).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["db-0", "db-1", "db-2"]);
+        let status = client
+            .get(crate::statefulset::STATEFUL_SETS, "d", "db")
+            .unwrap()
+            .unwrap()["status"]
+            .clone();
+        assert_eq!(status["readyReplicas"], 3);
+
+        // A lost pod comes back under its name, with its claim.
+        client.delete(PODS, "d", "db-1", None).unwrap();
+        run_sets(&client);
+        let pod = client.get(PODS, "d", "db-1").unwrap().unwrap();
+        assert_eq!(
+            pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "data-db-1"
+        );
+        kubelet(&client);
+
+        // A new template rolls from the highest ordinal down, one pod at a time.
+        let mut sts = client
+            .get(crate::statefulset::STATEFUL_SETS, "d", "db")
+            .unwrap()
+            .unwrap();
+        sts["spec"]["template"]["spec"]["containers"][0]["image"] = json!("db:2");
+        client
+            .update(crate::statefulset::STATEFUL_SETS, "d", &sts)
+            .unwrap();
+        let old_hash = set_pods(&client)[0].1.clone();
+        let mut order = Vec::new();
+        for _ in 0..12 {
+            run_sets(&client);
+            let pods = set_pods(&client);
+            assert!(pods.len() >= 2, "one pod down at a time: {pods:?}");
+            for (name, hash) in &pods {
+                if *hash != old_hash && !order.contains(name) {
+                    order.push(name.clone());
+                }
+            }
+            kubelet(&client);
+        }
+        assert_eq!(order, ["db-2", "db-1", "db-0"]);
+        let status = client
+            .get(crate::statefulset::STATEFUL_SETS, "d", "db")
+            .unwrap()
+            .unwrap()["status"]
+            .clone();
+        assert_eq!(status["currentRevision"], status["updateRevision"]);
+        assert_eq!(status["updatedReplicas"], 3);
+
+        // Scaling down removes the highest first; the claims stay.
+        let mut sts = client
+            .get(crate::statefulset::STATEFUL_SETS, "d", "db")
+            .unwrap()
+            .unwrap();
+        sts["spec"]["replicas"] = json!(1);
+        client
+            .update(crate::statefulset::STATEFUL_SETS, "d", &sts)
+            .unwrap();
+        run_sets(&client);
+        let names: Vec<String> = set_pods(&client).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["db-0", "db-1"], "db-2 first");
+        run_sets(&client);
+        let names: Vec<String> = set_pods(&client).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["db-0"]);
+        assert!(client
+            .get(crate::statefulset::CLAIMS, "d", "data-db-2")
+            .unwrap()
+            .is_some());
+    });
+}
