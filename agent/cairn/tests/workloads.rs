@@ -23,7 +23,34 @@ fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicB
     rt.block_on(async move {
         let client = cairn::client::Client::from_kubeconfig(&kubeconfig).unwrap();
         let mut next_ip = 0u32;
+        let mut renewed = Instant::now() - Duration::from_secs(60);
         while !stop.load(Ordering::SeqCst) {
+            // Heartbeats: each node's Lease, every second (the server's grace is short here).
+            if renewed.elapsed() >= Duration::from_secs(1) {
+                renewed = Instant::now();
+                for node in &nodes {
+                    let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}");
+                    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+                    match client.request(hyper::Method::GET, &path, None).await {
+                        Ok(mut lease) => {
+                            lease["spec"]["renewTime"] = json!(now);
+                            let _ = client.request(hyper::Method::PUT, &path, Some(&lease)).await;
+                        }
+                        Err(_) => {
+                            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                "metadata": {"name": node},
+                                "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now}});
+                            let _ = client
+                                .request(
+                                    hyper::Method::POST,
+                                    "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                                    Some(&lease),
+                                )
+                                .await;
+                        }
+                    }
+                }
+            }
             if let Ok(list) = client
                 .request(hyper::Method::GET, "/api/v1/pods", None)
                 .await
@@ -142,7 +169,10 @@ fn deployments_with_kubectl() {
         "server",
         &dir,
         &["--disable-agent"],
-        &[("CAIRN_MANIFESTS_SECONDS", "1")],
+        &[
+            ("CAIRN_MANIFESTS_SECONDS", "1"),
+            ("CAIRN_NODE_GRACE_SECONDS", "6"),
+        ],
     );
     let k = Kubectl {
         bin: kubectl_path(),
@@ -340,6 +370,39 @@ fn deployments_with_kubectl() {
         k.run(&["get", "job", "once", "-o", "jsonpath={.status.succeeded}"]),
         "1"
     );
+
+    // A node that stops reporting turns Unknown, is tainted unreachable, and its pods go
+    // once their toleration runs out (the kubelet above never renews n3's Lease).
+    register_node(&k, "n3");
+    let path = dir.join("on-n3.json");
+    std::fs::write(
+        &path,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-n3"},
+               "spec": {"nodeName": "n3", "containers": [{"name": "c", "image": "x"}],
+                        "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                         "effect": "NoExecute", "tolerationSeconds": 2}]}})
+        .to_string(),
+    )
+    .unwrap();
+    k.run(&["create", "-f", path.to_str().unwrap()]);
+    k.run(&[
+        "wait",
+        "--for=condition=Ready=Unknown",
+        "node/n3",
+        "--timeout=30s",
+    ]);
+    let taints = k.run(&["get", "node", "n3", "-o", "jsonpath={.spec.taints[*].key}"]);
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    k.run(&["wait", "--for=delete", "pod/on-n3", "--timeout=30s"]);
+    let n1 = k.run(&["get", "node", "n1", "-o", "jsonpath={.spec.taints}"]);
+    assert!(
+        n1.is_empty(),
+        "a node with a fresh Lease stays untainted: {n1}"
+    );
+    k.run(&["delete", "node", "n3"]);
 
     // A StatefulSet comes up in order with a claim per pod; a DaemonSet puts one pod on each
     // node; both roll out a new image.

@@ -11,7 +11,7 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], [`serviceaccount`], [`endpoints`] (and
+//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], [`nodelifecycle`] (unknown nodes tainted, their pods evicted), [`serviceaccount`], [`endpoints`] (and
 //! EndpointSlices), the [`scheduler`], auto-deployed [`manifests`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
 //! starts them all.
@@ -25,6 +25,7 @@ pub mod events;
 pub mod gc;
 pub mod job;
 pub mod manifests;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
@@ -57,6 +58,9 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
         controllers.push(Arc::new(cronjob::CronJobs));
         controllers.push(Arc::new(daemonset::DaemonSets));
         controllers.push(Arc::new(statefulset::StatefulSets));
+        controllers.push(Arc::new(nodelifecycle::NodeLifecycle {
+            grace: nodelifecycle::grace_from_env(),
+        }));
         tokio::spawn(gc::run(client.clone()));
         tokio::spawn(events::run_expiry(client.clone()));
     }

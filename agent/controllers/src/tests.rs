@@ -1369,3 +1369,113 @@ fn stateful_sets_make_ordered_pods_with_their_own_claims() {
             .is_some());
     });
 }
+
+#[test]
+fn silent_nodes_turn_unknown_get_tainted_and_lose_their_pods() {
+    each_store(|client| {
+        node(&client, "a", "2", "2Gi", json!({}));
+        let bound = |name: &str, tolerations: Value| {
+            let mut pod = json!({"metadata": {"name": name},
+                "spec": {"nodeName": "a", "containers": [{"name": "c", "image": "i"}]}});
+            if !tolerations.is_null() {
+                pod["spec"]["tolerations"] = tolerations;
+            }
+            client.create(PODS, "d", &pod).unwrap();
+        };
+        bound("patient", Value::Null);
+        bound(
+            "hasty",
+            json!([{"key": crate::nodelifecycle::UNREACHABLE, "operator": "Exists",
+                                "effect": "NoExecute", "tolerationSeconds": 0}]),
+        );
+        bound(
+            "stubborn",
+            json!([{"key": crate::nodelifecycle::UNREACHABLE, "operator": "Exists",
+                                   "effect": "NoExecute"}]),
+        );
+        let patient = client.get(PODS, "d", "patient").unwrap().unwrap();
+        assert_eq!(
+            patient["spec"]["tolerations"][1]["tolerationSeconds"], 300,
+            "DefaultTolerationSeconds: {}",
+            patient["spec"]["tolerations"]
+        );
+
+        // Within the grace period nothing happens; the controller looks again when it ends.
+        let lenient = crate::nodelifecycle::NodeLifecycle {
+            grace: std::time::Duration::from_secs(60),
+        };
+        let rev = client.api().store.current_revision().unwrap();
+        match lenient.reconcile(&client, &Key::new("", "a")).unwrap() {
+            crate::runtime::Outcome::After(d) => assert!(d <= std::time::Duration::from_secs(61)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+
+        // Past it: Unknown, unreachable taints, the intolerant pod evicted.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let strict = crate::nodelifecycle::NodeLifecycle {
+            grace: std::time::Duration::ZERO,
+        };
+        let outcome = strict.reconcile(&client, &Key::new("", "a")).unwrap();
+        let node = client.get(crate::client::NODES, "", "a").unwrap().unwrap();
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(ready["status"], "Unknown");
+        assert_eq!(ready["reason"], "NodeStatusUnknown");
+        let taints: Vec<String> = node["spec"]["taints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}:{}",
+                    t["key"].as_str().unwrap(),
+                    t["effect"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            taints,
+            [
+                "node.kubernetes.io/unreachable:NoSchedule",
+                "node.kubernetes.io/unreachable:NoExecute"
+            ]
+        );
+        let left: Vec<String> = client
+            .list(PODS, "d")
+            .unwrap()
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(left, ["patient", "stubborn"]);
+        match outcome {
+            crate::runtime::Outcome::After(d) => {
+                assert!(
+                    d > std::time::Duration::from_secs(290),
+                    "patient goes after 300 s: {d:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // Re-entrant.
+        let rev = client.api().store.current_revision().unwrap();
+        strict.reconcile(&client, &Key::new("", "a")).unwrap();
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+
+        // The kubelet reports again: the taints go.
+        let mut node = node;
+        node["status"]["conditions"] = json!([{"type": "Ready", "status": "True",
+            "lastHeartbeatTime": cairn_apiserver::meta::now()}]);
+        client
+            .update_status(crate::client::NODES, "", &node)
+            .unwrap();
+        lenient.reconcile(&client, &Key::new("", "a")).unwrap();
+        let node = client.get(crate::client::NODES, "", "a").unwrap().unwrap();
+        assert!(node["spec"].get("taints").is_none(), "{}", node["spec"]);
+    });
+}

@@ -60,6 +60,9 @@ impl Api {
             meta.remove(field);
         }
         let warnings = check_fields(action, &mut obj)?;
+        if resource.group.is_empty() && resource.plural == "pods" {
+            default_tolerations(&mut obj);
+        }
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, &name, m))?;
         self.admit(action, &obj, true)?;
         if let Some(ns) = &namespace {
@@ -559,4 +562,33 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
         v
     };
     strip(old) != strip(new)
+}
+
+/// kube-apiserver's DefaultTolerationSeconds: a new pod tolerates its node being not ready or
+/// unreachable for 300 s (then the node lifecycle controller evicts it), unless it says
+/// otherwise.
+fn default_tolerations(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = tolerations.iter().any(|t| {
+            let effect_ok =
+                t["effect"].is_null() || t["effect"] == "" || t["effect"] == "NoExecute";
+            let key_ok = t["key"] == key || (t["key"].is_null() && t["operator"] == "Exists");
+            effect_ok && key_ok
+        });
+        if !covered {
+            tolerations.push(
+                json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                    "tolerationSeconds": 300}),
+            );
+        }
+    }
+    spec["tolerations"] = Value::Array(tolerations);
 }
