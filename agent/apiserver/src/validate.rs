@@ -44,6 +44,22 @@ pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(
             check_shape(group, kind, object)?;
             if (group, kind) == ("batch", "Job") {
                 job_defaults(object);
+                match object["spec"]["completionMode"].as_str() {
+                    Some("NonIndexed") => {}
+                    Some("Indexed") if object["spec"]["completions"].is_null() => {
+                        return Err("spec.completions: Required value: when completion mode is \
+                                    Indexed"
+                            .into())
+                    }
+                    Some("Indexed") => {}
+                    other => {
+                        return Err(format!(
+                            "spec.completionMode: Unsupported value: {}: supported values: \
+                             \"NonIndexed\", \"Indexed\"",
+                            other.map_or("null".to_owned(), |o| format!("{o:?}"))
+                        ))
+                    }
+                }
             }
             if (group, kind) == ("batch", "CronJob") {
                 cron_job_defaults(object)?;

@@ -8,7 +8,14 @@
 //! `BackoffLimitExceeded` / `DeadlineExceeded`, and its running pods are deleted) and a
 //! `completionTime`; `suspend: true` deletes running pods and starts none.
 //!
-//! Not done: indexed completion mode, pod failure policies, `ttlSecondsAfterFinished`.
+//! `completionMode: Indexed` gives each pod an index (`0..completions`, in the
+//! `batch.kubernetes.io/job-completion-index` annotation and label, the `JOB_COMPLETION_INDEX`
+//! variable and the hostname `<job>-<index>`); the Job is complete when every index has
+//! succeeded once (`status.completedIndexes`, e.g. `0-2,4`). A finished Job with
+//! `ttlSecondsAfterFinished` is deleted (with its pods) that long after it finished, as
+//! Kubernetes' TTL-after-finished controller does.
+//!
+//! Not done: pod failure policies, `backoffLimitPerIndex`.
 
 use std::time::Duration;
 
@@ -48,8 +55,11 @@ impl Controller for Jobs {
         else {
             return Ok(Outcome::Done);
         };
-        if job["metadata"].get("deletionTimestamp").is_some() || finished(&job) {
+        if job["metadata"].get("deletionTimestamp").is_some() {
             return Ok(Outcome::Done);
+        }
+        if finished(&job) {
+            return expire(client, &job);
         }
         let pods: Vec<Value> = client
             .list(PODS, &key.namespace)
@@ -58,7 +68,18 @@ impl Controller for Jobs {
             .filter(|p| is_controlled_by(p, &job))
             .collect();
         let phase = |p: &Value| p["status"]["phase"].as_str().unwrap_or("").to_owned();
-        let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
+        let indexed = job["spec"]["completionMode"] == "Indexed";
+        // Indexed: each index counts once, however many of its pods succeeded.
+        let done_indexes: std::collections::BTreeSet<i64> = pods
+            .iter()
+            .filter(|p| phase(p) == "Succeeded")
+            .filter_map(index_of)
+            .collect();
+        let succeeded = if indexed {
+            done_indexes.len() as i64
+        } else {
+            pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64
+        };
         let failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
         let active: Vec<&Value> = pods.iter().filter(|p| crate::pods::is_active(p)).collect();
         let spec = &job["spec"];
@@ -115,13 +136,19 @@ impl Controller for Jobs {
             if failure.is_none() {
                 status["completionTime"] = json!(stamp);
             }
+            if indexed {
+                status["completedIndexes"] = json!(ranges(&done_indexes));
+            }
             crate::replicaset::write_status(client, JOBS, job.clone(), status)?;
             let event = match failure {
                 Some((reason, message)) => ("Warning", reason, message.to_owned()),
                 None => ("Normal", "Completed", "Job completed".to_owned()),
             };
             events::record(client, &job, event.0, event.1, &event.2, self.name());
-            return Ok(Outcome::Done);
+            return match client.get(JOBS, &key.namespace, &key.name) {
+                Ok(Some(job)) => expire(client, &job),
+                _ => Ok(Outcome::Done),
+            };
         }
 
         // Start pods up to the parallelism, never more than the completions still needed.
@@ -134,9 +161,19 @@ impl Controller for Jobs {
                 Some(n) => parallelism.min(n - succeeded),
                 None => parallelism,
             };
+            // Indexed: the lowest indexes neither done nor running.
+            let running_indexes: std::collections::BTreeSet<i64> =
+                active.iter().filter_map(|p| index_of(p)).collect();
+            let mut free = (0..completions.unwrap_or(0))
+                .filter(|i| !done_indexes.contains(i) && !running_indexes.contains(i));
             while running < wanted {
+                let mut pod = crate::pods::from_template(&job);
+                if indexed {
+                    let Some(index) = free.next() else { break };
+                    with_index(&mut pod, &key.name, index);
+                }
                 let pod = client
-                    .create(PODS, &key.namespace, &crate::pods::from_template(&job))
+                    .create(PODS, &key.namespace, &pod)
                     .map_err(|e| format!("creating a pod: {e}"))?;
                 events::record(
                     client,
@@ -159,6 +196,9 @@ impl Controller for Jobs {
         let mut status = json!({
             "active": running, "ready": ready, "succeeded": succeeded, "failed": failed,
         });
+        if indexed {
+            status["completedIndexes"] = json!(ranges(&done_indexes));
+        }
         if started.is_none() && !suspended {
             status["startTime"] = json!(stamp);
         }
@@ -192,4 +232,84 @@ fn delete_pods(client: &Client, pods: &[&Value]) -> Result<(), String> {
             .map_err(|e| format!("deleting pod {}: {e}", meta["name"]))?;
     }
     Ok(())
+}
+
+/// Annotation (and label) holding an indexed pod's completion index.
+pub const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+fn index_of(pod: &Value) -> Option<i64> {
+    pod["metadata"]["annotations"][INDEX].as_str()?.parse().ok()
+}
+
+/// Makes `pod` the one for completion index `index` of Job `job`.
+fn with_index(pod: &mut Value, job: &str, index: i64) {
+    let text = index.to_string();
+    pod["metadata"]["annotations"][INDEX] = json!(text);
+    pod["metadata"]["labels"][INDEX] = json!(text);
+    pod["metadata"]["generateName"] = json!(format!("{job}-{index}-"));
+    pod["spec"]["hostname"] = json!(format!("{job}-{index}"));
+    for list in ["initContainers", "containers"] {
+        for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+            let env = &mut c["env"];
+            if !env.is_array() {
+                *env = json!([]);
+            }
+            if let Some(env) = env.as_array_mut() {
+                env.retain(|e| e["name"] != "JOB_COMPLETION_INDEX");
+                env.push(json!({"name": "JOB_COMPLETION_INDEX", "value": text}));
+            }
+        }
+    }
+}
+
+/// `0-2,4,6-7`: Kubernetes' form of a set of indexes.
+fn ranges(indexes: &std::collections::BTreeSet<i64>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut iter = indexes.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().unwrap_or(end);
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    out.join(",")
+}
+
+/// A finished Job with `ttlSecondsAfterFinished`: deleted (pods too) once that has passed
+/// since it finished; otherwise a time to look again.
+fn expire(client: &Client, job: &Value) -> Result<Outcome, String> {
+    let Some(ttl) = job["spec"]["ttlSecondsAfterFinished"].as_i64() else {
+        return Ok(Outcome::Done);
+    };
+    let finished_at = job["status"]["completionTime"]
+        .as_str()
+        .or_else(|| {
+            job["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Failed" && c["status"] == "True")?["lastTransitionTime"]
+                .as_str()
+        })
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    let left = finished_at.as_second() + ttl.max(0) - jiff::Timestamp::now().as_second();
+    if left > 0 {
+        return Ok(Outcome::After(Duration::from_secs(left as u64)));
+    }
+    let meta = &job["metadata"];
+    let options = json!({"propagationPolicy": "Background", "preconditions": {"uid": meta["uid"]}});
+    match client.delete(
+        JOBS,
+        meta["namespace"].as_str().unwrap_or(""),
+        meta["name"].as_str().unwrap_or(""),
+        Some(&options),
+    ) {
+        Ok(_) | Err(cairn_apiserver::ApiError::NotFound(_)) => Ok(Outcome::Done),
+        Err(e) => Err(format!("deleting the expired job: {e}")),
+    }
 }

@@ -1479,3 +1479,72 @@ fn silent_nodes_turn_unknown_get_tainted_and_lose_their_pods() {
         assert!(node["spec"].get("taints").is_none(), "{}", node["spec"]);
     });
 }
+
+#[test]
+fn indexed_jobs_run_each_index_once_and_finished_jobs_expire() {
+    each_store(|client| {
+        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch"},
+            "spec": {"completions": 3, "parallelism": 2, "completionMode": "Indexed",
+                     "template": {"spec": {"restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "i"}]}}}});
+        client.create(crate::job::JOBS, "d", &job).unwrap();
+        let indexes = |client: &Client| -> Vec<String> {
+            let mut out: Vec<String> = active_pods(client)
+                .iter()
+                .map(|p| {
+                    p["metadata"]["annotations"][crate::job::INDEX]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        run_job(&client);
+        assert_eq!(indexes(&client), ["0", "1"]);
+        let pod = &active_pods(&client)[0];
+        let index = pod["metadata"]["annotations"][crate::job::INDEX]
+            .as_str()
+            .unwrap();
+        assert_eq!(pod["spec"]["hostname"], format!("batch-{index}"));
+        assert!(pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "JOB_COMPLETION_INDEX" && e["value"] == index));
+        finish_job_pods(&client, "Succeeded");
+        run_job(&client);
+        assert_eq!(indexes(&client), ["2"], "only the index still to do");
+        assert_eq!(job_status(&client)["completedIndexes"], "0-1");
+        finish_job_pods(&client, "Succeeded");
+        run_job(&client);
+        let status = job_status(&client);
+        assert_eq!(status["completedIndexes"], "0-2");
+        assert_eq!(status["conditions"][0]["type"], "Complete");
+        // A finished Job stays until it has a TTL; with a zero TTL it goes on the next pass.
+        run_job(&client);
+        let mut done = client.get(crate::job::JOBS, "d", "batch").unwrap().unwrap();
+        done["spec"]["ttlSecondsAfterFinished"] = json!(0);
+        client.update(crate::job::JOBS, "d", &done).unwrap();
+        run_job(&client);
+        assert!(client
+            .get(crate::job::JOBS, "d", "batch")
+            .unwrap()
+            .is_none());
+        crate::gc::sweep(&client).unwrap();
+        assert!(
+            client.list(PODS, "d").unwrap().is_empty(),
+            "its pods went with it"
+        );
+
+        // Indexed needs completions.
+        let mut bad = job.clone();
+        bad["spec"]["completions"] = Value::Null;
+        let e = client.create(crate::job::JOBS, "d", &bad).unwrap_err();
+        assert!(
+            e.to_string().contains("spec.completions: Required value"),
+            "{e}"
+        );
+    });
+}

@@ -210,7 +210,12 @@ pub fn build(o: &Options) -> Result<Manifest> {
     }
     let recipes_dir = o.repo.join("images").join("recipes");
     for (name, src) in o.recipe.manifest_files(&recipes_dir)? {
-        rootfs::copy(&root, &format!("{}/{name}", recipe::MANIFESTS_DIR), &src, false)?;
+        rootfs::copy(
+            &root,
+            &format!("{}/{name}", recipe::MANIFESTS_DIR),
+            &src,
+            false,
+        )?;
     }
     p.done(&format!("{} entries", rootfs::walk(&root)?.len()));
 

@@ -52,7 +52,10 @@ impl Recipe {
             } else if path.is_file() {
                 bail!("manifests: `{entry}` is not a .yaml, .yml or .json file");
             } else {
-                bail!("manifests: `{entry}` does not exist under {}", dir.display());
+                bail!(
+                    "manifests: `{entry}` does not exist under {}",
+                    dir.display()
+                );
             };
             for file in files {
                 check_manifest(&file)?;
@@ -176,7 +179,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(tmp.join("apps/notes.txt"), "not a manifest").unwrap();
-        std::fs::write(tmp.join("b.json"), r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}"#).unwrap();
+        std::fs::write(
+            tmp.join("b.json"),
+            r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}"#,
+        )
+        .unwrap();
         let recipe = |manifests: &str| {
             std::fs::write(
                 tmp.join("r.yaml"),
@@ -186,23 +193,42 @@ mod tests {
             load(&tmp, "r")
         };
         let r = recipe("[apps, b.json]").unwrap();
-        let names: Vec<String> = r.manifest_files(&tmp).unwrap().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = r
+            .manifest_files(&tmp)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(names, ["a.yaml", "b.json"]);
 
         let e = format!("{:#}", recipe("[missing.yaml]").unwrap_err());
-        assert!(e.contains("r.yaml:3:1") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("r.yaml:3:1") && e.contains("does not exist"),
+            "{e}"
+        );
         let e = format!("{:#}", recipe("[../etc]").unwrap_err());
         assert!(e.contains("inside the recipes directory"), "{e}");
         std::fs::write(tmp.join("bad.yaml"), "apiVersion: v1\nkind: [unclosed\n").unwrap();
         let e = format!("{:#}", recipe("[bad.yaml]").unwrap_err());
         assert!(e.contains("bad.yaml:3:1: did not find expected"), "{e}");
-        std::fs::write(tmp.join("kindless.yaml"), "apiVersion: v1\nmetadata: {name: x}\n").unwrap();
+        std::fs::write(
+            tmp.join("kindless.yaml"),
+            "apiVersion: v1\nmetadata: {name: x}\n",
+        )
+        .unwrap();
         let e = format!("{:#}", recipe("[kindless.yaml]").unwrap_err());
         assert!(e.contains("document 1 is not a Kubernetes object"), "{e}");
         std::fs::create_dir_all(tmp.join("other")).unwrap();
-        std::fs::write(tmp.join("other/a.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: c}\n").unwrap();
+        std::fs::write(
+            tmp.join("other/a.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: c}\n",
+        )
+        .unwrap();
         let e = format!("{:#}", recipe("[apps, other]").unwrap_err());
-        assert!(e.contains("would both be usr/lib/cairn/manifests/a.yaml"), "{e}");
+        assert!(
+            e.contains("would both be usr/lib/cairn/manifests/a.yaml"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&tmp);
     }
 
