@@ -449,6 +449,32 @@ fn deployments_with_kubectl() {
         4,
         "{images}"
     );
+    // Both keep their template history; undo goes back to v1.
+    for set in ["statefulset/db", "daemonset/agent"] {
+        let history = k.run(&["rollout", "history", set]);
+        assert!(
+            history.contains("\n1 ") && history.contains("\n2 "),
+            "{set}: {history}"
+        );
+        k.run(&["rollout", "undo", set]);
+        k.run(&["rollout", "status", set, "--timeout=60s"]);
+    }
+    wait_for("the undo to reach every pod", || {
+        let images = k.run(&[
+            "get",
+            "pods",
+            "-l",
+            "app in (db,agent)",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ]);
+        images.split_whitespace().filter(|i| *i == "v1").count() == 4
+    });
+    let history = k.run(&["rollout", "history", "daemonset/agent"]);
+    assert!(
+        history.contains("\n3 ") && !history.contains("\n1 "),
+        "v1 is now revision 3: {history}"
+    );
     k.run(&["scale", "statefulset", "db", "--replicas=1"]);
     wait_for("db-1 to go", || {
         !k.run(&["get", "pods", "-o", "name"]).contains("pod/db-1")

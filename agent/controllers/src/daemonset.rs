@@ -8,9 +8,10 @@
 //! node, are deleted. A changed template rolls out with `RollingUpdate`: at most
 //! `maxUnavailable` (default 1) outdated pods are deleted at a time, and only while the
 //! updated ones are available; with `OnDelete` a pod is replaced only when someone deletes
-//! it. Pods carry the template hash in `controller-revision-hash`.
+//! it. Pods carry the template hash in `controller-revision-hash`; templates are kept as
+//! ControllerRevisions ([`crate::revisions`]) for `kubectl rollout history/undo`.
 //!
-//! Not done: ControllerRevision history (`kubectl rollout undo daemonset`), `maxSurge`.
+//! Not done: `maxSurge`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -81,6 +82,15 @@ impl Controller for DaemonSets {
             .collect();
         let template = daemon_template(&ds);
         let hash = crate::deployment::template_hash(&ds["spec"]["template"]);
+        let in_use: std::collections::BTreeSet<String> = pods
+            .iter()
+            .filter_map(|p| {
+                p["metadata"]["labels"][REVISION_HASH]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        crate::revisions::record(client, &ds, &hash, &in_use)?;
         let min_ready = Duration::from_secs(ds["spec"]["minReadySeconds"].as_u64().unwrap_or(0));
         let now = jiff::Timestamp::now();
 

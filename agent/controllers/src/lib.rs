@@ -28,6 +28,7 @@ pub mod manifests;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod revisions;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;

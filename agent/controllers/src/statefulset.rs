@@ -14,8 +14,10 @@
 //! replaced only once the others are Ready; `OnDelete` waits for someone to delete a pod. A
 //! pod that failed, or was deleted, is made again under the same name once the old one is gone.
 //!
-//! Not done: ControllerRevision history (`kubectl rollout undo statefulset`), `maxUnavailable`,
-//! the `whenScaled` retention policy, `minReadySeconds`.
+//! Templates are kept as ControllerRevisions ([`crate::revisions`]; `currentRevision` and
+//! `updateRevision` name them) for `kubectl rollout history/undo`.
+//!
+//! Not done: `maxUnavailable`, the `whenScaled` retention policy, `minReadySeconds`.
 
 use std::collections::BTreeMap;
 
@@ -98,6 +100,9 @@ impl Controller for StatefulSets {
                 .unwrap_or("")
                 .to_owned()
         };
+
+        let in_use: std::collections::BTreeSet<String> = pods.values().map(&revision_of).collect();
+        crate::revisions::record(client, &sts, &hash, &in_use)?;
 
         // Failed or finished pods are deleted, to be made again.
         for pod in pods.values() {
