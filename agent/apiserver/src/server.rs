@@ -179,7 +179,9 @@ impl Server {
         let mut parsed = parsed;
         match &user {
             None if !public => return Err(ApiError::Unauthorized),
+            // Health and version are everyone's, signed in or not.
             None => {}
+            Some(_) if public => {}
             Some(user) => {
                 let attrs = match &parsed {
                     ApiRequest::Resource(action) => Attributes::from_action(action),
