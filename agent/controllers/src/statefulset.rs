@@ -212,7 +212,6 @@ impl StatefulSets {
         ordinal: usize,
         hash: &str,
     ) -> Result<(), String> {
-        let ns = sts["metadata"]["namespace"].as_str().unwrap_or_default();
         let set = sts["metadata"]["name"].as_str().unwrap_or_default();
         let name = format!("{set}-{ordinal}");
         let mut pod = crate::pods::from_template(sts);
@@ -247,32 +246,8 @@ impl StatefulSets {
             volumes.push(json!({"name": volume, "persistentVolumeClaim": {"claimName": claim}}));
             pod["spec"]["volumes"] = json!(volumes);
         }
-        match client.create(PODS, ns, &pod) {
-            Ok(_) => {}
-            // The old pod of that name is still going.
-            Err(cairn_apiserver::ApiError::AlreadyExists(_)) => return Ok(()),
-            Err(e) => {
-                let message = format!("create Pod {name} in StatefulSet {set} failed error: {e}");
-                events::record(
-                    client,
-                    sts,
-                    "Warning",
-                    "FailedCreate",
-                    &message,
-                    self.name(),
-                );
-                return Err(message);
-            }
-        }
-        events::record(
-            client,
-            sts,
-            "Normal",
-            "SuccessfulCreate",
-            &format!("create Pod {name} in StatefulSet {set} successful"),
-            self.name(),
-        );
-        Ok(())
+        // AlreadyExists: the old pod of that name is still going.
+        self.create_reported(client, sts, PODS, &pod, &format!("Pod {name}"))
     }
 
     /// Makes the claim `name` from `template` unless it exists.
@@ -308,32 +283,38 @@ impl StatefulSets {
         }
         let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                            "metadata": metadata, "spec": template["spec"]});
-        match client.create(CLAIMS, ns, &claim) {
-            Ok(_) | Err(cairn_apiserver::ApiError::AlreadyExists(_)) => {}
-            Err(e) => {
-                let message = format!("create Claim {name} for StatefulSet failed error: {e}");
-                events::record(
-                    client,
-                    sts,
-                    "Warning",
-                    "FailedCreate",
-                    &message,
-                    self.name(),
-                );
-                return Err(message);
-            }
-        }
-        events::record(
-            client,
-            sts,
-            "Normal",
-            "SuccessfulCreate",
-            &format!(
-                "create Claim {name} in StatefulSet {} success",
-                sts["metadata"]["name"].as_str().unwrap_or_default()
+        self.create_reported(client, sts, CLAIMS, &claim, &format!("Claim {name}"))
+    }
+
+    /// Creates `object` (`what`: "Pod web-0") with an event either way, as Kubernetes' set
+    /// controller reports; one that already exists is left alone.
+    fn create_reported(
+        &self,
+        client: &Client,
+        sts: &Value,
+        res: Res,
+        object: &Value,
+        what: &str,
+    ) -> Result<(), String> {
+        let ns = sts["metadata"]["namespace"].as_str().unwrap_or_default();
+        let set = sts["metadata"]["name"].as_str().unwrap_or_default();
+        let (kind, reason, message) = match client.create(res, ns, object) {
+            Ok(_) => (
+                "Normal",
+                "SuccessfulCreate",
+                format!("create {what} in StatefulSet {set} successful"),
             ),
-            self.name(),
-        );
+            Err(cairn_apiserver::ApiError::AlreadyExists(_)) => return Ok(()),
+            Err(e) => (
+                "Warning",
+                "FailedCreate",
+                format!("create {what} in StatefulSet {set} failed error: {e}"),
+            ),
+        };
+        events::record(client, sts, kind, reason, &message, self.name());
+        if kind == "Warning" {
+            return Err(message);
+        }
         Ok(())
     }
 

@@ -384,6 +384,19 @@ impl Authorizer {
                 resource.plural, user.name, user.groups
             )))
         };
+        // Every rule must be one `user` holds.
+        let held_or_refuse = |rules: &[PolicyRule]| {
+            let missing: Vec<String> = rules
+                .iter()
+                .filter(|r| !rbac::covers(&held, r))
+                .map(rbac::describe_rule)
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                refuse(missing.join(", "))
+            }
+        };
         match resource.plural {
             "roles" | "clusterroles" => {
                 if may("escalate", resource.plural, name)? {
@@ -397,16 +410,7 @@ impl Authorizer {
                 }
                 let rules: Vec<PolicyRule> =
                     serde_json::from_value(obj["rules"].clone()).unwrap_or_default();
-                let missing: Vec<String> = rules
-                    .iter()
-                    .filter(|r| !rbac::covers(&held, r))
-                    .map(rbac::describe_rule)
-                    .collect();
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    refuse(missing.join(", "))
-                }
+                held_or_refuse(&rules)
             }
             "rolebindings" | "clusterrolebindings" => {
                 let kind = obj["roleRef"]["kind"].as_str().unwrap_or_default();
@@ -419,18 +423,9 @@ impl Authorizer {
                 if may("bind", plural, role)? {
                     return Ok(());
                 }
-                let Some(rules) = index.role(kind, role, namespace) else {
-                    return refuse(format!("{kind} {role:?} does not exist"));
-                };
-                let missing: Vec<String> = rules
-                    .iter()
-                    .filter(|r| !rbac::covers(&held, r))
-                    .map(rbac::describe_rule)
-                    .collect();
-                if missing.is_empty() {
-                    Ok(())
-                } else {
-                    refuse(missing.join(", "))
+                match index.role(kind, role, namespace) {
+                    Some(rules) => held_or_refuse(rules),
+                    None => refuse(format!("{kind} {role:?} does not exist")),
                 }
             }
             _ => Ok(()),
