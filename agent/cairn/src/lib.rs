@@ -25,6 +25,9 @@
 //! server (it only checks that one is configured) and keeps its own CA under `DATA/agent/tls`;
 //! certificates are checked and renewed at start-up only.
 
+/// Manifests an image recipe bakes into the read-only root.
+pub const BAKED_MANIFESTS: &str = "/usr/lib/cairn/manifests";
+
 pub mod client;
 pub mod health;
 pub mod kubeconfig;

@@ -34,9 +34,6 @@ pub struct ServerPaths {
     pub manifests: PathBuf,
 }
 
-/// Manifests an image recipe bakes into the read-only root.
-pub const BAKED_MANIFESTS: &str = "/usr/lib/cairn/manifests";
-
 impl ServerPaths {
     pub fn new(data_dir: &Path) -> ServerPaths {
         let server = data_dir.join("server");
@@ -239,7 +236,10 @@ fn serve(
             cairn_controllers::spawn(server.api.clone(), parts);
             if parts.controllers {
                 // Baked into the image first; the data partition's files override them.
-                let dirs = vec![PathBuf::from(BAKED_MANIFESTS), paths.manifests.clone()];
+                let dirs = vec![
+                    PathBuf::from(cairn::BAKED_MANIFESTS),
+                    paths.manifests.clone(),
+                ];
                 fs::create_dir_all(&paths.manifests).ok();
                 let client = cairn_controllers::Client::new(server.api.clone());
                 // `CAIRN_MANIFESTS_SECONDS` overrides the scan interval (tests).

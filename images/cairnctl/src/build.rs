@@ -11,7 +11,7 @@ use crate::board::{Board, BootChain};
 use crate::disk::{self, MIB};
 use crate::manifest::{Artefact, KernelInfo, Manifest};
 use crate::progress::{mib, Progress};
-use crate::recipe::{self, Recipe};
+use crate::recipe::Recipe;
 use crate::{debs, fat, initramfs, kmod, rootfs, tools, update};
 
 pub struct Options {
@@ -208,15 +208,8 @@ pub fn build(o: &Options) -> Result<Manifest> {
     for dir in overlays.iter().filter(|d| d.is_dir()) {
         rootfs::overlay(&root, dir)?;
     }
-    let recipes_dir = o.repo.join("images").join("recipes");
-    for (name, src) in o.recipe.manifest_files(&recipes_dir)? {
-        rootfs::copy(
-            &root,
-            &format!("{}/{name}", recipe::MANIFESTS_DIR),
-            &src,
-            false,
-        )?;
-    }
+    o.recipe
+        .install_manifests(&root, &o.repo.join("images").join("recipes"))?;
     p.done(&format!("{} entries", rootfs::walk(&root)?.len()));
 
     p.step("read-only root (squashfs, zstd)");

@@ -28,7 +28,7 @@ pub struct Recipe {
 }
 
 /// Where baked manifests go in the root filesystem (read by `cairn server`).
-pub const MANIFESTS_DIR: &str = "usr/lib/cairn/manifests";
+pub const MANIFESTS_DIR: &str = cairn::BAKED_MANIFESTS;
 
 impl Recipe {
     /// The manifest files the recipe bakes in, as (file name in the image, source), sorted by
@@ -75,6 +75,18 @@ impl Recipe {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+impl Recipe {
+    /// Copies the recipe's manifests into the root tree `root` (0644, under
+    /// [`MANIFESTS_DIR`]); returns how many.
+    pub fn install_manifests(&self, root: &Path, dir: &Path) -> Result<usize> {
+        let files = self.manifest_files(dir)?;
+        for (name, src) in &files {
+            crate::rootfs::copy(root, &format!("{MANIFESTS_DIR}/{name}"), src, false)?;
+        }
+        Ok(files.len())
     }
 }
 
@@ -200,6 +212,13 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["a.yaml", "b.json"]);
+        let root = tmp.join("root");
+        assert_eq!(r.install_manifests(&root, &tmp).unwrap(), 2);
+        let baked = root.join("usr/lib/cairn/manifests/a.yaml");
+        assert_eq!(
+            std::fs::read(&baked).unwrap(),
+            std::fs::read(tmp.join("apps/a.yaml")).unwrap()
+        );
 
         let e = format!("{:#}", recipe("[missing.yaml]").unwrap_err());
         assert!(
@@ -226,7 +245,7 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", recipe("[apps, other]").unwrap_err());
         assert!(
-            e.contains("would both be usr/lib/cairn/manifests/a.yaml"),
+            e.contains("would both be /usr/lib/cairn/manifests/a.yaml"),
             "{e}"
         );
         let _ = std::fs::remove_dir_all(&tmp);
