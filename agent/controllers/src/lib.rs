@@ -11,11 +11,13 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], [`nodelifecycle`] (unknown nodes tainted, their pods evicted), [`serviceaccount`], [`endpoints`] (and
+//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], [`nodelifecycle`] (unknown nodes tainted, their pods evicted), ClusterRole
+//! [`aggregation`], [`serviceaccount`], [`endpoints`] (and
 //! EndpointSlices), the [`scheduler`], auto-deployed [`manifests`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
 //! starts them all.
 
+pub mod aggregation;
 pub mod client;
 pub mod cronjob;
 pub mod daemonset;
@@ -59,6 +61,7 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
         controllers.push(Arc::new(cronjob::CronJobs));
         controllers.push(Arc::new(daemonset::DaemonSets));
         controllers.push(Arc::new(statefulset::StatefulSets));
+        controllers.push(Arc::new(aggregation::ClusterRoleAggregation));
         controllers.push(Arc::new(nodelifecycle::NodeLifecycle {
             grace: nodelifecycle::grace_from_env(),
         }));

@@ -1548,3 +1548,52 @@ fn indexed_jobs_run_each_index_once_and_finished_jobs_expire() {
         );
     });
 }
+
+#[test]
+fn aggregated_cluster_roles_show_the_rules_they_collect() {
+    each_store(|client| {
+        cairn_apiserver::authz::defaults::ensure(client.api()).unwrap();
+        let role = |name: &str| {
+            client
+                .get(crate::aggregation::CLUSTER_ROLES, "", name)
+                .unwrap()
+                .unwrap()
+        };
+        let run = || {
+            crate::aggregation::ClusterRoleAggregation
+                .reconcile(&client, &Key::new("", "*"))
+                .unwrap()
+        };
+        run();
+        let view = role("view")["rules"].to_string();
+        assert!(
+            view.contains("\"pods\"") && !view.contains("\"secrets\""),
+            "{view}"
+        );
+        let admin = role("admin")["rules"].to_string();
+        assert!(
+            admin.contains("rolebindings") && admin.contains("secrets"),
+            "{admin}"
+        );
+        // A chart's role labelled aggregate-to-edit extends edit (and only edit).
+        client
+            .create(
+                crate::aggregation::CLUSTER_ROLES,
+                "",
+                &json!({"metadata": {"name": "widgets-edit",
+                    "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+                    "rules": [{"apiGroups": ["example.com"], "resources": ["widgets"], "verbs": ["*"]}]}),
+            )
+            .unwrap();
+        run();
+        assert!(role("edit")["rules"].to_string().contains("widgets"));
+        assert!(!role("view")["rules"].to_string().contains("widgets"));
+        // Settled: nothing more to write; a restart's defaults keep the collected rules.
+        let rev = client.api().store.current_revision().unwrap();
+        run();
+        assert!(cairn_apiserver::authz::defaults::ensure(client.api())
+            .unwrap()
+            .is_empty());
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+    });
+}

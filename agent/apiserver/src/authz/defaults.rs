@@ -356,7 +356,13 @@ pub fn ensure(api: &Api) -> Result<Vec<String>, ApiError> {
                 None => Verb::Create,
                 Some(obj) => {
                     let auto = obj["metadata"]["annotations"][AUTOUPDATE].as_str() != Some("false");
-                    let fields = ["rules", "aggregationRule", "roleRef", "subjects"];
+                    // An aggregated role's rules are the aggregation controller's to write.
+                    let aggregated = wanted.get("aggregationRule").is_some();
+                    let fields: &[&str] = if aggregated {
+                        &["aggregationRule"]
+                    } else {
+                        &["rules", "aggregationRule", "roleRef", "subjects"]
+                    };
                     let same = fields.iter().all(|f| {
                         wanted.get(*f).unwrap_or(&Value::Null)
                             == obj.get(*f).unwrap_or(&Value::Null)
@@ -370,6 +376,9 @@ pub fn ensure(api: &Api) -> Result<Vec<String>, ApiError> {
             let mut body = wanted.clone();
             if let Some(obj) = &current {
                 body["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+                if wanted.get("aggregationRule").is_some() {
+                    body["rules"] = obj["rules"].clone();
+                }
             }
             let mut action = crate::bootstrap::action(verb, resource, None);
             if verb == Verb::Update {
