@@ -210,6 +210,27 @@ impl Client {
         }
     }
 
+    /// DELETE of exactly `object` (a `uid` precondition: a newer object of the same name is
+    /// left alone), optionally with a propagation policy; a missing object is not an error.
+    pub fn delete_object(
+        &self,
+        res: Res,
+        object: &Value,
+        propagation: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let meta = &object["metadata"];
+        let mut options = serde_json::json!({"preconditions": {"uid": meta["uid"]}});
+        if let Some(policy) = propagation {
+            options["propagationPolicy"] = Value::from(policy);
+        }
+        self.delete(
+            res,
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or(""),
+            Some(&options),
+        )
+    }
+
     /// The store prefix holding `res`'s objects (what a controller watches).
     pub fn prefix(&self, res: Res) -> Option<String> {
         self.api

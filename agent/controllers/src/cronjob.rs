@@ -91,12 +91,12 @@ impl Controller for CronJobs {
 
         let mut active: Vec<Value> = jobs
             .iter()
-            .filter(|j| finished(j).is_none())
+            .filter(|j| crate::job::outcome(j).is_none())
             .cloned()
             .collect();
         let last_success = jobs
             .iter()
-            .filter(|j| finished(j) == Some("Complete"))
+            .filter(|j| crate::job::outcome(j) == Some("Complete"))
             .filter_map(|j| j["status"]["completionTime"].as_str())
             .max()
             .map(str::to_owned);
@@ -192,12 +192,9 @@ impl CronJobs {
             "Replace" => {
                 for job in active.drain(..) {
                     let job_name = job["metadata"]["name"].as_str().unwrap_or_default();
-                    let options = json!({"propagationPolicy": "Background",
-                                         "preconditions": {"uid": job["metadata"]["uid"]}});
-                    match client.delete(JOBS, ns, job_name, Some(&options)) {
-                        Ok(_) | Err(ApiError::NotFound(_)) => {}
-                        Err(e) => return Err(format!("deleting job {job_name}: {e}")),
-                    }
+                    client
+                        .delete_object(JOBS, &job, Some("Background"))
+                        .map_err(|e| format!("deleting job {job_name}: {e}"))?;
                     events::record(
                         client,
                         cj,
@@ -262,7 +259,7 @@ impl CronJobs {
             let limit = cj["spec"][field].as_i64().unwrap_or(default).max(0) as usize;
             let mut done: Vec<&Value> = jobs
                 .iter()
-                .filter(|j| finished(j) == Some(outcome))
+                .filter(|j| crate::job::outcome(j) == Some(outcome))
                 .collect();
             if done.len() <= limit {
                 continue;
@@ -291,10 +288,9 @@ impl CronJobs {
                 .collect();
             for name in &excess {
                 let options = json!({"propagationPolicy": "Background"});
-                match client.delete(JOBS, ns, name, Some(&options)) {
-                    Ok(_) | Err(ApiError::NotFound(_)) => {}
-                    Err(e) => return Err(format!("deleting old job {name}: {e}")),
-                }
+                client
+                    .delete(JOBS, ns, name, Some(&options))
+                    .map_err(|e| format!("deleting old job {name}: {e}"))?;
                 events::record(
                     client,
                     cj,
@@ -308,17 +304,6 @@ impl CronJobs {
         }
         Ok(())
     }
-}
-
-/// `Complete` or `Failed` once a Job has finished.
-fn finished(job: &Value) -> Option<&str> {
-    job["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| {
-            matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
-        })
-        .and_then(|c| c["type"].as_str())
 }
 
 /// The `status.active` entry of a Job.

@@ -171,13 +171,10 @@ impl Controller for DaemonSets {
 
         let ns = key.namespace.as_str();
         for pod in &delete {
-            let meta = &pod["metadata"];
-            let name = meta["name"].as_str().unwrap_or("");
-            let options = json!({"preconditions": {"uid": meta["uid"]}});
-            match client.delete(PODS, ns, name, Some(&options)) {
-                Ok(_) | Err(cairn_apiserver::ApiError::NotFound(_)) => {}
-                Err(e) => return Err(format!("deleting pod {name}: {e}")),
-            }
+            let name = pod["metadata"]["name"].as_str().unwrap_or("");
+            client
+                .delete_object(PODS, pod, None)
+                .map_err(|e| format!("deleting pod {name}: {e}"))?;
             events::record(
                 client,
                 &ds,

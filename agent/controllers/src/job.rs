@@ -58,7 +58,7 @@ impl Controller for Jobs {
         if job["metadata"].get("deletionTimestamp").is_some() {
             return Ok(Outcome::Done);
         }
-        if finished(&job) {
+        if outcome(&job).is_some() {
             return expire(client, &job);
         }
         let pods: Vec<Value> = client
@@ -210,26 +210,22 @@ impl Controller for Jobs {
     }
 }
 
-fn finished(job: &Value) -> bool {
+/// `Complete` or `Failed` once a Job has finished.
+pub fn outcome(job: &Value) -> Option<&str> {
     job["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True")
+        .as_array()?
+        .iter()
+        .find(|c| {
+            matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
+        })
+        .and_then(|c| c["type"].as_str())
 }
 
 fn delete_pods(client: &Client, pods: &[&Value]) -> Result<(), String> {
     for pod in pods {
-        let meta = &pod["metadata"];
-        let options = json!({"preconditions": {"uid": meta["uid"]}});
         client
-            .delete(
-                PODS,
-                meta["namespace"].as_str().unwrap_or(""),
-                meta["name"].as_str().unwrap_or(""),
-                Some(&options),
-            )
-            .map_err(|e| format!("deleting pod {}: {e}", meta["name"]))?;
+            .delete_object(PODS, pod, None)
+            .map_err(|e| format!("deleting pod {}: {e}", pod["metadata"]["name"]))?;
     }
     Ok(())
 }
@@ -301,15 +297,8 @@ fn expire(client: &Client, job: &Value) -> Result<Outcome, String> {
     if left > 0 {
         return Ok(Outcome::After(Duration::from_secs(left as u64)));
     }
-    let meta = &job["metadata"];
-    let options = json!({"propagationPolicy": "Background", "preconditions": {"uid": meta["uid"]}});
-    match client.delete(
-        JOBS,
-        meta["namespace"].as_str().unwrap_or(""),
-        meta["name"].as_str().unwrap_or(""),
-        Some(&options),
-    ) {
-        Ok(_) | Err(cairn_apiserver::ApiError::NotFound(_)) => Ok(Outcome::Done),
-        Err(e) => Err(format!("deleting the expired job: {e}")),
-    }
+    client
+        .delete_object(JOBS, job, Some("Background"))
+        .map(|()| Outcome::Done)
+        .map_err(|e| format!("deleting the expired job: {e}"))
 }

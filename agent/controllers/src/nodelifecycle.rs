@@ -276,9 +276,7 @@ fn evict(client: &Client, pod: &Value, by: &str) -> Result<(), String> {
         &format!("Marking for deletion Pod {ns}/{name}"),
         by,
     );
-    let options = json!({"preconditions": {"uid": meta["uid"]}});
-    match client.delete(PODS, ns, name, Some(&options)) {
-        Ok(_) | Err(cairn_apiserver::ApiError::NotFound(_)) => Ok(()),
-        Err(e) => Err(format!("evicting pod {ns}/{name}: {e}")),
-    }
+    client
+        .delete_object(PODS, pod, None)
+        .map_err(|e| format!("evicting pod {ns}/{name}: {e}"))
 }

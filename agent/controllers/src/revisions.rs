@@ -119,10 +119,9 @@ fn prune(
     let excess = old.len() - limit;
     for r in old.into_iter().take(excess) {
         let name = r["metadata"]["name"].as_str().unwrap_or_default();
-        match client.delete(CONTROLLER_REVISIONS, ns, name, None) {
-            Ok(_) | Err(cairn_apiserver::ApiError::NotFound(_)) => {}
-            Err(e) => return Err(format!("deleting old revision {name}: {e}")),
-        }
+        client
+            .delete(CONTROLLER_REVISIONS, ns, name, None)
+            .map_err(|e| format!("deleting old revision {name}: {e}"))?;
     }
     Ok(())
 }

@@ -319,14 +319,10 @@ impl StatefulSets {
     }
 
     fn delete_pod(&self, client: &Client, sts: &Value, pod: &Value) -> Result<(), String> {
-        let meta = &pod["metadata"];
-        let ns = meta["namespace"].as_str().unwrap_or_default();
-        let name = meta["name"].as_str().unwrap_or_default();
-        let options = json!({"preconditions": {"uid": meta["uid"]}});
-        match client.delete(PODS, ns, name, Some(&options)) {
-            Ok(_) | Err(cairn_apiserver::ApiError::NotFound(_)) => {}
-            Err(e) => return Err(format!("deleting pod {name}: {e}")),
-        }
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        client
+            .delete_object(PODS, pod, None)
+            .map_err(|e| format!("deleting pod {name}: {e}"))?;
         events::record(
             client,
             sts,

@@ -602,22 +602,12 @@ fn rules_status(rules: &[PolicyRule]) -> Value {
     })
 }
 
-/// Every object under `prefix`, as JSON.
+/// Every object under `prefix`, as JSON (one snapshot).
 fn list_all(store: &dyn Store, prefix: &str) -> Result<Vec<Value>, ApiError> {
-    let mut out = Vec::new();
-    let mut start: Option<String> = None;
-    let mut at = None;
-    loop {
-        let page = store.list(prefix, start.as_deref(), 500, at)?;
-        for kv in &page.items {
-            if let Ok(v) = serde_json::from_slice(&kv.value) {
-                out.push(v);
-            }
-        }
-        at = Some(page.revision);
-        match (page.more, page.items.last()) {
-            (true, Some(last)) => start = Some(last.key.clone()),
-            _ => return Ok(out),
-        }
-    }
+    let page = store.list(prefix, None, 0, None)?;
+    Ok(page
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect())
 }

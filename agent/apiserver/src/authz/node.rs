@@ -185,14 +185,26 @@ pub fn check_create(
     }
 }
 
+fn core(plural: &str) -> &'static crate::resources::Resource {
+    crate::resources::find("", "v1", plural).expect("core resources are built in")
+}
+
+/// The stored object `plural` `namespace/name`, if any.
+fn stored(
+    store: &dyn Store,
+    plural: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Value>, ApiError> {
+    Ok(store
+        .get(&core(plural).key(Some(namespace), name))?
+        .and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+}
+
 /// The node a stored pod is bound to.
 fn pod_node(store: &dyn Store, namespace: &str, name: &str) -> Result<Option<String>, ApiError> {
-    let key = format!("/registry/core/pods/{namespace}/{name}");
-    let Some(kv) = store.get(&key)? else {
-        return Ok(None);
-    };
-    let pod: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-    Ok(pod["spec"]["nodeName"].as_str().map(str::to_owned))
+    Ok(stored(store, "pods", namespace, name)?
+        .and_then(|pod| pod["spec"]["nodeName"].as_str().map(str::to_owned)))
 }
 
 /// An object a pod uses.
@@ -208,42 +220,34 @@ struct Reference {
 fn references(store: &dyn Store, node: &str) -> Result<HashSet<Reference>, ApiError> {
     let mut out = HashSet::new();
     let mut claims = Vec::new();
-    let mut start: Option<String> = None;
-    loop {
-        let page = store.list("/registry/core/pods/", start.as_deref(), 500, None)?;
-        for kv in &page.items {
-            let pod: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            if pod["spec"]["nodeName"].as_str() != Some(node) {
-                continue;
+    for kv in store.list(&core("pods").prefix(None), None, 0, None)?.items {
+        let pod: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        if pod["spec"]["nodeName"].as_str() != Some(node) {
+            continue;
+        }
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        pod_references(&pod, &mut |kind, name| {
+            if kind == "persistentvolumeclaims" {
+                claims.push((ns.to_owned(), name.to_owned()));
             }
-            let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
-            pod_references(&pod, &mut |kind, name| {
-                if kind == "persistentvolumeclaims" {
-                    claims.push((ns.to_owned(), name.to_owned()));
-                }
-                out.insert(Reference {
-                    kind,
-                    namespace: ns.to_owned(),
-                    name: name.to_owned(),
-                });
+            out.insert(Reference {
+                kind,
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
             });
-        }
-        match (page.more, page.items.last()) {
-            (true, Some(last)) => start = Some(last.key.clone()),
-            _ => break,
-        }
+        });
     }
     for (ns, claim) in claims {
-        let key = format!("/registry/core/persistentvolumeclaims/{ns}/{claim}");
-        if let Some(kv) = store.get(&key)? {
-            let pvc: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-            if let Some(volume) = pvc["spec"]["volumeName"].as_str() {
-                out.insert(Reference {
-                    kind: "persistentvolumes",
-                    namespace: String::new(),
-                    name: volume.to_owned(),
-                });
-            }
+        let volume = stored(store, "persistentvolumeclaims", &ns, &claim)?;
+        if let Some(volume) = volume
+            .as_ref()
+            .and_then(|c| c["spec"]["volumeName"].as_str())
+        {
+            out.insert(Reference {
+                kind: "persistentvolumes",
+                namespace: String::new(),
+                name: volume.to_owned(),
+            });
         }
     }
     Ok(out)
