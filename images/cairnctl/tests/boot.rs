@@ -265,3 +265,106 @@ fn qemu_s390x_boots_serves_and_powers_off_with_static_network() {
         },
     );
 }
+
+/// An image built from the `hello` recipe: the server applies the manifests the recipe baked
+/// into the read-only root at its first start, and the controllers act on them (the
+/// Deployment's ReplicaSet makes its pods, the Service gets its endpoints object).
+#[test]
+fn qemu_x86_64_applies_manifests_baked_by_a_recipe() {
+    let board_name = "qemu-x86_64";
+    let (board, _) = built_board(board_name);
+    let repo = common::repo();
+    let out = repo.join("out").join(board_name).join("recipe-hello");
+    let built = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+        .args([
+            "build", "--board", board_name, "--recipe", "hello", "--quiet",
+        ])
+        .args(["--no-disk-archive", "--out"])
+        .arg(&out)
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "cairnctl build --recipe hello: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let port = free_port();
+    let o = VmOptions::headless(board, out, "test-run", port);
+    qemu::prepare(&o).unwrap();
+    let mut vm = Vm::launch(&o).unwrap();
+    let at = vm.wait_for("cairn: ready", 0, BOOT).unwrap();
+    wait_https(&mut vm, port, "/readyz", "ok");
+    vm.wait_for("cairn: manifests: ", at, BOOT).unwrap();
+
+    // Applied objects carry the manager's field ownership; poll until the controllers have
+    // acted on the Deployment (the first scan runs right after start).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pods = loop {
+        let pods = kubectl(
+            &vm,
+            &o,
+            &[
+                "get",
+                "pods",
+                "-n",
+                "hello",
+                "-l",
+                "app=hello",
+                "-o",
+                "name",
+            ],
+        );
+        if pods.lines().count() == 2 || Instant::now() > deadline {
+            break pods;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(
+        pods.lines().count(),
+        2,
+        "pods of the baked Deployment: {pods}"
+    );
+    let page = kubectl(
+        &vm,
+        &o,
+        &[
+            "get",
+            "configmap",
+            "hello-page",
+            "-n",
+            "hello",
+            "-o",
+            "jsonpath={.data.index\\.html}",
+        ],
+    );
+    assert!(page.contains("Hello from Cairn"), "{page}");
+    let managers = kubectl(
+        &vm,
+        &o,
+        &[
+            "get",
+            "deployment",
+            "hello",
+            "-n",
+            "hello",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager}",
+        ],
+    );
+    assert!(managers.contains("cairn-manifests"), "{managers}");
+    let service = kubectl(
+        &vm,
+        &o,
+        &["get", "service", "hello", "-n", "hello", "-o", "name"],
+    );
+    assert_eq!(service.trim(), "service/hello");
+    let console = vm.console_text();
+    assert!(
+        console.contains("/usr/lib/cairn/manifests/hello.yaml"),
+        "the baked file is not named in the log:\n{}",
+        qemu::tail(&console, 40)
+    );
+    power_off(&mut vm);
+}
