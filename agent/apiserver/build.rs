@@ -13,7 +13,9 @@
 
 use std::io::Write;
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, policy, rbac};
+use k8s_openapi::api::{
+    apps, batch, certificates, coordination, core, discovery, networking, policy, rbac,
+};
 use k8s_openapi::api::{scheduling, storage};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
@@ -42,6 +44,7 @@ fn main() {
     add::<apps::v1::ControllerRevision>(g);
     add::<batch::v1::Job>(g);
     add::<batch::v1::CronJob>(g);
+    add::<certificates::v1::CertificateSigningRequest>(g);
     add::<coordination::v1::Lease>(g);
     add::<discovery::v1::EndpointSlice>(g);
     add::<networking::v1::Ingress>(g);

@@ -40,6 +40,10 @@ pub struct User {
 pub const AUTHENTICATED: &str = "system:authenticated";
 /// Group of users authenticated with a bootstrap token.
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+/// The extra group of join tokens (`cairn token create`, and the server token).
+pub const AGENT_GROUP: &str = "system:bootstrappers:cairn:agents";
+/// Who the server join token (`server:<secret>`) authenticates as.
+pub const SERVER_TOKEN_USER: &str = "system:bootstrap:server";
 /// Secret type of bootstrap tokens.
 pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
 /// Bootstrap-token Secrets live here, named `bootstrap-token-<id>`.
@@ -63,6 +67,8 @@ pub enum AuthError {
     Certificate(String),
     #[error("bearer token is not of the form <6-char id>.<16-char secret>")]
     MalformedToken,
+    #[error("the server token's secret is wrong")]
+    ServerToken,
     #[error("bootstrap token {0}: no such token")]
     UnknownToken(String),
     #[error("bootstrap token {0}: wrong secret")]
@@ -83,11 +89,22 @@ pub enum AuthError {
 
 /// The identity in a client certificate (DER) already verified against the cluster CA.
 pub fn user_from_certificate(der: &[u8]) -> Result<User, AuthError> {
-    use x509_cert::der::asn1::{PrintableStringRef, Utf8StringRef};
     use x509_cert::der::Decode;
 
     let cert =
         x509_cert::Certificate::from_der(der).map_err(|e| AuthError::Certificate(e.to_string()))?;
+    match subject_names(&cert.tbs_certificate.subject) {
+        (Some(name), groups) if !name.is_empty() => Ok(User::new(name, groups)),
+        _ => Err(AuthError::Certificate(
+            "the subject has no common name".into(),
+        )),
+    }
+}
+
+/// The common name and organizations of an X.509 subject (UTF-8 or printable strings).
+pub(crate) fn subject_names(subject: &x509_cert::name::Name) -> (Option<String>, Vec<String>) {
+    use x509_cert::der::asn1::{PrintableStringRef, Utf8StringRef};
+
     let text = |value: &x509_cert::der::Any| -> Option<String> {
         if let Ok(s) = value.decode_as::<Utf8StringRef<'_>>() {
             return Some(s.as_str().to_owned());
@@ -99,7 +116,7 @@ pub fn user_from_certificate(der: &[u8]) -> Result<User, AuthError> {
     };
     let mut name = None;
     let mut groups = Vec::new();
-    for rdn in cert.tbs_certificate.subject.0.iter() {
+    for rdn in subject.0.iter() {
         for atv in rdn.0.iter() {
             if atv.oid == const_oid::db::rfc4519::CN {
                 name = text(&atv.value);
@@ -108,12 +125,7 @@ pub fn user_from_certificate(der: &[u8]) -> Result<User, AuthError> {
             }
         }
     }
-    match name {
-        Some(name) if !name.is_empty() => Ok(User::new(name, groups)),
-        _ => Err(AuthError::Certificate(
-            "the subject has no common name".into(),
-        )),
-    }
+    (name, groups)
 }
 
 /// A parsed bootstrap token `<id>.<secret>`.
@@ -164,6 +176,7 @@ impl std::fmt::Display for BootstrapToken {
 pub struct TokenAuthenticator {
     store: std::sync::Arc<dyn Store>,
     signer: Option<std::sync::Arc<TokenSigner>>,
+    server_token: Option<std::sync::Arc<str>>,
 }
 
 impl TokenAuthenticator {
@@ -171,13 +184,33 @@ impl TokenAuthenticator {
         store: std::sync::Arc<dyn Store>,
         signer: Option<std::sync::Arc<TokenSigner>>,
     ) -> TokenAuthenticator {
-        TokenAuthenticator { store, signer }
+        TokenAuthenticator {
+            store,
+            signer,
+            server_token: None,
+        }
+    }
+
+    /// Also accepts the server join token's credential `server:<secret>`, as the bootstrapper
+    /// [`SERVER_TOKEN_USER`].
+    pub fn with_server_token(mut self, credential: Option<std::sync::Arc<str>>) -> Self {
+        self.server_token = credential;
+        self
     }
 
     /// The user a bearer token stands for at time `now`.
     pub fn authenticate(&self, token: &str, now: SystemTime) -> Result<User, AuthError> {
         if crate::serviceaccount::is_jwt(token) {
             return self.service_account(token, now);
+        }
+        if token.starts_with("server:") {
+            return match &self.server_token {
+                Some(want) if constant_time_eq(want.as_bytes(), token.as_bytes()) => Ok(User::new(
+                    SERVER_TOKEN_USER.to_owned(),
+                    vec![BOOTSTRAPPERS.to_owned(), AGENT_GROUP.to_owned()],
+                )),
+                _ => Err(AuthError::ServerToken),
+            };
         }
         let token = BootstrapToken::parse(token)?;
         let secrets = crate::resources::find("", "v1", "secrets").expect("secrets are served");

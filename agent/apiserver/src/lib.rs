@@ -57,6 +57,7 @@ pub mod auth;
 pub mod authz;
 pub mod bootstrap;
 pub mod crd;
+pub mod csr;
 pub mod discovery;
 pub mod error;
 pub mod handlers;

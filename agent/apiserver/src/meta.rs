@@ -121,7 +121,11 @@ pub fn age(created: &str, now: jiff::Timestamp) -> String {
     let Ok(created) = created.parse::<jiff::Timestamp>() else {
         return "<unknown>".into();
     };
-    let s = (now.as_second() - created.as_second()).max(0);
+    human_duration((now.as_second() - created.as_second()).max(0))
+}
+
+/// A duration in seconds as kubectl shows ages and durations (`45s`, `3m12s`, `5h`, `2d`).
+pub fn human_duration(s: i64) -> String {
     match s {
         0..120 => format!("{s}s"),
         120..600 => format!("{}m{}s", s / 60, s % 60),

@@ -107,6 +107,7 @@ const fn core(
 
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
+const STATUS_APPROVAL: &[&str] = &["status", "approval"];
 const POD_SUBRESOURCES: &[&str] = &["status", "binding", "eviction"];
 
 /// A row of a named group.
@@ -288,6 +289,18 @@ pub const RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: STATUS,
         ..named("batch", "CronJob", "cronjobs", "cronjob", &["cj"], true)
+    },
+    Resource {
+        field_labels: &["spec.signerName"],
+        subresources: STATUS_APPROVAL,
+        ..named(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            &["csr"],
+            false,
+        )
     },
     named("coordination.k8s.io", "Lease", "leases", "lease", &[], true),
     named(

@@ -52,6 +52,11 @@ pub struct Server {
     pub extension: Option<Arc<dyn Extension>>,
     /// Counted for every request, served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The cluster CA (PEM), served at `/cacerts` to everyone.
+    pub cacerts: Option<Arc<str>>,
+    /// The server join token's credential (`server:<secret>`), accepted as a bearer token of
+    /// a bootstrapper like `cairn token create`'s tokens.
+    pub server_token: Option<Arc<str>>,
 }
 
 impl Server {
@@ -63,6 +68,8 @@ impl Server {
             watch: WatchConfig::default(),
             extension: None,
             metrics,
+            cacerts: None,
+            server_token: None,
         }
     }
 }
@@ -129,6 +136,7 @@ impl Server {
             .map(str::trim);
         let result = match token {
             Some(token) => TokenAuthenticator::new(self.api.store.clone(), self.api.token_signer())
+                .with_server_token(self.server_token.clone())
                 .authenticate(token, SystemTime::now()),
             None => Err(auth::AuthError::MalformedToken),
         };
@@ -175,7 +183,10 @@ impl Server {
                 subresource: action.subresource.map_or("", Subresource::name).to_owned(),
             };
         }
-        let public = matches!(parsed, ApiRequest::Health | ApiRequest::Version);
+        let public = matches!(
+            parsed,
+            ApiRequest::Health | ApiRequest::Version | ApiRequest::CaCerts
+        );
         let mut parsed = parsed;
         match &user {
             None if !public => return Err(ApiError::Unauthorized),
@@ -213,6 +224,16 @@ impl Server {
                 "text/plain; charset=utf-8",
                 b"ok".to_vec(),
             )),
+            ApiRequest::CaCerts => match &self.cacerts {
+                Some(pem) => Ok(whole(
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    pem.as_bytes().to_vec(),
+                )),
+                None => Err(ApiError::PathNotFound {
+                    path: "/cacerts".into(),
+                }),
+            },
             ApiRequest::Version => Ok(json(
                 200,
                 &serde_json::to_value(version::VersionInfo::current()).unwrap_or_default(),

@@ -39,6 +39,14 @@ fn columns(resource: &Resource) -> Vec<Column> {
             ("Message", "string"),
         ],
         "Lease" => vec![("Name", "string"), ("Holder", "string"), ("Age", "string")],
+        "CertificateSigningRequest" => vec![
+            ("Name", "string"),
+            ("Age", "string"),
+            ("SignerName", "string"),
+            ("Requestor", "string"),
+            ("RequestedDuration", "string"),
+            ("Condition", "string"),
+        ],
         "Node" => vec![
             ("Name", "string"),
             ("Status", "string"),
@@ -273,6 +281,27 @@ fn service_ports(obj: &Value) -> String {
     }
 }
 
+/// kubectl's CONDITION column: the conditions joined with commas, or Pending; Issued once
+/// a certificate is there.
+fn csr_condition(obj: &Value) -> String {
+    let mut parts: Vec<String> = obj["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["type"].as_str().map(str::to_owned))
+        .collect();
+    if parts.is_empty() {
+        parts.push("Pending".into());
+    }
+    if obj["status"]["certificate"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty())
+    {
+        parts.push("Issued".into());
+    }
+    parts.join(",")
+}
+
 fn count(v: &Value) -> Value {
     json!(v.as_object().map_or(0, serde_json::Map::len))
 }
@@ -321,6 +350,20 @@ fn cells(resource: &Resource, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, obj["spec"]["holderIdentity"].clone(), json!(created)],
+        "CertificateSigningRequest" => {
+            let spec = &obj["spec"];
+            let duration = spec["expirationSeconds"]
+                .as_i64()
+                .map_or("<none>".to_owned(), crate::meta::human_duration);
+            vec![
+                name,
+                json!(created),
+                spec["signerName"].clone(),
+                spec["username"].clone(),
+                json!(duration),
+                json!(csr_condition(obj)),
+            ]
+        }
         "Node" => {
             let addresses = obj["status"]["addresses"]
                 .as_array()

@@ -6,12 +6,14 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::{apps, batch, coordination, core, discovery, networking, policy, rbac};
-use k8s_openapi::api::{scheduling, storage};
+use k8s_openapi::api::{certificates, scheduling, storage};
 use k8s_openapi::ByteString;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::resources::Resource;
+
+pub mod csr;
 
 /// Check the object's shape and apply defaults. `Err` is a message for a 400/422 answer.
 pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(), String> {
@@ -40,6 +42,10 @@ pub fn validate_and_default(resource: &Resource, object: &mut Value) -> Result<(
             object["status"] = serde_json::json!({"phase": "Active"});
         }
         ("", "Secret") => secret(object)?,
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            check::<certificates::v1::CertificateSigningRequest>(object)?;
+            csr::validate(object)?;
+        }
         (group, kind) => {
             check_shape(group, kind, object)?;
             if (group, kind) == ("batch", "Job") {

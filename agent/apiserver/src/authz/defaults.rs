@@ -300,6 +300,27 @@ pub fn cluster_roles() -> Vec<Value> {
                 &[&["create", "get", "list", "watch"]],
             )],
         ),
+        // What the CSR approver asks before approving a node's client certificate: a first
+        // certificate (`nodeclient`, bootstrap tokens) or a renewal of its own
+        // (`selfnodeclient`, the node itself).
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+                &[&["create"]],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+                &[&["create"]],
+            )],
+        ),
     ]
 }
 
@@ -331,6 +352,16 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "cairn:node-bootstrapper",
             "system:node-bootstrapper",
             &["system:bootstrappers"],
+        ),
+        binding(
+            "cairn:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &["system:bootstrappers"],
+        ),
+        binding(
+            "cairn:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &["system:nodes"],
         ),
     ]
 }

@@ -63,6 +63,15 @@ impl Api {
         if resource.group.is_empty() && resource.plural == "pods" {
             default_tolerations(&mut obj);
         }
+        if resource.kind == "CertificateSigningRequest" {
+            // A new request is pending: its requestor is who sent it.
+            if let Some(user) = &action.user {
+                crate::validate::csr::set_requestor(&mut obj, user);
+            }
+            if let Some(map) = obj.as_object_mut() {
+                map.remove("status");
+            }
+        }
         validate_and_default(resource, &mut obj).map_err(|m| invalid(resource, &name, m))?;
         self.admit(action, &obj, true)?;
         if let Some(ns) = &namespace {
@@ -155,6 +164,29 @@ impl Api {
                 let status = obj.get("status").cloned().unwrap_or(Value::Null);
                 obj = old.clone();
                 obj["status"] = status;
+                if resource.kind == "CertificateSigningRequest" {
+                    // Approval is not the signer's to change.
+                    crate::validate::csr::keep_conditions(&old, &mut obj, true);
+                }
+            }
+            Some(Subresource::Approval) => {
+                let mut approval = old.clone();
+                approval["status"]["conditions"] = obj["status"]["conditions"].clone();
+                crate::validate::csr::keep_conditions(&old, &mut approval, false);
+                obj = approval;
+            }
+            None if resource.kind == "CertificateSigningRequest" => {
+                // Requests are immutable: only metadata changes through the object itself.
+                for part in ["spec", "status"] {
+                    match old.get(part) {
+                        Some(v) => obj[part] = v.clone(),
+                        None => {
+                            if let Some(map) = obj.as_object_mut() {
+                                map.remove(part);
+                            }
+                        }
+                    }
+                }
             }
             None if resource.subresources.contains(&"status") && resource.kind != "Namespace" => {
                 match old.get("status") {

@@ -66,6 +66,9 @@ pub enum Subresource {
     /// `serviceaccounts/<name>/token`: a `TokenRequest` (POST) answered with a signed token
     /// (`kubectl create token`).
     Token,
+    /// `certificatesigningrequests/<name>/approval`: writes only the Approved/Denied
+    /// conditions (`kubectl certificate approve|deny`).
+    Approval,
 }
 
 impl Subresource {
@@ -77,6 +80,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
             Subresource::Token => "token",
+            Subresource::Approval => "approval",
         }
     }
 
@@ -88,6 +92,7 @@ impl Subresource {
             Subresource::Binding,
             Subresource::Eviction,
             Subresource::Token,
+            Subresource::Approval,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -96,7 +101,7 @@ impl Subresource {
     /// The (apiVersion, kind) of its bodies when they are not the resource's own kind.
     pub fn body_kind(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Subresource::Status => None,
+            Subresource::Status | Subresource::Approval => None,
             Subresource::Scale => Some(("autoscaling/v1", "Scale")),
             Subresource::Binding => Some(("v1", "Binding")),
             Subresource::Eviction => Some(("policy/v1", "Eviction")),
@@ -151,6 +156,9 @@ pub enum ApiRequest {
     /// `/healthz`, `/livez`, `/readyz`.
     Health,
     Version,
+    /// `/cacerts`: the cluster CA certificate, public like K3s', so a joining node can check
+    /// it against the hash its join token pins before it trusts the server.
+    CaCerts,
     Discovery(Discovery),
     /// `/openapi/v3` (`None`) or one group-version document (`Some("api/v1")`).
     OpenApiV3(Option<String>),
@@ -234,6 +242,7 @@ pub fn parse_parts(
     let meta = match segments.as_slice() {
         ["healthz" | "livez" | "readyz"] => Some(ApiRequest::Health),
         ["version"] => Some(ApiRequest::Version),
+        ["cacerts"] => Some(ApiRequest::CaCerts),
         ["metrics"] => Some(ApiRequest::Metrics),
         ["api"] => Some(ApiRequest::Discovery(Discovery::Api { aggregated })),
         ["apis"] => Some(ApiRequest::Discovery(Discovery::Apis { aggregated })),
