@@ -123,6 +123,7 @@ fn main() {
                 controllers: true,
                 scheduler: true,
             },
+            None,
         );
     });
     std::thread::sleep(Duration::from_millis(200));

@@ -136,6 +136,19 @@ impl Client {
         Ok(self.api.handle(&action, &to_bytes(object))?.body)
     }
 
+    /// PUT of `object` through another subresource (`certificatesigningrequests/approval`).
+    pub fn update_subresource(
+        &self,
+        res: Res,
+        namespace: &str,
+        object: &Value,
+        subresource: Subresource,
+    ) -> Result<Value, ApiError> {
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        let action = self.action(Verb::Update, res, namespace, Some(name), Some(subresource))?;
+        Ok(self.api.handle(&action, &to_bytes(object))?.body)
+    }
+
     /// POST to an action subresource (`pods/<name>/binding`).
     pub fn create_subresource(
         &self,

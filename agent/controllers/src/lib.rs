@@ -20,6 +20,7 @@
 pub mod aggregation;
 pub mod client;
 pub mod cronjob;
+pub mod csr;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -49,10 +50,15 @@ pub struct Parts {
 
 /// Starts the controllers and the scheduler `parts` names on the current tokio runtime; they
 /// run until the runtime stops.
-pub fn spawn(api: cairn_apiserver::Api, parts: Parts) {
+/// `signer`: the cluster CA, for the CSR signer (none: requests are approved but not signed).
+pub fn spawn(api: cairn_apiserver::Api, parts: Parts, signer: Option<Arc<dyn csr::Signer>>) {
     let client = Client::new(api);
     let mut controllers: Vec<Arc<dyn runtime::Controller>> = Vec::new();
     if parts.controllers {
+        controllers.push(Arc::new(csr::Approver));
+        if let Some(signer) = signer {
+            controllers.push(Arc::new(csr::Signing(signer)));
+        }
         controllers.push(Arc::new(replicaset::ReplicaSets));
         controllers.push(Arc::new(deployment::Deployments));
         controllers.push(Arc::new(serviceaccount::DefaultServiceAccounts));

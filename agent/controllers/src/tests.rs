@@ -417,6 +417,7 @@ fn node(client: &Client, name: &str, cpu: &str, memory: &str, extra: Value) {
                         node["metadata"]["labels"][lk] = lv.clone();
                     }
                 }
+                "annotations" => node["metadata"]["annotations"] = v.clone(),
                 "taints" => node["spec"]["taints"] = v.clone(),
                 "unschedulable" => node["spec"]["unschedulable"] = v.clone(),
                 "notReady" => node["status"]["conditions"][0]["status"] = json!("False"),
@@ -1595,5 +1596,178 @@ fn aggregated_cluster_roles_show_the_rules_they_collect() {
             .unwrap()
             .is_empty());
         assert_eq!(client.api().store.current_revision().unwrap(), rev);
+    });
+}
+
+/// A signer standing in for the cluster CA (the real one is `cairn`'s, tested end to end by
+/// its join test): the "certificate" names the subject and the lifetime.
+struct NamingSigner;
+
+impl crate::csr::Signer for NamingSigner {
+    fn sign_client(
+        &self,
+        request: &cairn_apiserver::csr::Request,
+        lifetime: std::time::Duration,
+    ) -> Result<String, String> {
+        Ok(format!(
+            "{} for {}s",
+            request.common_name.clone().unwrap_or_default(),
+            lifetime.as_secs()
+        ))
+    }
+}
+
+fn csr(name: &str, cn: &str, user: &str, groups: &[&str]) -> Value {
+    use base64::Engine as _;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(pem),
+            "signerName": crate::csr::KUBELET_CLIENT,
+            "usages": ["digital signature", "client auth"],
+            "expirationSeconds": 3600,
+            "username": user,
+            "groups": groups,
+        },
+    })
+}
+
+fn csr_state(client: &Client, name: &str) -> (Vec<String>, String) {
+    let obj = client.get(crate::csr::CSRS, "", name).unwrap().unwrap();
+    let types = obj["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["type"].as_str().unwrap().to_owned())
+        .collect();
+    let cert = obj["status"]["certificate"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    (types, cert)
+}
+
+#[test]
+fn node_certificates_are_approved_signed_or_held_for_a_taken_name() {
+    use crate::csr::{Approver, Signing, CSRS};
+    use base64::Engine as _;
+    each_store(|client| {
+        cairn_apiserver::authz::defaults::ensure(client.api()).unwrap();
+        let signing = Signing(Arc::new(NamingSigner));
+        let run = |name: &str| {
+            Approver.reconcile(&client, &Key::new("", name)).unwrap();
+            signing.reconcile(&client, &Key::new("", name)).unwrap();
+        };
+        let bootstrapper = ["system:bootstrappers", "system:authenticated"];
+        // A join token's request: approved and signed, for the requested hour.
+        client
+            .create(
+                CSRS,
+                "",
+                &csr(
+                    "a",
+                    "system:node:n1",
+                    "system:bootstrap:abcdef",
+                    &bootstrapper,
+                ),
+            )
+            .unwrap();
+        run("a");
+        let (types, cert) = csr_state(&client, "a");
+        assert_eq!(types, ["Approved"]);
+        let cert = base64::engine::general_purpose::STANDARD
+            .decode(cert)
+            .unwrap();
+        assert_eq!(String::from_utf8(cert).unwrap(), "system:node:n1 for 3600s");
+
+        // Someone the RBAC rules do not allow to ask: left for an administrator.
+        client
+            .create(
+                CSRS,
+                "",
+                &csr("b", "system:node:n1", "alice", &["system:authenticated"]),
+            )
+            .unwrap();
+        run("b");
+        assert_eq!(csr_state(&client, "b"), (vec![], String::new()));
+
+        // A name another machine holds: held with the reason until the Node goes.
+        node(
+            &client,
+            "n2",
+            "1",
+            "1Gi",
+            json!({"annotations": {crate::csr::NODE_KEY_ANNOTATION: "f".repeat(64)}}),
+        );
+        client
+            .create(
+                CSRS,
+                "",
+                &csr(
+                    "c",
+                    "system:node:n2",
+                    "system:bootstrap:abcdef",
+                    &bootstrapper,
+                ),
+            )
+            .unwrap();
+        run("c");
+        let held = client.get(CSRS, "", "c").unwrap().unwrap();
+        assert_eq!(held["status"]["conditions"][0]["type"], "NameInUse");
+        let message = held["status"]["conditions"][0]["message"].as_str().unwrap();
+        assert!(message.contains("kubectl delete node n2"), "{message}");
+        assert!(
+            message.contains("kubectl certificate approve c"),
+            "{message}"
+        );
+        client.delete(crate::client::NODES, "", "n2", None).unwrap();
+        Approver.reconcile(&client, &Key::new("", "*")).unwrap();
+        signing.reconcile(&client, &Key::new("", "c")).unwrap();
+        let (mut types, cert) = csr_state(&client, "c");
+        types.sort();
+        assert_eq!(types, ["Approved", "NameInUse"]);
+        assert!(!cert.is_empty());
+
+        // Approved by hand but not a node's subject: the kubelet signer fails it.
+        client
+            .create(
+                CSRS,
+                "",
+                &csr("d", "bob", "system:bootstrap:abcdef", &bootstrapper),
+            )
+            .unwrap();
+        run("d");
+        assert_eq!(csr_state(&client, "d").0, Vec::<String>::new());
+        let mut approved = client.get(CSRS, "", "d").unwrap().unwrap();
+        approved["status"]["conditions"] = json!([{"type": "Approved", "status": "True"}]);
+        client
+            .update_subresource(
+                CSRS,
+                "",
+                &approved,
+                cairn_apiserver::request::Subresource::Approval,
+            )
+            .unwrap();
+        run("d");
+        let failed = client.get(CSRS, "", "d").unwrap().unwrap();
+        let conditions = failed["status"]["conditions"].as_array().unwrap();
+        let failure = conditions.iter().find(|c| c["type"] == "Failed").unwrap();
+        assert!(failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("system:node:<name>"));
+        assert!(conditions.iter().any(|c| c["type"] == "Approved"));
+        assert!(failed["status"].get("certificate").is_none());
     });
 }
