@@ -171,22 +171,7 @@ impl Client {
         identity: Option<(Vec<u8>, Vec<u8>)>,
         token: Option<String>,
     ) -> Result<Client, String> {
-        let rest = url
-            .strip_prefix("https://")
-            .ok_or_else(|| format!("server {url:?} is not an https:// URL"))?
-            .trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("server {url:?}: bad port"))?,
-            ),
-            _ => (rest, 443),
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let (rest, host, port) = split_url(url)?;
         let roots = pki::roots(ca_pem)?;
         let builder = ClientConfig::builder_with_provider(pki::provider())
             .with_safe_default_protocol_versions()
@@ -210,6 +195,37 @@ impl Client {
             token,
             ca_pem: ca_pem.to_owned(),
         })
+    }
+
+    /// A client for `url` that accepts whatever certificate the server presents: only for
+    /// fetching `/cacerts`, whose answer the caller then checks against a pinned hash.
+    pub fn unverified(url: &str) -> Result<Client, String> {
+        let (rest, host, port) = split_url(url)?;
+        let tls = ClientConfig::builder_with_provider(pki::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())))
+            .with_no_client_auth();
+        Ok(Client {
+            url: format!("https://{rest}"),
+            host,
+            port,
+            tls: Arc::new(tls),
+            token: None,
+            ca_pem: String::new(),
+        })
+    }
+
+    /// GET of `path`: the status and the raw body (for answers that are not JSON).
+    pub async fn get_raw(&self, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(&Method::GET, path, None))
+            .await
+            .map_err(|_| ClientError::Request {
+                method: Method::GET,
+                path: path.to_owned(),
+                message: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            })?
     }
 
     /// The CA certificate (PEM) this client trusts.
@@ -361,6 +377,77 @@ impl Client {
                 path: path.to_owned(),
                 message: e.to_string(),
             })
+    }
+}
+
+/// `https://host[:port][/]` as (host:port text, host, port).
+fn split_url(url: &str) -> Result<(String, String, u16), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("server {url:?} is not an https:// URL"))?
+        .trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("server {url:?}: bad port"))?,
+        ),
+        _ => (rest, 443),
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((rest.to_owned(), host, port))
+}
+
+/// Accepts any server certificate (signatures are still checked, so the handshake itself is
+/// sound); see [`Client::unverified`].
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -5,13 +5,15 @@
 //! backed by SQLite in `DATA/server/db/state.db`, with the cluster CA, serving and admin
 //! certificates it makes on first start ([`pki`]), the server join token
 //! `DATA/server/node-token` ([`token`]) and bootstrap tokens (`cairn token`, through
-//! [`client`]). `cairn agent` serves only health and version ([`health`]) until the kubelet
-//! exists. Both print the console ready marker `cairn: ready uptime_ms=N init_rss_kb=M` and stop
-//! cleanly on SIGTERM or SIGINT. `cairn config render` turns the node config into the
-//! `KEY=VALUE` lines PID 1 reads (docs/design.md). [`update`] installs signed A/B bundles
-//! (`cairn update apply`) and, at start, commits a healthy trial boot or records a rollback.
-//! A server that is also a worker (no `--disable-agent`) keeps its Node object, Lease and
-//! update state in the API ([`node_status`]).
+//! [`client`]), and runs the controllers and scheduler of `cairn_controllers`. `cairn agent`
+//! joins a server with a join token ([`join`]: CA pin, then a node certificate through a
+//! CertificateSigningRequest) and keeps its Node and Lease ([`node_status`]); until the
+//! kubelet exists it serves only health and version ([`health`]). Both print the console
+//! ready marker `cairn: ready uptime_ms=N init_rss_kb=M` and stop cleanly on SIGTERM or
+//! SIGINT. `cairn config render` turns the node config into the `KEY=VALUE` lines PID 1 reads
+//! (docs/design.md). [`update`] installs signed A/B bundles (`cairn update apply`) and, at
+//! start, commits a healthy trial boot or records a rollback. A server that is also a worker
+//! (no `--disable-agent`) keeps its Node object, Lease and update state in the API.
 //!
 //! **Design.** The binary (`main.rs`, `cli.rs`, `run.rs`, `token_cmd.rs`) parses arguments and
 //! wires things up with `anyhow`; the library modules use typed errors: [`pki`] owns keys,
@@ -21,15 +23,16 @@
 //! keeps the memory small (handlers run on its blocking pool); TLS is rustls with ring only (no
 //! aws-lc, no OpenSSL).
 //!
-//! **Limitations.** No controllers, scheduler or kubelet yet; the agent does not join its
-//! server (it only checks that one is configured) and keeps its own CA under `DATA/agent/tls`;
-//! certificates are checked and renewed at start-up only.
+//! **Limitations.** No kubelet yet: pods are scheduled and bound but not run. The server's
+//! own worker registers its Node with the admin credentials over loopback rather than
+//! joining like an agent; node certificates are renewed only when the agent starts.
 
 /// Manifests an image recipe bakes into the read-only root.
 pub const BAKED_MANIFESTS: &str = "/usr/lib/cairn/manifests";
 
 pub mod client;
 pub mod health;
+pub mod join;
 pub mod kubeconfig;
 pub mod node_status;
 pub mod pki;

@@ -63,6 +63,9 @@ pub struct Facts {
     pub memory_kib: u64,
     /// From the node config; the well-known labels are added by [`Facts::node`].
     pub labels: BTreeMap<String, String>,
+    /// SHA-256 of the node's client key (joined nodes): the identity the CSR approver checks
+    /// before it lets another machine take this node's name.
+    pub key_id: Option<String>,
 }
 
 impl Facts {
@@ -95,6 +98,7 @@ impl Facts {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_kib: crate::procfs::parse_mem_total_kb(&read("/proc/meminfo")).unwrap_or(0),
             labels,
+            key_id: None,
         }
     }
 
@@ -118,6 +122,12 @@ impl Facts {
             );
         }
         let mut annotations: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(key) = &self.key_id {
+            annotations.insert(
+                cairn_controllers::csr::NODE_KEY_ANNOTATION.into(),
+                key.clone(),
+            );
+        }
         if let Some(r) = update {
             labels.insert("update.cairn.dev/slot".into(), r.running.slot.clone());
             labels.insert("update.cairn.dev/version".into(), label_value(&r.version));

@@ -79,6 +79,7 @@ pub fn server(args: ServerArgs) -> Result<()> {
             controllers: !args.disable_controller_manager,
             scheduler: !args.disable_scheduler,
         },
+        None,
     )
 }
 
@@ -87,17 +88,36 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     let Some(server) = args.server.or_else(|| node.server.clone()) else {
         bail!("an agent needs a server: --server URL, CAIRN_URL or `server:` in the node config");
     };
-    let token = if args.token.or_else(|| node.token.clone()).is_some() {
-        "set"
-    } else {
-        "none"
+    let Some(text) = args.token.or_else(|| node.token.clone()) else {
+        bail!(
+            "an agent needs a join token: --token, CAIRN_TOKEN or `token:` in the node config \
+               (on the server: DATA/server/node-token, or `cairn token create`)"
+        );
     };
-    eprintln!("cairn: agent of {server} (token {token}); joining is not implemented yet");
+    let token = token::JoinToken::parse(text.as_str()).context("the join token")?;
+    let join = Join {
+        server: server.as_str().trim_end_matches('/').to_owned(),
+        token,
+    };
     let none = cairn_controllers::Parts {
         controllers: false,
         scheduler: false,
     };
-    serve(Role::Agent, &args.common, &node, None, false, none)
+    serve(
+        Role::Agent,
+        &args.common,
+        &node,
+        None,
+        false,
+        none,
+        Some(join),
+    )
+}
+
+/// What an agent joins with.
+struct Join {
+    server: String,
+    token: token::JoinToken,
 }
 
 fn load_node_config(explicit: Option<&Path>) -> Result<NodeConfig> {
@@ -129,6 +149,7 @@ fn serve(
     kubeconfig: Option<&Path>,
     register: bool,
     parts: cairn_controllers::Parts,
+    join: Option<Join>,
 ) -> Result<()> {
     let role_name = role.as_str();
     let paths = ServerPaths::new(&args.data_dir);
@@ -177,9 +198,11 @@ fn serve(
                 cairn_apiserver::serviceaccount::TokenSigner::from_pem(&key).map_err(|e| {
                     anyhow::anyhow!("{}/{}: {e}", tls_dir.display(), pki::SERVICE_ACCOUNT_KEY)
                 })?;
-            Some(cairn_apiserver::Server::new(
-                open_api(&paths, &certs)?.with_token_signer(signer),
-            ))
+            let (api, join) = open_api(&paths, &certs)?;
+            let mut server = cairn_apiserver::Server::new(api.with_token_signer(signer));
+            server.cacerts = Some(certs.ca_cert.as_str().into());
+            server.server_token = Some(join.credential.as_str().into());
+            Some(server)
         }
         Role::Agent => None,
     };
@@ -233,7 +256,10 @@ fn serve(
             {
                 eprintln!("cairn: created service default/kubernetes (10.43.0.1)");
             }
-            cairn_controllers::spawn(server.api.clone(), parts);
+            let signer = Arc::new(pki::CaSigner {
+                dir: tls_dir.clone(),
+            });
+            cairn_controllers::spawn(server.api.clone(), parts, Some(signer));
             if parts.controllers {
                 // Baked into the image first; the data partition's files override them.
                 let dirs = vec![
@@ -276,6 +302,16 @@ fn serve(
             let facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
             let publisher = node_status::Publisher::new(api_client.clone(), facts, ab_node.clone());
             tokio::spawn(publisher.run());
+        }
+        if let Some(join) = join {
+            let labels = node
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
+            let dir = args.data_dir.join("agent").join("client");
+            tokio::spawn(run_agent(join, facts, dir));
         }
         if let Some(ab) = ab_node.clone() {
             let drain = register.then(|| (api_client.clone(), node_name.clone()));
@@ -341,6 +377,35 @@ fn serve(
         eprintln!("cairn: stopped");
         Ok(())
     })
+}
+
+/// An agent: joins its server (retrying while the server cannot be reached), then keeps its
+/// Node and Lease. A join the server refuses ends the process with the reason: the token, the
+/// server or the node's name must change first.
+async fn run_agent(join: Join, mut facts: node_status::Facts, dir: PathBuf) {
+    let creds = cairn::join::Credentials::new(&dir);
+    let mut said = String::new();
+    let joined = loop {
+        match cairn::join::join(&join.server, &join.token, &facts.name, &creds).await {
+            Ok(joined) => break joined,
+            Err(e @ cairn::join::JoinError::Client(_)) => {
+                let e = e.to_string();
+                if e != said {
+                    eprintln!("cairn: joining {}: {e} (retrying)", join.server);
+                    said = e;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => {
+                eprintln!("cairn: FATAL: joining {}: {e}", join.server);
+                std::process::exit(1);
+            }
+        }
+    };
+    facts.key_id = Some(joined.key_id);
+    node_status::Publisher::new(joined.client, facts, None)
+        .run()
+        .await;
 }
 
 /// Settles the last update (records a rollback) and returns the trial to gate, if this boot
@@ -450,7 +515,10 @@ fn reboot_node(into: &str) {
 }
 
 /// Opens the datastore, creates the system namespaces and makes sure the server token exists.
-fn open_api(paths: &ServerPaths, certs: &pki::Pki) -> Result<cairn_apiserver::Api> {
+fn open_api(
+    paths: &ServerPaths,
+    certs: &pki::Pki,
+) -> Result<(cairn_apiserver::Api, token::JoinToken)> {
     let (join, written) = token::ensure_server_token(&paths.node_token, &certs.ca_cert)
         .with_context(|| format!("server token {}", paths.node_token.display()))?;
     let pinned = &join.ca_hash[..12];
@@ -482,7 +550,7 @@ fn open_api(paths: &ServerPaths, certs: &pki::Pki) -> Result<cairn_apiserver::Ap
             written.len()
         );
     }
-    Ok(api)
+    Ok((api, join))
 }
 
 fn set_certificate_metrics(metrics: &cairn_apiserver::metrics::Metrics, certs: &pki::Pki) {

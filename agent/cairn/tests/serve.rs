@@ -227,7 +227,13 @@ fn serves_https_and_reuses_certificates() {
 #[test]
 fn agent_serves_health() {
     let data = temp_data_dir("agent");
-    let agent = Server::start_role("agent", &data, &["--server", "https://127.0.0.1:1"]);
+    // A server nobody answers on: the agent keeps trying to join, and serves meanwhile.
+    let token = format!("K10{}::server:secret", "0".repeat(64));
+    let agent = Server::start_role(
+        "agent",
+        &data,
+        &["--server", "https://127.0.0.1:1", "--token", &token],
+    );
     let config = |data: &Path| {
         let mut roots = RootCertStore::empty();
         roots

@@ -15,6 +15,7 @@ fn facts() -> Facts {
         cpus: 4,
         memory_kib: 1_000_000,
         labels: [("site".to_owned(), "lab".to_owned())].into(),
+        key_id: Some("ab".repeat(32)),
     }
 }
 
@@ -85,6 +86,7 @@ fn node_carries_identity_and_update_state() {
         ann["update.cairn.dev/last-update"],
         "committed 1.1.0 -> 1.2.0 (slot b)"
     );
+    assert_eq!(ann["cairn.dev/node-key-sha256"], "ab".repeat(32));
     assert_eq!(condition_of(&node, "Ready")["status"], "True");
     let up = condition_of(&node, "OSUpdate");
     assert_eq!(up["status"], "True");

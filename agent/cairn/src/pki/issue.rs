@@ -152,6 +152,42 @@ impl Ca {
         self.sign(params, now)
     }
 
+    /// A client certificate for a verified signing request: its subject (common name and
+    /// organizations) and public key, valid for `lifetime` (from `now`, backdated an hour).
+    pub fn issue_for_request(
+        &self,
+        request: &cairn_apiserver::csr::Request,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<String, rcgen::Error> {
+        use cairn_apiserver::csr::KeyType;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        if let Some(cn) = &request.common_name {
+            dn.push(DnType::CommonName, cn.as_str());
+        }
+        for org in &request.organizations {
+            dn.push(DnType::OrganizationName, org.as_str());
+        }
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        params.not_before = to_datetime(since_epoch.saturating_sub(BACKDATE));
+        params.not_after = to_datetime(since_epoch.max(CLOCK_FLOOR) + lifetime);
+        let key = RequestKey {
+            bits: request.public_key.clone(),
+            alg: match request.key_type {
+                KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+                KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+                KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+                KeyType::Rsa => &rcgen::PKCS_RSA_SHA256,
+            },
+        };
+        Ok(params.signed_by(&key, &self.issuer, &self.key)?.pem())
+    }
+
     fn sign(
         &self,
         mut params: CertificateParams,
@@ -166,6 +202,45 @@ impl Ca {
             cert: cert.pem(),
             key: key.serialize_pem(),
         })
+    }
+}
+
+/// A requester's public key as rcgen signs for it.
+struct RequestKey {
+    bits: Vec<u8>,
+    alg: &'static rcgen::SignatureAlgorithm,
+}
+
+impl rcgen::PublicKeyData for RequestKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+    fn algorithm(&self) -> &rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
+/// The CSR signer of a server: the cluster CA, loaded from its directory when it signs (so a
+/// rotated CA is used at once).
+pub struct CaSigner {
+    pub dir: std::path::PathBuf,
+}
+
+impl cairn_controllers::csr::Signer for CaSigner {
+    fn sign_client(
+        &self,
+        request: &cairn_apiserver::csr::Request,
+        lifetime: Duration,
+    ) -> Result<String, String> {
+        let read = |name: &str| {
+            std::fs::read_to_string(self.dir.join(name))
+                .map_err(|e| format!("{}: {e}", self.dir.join(name).display()))
+        };
+        let now = SystemTime::now();
+        let ca = Ca::load(&read("ca.key")?, Some(read("ca.crt")?), now)
+            .map_err(|e| format!("the cluster CA: {e}"))?;
+        ca.issue_for_request(request, lifetime, now)
+            .map_err(|e| format!("signing: {e}"))
     }
 }
 

@@ -33,9 +33,9 @@ use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
-pub use check::{provider, roots};
+pub use check::{client_ok, provider, roots};
 pub use files::write_atomic;
-pub use issue::{PemPair, CLOCK_FLOOR};
+pub use issue::{CaSigner, PemPair, CLOCK_FLOOR};
 
 use issue::Ca;
 

@@ -15,6 +15,8 @@ pub struct Server {
     pub ready: String,
     /// stderr up to the "listening on" line.
     pub log: Vec<String>,
+    /// The stderr lines after it, as they come.
+    pub stderr: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -85,6 +87,24 @@ impl Server {
             port: port.unwrap(),
             ready,
             log,
+            stderr,
+        }
+    }
+
+    /// The next stderr line containing `needle`, within `timeout`; panics with what came
+    /// instead.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            match self
+                .stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no stderr line with {needle:?}; got:\n{}", seen.join("\n")),
+            }
         }
     }
 
