@@ -13,7 +13,8 @@
 //! SIGINT. `cairn config render` turns the node config into the `KEY=VALUE` lines PID 1 reads
 //! (docs/design.md). [`update`] installs signed A/B bundles (`cairn update apply`) and, at
 //! start, commits a healthy trial boot or records a rollback. A server that is also a worker
-//! (no `--disable-agent`) keeps its Node object, Lease and update state in the API.
+//! (no `--disable-agent`) joins itself over loopback the same way and also keeps its update
+//! state on its Node.
 //!
 //! **Design.** The binary (`main.rs`, `cli.rs`, `run.rs`, `token_cmd.rs`) parses arguments and
 //! wires things up with `anyhow`; the library modules use typed errors: [`pki`] owns keys,
@@ -23,9 +24,8 @@
 //! keeps the memory small (handlers run on its blocking pool); TLS is rustls with ring only (no
 //! aws-lc, no OpenSSL).
 //!
-//! **Limitations.** No kubelet yet: pods are scheduled and bound but not run. The server's
-//! own worker registers its Node with the admin credentials over loopback rather than
-//! joining like an agent; node certificates are renewed only when the agent starts.
+//! **Limitations.** No kubelet yet: pods are scheduled and bound but not run. Node
+//! certificates are renewed only when the node starts.
 
 /// Manifests an image recipe bakes into the read-only root.
 pub const BAKED_MANIFESTS: &str = "/usr/lib/cairn/manifests";

@@ -149,7 +149,7 @@ fn serve(
     kubeconfig: Option<&Path>,
     register: bool,
     parts: cairn_controllers::Parts,
-    join: Option<Join>,
+    mut join: Option<Join>,
 ) -> Result<()> {
     let role_name = role.as_str();
     let paths = ServerPaths::new(&args.data_dir);
@@ -198,10 +198,18 @@ fn serve(
                 cairn_apiserver::serviceaccount::TokenSigner::from_pem(&key).map_err(|e| {
                     anyhow::anyhow!("{}/{}: {e}", tls_dir.display(), pki::SERVICE_ACCOUNT_KEY)
                 })?;
-            let (api, join) = open_api(&paths, &certs)?;
+            let (api, token) = open_api(&paths, &certs)?;
             let mut server = cairn_apiserver::Server::new(api.with_token_signer(signer));
             server.cacerts = Some(certs.ca_cert.as_str().into());
-            server.server_token = Some(join.credential.as_str().into());
+            server.server_token = Some(token.credential.as_str().into());
+            if register {
+                // The server's own worker joins over loopback exactly as an agent does
+                // (the port is known once the socket listens).
+                join = Some(Join {
+                    server: String::new(),
+                    token,
+                });
+            }
             Some(server)
         }
         Role::Agent => None,
@@ -293,17 +301,10 @@ fn serve(
             let drain = register.then(|| api_client.clone());
             update::service::UpdateService::new(&node_name, n, reboot, drain)
         });
-        if register {
-            let labels = node
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
-            let publisher = node_status::Publisher::new(api_client.clone(), facts, ab_node.clone());
-            tokio::spawn(publisher.run());
-        }
-        if let Some(join) = join {
+        if let Some(mut join) = join {
+            if join.server.is_empty() {
+                join.server = url.clone();
+            }
             let labels = node
                 .labels
                 .iter()
@@ -311,7 +312,8 @@ fn serve(
                 .collect();
             let facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
             let dir = args.data_dir.join("agent").join("client");
-            tokio::spawn(run_agent(join, facts, dir));
+            let updates = ab_node.clone().filter(|_| role == Role::Server);
+            tokio::spawn(run_agent(join, facts, dir, updates));
         }
         if let Some(ab) = ab_node.clone() {
             let drain = register.then(|| (api_client.clone(), node_name.clone()));
@@ -382,7 +384,12 @@ fn serve(
 /// An agent: joins its server (retrying while the server cannot be reached), then keeps its
 /// Node and Lease. A join the server refuses ends the process with the reason: the token, the
 /// server or the node's name must change first.
-async fn run_agent(join: Join, mut facts: node_status::Facts, dir: PathBuf) {
+async fn run_agent(
+    join: Join,
+    mut facts: node_status::Facts,
+    dir: PathBuf,
+    updates: Option<update::Node>,
+) {
     let creds = cairn::join::Credentials::new(&dir);
     let mut said = String::new();
     let joined = loop {
@@ -403,7 +410,7 @@ async fn run_agent(join: Join, mut facts: node_status::Facts, dir: PathBuf) {
         }
     };
     facts.key_id = Some(joined.key_id);
-    node_status::Publisher::new(joined.client, facts, None)
+    node_status::Publisher::new(joined.client, facts, updates)
         .run()
         .await;
 }

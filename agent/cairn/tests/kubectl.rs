@@ -989,6 +989,15 @@ fn server_registers_its_node() {
         labels.get("update.cairn.dev/slot").is_none(),
         "not an A/B node"
     );
+    // The server's worker joined like any agent: a node certificate from a CSR, its key on
+    // the Node.
+    let key = node["metadata"]["annotations"]["cairn.dev/node-key-sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(key.len(), 64);
+    let requestors = k.run(&["get", "csr", "-o", "jsonpath={.items[*].spec.username}"]);
+    assert_eq!(requestors.trim(), "system:bootstrap:server");
+    assert!(dir.join("agent/client/node.crt").is_file());
     assert!(node["status"]["capacity"]["memory"]
         .as_str()
         .unwrap()
