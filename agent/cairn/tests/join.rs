@@ -191,7 +191,42 @@ fn agents_join_with_tokens() {
     assert_eq!(pending["status"]["conditions"][0]["type"], "NameInUse");
     assert!(pending["status"].get("certificate").is_none());
     assert!(a.stop().success());
-    k.run(&["certificate", "approve", &csr]);
+    // Approving needs the approval subresource and the signer's `approve` verb.
+    k.run(&[
+        "create",
+        "clusterrole",
+        "csr-approver",
+        "--verb=get,list,update",
+        "--resource=certificatesigningrequests,certificatesigningrequests/approval",
+    ]);
+    k.run(&[
+        "create",
+        "clusterrolebinding",
+        "csr-approver",
+        "--clusterrole=csr-approver",
+        "--user=alice",
+    ]);
+    let (ok, _, err) = k.try_run(&["--as=alice", "certificate", "approve", &csr]);
+    assert!(!ok);
+    assert!(err.contains("cannot approve resource \"signers\""), "{err}");
+    let role = dir.join("signer-approver.yaml");
+    fs::write(
+        &role,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
+         metadata: {name: kubelet-signer-approver}\n\
+         rules: [{apiGroups: [certificates.k8s.io], resources: [signers], verbs: [approve],\
+         resourceNames: [kubernetes.io/kube-apiserver-client-kubelet]}]\n",
+    )
+    .unwrap();
+    k.run(&["apply", "-f", role.to_str().unwrap()]);
+    k.run(&[
+        "create",
+        "clusterrolebinding",
+        "kubelet-signer-approver",
+        "--clusterrole=kubelet-signer-approver",
+        "--user=alice",
+    ]);
+    k.run(&["--as=alice", "certificate", "approve", &csr]);
     c.wait_line("joined https://127.0.0.1:", JOIN);
     wait_until("the Node to carry the new machine's key", || {
         let node = json(&k, &["get", "node", "edge-a"]);

@@ -101,6 +101,32 @@ impl Api {
         })
     }
 
+    /// Approving a request, or signing one, also needs the verb on its signer (`signers`,
+    /// named `<signerName>` or `<domain>/*`), as kube-apiserver's admission checks.
+    fn check_signer_verb(&self, action: &Action, csr: &Value, verb: &str) -> Result<(), ApiError> {
+        let Some(user) = &action.user else {
+            return Ok(());
+        };
+        let signer = csr["spec"]["signerName"].as_str().unwrap_or("");
+        let wildcard = signer
+            .split_once('/')
+            .map(|(domain, _)| format!("{domain}/*"))
+            .unwrap_or_default();
+        let attrs = |name: &str| {
+            crate::authz::Attributes::resource(
+                verb,
+                "certificates.k8s.io",
+                "signers",
+                None,
+                Some(name),
+            )
+        };
+        if self.authz.decide(user, &attrs(signer))?.allowed {
+            return Ok(());
+        }
+        self.authz.authorize(user, &attrs(&wildcard))
+    }
+
     pub(super) fn update(&self, action: &Action, body: &[u8]) -> Result<Reply, ApiError> {
         let resource = action.resource;
         let mut obj = match action.subresource.and_then(Subresource::body_kind) {
@@ -165,11 +191,15 @@ impl Api {
                 obj = old.clone();
                 obj["status"] = status;
                 if resource.kind == "CertificateSigningRequest" {
+                    if obj["status"]["certificate"] != old["status"]["certificate"] {
+                        self.check_signer_verb(action, &old, "sign")?;
+                    }
                     // Approval is not the signer's to change.
                     crate::validate::csr::keep_conditions(&old, &mut obj, true);
                 }
             }
             Some(Subresource::Approval) => {
+                self.check_signer_verb(action, &old, "approve")?;
                 let mut approval = old.clone();
                 approval["status"]["conditions"] = obj["status"]["conditions"].clone();
                 crate::validate::csr::keep_conditions(&old, &mut approval, false);
