@@ -36,6 +36,12 @@ Examples:
   cairn token delete abcdef";
 
 const AGENT_EXAMPLES: &str = "\
+The token is the server's DATA/server/node-token or one from `cairn token create` on the
+server. The agent checks the server's CA against the hash in the token, then gets its node
+certificate through a CertificateSigningRequest (kept in DATA/agent/client) and registers
+its Node. A name another machine holds waits for the admin: `kubectl delete node NAME`, or
+`kubectl certificate approve` of the request the agent names.
+
 Examples:
   cairn agent --server https://10.0.0.1:6443 --token K10...
   CAIRN_URL=https://10.0.0.1:6443 CAIRN_TOKEN=K10... cairn agent";
@@ -67,7 +73,7 @@ pub enum Command {
     /// Run the control plane: the Kubernetes API over HTTPS, backed by SQLite
     #[command(after_help = SERVER_EXAMPLES)]
     Server(ServerArgs),
-    /// Run a worker node that joins a server (today: HTTPS health endpoints)
+    /// Run a worker node: join a server with a token, register the Node, renew its Lease
     #[command(after_help = AGENT_EXAMPLES)]
     Agent(AgentArgs),
     /// Create, list and delete join tokens for agents

@@ -255,6 +255,7 @@ fn kubectl_end_to_end() {
     tokens(&bin, &dir, &server);
     service_account_tokens(&bin, &dir, &k);
     rbac(&k);
+    bad_input(&k, &dir);
 
     // A restart keeps the data (SQLite on disk) and the revision counter.
     k.run(&["create", "-f", cm.to_str().unwrap()]);
@@ -267,6 +268,39 @@ fn kubectl_end_to_end() {
     assert_eq!(before, after);
     assert!(server.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One file with good and bad objects: each bad one is refused with its reason, the good
+/// one is created, and nothing of the bad ones is left behind.
+fn bad_input(k: &Kubectl, dir: &Path) {
+    let file = dir.join("mixed.yaml");
+    write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\ndata: {a: b}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: crooked}\nspec:\n  \
+         selector: {matchLabels: {app: one}}\n  template:\n    metadata: {labels: {app: two}}\n    \
+         spec: {containers: [{name: c, image: busybox}]}\n---\n\
+         apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+         metadata: {name: gizmos.example.com}\nspec:\n  group: example.com\n  \
+         names: {plural: gizmos, singular: gizmo, kind: Gizmo}\n  scope: Namespaced\n  \
+         versions:\n  - name: v1\n    served: true\n    storage: true\n    \
+         schema: {openAPIV3Schema: {type: banana}}\n",
+    );
+    let (ok, _, err) = k.try_run(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("`selector` does not match template `labels`"),
+        "{err}"
+    );
+    assert!(err.contains("gizmos.example.com"), "{err}");
+    assert_eq!(
+        k.run(&["get", "cm", "fine", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    let (ok, _, _) = k.try_run(&["get", "deployment", "crooked"]);
+    assert!(!ok, "a refused Deployment exists");
+    let (ok, _, _) = k.try_run(&["get", "crd", "gizmos.example.com"]);
+    assert!(!ok, "a refused definition exists");
 }
 
 fn get_json(k: &Kubectl, what: &[&str]) -> serde_json::Value {
