@@ -98,7 +98,7 @@ qemu: cairnctl
 
 unit-test:
 	$(HOST_CARGO) test --workspace --exclude cairnctl
-	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade
+	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade --test testimages
 
 boot-test: cairnctl
 	$(HOST_CARGO) test -p cairnctl --test reproducible --test boot --test update -- --test-threads=2

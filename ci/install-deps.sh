@@ -46,7 +46,7 @@ HOST_PKGS=(
   kmod squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
   ca-certificates openssl python3 python3-pip python3-kubernetes curl protobuf-compiler etcd-server
-  tzdata
+  tzdata skopeo
 )
 log "installing host packages"
 $SUDO apt-get install -y --no-install-recommends "${HOST_PKGS[@]}"

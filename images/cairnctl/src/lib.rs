@@ -20,6 +20,7 @@ pub mod fat;
 pub mod initramfs;
 pub mod kmod;
 pub mod manifest;
+pub mod oci;
 pub mod progress;
 pub mod qemu;
 pub mod recipe;

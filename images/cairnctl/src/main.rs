@@ -48,6 +48,19 @@ enum Cmd {
     },
     /// List the known boards.
     Boards,
+    /// Build the test container images (cairn.local/test/busybox and .../httpd, from Debian's
+    /// busybox-static) as multi-architecture OCI archives: DIR/busybox.oci.tar, DIR/httpd.oci.tar.
+    #[command(
+        after_help = "Examples:\n  cairnctl test-images -o out/test-images\n  cairnctl test-images --arch x86_64 --arch aarch64\n  skopeo copy oci-archive:out/test-images/httpd.oci.tar docker://localhost:5000/test/httpd:latest --all"
+    )]
+    TestImages {
+        /// Architectures to include (x86_64, aarch64, armv7, s390x) [default: all four].
+        #[arg(long = "arch")]
+        arches: Vec<String>,
+        /// Output directory.
+        #[arg(short, long, default_value = "out/test-images")]
+        out: PathBuf,
+    },
     /// Print sizes and boot timings (guest clock) for built boards, as a Markdown table.
     Bench {
         /// Boards to measure [default: every qemu-* board].
@@ -386,6 +399,37 @@ fn run(cli: Cli) -> Result<()> {
                 break_health,
             })?;
             print!("{}", update::describe(&m, &out));
+        }
+        Cmd::TestImages { arches, out } => {
+            let all = [
+                board::Arch::X86_64,
+                board::Arch::Aarch64,
+                board::Arch::Armv7,
+                board::Arch::S390x,
+            ];
+            let chosen: Vec<board::Arch> =
+                if arches.is_empty() {
+                    all.to_vec()
+                } else {
+                    arches
+                        .iter()
+                        .map(|a| {
+                            all.iter().copied().find(|x| x.as_str() == a).with_context(|| {
+                            format!("unknown architecture {a:?}: x86_64, aarch64, armv7 or s390x")
+                        })
+                        })
+                        .collect::<Result<_>>()?
+                };
+            let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(s) => s
+                    .trim()
+                    .parse()
+                    .context("SOURCE_DATE_EPOCH must be a number of seconds")?,
+                Err(_) => 1_735_689_600,
+            };
+            for path in cairnctl::oci::build(&out, &chosen, epoch)? {
+                println!("{}", path.display());
+            }
         }
         Cmd::Boards => {
             let dir = repo_root()?.join("board-configs");

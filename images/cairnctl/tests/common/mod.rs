@@ -1,4 +1,5 @@
 //! Helpers shared by the QEMU test binaries.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
