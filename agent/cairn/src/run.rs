@@ -149,7 +149,7 @@ fn serve(
     kubeconfig: Option<&Path>,
     register: bool,
     parts: cairn_controllers::Parts,
-    mut join: Option<Join>,
+    join: Option<Join>,
 ) -> Result<()> {
     let role_name = role.as_str();
     let paths = ServerPaths::new(&args.data_dir);
@@ -202,18 +202,11 @@ fn serve(
             let mut server = cairn_apiserver::Server::new(api.with_token_signer(signer));
             server.cacerts = Some(certs.ca_cert.as_str().into());
             server.server_token = Some(token.credential.as_str().into());
-            if register {
-                // The server's own worker joins over loopback exactly as an agent does
-                // (the port is known once the socket listens).
-                join = Some(Join {
-                    server: String::new(),
-                    token,
-                });
-            }
-            Some(server)
+            Some((server, token))
         }
         Role::Agent => None,
     };
+    let (api_server, server_token) = api_server.unzip();
     let metrics = api_server.as_ref().map(|s| s.metrics.clone());
     if let Some(metrics) = &metrics {
         set_certificate_metrics(metrics, &certs);
@@ -301,10 +294,12 @@ fn serve(
             let drain = register.then(|| api_client.clone());
             update::service::UpdateService::new(&node_name, n, reboot, drain)
         });
-        if let Some(mut join) = join {
-            if join.server.is_empty() {
-                join.server = url.clone();
-            }
+        // The server's own worker joins over loopback exactly as an agent does.
+        let own_worker = server_token.filter(|_| register).map(|token| Join {
+            server: url.clone(),
+            token,
+        });
+        if let Some(join) = join.or(own_worker) {
             let labels = node
                 .labels
                 .iter()
@@ -381,15 +376,17 @@ fn serve(
     })
 }
 
-/// An agent: joins its server (retrying while the server cannot be reached), then keeps its
-/// Node and Lease. A join the server refuses ends the process with the reason: the token, the
-/// server or the node's name must change first.
+/// A worker: joins its server (retrying while the server cannot be reached), then keeps its
+/// Node and Lease. A join the server refuses ends an agent with the reason (the token, the
+/// server or the node's name must change first); a server's own worker logs it and tries
+/// again later, leaving the control plane up.
 async fn run_agent(
     join: Join,
     mut facts: node_status::Facts,
     dir: PathBuf,
     updates: Option<update::Node>,
 ) {
+    let agent = facts.role == Role::Agent;
     let creds = cairn::join::Credentials::new(&dir);
     let mut said = String::new();
     let joined = loop {
@@ -403,9 +400,13 @@ async fn run_agent(
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
-            Err(e) => {
+            Err(e) if agent => {
                 eprintln!("cairn: FATAL: joining {}: {e}", join.server);
                 std::process::exit(1);
+            }
+            Err(e) => {
+                eprintln!("cairn: this server's worker cannot join: {e} (trying again in 60 s)");
+                tokio::time::sleep(Duration::from_secs(60)).await;
             }
         }
     };
