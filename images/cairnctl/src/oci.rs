@@ -141,8 +141,9 @@ enum Entry {
     Link(String, String),
 }
 
-/// The layers of `image` for one platform, from its static busybox binary.
-fn layers(image: TestImage, busybox: &[u8], epoch: u64) -> Result<Vec<Vec<u8>>> {
+/// The layers of `image` for one platform, from its static busybox binary: each layer's
+/// diff id (the digest of the uncompressed tar) and its zstd bytes.
+fn layers(image: TestImage, busybox: &[u8], epoch: u64) -> Result<Vec<(String, Vec<u8>)>> {
     let mut base = vec![
         Entry::Dir("bin", 0o755),
         Entry::Dir("etc", 0o755),
@@ -175,7 +176,11 @@ fn layers(image: TestImage, busybox: &[u8], epoch: u64) -> Result<Vec<Vec<u8>>> 
     }
     layers
         .into_iter()
-        .map(|tar| zstd::encode_all(tar.as_slice(), 19).context("compressing a layer"))
+        .map(|tar| {
+            let diff_id = format!("sha256:{}", hex(&Sha256::digest(&tar)));
+            let compressed = zstd::encode_all(tar.as_slice(), 19).context("compressing a layer")?;
+            Ok((diff_id, compressed))
+        })
         .collect()
 }
 
@@ -193,20 +198,16 @@ pub fn write_archive(
     let mut blobs: Vec<Blob> = Vec::new();
     let mut manifests = Vec::new();
     for (arch, busybox) in binaries {
-        let layers: Vec<Blob> = layers(image, busybox, epoch)?
+        let (diff_ids, layers): (Vec<String>, Vec<Blob>) = layers(image, busybox, epoch)?
             .into_iter()
-            .map(|bytes| Blob {
-                media_type: LAYER,
-                bytes,
+            .map(|(diff_id, bytes)| {
+                let blob = Blob {
+                    media_type: LAYER,
+                    bytes,
+                };
+                (diff_id, blob)
             })
-            .collect();
-        let diff_ids: Vec<String> = layers
-            .iter()
-            .map(|l| {
-                let tar = zstd::decode_all(l.bytes.as_slice()).expect("own layer");
-                format!("sha256:{}", hex(&Sha256::digest(&tar)))
-            })
-            .collect();
+            .unzip();
         let mut config = platform(*arch);
         config["created"] = json!(created);
         config["config"] = image.config();
