@@ -88,6 +88,12 @@ pub enum Command {
     /// Check and replace the server's certificates (DATA/server/tls)
     #[command(after_help = CERTIFICATE_EXAMPLES)]
     Certificate(CertificateArgs),
+    /// Internal: the per-container process the kubelet starts (cairn_runtime::shim)
+    #[command(name = "container-shim", hide = true)]
+    ContainerShim {
+        /// The container's directory (holding spec.json)
+        dir: std::path::PathBuf,
+    },
 }
 
 const CERTIFICATE_EXAMPLES: &str = "\

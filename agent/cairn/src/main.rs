@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         Command::Update(args) => update_cmd::run(args),
         Command::Certificate(args) => certificate_cmd::run(args),
         Command::Config(ConfigCommand::Render { file }) => return config_cmd::render(&file),
+        Command::ContainerShim { dir } => {
+            return ExitCode::from(cairn_runtime::shim::main(&dir) as u8);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
