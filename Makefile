@@ -96,8 +96,10 @@ qemu: cairnctl
 	@test -f out/$(BOARD)/disk.img || $(MAKE) --no-print-directory image BOARD=$(BOARD)
 	$(CAIRNCTL) qemu --board $(BOARD) --api-port $(API_PORT)
 
-unit-test:
-	$(HOST_CARGO) test --workspace --exclude cairnctl
+# The kubelet tests run pods of the test images (out/test-images, built by cairnctl).
+unit-test: cairnctl
+	$(CAIRNCTL) test-images -o out/test-images
+	CAIRN_TEST_IMAGES=$(CURDIR)/out/test-images $(HOST_CARGO) test --workspace --exclude cairnctl
 	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade --test testimages
 
 boot-test: cairnctl

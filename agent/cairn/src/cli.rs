@@ -258,6 +258,9 @@ pub struct CommonArgs {
     /// The Node's name [default: `hostname:` of the node config, else the kernel's hostname]
     #[arg(long, value_name = "NAME", env = "CAIRN_NODE_NAME")]
     pub node_name: Option<Hostname>,
+    /// The cgroup v2 mount pods' cgroups are made in (without one, pods run without limits)
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
 }
 
 #[derive(Debug, Args)]

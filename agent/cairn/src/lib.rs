@@ -24,16 +24,24 @@
 //! keeps the memory small (handlers run on its blocking pool); TLS is rustls with ring only (no
 //! aws-lc, no OpenSSL).
 //!
-//! **Limitations.** No kubelet yet: pods are scheduled and bound but not run. Node
-//! certificates are renewed only when the node starts.
+//! A joined worker runs the [`kubelet`]: the pods bound to it, in containers of
+//! `cairn_runtime` from images of `cairn_images`.
+//!
+//! **Limitations.** Pods have a network namespace with loopback only (no bridge and pod
+//! addresses yet) unless `hostNetwork`; no probes, logs/exec through the API or registry
+//! pulls by the kubelet yet. Node certificates are renewed only when the node starts.
 
 /// Manifests an image recipe bakes into the read-only root.
 pub const BAKED_MANIFESTS: &str = "/usr/lib/cairn/manifests";
+/// Container image archives an image recipe bakes into the read-only root; the kubelet imports
+/// them at start, like those in `DATA/agent/images/`.
+pub const BAKED_IMAGES: &str = "/usr/lib/cairn/images";
 
 pub mod client;
 pub mod health;
 pub mod join;
 pub mod kubeconfig;
+pub mod kubelet;
 pub mod node_status;
 pub mod pki;
 pub mod procfs;

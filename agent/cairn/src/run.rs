@@ -308,7 +308,8 @@ fn serve(
             let facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
             let dir = args.data_dir.join("agent").join("client");
             let updates = ab_node.clone().filter(|_| role == Role::Server);
-            tokio::spawn(run_agent(join, facts, dir, updates));
+            let kubelet = kubelet_config(args, &node_name, &facts);
+            tokio::spawn(run_agent(join, facts, dir, updates, kubelet));
         }
         if let Some(ab) = ab_node.clone() {
             let drain = register.then(|| (api_client.clone(), node_name.clone()));
@@ -385,6 +386,7 @@ async fn run_agent(
     mut facts: node_status::Facts,
     dir: PathBuf,
     updates: Option<update::Node>,
+    kubelet: Option<cairn::kubelet::Config>,
 ) {
     let agent = facts.role == Role::Agent;
     let creds = cairn::join::Credentials::new(&dir);
@@ -411,9 +413,46 @@ async fn run_agent(
         }
     };
     facts.key_id = Some(joined.key_id);
+    if let Some(config) = kubelet {
+        let client = joined.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cairn::kubelet::run(client, config).await {
+                eprintln!("cairn: kubelet: {e}; pods bound to this node will not run");
+            }
+        });
+    }
     node_status::Publisher::new(joined.client, facts, updates)
         .run()
         .await;
+}
+
+/// Where the kubelet keeps its state; `None` (no pods run here) when not root, as on a
+/// development host running `cairn server` as a user.
+fn kubelet_config(
+    args: &CommonArgs,
+    node_name: &str,
+    facts: &node_status::Facts,
+) -> Option<cairn::kubelet::Config> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("cairn: kubelet: not running as root: pods bound to this node will not run");
+        return None;
+    }
+    let data_dir = args.data_dir.join("agent");
+    let shim = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    Some(cairn::kubelet::Config {
+        node_name: node_name.to_owned(),
+        host_ip: facts
+            .addresses
+            .first()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        image_dirs: vec![data_dir.join("images"), PathBuf::from(cairn::BAKED_IMAGES)],
+        data_dir,
+        shim,
+        cgroup_root: args.cgroup_root.clone(),
+        netns_dir: PathBuf::from("/run/cairn/netns"),
+        log_max_bytes: 10 << 20,
+    })
 }
 
 /// Settles the last update (records a rollback) and returns the trial to gate, if this boot

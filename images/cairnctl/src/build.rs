@@ -210,6 +210,10 @@ pub fn build(o: &Options) -> Result<Manifest> {
     }
     o.recipe
         .install_manifests(&root, &o.repo.join("images").join("recipes"))?;
+    if o.recipe.test_images {
+        let dir = root.join(cairn::BAKED_IMAGES.trim_start_matches('/'));
+        crate::oci::build(&dir, &[arch], o.epoch)?;
+    }
     p.done(&format!("{} entries", rootfs::walk(&root)?.len()));
 
     p.step("read-only root (squashfs, zstd)");

@@ -25,6 +25,11 @@ pub struct Recipe {
     /// on start and keeps them applied, like K3s' auto-deploy manifests.
     #[serde(default)]
     pub manifests: Vec<String>,
+    /// Bake the test container images (`cairn.local/test/busybox:latest` and
+    /// `cairn.local/test/httpd:latest`, for the board's architecture) into
+    /// `/usr/lib/cairn/images`, which the kubelet imports at start.
+    #[serde(default)]
+    pub test_images: bool,
 }
 
 /// Where baked manifests go in the root filesystem (read by `cairn server`).

@@ -1,0 +1,254 @@
+//! Pods really run: a `cairn server` with its own worker on this machine (as root), the test
+//! images imported from `DATA/agent/images/`, pods applied with the real kubectl and their
+//! containers checked on the node: exit codes and termination messages, the downward API and
+//! ConfigMaps, restarts with back-off, a missing image and a missing ConfigMap reported as
+//! the kubelet does, and deletion removing containers and cgroups.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::{kubectl_path, temp_data_dir, test_images, Kubectl, Server};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn json(k: &Kubectl, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&k.run(&all)).unwrap()
+}
+
+fn wait_for(k: &Kubectl, pod: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ok, out, _) = k.try_run(&["get", "pod", pod, "-o", "json"]);
+        if ok {
+            let v: Value = serde_json::from_str(&out).unwrap();
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pod {pod}: timed out waiting for {what}: {:#}",
+                v["status"]
+            );
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "pod {pod}: timed out waiting for {what}: {out}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn waiting_reason(pod: &Value) -> String {
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn mount_cgroup2(dir: &Path) -> PathBuf {
+    let root = dir.join("cgroup");
+    fs::create_dir_all(&root).unwrap();
+    nix::mount::mount(
+        Some("cgroup2"),
+        &root,
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mounting cgroup2 (the test needs root)");
+    root
+}
+
+#[test]
+fn pods_run_report_and_go_away() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the kubelet test runs containers: it needs root"
+    );
+    let dir = temp_data_dir("pods");
+    let images = dir.join("agent/images");
+    fs::create_dir_all(&images).unwrap();
+    for name in ["busybox.oci.tar", "httpd.oci.tar"] {
+        fs::copy(test_images().join(name), images.join(name)).unwrap();
+    }
+    let cgroups = mount_cgroup2(&dir);
+    let server = Server::start_with(&dir, &["--cgroup-root", cgroups.to_str().unwrap()]);
+    server.wait_line("imported cairn.local/test/busybox:latest", WAIT);
+    let k = Kubectl {
+        bin: kubectl_path(),
+        config: dir.join("admin.kubeconfig"),
+        extra: vec![],
+    };
+    let manifests = dir.join("pods.yaml");
+    fs::write(
+        &manifests,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello from a configmap}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: once, labels: {app: once}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: cairn.local/test/busybox:latest
+    command: [sh, -c, 'echo "$POD_NAME $GREETING $(uname -m) $(hostname) $(cat /config/greeting)" > /dev/termination-log; exit 3']
+    env:
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: GREETING
+      valueFrom: {configMapKeyRef: {name: settings, key: greeting}}
+    volumeMounts: [{name: config, mountPath: /config}]
+  volumes:
+  - name: config
+    configMap: {name: settings}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sleeper}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: cairn.local/test/busybox:latest
+    command: [sleep, "3600"]
+    resources: {limits: {memory: 32Mi, cpu: 250m}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  containers:
+  - name: main
+    image: cairn.local/test/busybox:latest
+    command: [sh, -c, 'echo crashing; exit 1']
+    terminationMessagePolicy: FallbackToLogsOnError
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: missing-image}
+spec:
+  containers:
+  - name: main
+    image: cairn.local/test/nope:latest
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: missing-config}
+spec:
+  containers:
+  - name: main
+    image: cairn.local/test/busybox:latest
+    env:
+    - name: X
+      valueFrom: {configMapKeyRef: {name: nope, key: k}}
+"#,
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifests.to_str().unwrap()]);
+
+    // A container that ran and failed: exit code, message written by the container.
+    let once = wait_for(&k, "once", "phase Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    let t = &once["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["exitCode"], 3, "{t}");
+    assert_eq!(t["reason"], "Error");
+    let arch = std::env::consts::ARCH;
+    assert_eq!(
+        t["message"],
+        format!("once hello from a configmap {arch} once hello from a configmap\n")
+    );
+    assert!(t["containerID"].as_str().unwrap().starts_with("cairn://"));
+    assert!(once["status"]["containerStatuses"][0]["imageID"]
+        .as_str()
+        .unwrap()
+        .contains("@sha256:"));
+
+    // A running container: its process, directory and cgroup exist on the node.
+    let sleeper = wait_for(&k, "sleeper", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let uid = sleeper["metadata"]["uid"].as_str().unwrap().to_owned();
+    assert_eq!(sleeper["status"]["containerStatuses"][0]["ready"], true);
+    let pod_cgroup = cgroups.join("kubepods").join(format!("pod{uid}"));
+    let container = dir.join("agent/containers").join(format!("{uid}_main_0"));
+    assert!(container.is_dir());
+    let procs = fs::read_to_string(pod_cgroup.join(format!("{uid}_main_0/cgroup.procs"))).unwrap();
+    let pid = procs
+        .lines()
+        .next()
+        .expect("the container's process is in its cgroup");
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, b"sleep\x003600\x00");
+    let table = k.run(&["get", "pod", "sleeper"]);
+    assert!(
+        table.contains("1/1") && table.contains("Running"),
+        "{table}"
+    );
+
+    // A crashing container is restarted, then backs off; its last words are kept.
+    let crash = wait_for(&k, "crash", "CrashLoopBackOff", |p| {
+        waiting_reason(p) == "CrashLoopBackOff"
+    });
+    let status = &crash["status"]["containerStatuses"][0];
+    assert!(status["restartCount"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(status["lastState"]["terminated"]["message"], "crashing\n");
+
+    // Bad input is a reason on the pod, and nothing else is disturbed.
+    let missing = wait_for(&k, "missing-image", "ErrImagePull", |p| {
+        matches!(
+            waiting_reason(p).as_str(),
+            "ErrImagePull" | "ImagePullBackOff"
+        )
+    });
+    let message = missing["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("cairn.local/test/nope:latest") && message.contains("not found"),
+        "{message}"
+    );
+    let config = wait_for(&k, "missing-config", "CreateContainerConfigError", |p| {
+        waiting_reason(p) == "CreateContainerConfigError"
+    });
+    let message = config["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap();
+    assert_eq!(message, "ConfigMap \"nope\" not found");
+    assert_eq!(
+        json(&k, &["get", "pod", "sleeper"])["status"]["phase"],
+        "Running"
+    );
+
+    // Deletion: sleep ignores SIGTERM as PID 1, so it is killed after its 2 s grace period;
+    // its container, cgroup and pod directory go.
+    k.run(&["delete", "pod", "sleeper", "--wait=false"]);
+    let deadline = Instant::now() + WAIT;
+    while container.exists() || pod_cgroup.exists() || dir.join("agent/pods").join(&uid).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pod's container and cgroup stay"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        fs::read(format!("/proc/{pid}/cmdline")).is_err(),
+        "the container's process is still there"
+    );
+    k.run(&["delete", "pod", "--all", "--wait=false"]);
+    drop(server);
+    let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
