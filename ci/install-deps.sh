@@ -47,9 +47,16 @@ HOST_PKGS=(
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
   ca-certificates openssl python3 python3-pip python3-kubernetes curl protobuf-compiler etcd-server
   tzdata skopeo
+  docker-registry apache2-utils
 )
 log "installing host packages"
 $SUDO apt-get install -y --no-install-recommends "${HOST_PKGS[@]}"
+# docker-registry (and htpasswd from apache2-utils) are for the image store's pull tests,
+# which start their own registry on a free port: do not leave Debian's service running.
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet docker-registry.service 2>/dev/null; then
+  log "disabling Debian's docker-registry service (the pull tests run their own)"
+  $SUDO systemctl disable --now docker-registry.service || true
+fi
 # etcd-server is only for `make bench` (which starts its own etcd on free ports): do not
 # leave Debian's etcd service running on machines with systemd.
 if [ -d /run/systemd/system ] && systemctl is-enabled --quiet etcd.service 2>/dev/null; then

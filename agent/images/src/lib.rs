@@ -23,6 +23,7 @@ mod archive;
 mod oci;
 mod platform;
 pub mod reference;
+mod registry;
 mod store;
 mod stream;
 mod unpack;
@@ -33,6 +34,7 @@ use std::path::PathBuf;
 
 pub use platform::Platform;
 pub use reference::Reference;
+pub use registry::{Credentials, PullOptions, SYSTEM_CA_BUNDLE};
 pub use store::Store;
 
 /// What can go wrong in the image store. Every message names the file, reference or
@@ -66,6 +68,19 @@ pub enum Error {
     /// (an artifact rather than a container image, Docker schema 1, an unknown layer type).
     #[error("{what}: {reason}")]
     BadImage { what: String, reason: String },
+    /// The registry has no such repository, tag or digest.
+    #[error("{reference}: not found in registry {registry} ({detail})")]
+    NotInRegistry {
+        reference: String,
+        registry: String,
+        detail: String,
+    },
+    /// The registry (or its token service) refused access: no or wrong credentials.
+    #[error("registry {registry}: authentication failed: {message}")]
+    Unauthorized { registry: String, message: String },
+    /// Reaching or talking to a registry failed (connection, TLS, an unexpected answer).
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
     /// A file system error on a named path.
     #[error("{}: {source}", path.display())]
     Io {

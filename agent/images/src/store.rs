@@ -496,7 +496,7 @@ impl Txn<'_> {
         &self.store.platform
     }
 
-    fn has_layer(&self, diff_id: &str) -> bool {
+    pub(crate) fn has_layer(&self, diff_id: &str) -> bool {
         self.store.layer_dir(diff_id).is_some_and(|d| d.is_dir())
     }
 
@@ -668,7 +668,9 @@ pub(crate) struct Plan {
 /// Where an import reads index, manifest and config blobs from.
 pub(crate) trait BlobSource {
     /// The blob's bytes, verified against the descriptor's digest and size.
-    fn fetch(&mut self, desc: &Descriptor, what: &str) -> Result<Vec<u8>, Error>;
+    /// `manifest` tells an index or manifest (a registry's `manifests/` endpoint) from a
+    /// config (`blobs/`).
+    fn fetch(&mut self, desc: &Descriptor, what: &str, manifest: bool) -> Result<Vec<u8>, Error>;
 }
 
 /// Checks fetched bytes against their descriptor.
@@ -720,7 +722,7 @@ pub(crate) fn plan(
             ));
         }
         let what = format!("{reference}: manifest {}", desc.digest);
-        let bytes = src.fetch(&desc, &what)?;
+        let bytes = src.fetch(&desc, &what, true)?;
         let kind = oci::kind_of(&desc.media_type, &bytes).map_err(|r| bad(what.clone(), r))?;
         blobs.push((desc.digest.clone(), bytes));
         let bytes = &blobs.last().expect("pushed").1;
@@ -756,7 +758,7 @@ pub(crate) fn plan(
         ));
     }
     let what = format!("{reference}: config {}", manifest.config.digest);
-    let config_bytes = src.fetch(&manifest.config, &what)?;
+    let config_bytes = src.fetch(&manifest.config, &what, false)?;
     let config: ConfigFile =
         serde_json::from_slice(&config_bytes).map_err(|e| bad(what.clone(), e.to_string()))?;
     if !platform_checked {
@@ -877,7 +879,7 @@ fn blob_name(digest: &str) -> String {
 }
 
 impl BlobSource for ArchiveBlobs<'_> {
-    fn fetch(&mut self, desc: &Descriptor, what: &str) -> Result<Vec<u8>, Error> {
+    fn fetch(&mut self, desc: &Descriptor, what: &str, _: bool) -> Result<Vec<u8>, Error> {
         let name = blob_name(&desc.digest);
         let bytes = self.0.read(std::slice::from_ref(&name))?.remove(0);
         verify_blob(
@@ -942,7 +944,7 @@ fn import_oci(txn: &mut Txn<'_>, archive: &mut Archive) -> Result<Vec<Imported>,
 }
 
 /// Stores the plans' blobs and records their images.
-fn record_plans(
+pub(crate) fn record_plans(
     txn: &mut Txn<'_>,
     plans: Vec<Plan>,
     new_layers: &HashSet<String>,

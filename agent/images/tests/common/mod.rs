@@ -125,11 +125,11 @@ pub struct Written {
     pub layer_digests: Vec<String>,
 }
 
+/// An OCI layout's files, its index digest, and what was written per platform.
+pub type Layout = (Vec<(String, Vec<u8>)>, String, Vec<Written>);
+
 /// The files of an OCI layout with one multi-platform index named `name`.
-pub fn oci_layout(
-    name: &str,
-    images: &[PlatformImage],
-) -> (Vec<(String, Vec<u8>)>, String, Vec<Written>) {
+pub fn oci_layout(name: &str, images: &[PlatformImage]) -> Layout {
     let mut blobs: Vec<Vec<u8>> = Vec::new();
     let mut descriptors = Vec::new();
     let mut written = Vec::new();
