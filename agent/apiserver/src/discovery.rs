@@ -80,6 +80,8 @@ const SUBRESOURCE_VERBS: [&str; 3] = ["get", "patch", "update"];
 fn subresource_verbs(sub: &str) -> &'static [&'static str] {
     if Subresource::from_name(sub).is_some_and(Subresource::is_action) {
         &["create"]
+    } else if sub == "log" {
+        &["get"]
     } else {
         &SUBRESOURCE_VERBS
     }

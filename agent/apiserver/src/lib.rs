@@ -62,6 +62,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod meta;
+pub mod nodeproxy;
 pub mod metrics;
 pub mod openapi;
 pub mod protobuf;

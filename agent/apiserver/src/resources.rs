@@ -108,7 +108,7 @@ const fn core(
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
 const STATUS_APPROVAL: &[&str] = &["status", "approval"];
-const POD_SUBRESOURCES: &[&str] = &["status", "binding", "eviction"];
+const POD_SUBRESOURCES: &[&str] = &["status", "binding", "eviction", "log"];
 
 /// A row of a named group.
 const fn named(

@@ -57,6 +57,8 @@ pub struct Server {
     /// The server join token's credential (`server:<secret>`), accepted as a bearer token of
     /// a bootstrapper like `cairn token create`'s tokens.
     pub server_token: Option<Arc<str>>,
+    /// Reaches kubelets for `pods/<name>/log`; `None` answers those with 503.
+    pub node_proxy: Option<Arc<dyn crate::nodeproxy::NodeProxy>>,
 }
 
 impl Server {
@@ -70,6 +72,7 @@ impl Server {
             metrics,
             cacerts: None,
             server_token: None,
+            node_proxy: None,
         }
     }
 }
@@ -309,6 +312,16 @@ impl Server {
                 crate::metrics::CONTENT_TYPE,
                 self.metrics.render().into_bytes(),
             )),
+            ApiRequest::Resource(action) if action.subresource == Some(Subresource::Log) => {
+                let proxy = self.node_proxy.clone().ok_or(ApiError::Other {
+                    code: 503,
+                    reason: "ServiceUnavailable",
+                    message: "this server does not reach kubelets".into(),
+                })?;
+                let query = req.uri().query().map(str::to_owned);
+                crate::nodeproxy::pod_log(self.api.store.clone(), proxy, &action, query.as_deref())
+                    .await
+            }
             ApiRequest::Resource(action) if action.verb == Verb::Watch => {
                 let rx = watch::start(self.api.clone(), action, self.watch).await?;
                 let open = self.metrics.watch_opened(labels);

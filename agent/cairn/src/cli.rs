@@ -261,6 +261,10 @@ pub struct CommonArgs {
     /// The cgroup v2 mount pods' cgroups are made in (without one, pods run without limits)
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// Port of the kubelet's HTTPS endpoint, which the API server reaches for `kubectl logs`
+    /// (0 picks a free port)
+    #[arg(long, value_name = "PORT", default_value_t = 10250)]
+    pub kubelet_port: u16,
 }
 
 #[derive(Debug, Args)]

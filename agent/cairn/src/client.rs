@@ -217,6 +217,29 @@ impl Client {
         })
     }
 
+    /// A client for a kubelet at `url`: presents `identity` (certificate and key, PEM) and
+    /// accepts the kubelet's self-made serving certificate (see [`crate::nodeproxy`]).
+    pub fn to_kubelet(url: &str, identity: (Vec<u8>, Vec<u8>)) -> Result<Client, String> {
+        let (rest, host, port) = split_url(url)?;
+        let cert = CertificateDer::from_pem_slice(&identity.0).map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::from_pem_slice(&identity.1).map_err(|e| e.to_string())?;
+        let tls = ClientConfig::builder_with_provider(pki::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())))
+            .with_client_auth_cert(vec![cert], key)
+            .map_err(|e| e.to_string())?;
+        Ok(Client {
+            url: format!("https://{rest}"),
+            host,
+            port,
+            tls: Arc::new(tls),
+            token: None,
+            ca_pem: String::new(),
+        })
+    }
+
     /// GET of `path`: the status and the raw body (for answers that are not JSON).
     pub async fn get_raw(&self, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
         tokio::time::timeout(REQUEST_TIMEOUT, self.send(&Method::GET, path, None))

@@ -42,6 +42,7 @@ pub mod health;
 pub mod join;
 pub mod kubeconfig;
 pub mod kubelet;
+pub mod nodeproxy;
 pub mod node_status;
 pub mod pki;
 pub mod procfs;

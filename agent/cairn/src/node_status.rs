@@ -66,6 +66,8 @@ pub struct Facts {
     /// SHA-256 of the node's client key (joined nodes): the identity the CSR approver checks
     /// before it lets another machine take this node's name.
     pub key_id: Option<String>,
+    /// Where the kubelet serves the API server (`status.daemonEndpoints`); 0: no kubelet.
+    pub kubelet_port: u16,
 }
 
 impl Facts {
@@ -99,6 +101,7 @@ impl Facts {
             memory_kib: crate::procfs::parse_mem_total_kb(&read("/proc/meminfo")).unwrap_or(0),
             labels,
             key_id: None,
+            kubelet_port: 0,
         }
     }
 
@@ -161,7 +164,7 @@ impl Facts {
             "memory": format!("{}Ki", self.memory_kib),
             "pods": MAX_PODS.to_string(),
         });
-        json!({
+        let mut node = json!({
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
@@ -188,7 +191,14 @@ impl Facts {
                     "architecture": self.arch,
                 },
             },
-        })
+        });
+        if self.kubelet_port != 0 {
+            node["status"]["daemonEndpoints"] =
+                json!({"kubeletEndpoint": {"Port": self.kubelet_port}});
+            node["status"]["nodeInfo"]["containerRuntimeVersion"] =
+                json!(format!("cairn://{}", env!("CARGO_PKG_VERSION")));
+        }
+        node
     }
 }
 

@@ -202,6 +202,16 @@ fn serve(
             let mut server = cairn_apiserver::Server::new(api.with_token_signer(signer));
             server.cacerts = Some(certs.ca_cert.as_str().into());
             server.server_token = Some(token.credential.as_str().into());
+            match (pki::CaSigner {
+                dir: tls_dir.clone(),
+            })
+            .kubelet_client()
+            {
+                Ok(pair) => {
+                    server.node_proxy = Some(Arc::new(cairn::nodeproxy::KubeletProxy::new(pair)))
+                }
+                Err(e) => eprintln!("cairn: warning: {e}: `kubectl logs` will not work"),
+            }
             Some((server, token))
         }
         Role::Agent => None,
@@ -305,10 +315,13 @@ fn serve(
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            let facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
+            let mut facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
             let dir = args.data_dir.join("agent").join("client");
             let updates = ab_node.clone().filter(|_| role == Role::Server);
-            let kubelet = kubelet_config(args, &node_name, &facts);
+            let kubelet = kubelet_config(args, &node_name, &facts)?;
+            if let Some(k) = &kubelet {
+                facts.kubelet_port = k.listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            }
             tokio::spawn(run_agent(join, facts, dir, updates, kubelet));
         }
         if let Some(ab) = ab_node.clone() {
@@ -432,14 +445,19 @@ fn kubelet_config(
     args: &CommonArgs,
     node_name: &str,
     facts: &node_status::Facts,
-) -> Option<cairn::kubelet::Config> {
+) -> Result<Option<cairn::kubelet::Config>> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("cairn: kubelet: not running as root: pods bound to this node will not run");
-        return None;
+        return Ok(None);
     }
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), args.kubelet_port);
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("the kubelet's port {addr} (--kubelet-port)"))?;
+    listener.set_nonblocking(true)?;
     let data_dir = args.data_dir.join("agent");
     let shim = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    Some(cairn::kubelet::Config {
+    Ok(Some(cairn::kubelet::Config {
+        listener,
         node_name: node_name.to_owned(),
         host_ip: facts
             .addresses
@@ -452,7 +470,7 @@ fn kubelet_config(
         cgroup_root: args.cgroup_root.clone(),
         netns_dir: PathBuf::from("/run/cairn/netns"),
         log_max_bytes: 10 << 20,
-    })
+    }))
 }
 
 /// Settles the last update (records a rollback) and returns the trial to gate, if this boot

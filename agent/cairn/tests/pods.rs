@@ -103,7 +103,7 @@ spec:
   containers:
   - name: main
     image: cairn.local/test/busybox:latest
-    command: [sh, -c, 'echo "$POD_NAME $GREETING $(uname -m) $(hostname) $(cat /config/greeting)" > /dev/termination-log; exit 3']
+    command: [sh, -c, 'echo "$POD_NAME $GREETING $(uname -m) $(hostname) $(cat /config/greeting)" > /dev/termination-log; echo one; sleep 1; echo two >&2; sleep 1; echo three; exit 3']
     env:
     - name: POD_NAME
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
@@ -176,6 +176,20 @@ spec:
         .unwrap()
         .contains("@sha256:"));
 
+    // Its output through the API server and the node's kubelet, as kubectl shows it (stdout
+    // and stderr are two pipes: the sleeps keep their lines in order).
+    assert_eq!(k.run(&["logs", "once"]), "one\ntwo\nthree\n");
+    assert_eq!(k.run(&["logs", "once", "--tail=1"]), "three\n");
+    assert_eq!(k.run(&["logs", "-f", "once"]), "one\ntwo\nthree\n");
+    let stamped = k.run(&["logs", "once", "--timestamps"]);
+    let first = stamped.lines().next().unwrap();
+    assert!(
+        first.ends_with(" one") && first.starts_with("20"),
+        "{stamped}"
+    );
+    let (ok, _, err) = k.try_run(&["logs", "missing-config"]);
+    assert!(!ok && err.contains("is waiting to start"), "{err}");
+
     // A running container: its process, directory and cgroup exist on the node.
     let sleeper = wait_for(&k, "sleeper", "Running", |p| {
         p["status"]["phase"] == "Running"
@@ -206,6 +220,7 @@ spec:
     assert!(status["restartCount"].as_u64().unwrap() >= 1, "{status}");
     assert_eq!(status["lastState"]["terminated"]["exitCode"], 1);
     assert_eq!(status["lastState"]["terminated"]["message"], "crashing\n");
+    assert_eq!(k.run(&["logs", "crash", "--previous"]), "crashing\n");
 
     // Bad input is a reason on the pod, and nothing else is disturbed.
     let missing = wait_for(&k, "missing-image", "ErrImagePull", |p| {

@@ -242,10 +242,28 @@ impl Runtime {
         if let Some(cg) = self.spec(id).and_then(|s| s.cgroup) {
             cgroup::kill_and_remove(&cg).map_err(|e| Error::Io(cg.clone(), e))?;
         }
+        // The shim records the exit right after the kill: let it finish writing first.
+        if self.started(id).is_some() {
+            for _ in 0..300 {
+                if self.exit(id).is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let dir = self.dir(id);
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io(dir, e)),
-            _ => Ok(()),
+        let mut tries = 0;
+        loop {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                // A file appeared while removing (a shim that was still finishing).
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOTEMPTY) && tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(Error::Io(dir, e)),
+            }
         }
     }
 

@@ -159,6 +159,7 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         created.contains("configmap/boot-marker created"),
         "{created}"
     );
+    run_test_pod(&vm, &o, arch_in_version);
     if let Some((_, want)) = extras.node_yaml {
         assert!(
             console.contains(want),
@@ -200,6 +201,52 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         );
         power_off(&mut vm);
     }
+}
+
+/// A pod of the preloaded test image runs on the node's own worker, as the node's
+/// architecture: it writes `uname -m` as its termination message and succeeds.
+fn run_test_pod(vm: &Vm, o: &VmOptions, go_arch: &str) {
+    let uname = match go_arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "arm" => "armv7l",
+        other => other,
+    };
+    let manifest = o.run_dir.join("uname-pod.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: uname\nspec:\n  restartPolicy: Never\n  \
+         containers:\n  - name: uname\n    image: cairn.local/test/busybox:latest\n    \
+         command: [sh, -c, 'uname -m > /dev/termination-log']\n",
+    )
+    .unwrap();
+    kubectl(vm, o, &["apply", "-f", manifest.to_str().unwrap()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        let status = kubectl(vm, o, &["get", "pod", "uname", "-o", "jsonpath={.status}"]);
+        if status.contains("\"phase\":\"Succeeded\"") || status.contains("\"phase\":\"Failed\"") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test pod did not finish: {status}\nconsole:\n{}",
+            qemu::tail(&vm.console_text(), 40)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let message = kubectl(
+        vm,
+        o,
+        &[
+            "get",
+            "pod",
+            "uname",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.message}",
+        ],
+    );
+    assert_eq!(message.trim(), uname, "{status}");
+    kubectl(vm, o, &["delete", "pod", "uname", "--wait=false"]);
 }
 
 /// Boots the node's disk again and checks the `cairn-init: data <state>` marker, then

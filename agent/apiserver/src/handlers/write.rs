@@ -228,8 +228,14 @@ impl Api {
                     }
                 }
             }
-            // Bindings and evictions are created, never written here.
-            Some(Subresource::Binding | Subresource::Eviction | Subresource::Token) | None => {}
+            // Bindings and evictions are created, never written here; logs are only read.
+            Some(
+                Subresource::Binding
+                | Subresource::Eviction
+                | Subresource::Token
+                | Subresource::Log,
+            )
+            | None => {}
         }
         let meta = meta::metadata(&mut obj);
         meta.insert("name".into(), Value::String(name.to_owned()));

@@ -69,6 +69,8 @@ pub enum Subresource {
     /// `certificatesigningrequests/<name>/approval`: writes only the Approved/Denied
     /// conditions (`kubectl certificate approve|deny`).
     Approval,
+    /// `pods/<name>/log`: the container's log, from the pod's node (`kubectl logs`).
+    Log,
 }
 
 impl Subresource {
@@ -81,6 +83,7 @@ impl Subresource {
             Subresource::Eviction => "eviction",
             Subresource::Token => "token",
             Subresource::Approval => "approval",
+            Subresource::Log => "log",
         }
     }
 
@@ -93,6 +96,7 @@ impl Subresource {
             Subresource::Eviction,
             Subresource::Token,
             Subresource::Approval,
+            Subresource::Log,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -101,7 +105,7 @@ impl Subresource {
     /// The (apiVersion, kind) of its bodies when they are not the resource's own kind.
     pub fn body_kind(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Subresource::Status | Subresource::Approval => None,
+            Subresource::Status | Subresource::Approval | Subresource::Log => None,
             Subresource::Scale => Some(("autoscaling/v1", "Scale")),
             Subresource::Binding => Some(("v1", "Binding")),
             Subresource::Eviction => Some(("policy/v1", "Eviction")),
@@ -319,6 +323,9 @@ pub fn parse_parts(
         ("DELETE", false) => Verb::DeleteCollection,
         _ => return Err(not_allowed()),
     };
+    if subresource == Some(Subresource::Log) && verb != Verb::Get {
+        return Err(not_allowed());
+    }
     let body = match verb {
         Verb::Create | Verb::Update | Verb::Delete | Verb::DeleteCollection => {
             body_format(headers)?

@@ -12,6 +12,7 @@
 
 pub mod env;
 pub mod pod;
+pub mod server;
 pub mod status;
 pub mod volumes;
 
@@ -30,6 +31,8 @@ use crate::client::{Client, ClientError};
 
 /// Where the kubelet keeps things, and how.
 pub struct Config {
+    /// The kubelet's HTTPS port, already bound (its number goes into the Node).
+    pub listener: std::net::TcpListener,
     pub node_name: String,
     pub host_ip: String,
     /// `DATA/agent`.
@@ -126,7 +129,23 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
         netns_dir: config.netns_dir.clone(),
         log_max_bytes: config.log_max_bytes,
     });
-    eprintln!("cairn: kubelet: running pods of node {}", config.node_name);
+    let listener = tokio::net::TcpListener::from_std(config.listener)
+        .map_err(|e| format!("the kubelet's port: {e}"))?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let names = vec![config.node_name.clone(), config.host_ip.clone()];
+    let ca = shared.client.ca_pem().to_owned();
+    let server = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(listener, server, &ca, names).await {
+            eprintln!(
+                "cairn: kubelet: HTTPS endpoint: {e}; `kubectl logs` will not reach this node"
+            );
+        }
+    });
+    eprintln!(
+        "cairn: kubelet: running pods of node {} (HTTPS on port {port})",
+        config.node_name
+    );
     watch_pods(shared).await;
     Ok(())
 }

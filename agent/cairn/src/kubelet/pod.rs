@@ -463,7 +463,8 @@ impl Worker {
         // Keep one earlier attempt for `kubectl logs --previous`; older ones go.
         if attempt >= 2 {
             let old = self.container_id(which, attempt - 2);
-            let _ = self.shared.runtime.remove(&old);
+            let runtime = self.shared.runtime.clone();
+            let _ = tokio::task::spawn_blocking(move || runtime.remove(&old)).await;
         }
         let runtime = self.shared.runtime.clone();
         let result = runtime.start(&spec).await;
@@ -777,15 +778,18 @@ impl Worker {
             }
         }
         let prefix = format!("{}_", self.uid);
-        for id in runtime
-            .ids()
-            .into_iter()
-            .filter(|id| id.starts_with(&prefix))
-        {
-            if let Err(e) = runtime.remove(&id) {
-                eprintln!("cairn: kubelet: removing container {id}: {e}");
+        let _ = tokio::task::spawn_blocking(move || {
+            for id in runtime
+                .ids()
+                .into_iter()
+                .filter(|id| id.starts_with(&prefix))
+            {
+                if let Err(e) = runtime.remove(&id) {
+                    eprintln!("cairn: kubelet: removing container {id}: {e}");
+                }
             }
-        }
+        })
+        .await;
         let shared = self.shared.clone();
         let uid = self.uid.clone();
         let logs = shared.logs_dir.join(self.log_dir_name());

@@ -16,6 +16,7 @@ fn facts() -> Facts {
         memory_kib: 1_000_000,
         labels: [("site".to_owned(), "lab".to_owned())].into(),
         key_id: Some("ab".repeat(32)),
+        kubelet_port: 10250,
     }
 }
 

@@ -226,6 +226,22 @@ pub struct CaSigner {
     pub dir: std::path::PathBuf,
 }
 
+impl CaSigner {
+    /// The API server's client certificate for kubelets (`kube-apiserver-kubelet-client`,
+    /// group `system:masters`), issued fresh at each start and kept in memory.
+    pub fn kubelet_client(&self) -> Result<PemPair, String> {
+        let read = |name: &str| {
+            std::fs::read_to_string(self.dir.join(name))
+                .map_err(|e| format!("{}: {e}", self.dir.join(name).display()))
+        };
+        let now = SystemTime::now();
+        let ca = Ca::load(&read("ca.key")?, Some(read("ca.crt")?), now)
+            .map_err(|e| format!("the cluster CA: {e}"))?;
+        ca.issue_client("kube-apiserver-kubelet-client", "system:masters", now)
+            .map_err(|e| format!("issuing the kubelet-client certificate: {e}"))
+    }
+}
+
 impl cairn_controllers::csr::Signer for CaSigner {
     fn sign_client(
         &self,

@@ -45,6 +45,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data)
             .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
+            .args(["--kubelet-port", "0"])
             .arg("--node-config")
             .arg(data.join("node.yaml"));
         if role == "server" {
