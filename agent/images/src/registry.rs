@@ -104,7 +104,8 @@ impl Store {
     /// manifest and config, and the layers not in the store yet, each verified by digest
     /// while it streams into the unpacker. Stored under the normalised reference
     /// (`registry/repo:tag`, or `registry/repo@sha256:...` when pulled by digest).
-    /// All or nothing, like an import.
+    /// All or nothing, like an import. The store's writer lock is held while the layers
+    /// download, so imports and other pulls wait; [`Store::resolve`] does not.
     pub fn pull_with(&self, reference: &str, options: &PullOptions<'_>) -> Result<Image, Error> {
         let parsed = Reference::parse(reference)?;
         let key = parsed.to_string();

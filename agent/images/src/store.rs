@@ -97,7 +97,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 
 impl Store {
     /// Opens (creating if needed) the store at `root` for a node of `platform`, and removes
-    /// what an interrupted writer left in `tmp/`.
+    /// what an interrupted writer left in `tmp/` (waiting for a writer still at work).
     pub fn open(root: &Path, platform: Platform) -> Result<Store, Error> {
         let store = Store {
             root: root.to_owned(),
@@ -287,7 +287,8 @@ impl Store {
     }
 
     /// Deletes the layers and blobs no image references any more (and anything left in
-    /// `tmp/`); returns the bytes freed on disk.
+    /// `tmp/`), and forgets `import_dir` records of files that are gone; returns the bytes
+    /// freed on disk.
     pub fn prune(&self) -> Result<u64, Error> {
         let mut txn = self.begin()?;
         let mut blobs: HashSet<String> = HashSet::new();
@@ -322,6 +323,9 @@ impl Store {
             freed += disk_usage(&entry.path());
             remove_path(&entry.path())?;
         }
+        txn.state
+            .imported
+            .retain(|path, _| Path::new(path).exists());
         txn.state
             .layer_blobs
             .retain(|_, b| layers.contains(b.diff_id.trim_start_matches("sha256:")));

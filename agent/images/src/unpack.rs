@@ -392,7 +392,7 @@ fn meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
     let mut uid = header.uid().map_err(|e| bad("uid", e))?;
     let mut gid = header.gid().map_err(|e| bad("gid", e))?;
     let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
-    let mut mtime = TimeSpec::new(header.mtime().map_err(|e| bad("mtime", e))? as i64, 0);
+    let mut mtime = timespec(header.mtime().map_err(|e| bad("mtime", e))? as i64, 0);
     let mut xattrs = Vec::new();
     if let Some(pax) = entry.pax_extensions().map_err(|e| bad("PAX header", e))? {
         for ext in pax {
@@ -444,9 +444,19 @@ fn parse_pax_time(s: &str) -> Option<TimeSpec> {
         digits.parse::<i64>().ok()? * 10i64.pow(9 - digits.len() as u32)
     };
     if secs < 0 && nanos > 0 {
-        return Some(TimeSpec::new(secs - 1, 1_000_000_000 - nanos));
+        return Some(timespec(secs - 1, 1_000_000_000 - nanos));
     }
-    Some(TimeSpec::new(secs, nanos))
+    Some(timespec(secs, nanos))
+}
+
+/// A `TimeSpec` on every target: 32-bit `time_t` (armv7) saturates instead of wrapping.
+fn timespec(secs: i64, nanos: i64) -> TimeSpec {
+    let secs = libc::time_t::try_from(secs).unwrap_or(if secs < 0 {
+        libc::time_t::MIN
+    } else {
+        libc::time_t::MAX
+    });
+    TimeSpec::new(secs, nanos as _)
 }
 
 fn set_times(path: &Path, mtime: TimeSpec) -> Result<()> {
