@@ -200,36 +200,34 @@ impl Client {
     /// A client for `url` that accepts whatever certificate the server presents: only for
     /// fetching `/cacerts`, whose answer the caller then checks against a pinned hash.
     pub fn unverified(url: &str) -> Result<Client, String> {
-        let (rest, host, port) = split_url(url)?;
-        let tls = ClientConfig::builder_with_provider(pki::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())))
-            .with_no_client_auth();
-        Ok(Client {
-            url: format!("https://{rest}"),
-            host,
-            port,
-            tls: Arc::new(tls),
-            token: None,
-            ca_pem: String::new(),
-        })
+        Client::any_server(url, None)
     }
 
     /// A client for a kubelet at `url`: presents `identity` (certificate and key, PEM) and
     /// accepts the kubelet's self-made serving certificate (see [`crate::nodeproxy`]).
     pub fn to_kubelet(url: &str, identity: (Vec<u8>, Vec<u8>)) -> Result<Client, String> {
+        Client::any_server(url, Some(identity))
+    }
+
+    /// A client that does not verify the server's certificate, with an optional client
+    /// certificate and key (PEM).
+    fn any_server(url: &str, identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<Client, String> {
         let (rest, host, port) = split_url(url)?;
-        let cert = CertificateDer::from_pem_slice(&identity.0).map_err(|e| e.to_string())?;
-        let key = PrivateKeyDer::from_pem_slice(&identity.1).map_err(|e| e.to_string())?;
-        let tls = ClientConfig::builder_with_provider(pki::provider())
+        let builder = ClientConfig::builder_with_provider(pki::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())))
-            .with_client_auth_cert(vec![cert], key)
-            .map_err(|e| e.to_string())?;
+            .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())));
+        let tls = match identity {
+            Some((cert, key)) => {
+                let cert = CertificateDer::from_pem_slice(&cert).map_err(|e| e.to_string())?;
+                let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| e.to_string())?;
+                builder
+                    .with_client_auth_cert(vec![cert], key)
+                    .map_err(|e| e.to_string())?
+            }
+            None => builder.with_no_client_auth(),
+        };
         Ok(Client {
             url: format!("https://{rest}"),
             host,

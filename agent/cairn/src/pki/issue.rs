@@ -230,15 +230,20 @@ impl CaSigner {
     /// The API server's client certificate for kubelets (`kube-apiserver-kubelet-client`,
     /// group `system:masters`), issued fresh at each start and kept in memory.
     pub fn kubelet_client(&self) -> Result<PemPair, String> {
+        let now = SystemTime::now();
+        self.load(now)?
+            .issue_client("kube-apiserver-kubelet-client", "system:masters", now)
+            .map_err(|e| format!("issuing the kubelet-client certificate: {e}"))
+    }
+
+    /// The cluster CA as its directory holds it now.
+    fn load(&self, now: SystemTime) -> Result<Ca, String> {
         let read = |name: &str| {
             std::fs::read_to_string(self.dir.join(name))
                 .map_err(|e| format!("{}: {e}", self.dir.join(name).display()))
         };
-        let now = SystemTime::now();
-        let ca = Ca::load(&read("ca.key")?, Some(read("ca.crt")?), now)
-            .map_err(|e| format!("the cluster CA: {e}"))?;
-        ca.issue_client("kube-apiserver-kubelet-client", "system:masters", now)
-            .map_err(|e| format!("issuing the kubelet-client certificate: {e}"))
+        Ca::load(&read("ca.key")?, Some(read("ca.crt")?), now)
+            .map_err(|e| format!("the cluster CA: {e}"))
     }
 }
 
@@ -248,14 +253,9 @@ impl cairn_controllers::csr::Signer for CaSigner {
         request: &cairn_apiserver::csr::Request,
         lifetime: Duration,
     ) -> Result<String, String> {
-        let read = |name: &str| {
-            std::fs::read_to_string(self.dir.join(name))
-                .map_err(|e| format!("{}: {e}", self.dir.join(name).display()))
-        };
         let now = SystemTime::now();
-        let ca = Ca::load(&read("ca.key")?, Some(read("ca.crt")?), now)
-            .map_err(|e| format!("the cluster CA: {e}"))?;
-        ca.issue_for_request(request, lifetime, now)
+        self.load(now)?
+            .issue_for_request(request, lifetime, now)
             .map_err(|e| format!("signing: {e}"))
     }
 }
