@@ -177,16 +177,7 @@ impl Client {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots);
-        let tls = match identity {
-            Some((cert, key)) => {
-                let cert = CertificateDer::from_pem_slice(&cert).map_err(|e| e.to_string())?;
-                let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| e.to_string())?;
-                builder
-                    .with_client_auth_cert(vec![cert], key)
-                    .map_err(|e| e.to_string())?
-            }
-            None => builder.with_no_client_auth(),
-        };
+        let tls = with_identity(builder, identity)?;
         Ok(Client {
             url: format!("https://{rest}"),
             host,
@@ -218,16 +209,7 @@ impl Client {
             .map_err(|e| e.to_string())?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())));
-        let tls = match identity {
-            Some((cert, key)) => {
-                let cert = CertificateDer::from_pem_slice(&cert).map_err(|e| e.to_string())?;
-                let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| e.to_string())?;
-                builder
-                    .with_client_auth_cert(vec![cert], key)
-                    .map_err(|e| e.to_string())?
-            }
-            None => builder.with_no_client_auth(),
-        };
+        let tls = with_identity(builder, identity)?;
         Ok(Client {
             url: format!("https://{rest}"),
             host,
@@ -305,7 +287,13 @@ impl Client {
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut headers = Vec::new();
         if body.is_some() {
-            headers.push(("content-type", "application/json".to_owned()));
+            // A PATCH body is a JSON merge patch (pod status, Node labels).
+            let kind = if *method == Method::PATCH {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            headers.push(("content-type", kind.to_owned()));
         }
         let resp = self
             .call(
@@ -469,6 +457,23 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Finishes a TLS client configuration with a client certificate and key (PEM), if given.
+fn with_identity(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<ClientConfig, String> {
+    match identity {
+        Some((cert, key)) => {
+            let cert = CertificateDer::from_pem_slice(&cert).map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(vec![cert], key)
+                .map_err(|e| e.to_string())
+        }
+        None => Ok(builder.with_no_client_auth()),
     }
 }
 

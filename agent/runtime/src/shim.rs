@@ -122,8 +122,7 @@ fn run(dir: &Path) -> io::Result<()> {
     report(&format!("started {} {started_at}", child.as_raw()));
     let null = File::options().write(true).open("/dev/null")?;
     for fd in [1, 2] {
-        // SAFETY: plain dup2 onto the shim's own stdout and stderr.
-        unsafe { nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+        unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd).map_err(context("dup2"))?;
     }
 
     copy_logs(out_r, err_r, &mut log);

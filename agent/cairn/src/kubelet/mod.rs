@@ -27,7 +27,7 @@ use hyper::Method;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::client::{Client, ClientError};
+use crate::client::Client;
 
 /// Where the kubelet keeps things, and how.
 pub struct Config {
@@ -60,41 +60,6 @@ pub struct Shared {
     pub logs_dir: PathBuf,
     pub netns_dir: PathBuf,
     pub log_max_bytes: u64,
-}
-
-impl Shared {
-    /// A merge patch (the pod status).
-    pub async fn patch(&self, path: &str, body: &Value) -> Result<(), ClientError> {
-        let resp = self
-            .client
-            .call(
-                Method::PATCH,
-                path,
-                &[("content-type", "application/merge-patch+json".to_owned())],
-                http_body_util::Full::new(Bytes::from(body.to_string())),
-            )
-            .await?;
-        let code = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        if code.is_success() {
-            return Ok(());
-        }
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        Err(ClientError::Status {
-            method: Method::PATCH,
-            path: path.to_owned(),
-            code,
-            message,
-        })
-    }
 }
 
 /// Sets up the image store and runtime, then runs the node's pods until the process ends.

@@ -166,12 +166,17 @@ impl Worker {
         }
     }
 
-    fn container_id(&self, which: Which, attempt: u32) -> String {
+    /// `<pod uid>_<container>_`: what every attempt's container id starts with.
+    fn container_prefix(&self, which: Which) -> String {
         let name = match which {
             Which::Init(i) => &self.init[i].status.name,
             Which::App(i) => &self.app[i].status.name,
         };
-        format!("{}_{}_{}", self.uid, name, attempt)
+        format!("{}_{}_", self.uid, name)
+    }
+
+    fn container_id(&self, which: Which, attempt: u32) -> String {
+        format!("{}{attempt}", self.container_prefix(which))
     }
 
     fn restart_policy(&self) -> &str {
@@ -188,11 +193,10 @@ impl Worker {
             .chain((0..self.app.len()).map(Which::App))
             .collect();
         for which in all {
-            let prefix = self.container_id(which, 0);
-            let prefix = prefix.trim_end_matches('0');
+            let prefix = self.container_prefix(which);
             let latest = ids
                 .iter()
-                .filter_map(|id| id.strip_prefix(prefix)?.parse::<u32>().ok())
+                .filter_map(|id| id.strip_prefix(prefix.as_str())?.parse::<u32>().ok())
                 .max();
             let Some(attempt) = latest else { continue };
             let id = self.container_id(which, attempt);
@@ -725,7 +729,7 @@ impl Worker {
         };
         let now = now();
         let status = status::build(&facts, &init, &app, &self.published, &now);
-        if same_status(&status, &self.published) {
+        if status == self.published {
             return;
         }
         let mut patch = status.clone();
@@ -744,8 +748,13 @@ impl Worker {
             self.pod["metadata"]["name"].as_str().unwrap_or_default()
         );
         let body = json!({"status": patch});
-        match self.shared.patch(&path, &body).await {
-            Ok(()) => self.published = status,
+        match self
+            .shared
+            .client
+            .request(hyper::Method::PATCH, &path, Some(&body))
+            .await
+        {
+            Ok(_) => self.published = status,
             Err(e) => eprintln!("cairn: kubelet: pod {}: status: {e}", self.name()),
         }
     }
@@ -897,11 +906,6 @@ fn terminated(id: &str, exit: &Exit) -> Terminated {
         started_at: exit.started_at.clone(),
         finished_at: exit.finished_at.clone(),
     }
-}
-
-/// Status equality ignoring condition probe times.
-fn same_status(a: &Value, b: &Value) -> bool {
-    a == b
 }
 
 fn now() -> String {
