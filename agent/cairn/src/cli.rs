@@ -94,6 +94,18 @@ pub enum Command {
         /// The container's directory (holding spec.json)
         dir: std::path::PathBuf,
     },
+    /// Internal: runs a command inside a running container (cairn_runtime::exec)
+    #[command(name = "container-exec", hide = true)]
+    ContainerExec {
+        /// The container's directory (holding spec.json and pid)
+        dir: std::path::PathBuf,
+        /// Stdin is a terminal: make it the command's controlling terminal
+        #[arg(long)]
+        tty: bool,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 const CERTIFICATE_EXAMPLES: &str = "\

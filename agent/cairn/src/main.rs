@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         Command::ContainerShim { dir } => {
             return ExitCode::from(cairn_runtime::shim::main(&dir) as u8);
         }
+        Command::ContainerExec { dir, tty, command } => {
+            return ExitCode::from(cairn_runtime::exec::main(&dir, tty, &command) as u8);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

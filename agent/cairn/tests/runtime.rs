@@ -1,6 +1,7 @@
 //! The container runtime on this machine, for real: namespaces, the overlay root, the shim,
 //! logs and exits, with `cairn container-shim` as the shim. Needs root (as the kubelet does).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ fn spec(dir: &Path, id: &str, args: &[&str]) -> ContainerSpec {
         log: dir.join("logs").join(format!("{id}.log")),
         log_max_bytes: 1 << 20,
         readonly_rootfs: false,
+        stdin: false,
     }
 }
 
@@ -188,4 +190,114 @@ async fn a_running_container_is_stopped_by_signal_and_its_cgroup_killed() {
     cgroup::remove_pod(&pod).unwrap();
     assert!(!pod.exists());
     nix::mount::umount2(&cg_root, nix::mount::MntFlags::MNT_DETACH).unwrap();
+}
+
+#[tokio::test]
+async fn exec_runs_a_command_inside_the_running_container() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut s = spec(
+        tmp.path(),
+        "c4",
+        &["sh", "-c", "echo marker > /tmp/inside; exec sleep 60"],
+    );
+    s.uid = 1000;
+    s.gid = 1000;
+    let (_, shim) = rt.start(&s).await.unwrap();
+    // The container writes its marker as it starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A pipe in, pipes out: same filesystem, PID namespace, hostname, user and environment.
+    let mut cmd = rt
+        .exec_command(
+            "c4",
+            &[
+                "sh".into(),
+                "-c".into(),
+                "read line; echo got=$line; cat /tmp/inside; echo host=$(hostname) \
+                 uid=$(id -u) cwd=$(pwd) $GREETING; ps -o pid,comm | grep -c sleep; \
+                 echo err >&2; exit 7"
+                    .into(),
+            ],
+            false,
+        )
+        .unwrap();
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"typed\n").await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout} {:?}", out.stderr);
+    assert!(stdout.contains("got=typed\n"), "{stdout}");
+    assert!(stdout.contains("marker\n"), "{stdout}");
+    assert!(
+        stdout.contains("host=pod-a uid=1000 cwd=/work hello\n"),
+        "{stdout}"
+    );
+    // The container's sleep is visible: the command shares its PID namespace.
+    assert!(stdout.contains("\n1\n"), "{stdout}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // A command the image does not have: 127 and the reason.
+    let mut cmd = rt.exec_command("c4", &["nosuch".into()], false).unwrap();
+    cmd.stderr(std::process::Stdio::piped());
+    let out = cmd.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"nosuch\": executable file not found in $PATH"),
+        "{err}"
+    );
+
+    rt.signal("c4", nix::sys::signal::Signal::SIGKILL).unwrap();
+    rt.wait("c4", Some(shim)).await;
+    // An ended container takes no commands.
+    assert!(matches!(
+        rt.exec_command("c4", &["true".into()], false),
+        Err(cairn_runtime::Error::NotRunning(_))
+    ));
+    rt.remove("c4").unwrap();
+}
+
+#[tokio::test]
+async fn a_container_with_stdin_reads_what_is_written_to_its_fifo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut s = spec(
+        tmp.path(),
+        "c5",
+        &["sh", "-c", "while read l; do echo echo:$l; done"],
+    );
+    s.stdin = true;
+    let (_, shim) = rt.start(&s).await.unwrap();
+    let fifo = rt.stdin_path("c5").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"one\ntwo\n")
+        .unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = log_text(&s.log);
+        if text.contains("echo:two") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(text, "echo:one\necho:two\n");
+    // Writers closing never ends the container's input.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rt.running("c5"));
+    rt.signal("c5", nix::sys::signal::Signal::SIGKILL).unwrap();
+    rt.wait("c5", Some(shim)).await;
+    rt.remove("c5").unwrap();
 }

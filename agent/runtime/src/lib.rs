@@ -4,6 +4,7 @@
 //!
 //! - [`shim`]: one small process per container (`cairn container-shim DIR`) that makes the
 //!   namespaces, mounts the overlay root, execs the program and writes its logs and exit;
+//! - [`exec`]: `cairn container-exec`, a command run inside a running container;
 //! - [`cgroup`]: the cgroup v2 tree (`kubepods/pod<uid>/<container>`) and its limits;
 //! - [`netns`]: pod network namespaces shared by the pod's containers;
 //! - [`logs`]: the CRI log format, rotation, and reading back for `kubectl logs`.
@@ -14,6 +15,7 @@
 //! mounted on the node when it ends).
 
 pub mod cgroup;
+pub mod exec;
 pub mod logs;
 pub mod netns;
 pub mod shim;
@@ -35,6 +37,8 @@ pub use spec::{ContainerSpec, Mount};
 const SPEC_FILE: &str = "spec.json";
 const PID_FILE: &str = "pid";
 const EXIT_FILE: &str = "exit.json";
+/// The FIFO that is the container's stdin when its spec asks for one.
+const STDIN_FIFO: &str = "stdin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +46,8 @@ pub enum Error {
     Start { id: String, message: String },
     #[error("container {0} is still running")]
     Running(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
     #[error("{0}: {1}")]
     Io(PathBuf, io::Error),
 }
@@ -212,6 +218,38 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Whether the container is running: started, not ended, its PID 1 still there.
+    pub fn running(&self, id: &str) -> bool {
+        self.exit(id).is_none() && self.shim_alive(id)
+    }
+
+    /// The command that runs `command` inside the running container `id` ([`exec`]); the
+    /// caller chooses its stdio (a terminal with `tty`) and spawns it. The command is killed
+    /// when the returned process is.
+    pub fn exec_command(
+        &self,
+        id: &str,
+        command: &[String],
+        tty: bool,
+    ) -> Result<tokio::process::Command, Error> {
+        if !self.running(id) {
+            return Err(Error::NotRunning(id.to_owned()));
+        }
+        let mut cmd = tokio::process::Command::new(&self.shim);
+        cmd.arg(exec::SUBCOMMAND).arg(self.dir(id));
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg("--").args(command).kill_on_drop(true);
+        Ok(cmd)
+    }
+
+    /// The FIFO that is the container's stdin (its spec asked for one), for `kubectl attach`.
+    pub fn stdin_path(&self, id: &str) -> Option<PathBuf> {
+        let path = self.dir(id).join(STDIN_FIFO);
+        path.exists().then_some(path)
     }
 
     /// Whether the container's process still exists (its PID 1 has not been reaped).

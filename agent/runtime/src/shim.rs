@@ -78,6 +78,11 @@ fn run(dir: &Path) -> io::Result<()> {
     let (out_r, out_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(context("pipe"))?;
     let (err_r, err_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(context("pipe"))?;
     let (sync_r, sync_w) = unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(context("pipe"))?;
+    let stdin = if spec.stdin {
+        Some(stdin_fifo(dir).map_err(context("making the container's stdin"))?)
+    } else {
+        None
+    };
     let oom_before = spec
         .cgroup
         .as_deref()
@@ -98,7 +103,7 @@ fn run(dir: &Path) -> io::Result<()> {
     let child = match unsafe { unistd::fork() }.map_err(context("fork"))? {
         ForkResult::Child => {
             drop((out_r, err_r, sync_r));
-            let err = container(&spec, dir, out_w, err_w);
+            let err = container(&spec, dir, stdin, out_w, err_w);
             let mut sync = File::from(sync_w);
             let _ = sync.write_all(err.to_string().as_bytes());
             // SAFETY: leaves the forked child without running the parent's destructors.
@@ -106,7 +111,7 @@ fn run(dir: &Path) -> io::Result<()> {
         }
         ForkResult::Parent { child } => child,
     };
-    drop((out_w, err_w, sync_w));
+    drop((out_w, err_w, sync_w, stdin));
     let mut failure = String::new();
     File::from(sync_r).read_to_string(&mut failure)?;
     if !failure.is_empty() {
@@ -202,8 +207,23 @@ fn copy_logs(out: OwnedFd, err: OwnedFd, log: &mut Writer) {
 
 /// In the forked child: builds the container's world and execs its program. Returns only on
 /// failure, with the reason.
-fn container(spec: &ContainerSpec, dir: &Path, out: OwnedFd, err: OwnedFd) -> io::Error {
-    match setup(spec, dir).and_then(|()| exec(spec, out, err)) {
+/// `DIR/stdin`, a FIFO that `kubectl attach` writes into, opened for reading and writing so
+/// the container never reads an end of file (`stdinOnce` is not supported).
+fn stdin_fifo(dir: &Path) -> io::Result<File> {
+    let path = dir.join(crate::STDIN_FIFO);
+    let _ = fs::remove_file(&path);
+    unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    File::options().read(true).write(true).open(&path)
+}
+
+fn container(
+    spec: &ContainerSpec,
+    dir: &Path,
+    stdin: Option<File>,
+    out: OwnedFd,
+    err: OwnedFd,
+) -> io::Error {
+    match setup(spec, dir).and_then(|()| exec(spec, stdin, out, err)) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -214,7 +234,6 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> io::Result<()> {
         // SAFETY: restores default dispositions; no handler code.
         unsafe { signal(s, SigHandler::SigDfl) }.map_err(context("signal"))?;
     }
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(context("prctl"))?;
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
         .map_err(context("unshare"))?;
     if let Some(cg) = &spec.cgroup {
@@ -343,6 +362,8 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> io::Result<()> {
     unistd::setgroups(&gids).map_err(context("setgroups"))?;
     unistd::setgid(Gid::from_raw(spec.gid)).map_err(context("setgid"))?;
     unistd::setuid(Uid::from_raw(spec.uid)).map_err(context("setuid"))?;
+    // After setuid, which clears it: the container dies with its shim.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(context("prctl"))?;
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     unistd::chdir(cwd).map_err(context(format!("chdir {cwd}")))?;
     Ok(())
@@ -407,11 +428,26 @@ fn dev(dev: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn exec(spec: &ContainerSpec, out: OwnedFd, err: OwnedFd) -> io::Result<std::convert::Infallible> {
-    let program = spec
-        .args
-        .first()
-        .ok_or_else(|| io::Error::other("no command to run"))?;
+fn exec(
+    spec: &ContainerSpec,
+    stdin: Option<File>,
+    out: OwnedFd,
+    err: OwnedFd,
+) -> io::Result<std::convert::Infallible> {
+    let env = process_env(spec, false);
+    let stdin = match stdin {
+        Some(f) => f,
+        None => File::open("/dev/null")?,
+    };
+    unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&stdin), 0).map_err(context("dup2"))?;
+    unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&out), 1).map_err(context("dup2"))?;
+    unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&err), 2).map_err(context("dup2"))?;
+    Err(execute(&spec.args, &env))
+}
+
+/// The environment of a process in the container: the spec's, with `PATH` and `HOSTNAME`
+/// defaulted (and `TERM` for a terminal), as runc does.
+pub(crate) fn process_env(spec: &ContainerSpec, tty: bool) -> Vec<String> {
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={DEFAULT_PATH}"));
@@ -419,38 +455,50 @@ fn exec(spec: &ContainerSpec, out: OwnedFd, err: OwnedFd) -> io::Result<std::con
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.push(format!("HOSTNAME={}", spec.hostname));
     }
+    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_owned());
+    }
+    env
+}
+
+/// Execs `args` (looked up on the environment's `PATH`); returns only on failure, with the
+/// reason in the words users know from other runtimes.
+pub(crate) fn execute(args: &[String], env: &[String]) -> io::Error {
+    let Some(program) = args.first() else {
+        return io::Error::other("no command to run");
+    };
     let path_var = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH)
-        .to_owned();
-    let resolved = resolve(program, &path_var).ok_or_else(|| {
-        io::Error::other(format!(
-            "exec: \"{program}\": executable file not found in $PATH"
-        ))
-    })?;
-    let null = File::open("/dev/null")?;
-    unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0).map_err(context("dup2"))?;
-    unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&out), 1).map_err(context("dup2"))?;
-    unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&err), 2).map_err(context("dup2"))?;
+        .unwrap_or(DEFAULT_PATH);
+    let Some(resolved) = resolve(program, path_var) else {
+        return io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("exec: \"{program}\": executable file not found in $PATH"),
+        );
+    };
     let cstr = |s: &str| {
         CString::new(s).map_err(|_| io::Error::other(format!("{s:?} contains a NUL byte")))
     };
-    let argv = spec
-        .args
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<io::Result<Vec<_>>>()?;
-    let envp = env
-        .iter()
-        .map(|e| cstr(e))
-        .collect::<io::Result<Vec<_>>>()?;
-    let path = cstr(&resolved.display().to_string())?;
+    let argv = match args.iter().map(|a| cstr(a)).collect::<io::Result<Vec<_>>>() {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let envp = match env.iter().map(|e| cstr(e)).collect::<io::Result<Vec<_>>>() {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let path = match cstr(&resolved.display().to_string()) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
     let e = unistd::execve(&path, &argv, &envp).unwrap_err();
-    Err(io::Error::other(format!(
-        "exec: \"{program}\": {}",
-        e.desc()
-    )))
+    let kind = if e == nix::errno::Errno::ENOENT {
+        io::ErrorKind::NotFound
+    } else {
+        io::ErrorKind::PermissionDenied
+    };
+    io::Error::new(kind, format!("exec: \"{program}\": {}", e.desc()))
 }
 
 /// Finds `program` like execvp: a path with a slash is taken as is, else the first executable

@@ -43,6 +43,10 @@ pub struct ContainerSpec {
     pub log_max_bytes: u64,
     #[serde(default)]
     pub readonly_rootfs: bool,
+    /// Gives the program a stdin that `kubectl attach` can write to (the `stdin` FIFO in the
+    /// container's directory); otherwise it reads `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 fn default_log_max() -> u64 {

@@ -699,6 +699,7 @@ impl Worker {
             readonly_rootfs: c["securityContext"]["readOnlyRootFilesystem"]
                 .as_bool()
                 .unwrap_or(false),
+            stdin: c["stdin"].as_bool().unwrap_or(false),
         })
     }
 
