@@ -78,7 +78,9 @@ const SUBRESOURCE_VERBS: [&str; 3] = ["get", "patch", "update"];
 
 /// The verbs of subresource `sub`: bindings and evictions are only created.
 fn subresource_verbs(sub: &str) -> &'static [&'static str] {
-    if Subresource::from_name(sub).is_some_and(Subresource::is_action) {
+    if Subresource::from_name(sub).is_some_and(Subresource::is_stream) {
+        &["create", "get"]
+    } else if Subresource::from_name(sub).is_some_and(Subresource::is_action) {
         &["create"]
     } else if sub == "log" {
         &["get"]

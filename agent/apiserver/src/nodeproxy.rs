@@ -1,14 +1,15 @@
 //! Requests the API server passes on to the kubelet of the pod's node: `pods/<name>/log`
-//! (`kubectl logs`). The connection to the node is the caller's ([`NodeProxy`], implemented by
-//! `cairn` with the API server's kubelet-client certificate); this module finds the node and
-//! the container and builds the kubelet path.
+//! (`kubectl logs`) and the streams `exec`, `attach` and `portforward`, whose upgraded
+//! connections (WebSocket) are passed through byte for byte. The connection to the node is
+//! the caller's ([`NodeProxy`], implemented by `cairn` with the API server's kubelet-client
+//! certificate); this module finds the node and the container and builds the kubelet path.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::request::Action;
+use crate::request::{Action, Subresource};
 use crate::server::ExtensionFuture;
 use cairn_store::Store;
 
@@ -20,6 +21,33 @@ pub trait NodeProxy: Send + Sync {
     /// `GET https://<address>:<port><path_and_query>`; the kubelet's answer, streamed, with
     /// its status code.
     fn get(&self, address: String, port: u16, path_and_query: String) -> ExtensionFuture;
+
+    /// Sends the request's method and upgrade headers to
+    /// `https://<address>:<port><path_and_query>`. When the kubelet switches protocols,
+    /// answers `101` with its headers and then joins the two upgraded connections; otherwise
+    /// its answer as an error.
+    fn upgrade(
+        &self,
+        address: String,
+        port: u16,
+        path_and_query: String,
+        req: StreamRequest,
+    ) -> ExtensionFuture;
+}
+
+/// What a stream request brings: how it asks to upgrade, and the connection once upgraded.
+pub struct StreamRequest {
+    pub method: hyper::Method,
+    pub headers: hyper::HeaderMap,
+    pub query: Option<String>,
+    pub on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+/// The pod of `action`, its node's address and kubelet port.
+struct Located {
+    pod: Value,
+    address: String,
+    port: u16,
 }
 
 /// `GET pods/<name>/log`: the container's log from its node, following the query
@@ -31,8 +59,80 @@ pub async fn pod_log(
     action: &Action,
     query: Option<&str>,
 ) -> Result<hyper::Response<crate::server::ApiBody>, ApiError> {
-    let namespace = action.namespace.clone().unwrap_or_else(|| "default".into());
-    let name = action.name.clone().unwrap_or_default();
+    let Located { pod, address, port } = locate(store, action).await?;
+    let (namespace, name) = names(action);
+    let container = container(&pod, query)?;
+    let mut path = format!("/containerLogs/{namespace}/{name}/{container}");
+    let passed: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| {
+            let key = kv.split('=').next().unwrap_or_default();
+            matches!(
+                key,
+                "follow"
+                    | "previous"
+                    | "tailLines"
+                    | "sinceSeconds"
+                    | "sinceTime"
+                    | "timestamps"
+                    | "limitBytes"
+            )
+        })
+        .collect();
+    if !passed.is_empty() {
+        path.push('?');
+        path.push_str(&passed.join("&"));
+    }
+    proxy.get(address, port, path).await
+}
+
+/// `pods/<name>/exec`, `attach` (for a container) and `portforward`: the upgrade request
+/// passed to the node's kubelet (`/exec/<ns>/<pod>/<container>?...`) with its query less
+/// `container`.
+pub async fn pod_stream(
+    store: Arc<dyn Store>,
+    proxy: Arc<dyn NodeProxy>,
+    action: &Action,
+    req: StreamRequest,
+) -> Result<hyper::Response<crate::server::ApiBody>, ApiError> {
+    let Located { pod, address, port } = locate(store, action).await?;
+    let (namespace, name) = names(action);
+    let query = req.query.clone();
+    let mut path = match action.subresource {
+        Some(Subresource::PortForward) => format!("/portForward/{namespace}/{name}"),
+        Some(Subresource::Attach) => format!(
+            "/attach/{namespace}/{name}/{}",
+            container(&pod, query.as_deref())?
+        ),
+        _ => format!(
+            "/exec/{namespace}/{name}/{}",
+            container(&pod, query.as_deref())?
+        ),
+    };
+    let passed: Vec<&str> = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("container="))
+        .collect();
+    if !passed.is_empty() {
+        path.push('?');
+        path.push_str(&passed.join("&"));
+    }
+    proxy.upgrade(address, port, path, req).await
+}
+
+fn names(action: &Action) -> (String, String) {
+    (
+        action.namespace.clone().unwrap_or_else(|| "default".into()),
+        action.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The pod and where its kubelet listens; a pod not (yet) on a node is a clear refusal.
+async fn locate(store: Arc<dyn Store>, action: &Action) -> Result<Located, ApiError> {
+    let (namespace, name) = names(action);
     let (pod, node) = {
         let (ns, n) = (namespace.clone(), name.clone());
         tokio::task::spawn_blocking(move || -> Result<(Value, Option<Value>), ApiError> {
@@ -62,7 +162,6 @@ pub async fn pod_log(
             "pod {name} is on node {node_name}, which does not exist"
         ))
     })?;
-    let container = container(&pod, query)?;
     let address = node_address(&node)
         .ok_or_else(|| ApiError::BadRequest(format!("node {node_name} has no address")))?;
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
@@ -70,29 +169,7 @@ pub async fn pod_log(
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
         .unwrap_or(DEFAULT_KUBELET_PORT);
-    let mut path = format!("/containerLogs/{namespace}/{name}/{container}");
-    let passed: Vec<&str> = query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|kv| {
-            let key = kv.split('=').next().unwrap_or_default();
-            matches!(
-                key,
-                "follow"
-                    | "previous"
-                    | "tailLines"
-                    | "sinceSeconds"
-                    | "sinceTime"
-                    | "timestamps"
-                    | "limitBytes"
-            )
-        })
-        .collect();
-    if !passed.is_empty() {
-        path.push('?');
-        path.push_str(&passed.join("&"));
-    }
-    proxy.get(address, port, path).await
+    Ok(Located { pod, address, port })
 }
 
 fn stored(

@@ -108,7 +108,15 @@ const fn core(
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
 const STATUS_APPROVAL: &[&str] = &["status", "approval"];
-const POD_SUBRESOURCES: &[&str] = &["status", "binding", "eviction", "log"];
+const POD_SUBRESOURCES: &[&str] = &[
+    "status",
+    "binding",
+    "eviction",
+    "log",
+    "exec",
+    "attach",
+    "portforward",
+];
 
 /// A row of a named group.
 const fn named(

@@ -313,14 +313,32 @@ impl Server {
                 self.metrics.render().into_bytes(),
             )),
             ApiRequest::Resource(action) if action.subresource == Some(Subresource::Log) => {
-                let proxy = self.node_proxy.clone().ok_or(ApiError::Other {
-                    code: 503,
-                    reason: "ServiceUnavailable",
-                    message: "this server does not reach kubelets".into(),
-                })?;
                 let query = req.uri().query().map(str::to_owned);
-                crate::nodeproxy::pod_log(self.api.store.clone(), proxy, &action, query.as_deref())
-                    .await
+                crate::nodeproxy::pod_log(
+                    self.api.store.clone(),
+                    self.kubelets()?,
+                    &action,
+                    query.as_deref(),
+                )
+                .await
+            }
+            ApiRequest::Resource(action)
+                if action.subresource.is_some_and(Subresource::is_stream) =>
+            {
+                let mut req = req;
+                let stream = crate::nodeproxy::StreamRequest {
+                    method: req.method().clone(),
+                    headers: req.headers().clone(),
+                    query: req.uri().query().map(str::to_owned),
+                    on_upgrade: hyper::upgrade::on(&mut req),
+                };
+                crate::nodeproxy::pod_stream(
+                    self.api.store.clone(),
+                    self.kubelets()?,
+                    &action,
+                    stream,
+                )
+                .await
             }
             ApiRequest::Resource(action) if action.verb == Verb::Watch => {
                 let rx = watch::start(self.api.clone(), action, self.watch).await?;
@@ -377,6 +395,15 @@ impl Server {
 
     /// `Ok` when `user` may do what `attrs` asks. Members of `system:masters` are answered at
     /// once; other checks may read the store and run off the async threads.
+    /// The way to the nodes' kubelets (`logs`, `exec`, ...).
+    fn kubelets(&self) -> Result<Arc<dyn crate::nodeproxy::NodeProxy>, ApiError> {
+        self.node_proxy.clone().ok_or(ApiError::Other {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: "this server does not reach kubelets".into(),
+        })
+    }
+
     async fn authorize(&self, user: &User, attrs: Attributes) -> Result<(), ApiError> {
         if user.groups.iter().any(|g| g == crate::authz::MASTERS) {
             return Ok(());

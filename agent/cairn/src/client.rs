@@ -362,8 +362,9 @@ impl Client {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| connect_err(e.to_string()))?;
+        // With upgrades: a `101` answer hands the connection to `hyper::upgrade::on`.
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _ = conn.with_upgrades().await;
         });
         let mut req = Request::builder()
             .method(method.clone())

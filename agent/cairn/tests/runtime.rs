@@ -301,3 +301,53 @@ async fn a_container_with_stdin_reads_what_is_written_to_its_fifo() {
     rt.wait("c5", Some(shim)).await;
     rt.remove("c5").unwrap();
 }
+
+#[tokio::test]
+async fn exec_with_a_terminal_of_the_container_and_its_window_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let s = spec(tmp.path(), "c6", &["sleep", "60"]);
+    let (_, shim) = rt.start(&s).await.unwrap();
+    let mut cmd = rt
+        .exec_command(
+            "c6",
+            &[
+                "sh".into(),
+                "-c".into(),
+                "sleep 0.5; tty; stty size; read l; echo got:$l".into(),
+            ],
+            true,
+        )
+        .unwrap();
+    // Window sizes go in on fd 3.
+    let (size_r, size_w) = nix::unistd::pipe().unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&size_r);
+    // SAFETY: only dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::dup2(raw, 3)?;
+            Ok(())
+        });
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(size_r);
+    std::fs::File::from(size_w).write_all(b"100 40\n").unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"typed\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // The container's own devpts names the terminal.
+    assert!(text.contains("/dev/pts/0\r\n"), "{text}");
+    assert!(text.contains("40 100\r\n"), "{text}");
+    assert!(text.contains("got:typed\r\n"), "{text}");
+    rt.signal("c6", nix::sys::signal::Signal::SIGKILL).unwrap();
+    rt.wait("c6", Some(shim)).await;
+    rt.remove("c6").unwrap();
+}

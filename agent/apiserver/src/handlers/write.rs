@@ -233,7 +233,10 @@ impl Api {
                 Subresource::Binding
                 | Subresource::Eviction
                 | Subresource::Token
-                | Subresource::Log,
+                | Subresource::Log
+                | Subresource::Exec
+                | Subresource::Attach
+                | Subresource::PortForward,
             )
             | None => {}
         }

@@ -71,6 +71,11 @@ pub enum Subresource {
     Approval,
     /// `pods/<name>/log`: the container's log, from the pod's node (`kubectl logs`).
     Log,
+    /// `pods/<name>/exec`, `attach`, `portforward`: streams to the pod's node, upgraded
+    /// connections passed through to its kubelet (`kubectl exec`, `attach`, `port-forward`).
+    Exec,
+    Attach,
+    PortForward,
 }
 
 impl Subresource {
@@ -84,6 +89,9 @@ impl Subresource {
             Subresource::Token => "token",
             Subresource::Approval => "approval",
             Subresource::Log => "log",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
+            Subresource::PortForward => "portforward",
         }
     }
 
@@ -97,6 +105,9 @@ impl Subresource {
             Subresource::Token,
             Subresource::Approval,
             Subresource::Log,
+            Subresource::Exec,
+            Subresource::Attach,
+            Subresource::PortForward,
         ]
         .into_iter()
         .find(|s| s.name() == name)
@@ -105,7 +116,12 @@ impl Subresource {
     /// The (apiVersion, kind) of its bodies when they are not the resource's own kind.
     pub fn body_kind(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Subresource::Status | Subresource::Approval | Subresource::Log => None,
+            Subresource::Status
+            | Subresource::Approval
+            | Subresource::Log
+            | Subresource::Exec
+            | Subresource::Attach
+            | Subresource::PortForward => None,
             Subresource::Scale => Some(("autoscaling/v1", "Scale")),
             Subresource::Binding => Some(("v1", "Binding")),
             Subresource::Eviction => Some(("policy/v1", "Eviction")),
@@ -118,6 +134,15 @@ impl Subresource {
         matches!(
             self,
             Subresource::Binding | Subresource::Eviction | Subresource::Token
+        ) || self.is_stream()
+    }
+
+    /// The subresources that are streams to a kubelet: opened with a GET (WebSocket) or a
+    /// POST (SPDY), authorized as `create` as Kubernetes does.
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward
         )
     }
 }
@@ -312,6 +337,7 @@ pub fn parse_parts(
         )));
     }
     let verb = match (method.as_str(), name.is_some()) {
+        ("GET" | "POST", true) if subresource.is_some_and(Subresource::is_stream) => Verb::Create,
         ("GET" | "HEAD", true) => Verb::Get,
         ("GET" | "HEAD", false) if options.watch => Verb::Watch,
         ("GET" | "HEAD", false) => Verb::List,
@@ -327,6 +353,7 @@ pub fn parse_parts(
         return Err(not_allowed());
     }
     let body = match verb {
+        _ if subresource.is_some_and(Subresource::is_stream) => BodyFormat::Json,
         Verb::Create | Verb::Update | Verb::Delete | Verb::DeleteCollection => {
             body_format(headers)?
         }

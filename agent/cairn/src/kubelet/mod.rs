@@ -14,6 +14,7 @@ pub mod env;
 pub mod pod;
 pub mod server;
 pub mod status;
+pub mod streams;
 pub mod volumes;
 
 use std::collections::HashMap;

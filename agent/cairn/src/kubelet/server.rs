@@ -1,9 +1,10 @@
 //! The kubelet's HTTPS endpoint (port 10250 by default), reached by the API server for
-//! `kubectl logs`. Clients must present a certificate of the cluster CA, and only the API
+//! `kubectl logs`, `exec` and `attach` ([`streams`]). Clients must present a certificate of the cluster CA, and only the API
 //! server's (`kube-apiserver-kubelet-client`, or a `system:masters` member) is served.
 //!
 //! `GET /containerLogs/<namespace>/<pod>/<container>` with the query `kubectl logs` sends:
 //! `follow`, `previous`, `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`.
+//! `/exec/<namespace>/<pod>/<container>` and `/attach/...` upgrade to WebSocket streams.
 
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
@@ -21,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::Shared;
+use super::{streams, Shared};
 
 /// Who may read logs: the API server's kubelet-client identity.
 pub const APISERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
@@ -73,6 +74,7 @@ pub async fn serve(
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
+                .with_upgrades()
                 .await;
         });
     }
@@ -125,6 +127,18 @@ async fn respond(shared: &Arc<Shared>, req: Request<hyper::body::Incoming>) -> R
                 Err((code, message)) => text(code, message),
             }
         }
+        ["", "exec", ns, pod, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            streams::exec(shared, req, &ns, &pod, &container)
+                .await
+                .unwrap_or_else(|(code, message)| text(code, message))
+        }
+        ["", "attach", ns, pod, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            streams::attach(shared, req, &ns, &pod, &container)
+                .await
+                .unwrap_or_else(|(code, message)| text(code, message))
+        }
         _ => text(StatusCode::NOT_FOUND, format!("{path}: not found\n")),
     }
 }
@@ -141,7 +155,7 @@ fn flag(query: &str, key: &str) -> bool {
 
 /// The log file of `container` (the previous attempt's with `previous`) and the id of the
 /// container that writes it.
-fn find_log(
+pub(super) fn find_log(
     shared: &Shared,
     ns: &str,
     pod: &str,
@@ -260,12 +274,36 @@ fn container_logs(
 /// Sends what is appended to the log until the container has ended and everything is read,
 /// or the client goes away.
 async fn follow(shared: &Shared, path: &Path, id: &str, timestamps: bool, tx: mpsc::Sender<Bytes>) {
-    let mut offset = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let mut pending: Vec<u8> = Vec::new();
     let opts = ReadOptions {
         timestamps,
         ..Default::default()
     };
+    let offset = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let (records_tx, mut records) = mpsc::channel(4);
+    let tail = tail(shared, path, id, offset, records_tx);
+    let send = async {
+        while let Some(batch) = records.recv().await {
+            if tx.send(Bytes::from(logs::render(&batch, &opts))).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = tail => {}
+        () = send => {}
+    }
+}
+
+/// Sends the records appended to the container's log after `offset`, in batches, until the
+/// container has ended and everything is read, or the receiver goes away.
+pub(super) async fn tail(
+    shared: &Shared,
+    path: &Path,
+    id: &str,
+    mut offset: u64,
+    tx: mpsc::Sender<Vec<logs::Record>>,
+) {
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         let ended = shared.runtime.exit(id).is_some() || !shared.runtime.dir(id).exists();
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -288,12 +326,7 @@ async fn follow(shared: &Shared, path: &Path, id: &str, timestamps: bool, tx: mp
                     records.push(r);
                 }
             }
-            if !records.is_empty()
-                && tx
-                    .send(Bytes::from(logs::render(&records, &opts)))
-                    .await
-                    .is_err()
-            {
+            if !records.is_empty() && tx.send(records).await.is_err() {
                 return;
             }
             continue;
