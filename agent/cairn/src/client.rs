@@ -204,17 +204,11 @@ impl Client {
     /// certificate and key (PEM).
     fn any_server(url: &str, identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<Client, String> {
         let (rest, host, port) = split_url(url)?;
-        let builder = ClientConfig::builder_with_provider(pki::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())));
-        let tls = with_identity(builder, identity)?;
         Ok(Client {
             url: format!("https://{rest}"),
             host,
             port,
-            tls: Arc::new(tls),
+            tls: Arc::new(unverified_tls(identity)?),
             token: None,
             ca_pem: String::new(),
         })
@@ -462,6 +456,17 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 }
 
 /// Finishes a TLS client configuration with a client certificate and key (PEM), if given.
+/// TLS that accepts any server certificate, with an optional client certificate and key
+/// (PEM): for kubelets, and for HTTPS probes, which Kubernetes does not verify either.
+pub fn unverified_tls(identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<ClientConfig, String> {
+    let builder = ClientConfig::builder_with_provider(pki::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(pki::provider())));
+    with_identity(builder, identity)
+}
+
 fn with_identity(
     builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
     identity: Option<(Vec<u8>, Vec<u8>)>,

@@ -161,6 +161,13 @@ pub fn usage(dir: &Path) -> Usage {
     }
 }
 
+/// OOM kills of the container cgroup `dir` and of its parent (the pod's): the kernel counts a
+/// kill where the limit was hit, and the pod's limit (the sum of its containers') can be hit
+/// before the container's own.
+pub fn oom_kills_within(dir: &Path) -> u64 {
+    usage(dir).oom_kills + dir.parent().map(|p| usage(p).oom_kills).unwrap_or(0)
+}
+
 /// Kills every process in `dir` (`cgroup.kill`) and removes it once empty. Tolerates a
 /// cgroup that is already gone.
 pub fn kill_and_remove(dir: &Path) -> io::Result<()> {

@@ -86,7 +86,7 @@ fn run(dir: &Path) -> io::Result<()> {
     let oom_before = spec
         .cgroup
         .as_deref()
-        .map(|c| cgroup::usage(c).oom_kills)
+        .map(cgroup::oom_kills_within)
         .unwrap_or(0);
 
     if let Some(ns) = &spec.netns {
@@ -143,7 +143,8 @@ fn run(dir: &Path) -> io::Result<()> {
     let oom_killed = spec
         .cgroup
         .as_deref()
-        .is_some_and(|c| cgroup::usage(c).oom_kills > oom_before);
+        .is_some_and(|c| cgroup::oom_kills_within(c) > oom_before)
+        && status.1 == Some(Signal::SIGKILL as i32);
     let exit = Exit {
         exit_code: status.0,
         signal: status.1,

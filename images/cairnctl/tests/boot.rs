@@ -203,8 +203,27 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     }
 }
 
-/// A pod of the preloaded test image runs on the node's own worker, as the node's
-/// architecture: it writes `uname -m` as its termination message and succeeds.
+/// Polls `kubectl get ... -o jsonpath=...` until `done` holds for its output.
+fn wait_kubectl(vm: &Vm, o: &VmOptions, args: &[&str], what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let out = kubectl(vm, o, args);
+        if done(&out) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {out}\nconsole:\n{}",
+            qemu::tail(&vm.console_text(), 40)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Workloads on the node's own worker, from the preloaded test image, as a user runs them:
+/// a Deployment whose logs and `kubectl exec -- uname -m` show the node's architecture,
+/// scaled to 3 and deleted; a memory hog OOM-killed and reported; and afterwards no
+/// container or cgroup left of them (seen by a pod with the node's directories mounted).
 fn run_test_pod(vm: &Vm, o: &VmOptions, go_arch: &str) {
     let uname = match go_arch {
         "amd64" => "x86_64",
@@ -212,41 +231,113 @@ fn run_test_pod(vm: &Vm, o: &VmOptions, go_arch: &str) {
         "arm" => "armv7l",
         other => other,
     };
-    let manifest = o.run_dir.join("uname-pod.yaml");
+    let manifest = o.run_dir.join("workloads.yaml");
     std::fs::write(
         &manifest,
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: uname\nspec:\n  restartPolicy: Never\n  \
-         containers:\n  - name: uname\n    image: cairn.local/test/busybox:latest\n    \
-         command: [sh, -c, 'uname -m > /dev/termination-log']\n",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hello}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: hello
+        image: cairn.local/test/busybox:latest
+        command: [sh, -c, 'echo hello from $(uname -m); exec sleep 3600']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: cairn.local/test/busybox:latest
+    command: [sh, -c, 'a=0123456789abcdef; while :; do a=$a$a; done']
+    resources: {limits: {memory: 16Mi}}
+"#,
     )
     .unwrap();
     kubectl(vm, o, &["apply", "-f", manifest.to_str().unwrap()]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        let status = kubectl(vm, o, &["get", "pod", "uname", "-o", "jsonpath={.status}"]);
-        if status.contains("\"phase\":\"Succeeded\"") || status.contains("\"phase\":\"Failed\"") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the test pod did not finish: {status}\nconsole:\n{}",
-            qemu::tail(&vm.console_text(), 40)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    };
-    let message = kubectl(
+    let running = |out: &str, n: usize| out.split_whitespace().filter(|p| *p == "Running").count() == n;
+    let phases = ["get", "pods", "-l", "app=hello", "-o", "jsonpath={.items[*].status.phase}"];
+    wait_kubectl(vm, o, &phases, "the deployment's pod", |out| running(out, 1));
+    wait_kubectl(vm, o, &["logs", "deploy/hello"], "its log", |out| !out.is_empty());
+    assert_eq!(
+        kubectl(vm, o, &["logs", "deploy/hello"]).trim(),
+        format!("hello from {uname}")
+    );
+    assert_eq!(
+        kubectl(vm, o, &["exec", "deploy/hello", "--", "uname", "-m"]).trim(),
+        uname
+    );
+
+    kubectl(vm, o, &["scale", "deploy/hello", "--replicas=3"]);
+    wait_kubectl(vm, o, &phases, "3 running replicas", |out| running(out, 3));
+
+    wait_kubectl(
         vm,
         o,
-        &[
-            "get",
-            "pod",
-            "uname",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.terminated.message}",
-        ],
+        &["get", "pod", "hog", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}"],
+        "the memory hog's OOM kill",
+        |out| !out.is_empty(),
     );
-    assert_eq!(message.trim(), uname, "{status}");
-    kubectl(vm, o, &["delete", "pod", "uname", "--wait=false"]);
+    let reason = kubectl(
+        vm,
+        o,
+        &["get", "pod", "hog", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}"],
+    );
+    assert_eq!(reason, "OOMKilled");
+
+    kubectl(vm, o, &["delete", "deploy/hello", "pod/hog", "--wait=false"]);
+    wait_kubectl(
+        vm,
+        o,
+        &["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"],
+        "the pods to go",
+        |out| out.trim().is_empty(),
+    );
+
+    // Only the inspecting pod's own container and cgroup are left on the node.
+    let inspect = o.run_dir.join("inspect.yaml");
+    std::fs::write(
+        &inspect,
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: inspect}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: inspect
+    image: cairn.local/test/busybox:latest
+    # Deleted pods are cleaned up after they leave the API: allow the kubelet a minute.
+    command: [sh, -c, 'for i in $(seq 60); do n="$(ls /node/containers | wc -l) $(ls -d /node/cgroup/pod* | wc -l)"; [ "$n" = "1 1" ] && break; sleep 1; done; echo $n > /dev/termination-log']
+    volumeMounts:
+    - {name: containers, mountPath: /node/containers, readOnly: true}
+    - {name: cgroup, mountPath: /node/cgroup, readOnly: true}
+  volumes:
+  - name: containers
+    hostPath: {path: /var/lib/cairn/agent/containers}
+  - name: cgroup
+    hostPath: {path: /sys/fs/cgroup/kubepods}
+"#,
+    )
+    .unwrap();
+    kubectl(vm, o, &["apply", "-f", inspect.to_str().unwrap()]);
+    let message = "jsonpath={.status.containerStatuses[0].state.terminated.message}";
+    wait_kubectl(vm, o, &["get", "pod", "inspect", "-o", message], "the inspecting pod", |out| {
+        !out.is_empty()
+    });
+    assert_eq!(
+        kubectl(vm, o, &["get", "pod", "inspect", "-o", message]).trim(),
+        "1 1",
+        "containers and pod cgroups on the node besides the inspecting pod's own"
+    );
+    kubectl(vm, o, &["delete", "pod", "inspect", "--wait=false"]);
 }
 
 /// Boots the node's disk again and checks the `cairn-init: data <state>` marker, then

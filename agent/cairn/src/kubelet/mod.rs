@@ -12,6 +12,7 @@
 
 pub mod env;
 pub mod pod;
+pub mod probes;
 pub mod server;
 pub mod status;
 pub mod streams;

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::env::{self, PodFacts};
+use super::probes::{self, Probes, Verdict};
 use super::status::{self, State, Terminated};
 use super::volumes::{self, Refs};
 use super::Shared;
@@ -40,6 +41,8 @@ struct Slot {
     not_before: Option<Instant>,
     backoff: Duration,
     running_since: Option<Instant>,
+    /// The running container's prober, if it has probes.
+    prober: Option<tokio::task::AbortHandle>,
 }
 
 struct Sandbox {
@@ -59,6 +62,7 @@ struct Worker {
     init: Vec<Slot>,
     app: Vec<Slot>,
     exits: mpsc::UnboundedSender<(Which, String, Exit)>,
+    verdicts: mpsc::UnboundedSender<((Which, String), Verdict)>,
     published: Value,
     start_time: String,
 }
@@ -69,7 +73,8 @@ pub async fn run(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Value>
         return;
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut w = Worker::new(shared, pod, tx);
+    let (verdicts, mut verdicts_rx) = mpsc::unbounded_channel();
+    let mut w = Worker::new(shared, pod, tx, verdicts);
     w.adopt();
     loop {
         if w.pod["metadata"]["deletionTimestamp"].is_string() {
@@ -85,6 +90,7 @@ pub async fn run(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Value>
                 }
             }
             Some((which, id, exit)) = rx.recv() => w.exited(which, &id, exit),
+            Some(((which, id), verdict)) = verdicts_rx.recv() => w.verdict(which, &id, verdict),
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
@@ -96,6 +102,7 @@ impl Worker {
         shared: Arc<Shared>,
         pod: Value,
         exits: mpsc::UnboundedSender<(Which, String, Exit)>,
+        verdicts: mpsc::UnboundedSender<((Which, String), Verdict)>,
     ) -> Worker {
         let slots = |list: &str| -> Vec<Slot> {
             pod["spec"][list]
@@ -112,6 +119,7 @@ impl Worker {
                     not_before: None,
                     backoff: INITIAL_BACKOFF,
                     running_since: None,
+                    prober: None,
                 })
                 .collect()
         };
@@ -146,6 +154,7 @@ impl Worker {
             init,
             app,
             exits,
+            verdicts,
         }
     }
 
@@ -215,9 +224,9 @@ impl Worker {
                         id: id.clone(),
                         started_at,
                     };
-                    slot.status.ready = true;
                     slot.running_since = Some(Instant::now());
                     let tx = self.exits.clone();
+                    self.watch_probes(which, &id);
                     tokio::spawn(async move {
                         let exit = runtime.wait(&id, None).await;
                         let _ = tx.send((which, id, exit));
@@ -491,10 +500,10 @@ impl Worker {
                     id: id.clone(),
                     started_at: started.started_at,
                 };
-                slot.status.ready = true;
                 slot.running_since = Some(Instant::now());
                 slot.not_before = None;
                 let tx = self.exits.clone();
+                self.watch_probes(which, &id);
                 tokio::spawn(async move {
                     let exit = runtime.wait(&id, Some(shim)).await;
                     let _ = tx.send((which, id, exit));
@@ -533,6 +542,10 @@ impl Worker {
         }
         slot.running_since = None;
         slot.status.ready = false;
+        slot.status.started = false;
+        if let Some(prober) = slot.prober.take() {
+            prober.abort();
+        }
         let mut t = terminated(id, &exit);
         t.message = t.message.or(message);
         eprintln!(
@@ -552,6 +565,145 @@ impl Worker {
                 back_off(slot);
             }
         }
+    }
+
+    /// A container has just started running (or was found running): without probes it is
+    /// started and ready at once; with probes, its prober decides ([`Worker::verdict`]).
+    fn watch_probes(&mut self, which: Which, id: &str) {
+        let spec = self.slot(which).spec.clone();
+        let probes = match which {
+            // Init containers run to completion; they have no probes.
+            Which::Init(_) => Probes::default(),
+            Which::App(_) => Probes::parse(&spec).unwrap_or_else(|message| {
+                self.event(&spec, "Warning", "Unhealthy", &format!("probe ignored: {message}"));
+                Probes::default()
+            }),
+        };
+        let slot = self.slot(which);
+        if let Some(old) = slot.prober.take() {
+            old.abort();
+        }
+        if probes.is_empty() {
+            slot.status.started = true;
+            slot.status.ready = true;
+            return;
+        }
+        slot.status.started = false;
+        slot.status.ready = false;
+        let target = probes::Target {
+            runtime: self.shared.runtime.clone(),
+            id: id.to_owned(),
+            // Known before the sandbox is (re)made: containers found running are probed too.
+            netns: (!self.host_network()).then(|| self.shared.netns_dir.join(&self.uid)),
+            address: self.pod_ip().unwrap_or_else(|| "127.0.0.1".to_owned()),
+        };
+        let task = tokio::spawn(probes::run(
+            target,
+            probes,
+            (which, id.to_owned()),
+            self.verdicts.clone(),
+        ));
+        self.slot(which).prober = Some(task.abort_handle());
+    }
+
+    /// What a container's prober concluded.
+    fn verdict(&mut self, which: Which, id: &str, verdict: Verdict) {
+        let spec = self.slot(which).spec.clone();
+        if !matches!(&self.slot(which).status.state, State::Running { id: running, .. } if running == id)
+        {
+            return;
+        }
+        let has_readiness = spec["readinessProbe"].is_object();
+        let slot = self.slot(which);
+        match verdict {
+            Verdict::Started => {
+                slot.status.started = true;
+                if !has_readiness {
+                    slot.status.ready = true;
+                }
+            }
+            Verdict::Ready(ready) => slot.status.ready = ready && slot.status.started,
+            Verdict::Unhealthy(kind, message) => {
+                self.event(
+                    &spec,
+                    "Warning",
+                    "Unhealthy",
+                    &format!("{} probe failed: {message}", kind.label()),
+                );
+            }
+            Verdict::Failed(kind, _) => {
+                slot.status.ready = false;
+                let name = slot.status.name.clone();
+                let restart = if self.restart_policy() == "Never" {
+                    "will be killed"
+                } else {
+                    "will be restarted"
+                };
+                self.event(
+                    &spec,
+                    "Normal",
+                    "Killing",
+                    &format!(
+                        "Container {name} failed {} probe, {restart}",
+                        kind.label().to_lowercase()
+                    ),
+                );
+                let grace = spec[match kind {
+                    probes::Kind::Startup => "startupProbe",
+                    _ => "livenessProbe",
+                }]["terminationGracePeriodSeconds"]
+                    .as_u64()
+                    .or(self.pod["spec"]["terminationGracePeriodSeconds"].as_u64())
+                    .unwrap_or(30);
+                let runtime = self.shared.runtime.clone();
+                let id = id.to_owned();
+                tokio::spawn(async move {
+                    let _ = runtime.signal(&id, nix::sys::signal::Signal::SIGTERM);
+                    let deadline = Instant::now() + Duration::from_secs(grace);
+                    while runtime.running(&id) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let _ = runtime.signal(&id, nix::sys::signal::Signal::SIGKILL);
+                });
+            }
+        }
+    }
+
+    /// Records an event about container `c` of this pod (best effort, in the background).
+    fn event(&self, c: &Value, kind: &str, reason: &str, message: &str) {
+        let meta = &self.pod["metadata"];
+        let namespace = meta["namespace"].as_str().unwrap_or("default").to_owned();
+        let name = meta["name"].as_str().unwrap_or_default();
+        let container = c["name"].as_str().unwrap_or_default();
+        let now = cairn_runtime::logs::rfc3339_nanos(jiff::Timestamp::now());
+        let seconds = now.split('.').next().unwrap_or(&now).to_owned() + "Z";
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": format!("{name}."), "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": namespace,
+                "name": name,
+                "uid": self.uid,
+                "fieldPath": format!("spec.containers{{{container}}}"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "count": 1,
+            "firstTimestamp": seconds,
+            "lastTimestamp": seconds,
+            "source": {"component": "kubelet", "host": self.shared.node_name},
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.shared.node_name,
+        });
+        let client = self.shared.client.clone();
+        let path = format!("/api/v1/namespaces/{namespace}/events");
+        tokio::spawn(async move {
+            let _ = client.request(hyper::Method::POST, &path, Some(&event)).await;
+        });
     }
 
     async fn container_spec(

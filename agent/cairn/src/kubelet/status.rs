@@ -32,6 +32,8 @@ pub struct Container {
     pub last: Option<Terminated>,
     pub restarts: u32,
     pub ready: bool,
+    /// Running and past its startup probe.
+    pub started: bool,
 }
 
 impl Container {
@@ -47,6 +49,7 @@ impl Container {
             last: None,
             restarts: 0,
             ready: false,
+            started: false,
         }
     }
 
@@ -61,7 +64,7 @@ impl Container {
             "imageID": self.image_id,
             "ready": self.ready,
             "restartCount": self.restarts,
-            "started": matches!(self.state, State::Running { .. }),
+            "started": self.started && matches!(self.state, State::Running { .. }),
             "state": state_json(&self.state),
             "lastState": self.last.as_ref().map(|t| json!({"terminated": terminated_json(t)})).unwrap_or(json!({})),
         });

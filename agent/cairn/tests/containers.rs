@@ -1,6 +1,8 @@
-//! `kubectl exec` and `kubectl attach` for real: a `cairn server` with its own worker on this
-//! machine (as root), the real kubectl talking WebSocket streams through the API server to the
-//! kubelet, commands run inside the pod's container.
+//! Containers as users reach and watch them, for real: a `cairn server` with its own worker on
+//! this machine (as root) and the real kubectl. `kubectl exec` and `attach` as WebSocket
+//! streams through the API server to the kubelet; liveness, readiness and startup probes
+//! (exec, HTTP, TCP) with their restarts, conditions and events. (OOM kills are checked in
+//! the QEMU boot tests: this host's memory controller is not on cgroup v2.)
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -59,28 +61,34 @@ fn with_input(k: &Kubectl, args: &[&str], input: &str) -> (Option<i32>, String, 
     (out.status.code(), s(&out.stdout), s(&out.stderr))
 }
 
-#[test]
-fn exec_and_attach_reach_the_container() {
+/// A server with its worker, the test images imported: its data directory, the server, a
+/// kubectl for it, and the cgroup2 mount its pods use.
+fn node(tag: &str) -> (PathBuf, Server, Kubectl, PathBuf) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the kubelet test runs containers: it needs root"
     );
-    let dir = temp_data_dir("streams");
+    let dir = temp_data_dir(tag);
     let images = dir.join("agent/images");
     fs::create_dir_all(&images).unwrap();
-    fs::copy(
-        test_images().join("busybox.oci.tar"),
-        images.join("busybox.oci.tar"),
-    )
-    .unwrap();
+    for name in ["busybox.oci.tar", "httpd.oci.tar"] {
+        fs::copy(test_images().join(name), images.join(name)).unwrap();
+    }
     let cgroups = mount_cgroup2(&dir);
     let server = Server::start_with(&dir, &["--cgroup-root", cgroups.to_str().unwrap()]);
-    server.wait_line("imported cairn.local/test/busybox:latest", WAIT);
+    // Images are imported before the kubelet takes pods.
+    server.wait_line("running pods of node", WAIT);
     let k = Kubectl {
         bin: kubectl_path(),
         config: dir.join("admin.kubeconfig"),
         extra: vec![],
     };
+    (dir, server, k, cgroups)
+}
+
+#[test]
+fn exec_and_attach_reach_the_container() {
+    let (dir, server, k, cgroups) = node("streams");
     let manifests = dir.join("pods.yaml");
     fs::write(
         &manifests,
@@ -220,6 +228,166 @@ spec:
     assert!(status.success(), "{status:?}");
 
     k.run(&["delete", "pod", "shell", "listener", "--wait=false"]);
+    drop(server);
+    let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
+
+fn pod_json(k: &Kubectl, pod: &str) -> serde_json::Value {
+    serde_json::from_str(&k.run(&["get", "pod", pod, "-o", "json"])).unwrap()
+}
+
+/// Waits until `done` holds for the pod; the last state seen on timeout.
+fn wait_pod(k: &Kubectl, pod: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = pod_json(k, pod);
+        if done(&v) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {pod}: timed out waiting for {what}: {:#}",
+            v["status"]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn condition(pod: &serde_json::Value, kind: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn events_of(k: &Kubectl, pod: &str) -> String {
+    k.run(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "custom-columns=REASON:.reason,MESSAGE:.message",
+    ])
+}
+
+#[test]
+fn probes_restart_containers_and_gate_readiness() {
+    let (dir, server, k, cgroups) = node("probes");
+    let manifests = dir.join("probes.yaml");
+    fs::write(
+        &manifests,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: liveness}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: cairn.local/test/busybox:latest
+    command: [sh, -c, 'touch /tmp/healthy; sleep 2; rm /tmp/healthy; exec sleep 3600']
+    livenessProbe:
+      exec: {command: [cat, /tmp/healthy]}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: main
+    image: cairn.local/test/httpd:latest
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /, port: http}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never-ready}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: cairn.local/test/busybox:latest
+    command: [sleep, "3600"]
+    readinessProbe:
+      tcpSocket: {port: 9999}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: slow-start}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: cairn.local/test/busybox:latest
+    command: [sh, -c, 'sleep 2; touch /tmp/up; exec sleep 3600']
+    startupProbe:
+      exec: {command: [cat, /tmp/up]}
+      periodSeconds: 1
+      failureThreshold: 20
+"#,
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifests.to_str().unwrap()]);
+
+    // The startup probe holds `started` and readiness back until it passes.
+    wait_running(&k, "slow-start");
+    let early = pod_json(&k, "slow-start");
+    assert_eq!(early["status"]["containerStatuses"][0]["started"], false);
+    assert_eq!(early["status"]["containerStatuses"][0]["ready"], false);
+    wait_pod(&k, "slow-start", "started and ready", |p| {
+        let c = &p["status"]["containerStatuses"][0];
+        c["started"] == true && c["ready"] == true && condition(p, "Ready") == "True"
+    });
+
+    // HTTP readiness and TCP liveness on a named port of a real server.
+    wait_pod(&k, "web", "Ready", |p| condition(p, "Ready") == "True");
+    assert_eq!(
+        pod_json(&k, "web")["status"]["containerStatuses"][0]["restartCount"],
+        0
+    );
+
+    // Nothing listens on 9999: running, never ready, the reason in the events.
+    wait_running(&k, "never-ready");
+    wait_pod(&k, "never-ready", "Unhealthy events", |_| {
+        events_of(&k, "never-ready").contains("Readiness probe failed: dial tcp")
+    });
+    let p = pod_json(&k, "never-ready");
+    assert_eq!(condition(&p, "Ready"), "False");
+    assert_eq!(condition(&p, "ContainersReady"), "False");
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false);
+
+    // Liveness fails once the file is gone: killed and restarted, and said so.
+    wait_pod(&k, "liveness", "a restart", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    let events = events_of(&k, "liveness");
+    assert!(
+        events.contains("Liveness probe failed: cat: can't open '/tmp/healthy'"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Container main failed liveness probe, will be restarted"),
+        "{events}"
+    );
+
+    k.run(&["delete", "pod", "--all", "--wait=false"]);
     drop(server);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }
