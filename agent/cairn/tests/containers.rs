@@ -11,23 +11,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{kubectl_path, temp_data_dir, test_images, Kubectl, Server};
+use common::{kubectl_path, mount_cgroup2, temp_data_dir, test_images, Kubectl, Server};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn mount_cgroup2(dir: &Path) -> PathBuf {
-    let root = dir.join("cgroup");
-    fs::create_dir_all(&root).unwrap();
-    nix::mount::mount(
-        Some("cgroup2"),
-        &root,
-        Some("cgroup2"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .expect("mounting cgroup2 (the test needs root)");
-    root
-}
 
 fn wait_running(k: &Kubectl, pod: &str) {
     let deadline = Instant::now() + WAIT;

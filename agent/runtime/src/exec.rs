@@ -23,14 +23,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
-use nix::sys::signal::Signal;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, PtyMaster};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{self, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{self, ForkResult, Pid};
 
-use crate::shim::{execute, process_env};
+use crate::shim::{become_user, execute, process_env};
 use crate::spec::ContainerSpec;
 use crate::{EXIT_FILE, PID_FILE, SPEC_FILE};
 
@@ -287,25 +286,10 @@ fn set_size(master: &PtyMaster, line: &str) {
     }
 }
 
-/// In the container's namespaces: become its user and exec.
+/// In the container's namespaces: become its user and exec (the command dies with this
+/// process, which the kubelet kills when the client leaves).
 fn child(spec: &ContainerSpec, command: &[String], tty: bool) -> io::Error {
-    let setup = || -> io::Result<()> {
-        let gids: Vec<Gid> = spec
-            .supplementary_gids
-            .iter()
-            .map(|&g| Gid::from_raw(g))
-            .collect();
-        unistd::setgroups(&gids).map_err(context("setgroups"))?;
-        unistd::setgid(Gid::from_raw(spec.gid)).map_err(context("setgid"))?;
-        unistd::setuid(Uid::from_raw(spec.uid)).map_err(context("setuid"))?;
-        // The command goes when this process does (the kubelet kills it when the client
-        // leaves). Set after setuid, which clears it.
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(context("prctl"))?;
-        let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
-        unistd::chdir(cwd).map_err(context(format!("chdir {cwd}")))?;
-        Ok(())
-    };
-    match setup() {
+    match become_user(spec) {
         Ok(()) => execute(command, &process_env(spec, tty)),
         Err(e) => e,
     }

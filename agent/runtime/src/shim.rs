@@ -355,6 +355,12 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> io::Result<()> {
             mkdir(Path::new(&spec.cwd))?;
         }
     }
+    become_user(spec)
+}
+
+/// Takes the container's user, groups and working directory; the process dies with its
+/// parent (the shim, or `container-exec`).
+pub(crate) fn become_user(spec: &ContainerSpec) -> io::Result<()> {
     let gids: Vec<Gid> = spec
         .supplementary_gids
         .iter()
@@ -363,7 +369,7 @@ fn setup(spec: &ContainerSpec, dir: &Path) -> io::Result<()> {
     unistd::setgroups(&gids).map_err(context("setgroups"))?;
     unistd::setgid(Gid::from_raw(spec.gid)).map_err(context("setgid"))?;
     unistd::setuid(Uid::from_raw(spec.uid)).map_err(context("setuid"))?;
-    // After setuid, which clears it: the container dies with its shim.
+    // After setuid, which clears it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(context("prctl"))?;
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     unistd::chdir(cwd).map_err(context(format!("chdir {cwd}")))?;

@@ -231,3 +231,19 @@ pub fn test_images() -> PathBuf {
     }
     dir
 }
+
+/// A cgroup2 hierarchy of the test's own under `dir` (the kubelet's `--cgroup-root`); the
+/// caller unmounts it. Needs root.
+pub fn mount_cgroup2(dir: &Path) -> PathBuf {
+    let root = dir.join("cgroup");
+    std::fs::create_dir_all(&root).unwrap();
+    nix::mount::mount(
+        Some("cgroup2"),
+        &root,
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mounting cgroup2 (the test needs root)");
+    root
+}
