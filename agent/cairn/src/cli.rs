@@ -299,6 +299,16 @@ pub struct ServerArgs {
     /// Cluster secrets to import on first start (made by `cairnctl gen secrets`)
     #[arg(long, value_name = "DIR", default_value = "/boot/cairn/secrets")]
     pub secrets_dir: PathBuf,
+    /// The pods' address range: every node gets a /24 of it for its pods
+    #[arg(long, value_name = "CIDR", default_value = cairn_controllers::nodeipam::DEFAULT_CLUSTER_CIDR, value_parser = parse_cluster_cidr)]
+    pub cluster_cidr: cairn_net::Ipv4Cidr,
+}
+
+/// An IPv4 network of at least one node's /24.
+pub fn parse_cluster_cidr(text: &str) -> Result<cairn_net::Ipv4Cidr, String> {
+    let cidr: cairn_net::Ipv4Cidr = text.parse()?;
+    cairn_controllers::nodeipam::NodeIpam::new(cidr)?;
+    Ok(cidr)
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +358,12 @@ mod tests {
         assert_eq!(args.common.https_listen_port, 6443);
         assert_eq!(args.common.bind_address.to_string(), "0.0.0.0");
         assert!(args.write_kubeconfig.is_none());
+        assert_eq!(args.cluster_cidr.to_string(), "10.42.0.0/16");
+        let small = Cli::try_parse_from(["cairn", "server", "--cluster-cidr", "10.42.0.0/25"]);
+        assert!(small
+            .unwrap_err()
+            .to_string()
+            .contains("smaller than one node's /24"));
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub fn server(args: ServerArgs) -> Result<()> {
         cairn_controllers::Parts {
             controllers: !args.disable_controller_manager,
             scheduler: !args.disable_scheduler,
+            cluster_cidr: Some(args.cluster_cidr),
         },
         None,
     )
@@ -102,6 +103,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     let none = cairn_controllers::Parts {
         controllers: false,
         scheduler: false,
+        cluster_cidr: None,
     };
     serve(
         Role::Agent,

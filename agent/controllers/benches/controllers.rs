@@ -122,6 +122,7 @@ fn main() {
             cairn_controllers::Parts {
                 controllers: true,
                 scheduler: true,
+                cluster_cidr: None,
             },
             None,
         );

@@ -11,7 +11,8 @@
 //! datastore's watch. Controllers hold no caches; they are re-entrant and safe to run against
 //! any state, which their tests do against the in-memory store and SQLite.
 //!
-//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], [`nodelifecycle`] (unknown nodes tainted, their pods evicted), ClusterRole
+//! **Served.** [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], [`nodelifecycle`] (unknown nodes tainted, their pods evicted), [`nodeipam`]
+//! (every Node's pod range), ClusterRole
 //! [`aggregation`], [`serviceaccount`], [`endpoints`] (and
 //! EndpointSlices), the [`scheduler`], auto-deployed [`manifests`], the
 //! garbage collector ([`gc`], with background, foreground and orphan propagation); [`spawn`]
@@ -28,6 +29,7 @@ pub mod events;
 pub mod gc;
 pub mod job;
 pub mod manifests;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
@@ -46,6 +48,9 @@ pub use client::Client;
 pub struct Parts {
     pub controllers: bool,
     pub scheduler: bool,
+    /// The cluster's pod range, from which the node IPAM controller gives every Node its own
+    /// (`None`: Nodes get none, and pods on them no network).
+    pub cluster_cidr: Option<cairn_net::Ipv4Cidr>,
 }
 
 /// Starts the controllers and the scheduler `parts` names on the current tokio runtime; they
@@ -68,6 +73,11 @@ pub fn spawn(api: cairn_apiserver::Api, parts: Parts, signer: Option<Arc<dyn csr
         controllers.push(Arc::new(daemonset::DaemonSets));
         controllers.push(Arc::new(statefulset::StatefulSets));
         controllers.push(Arc::new(aggregation::ClusterRoleAggregation));
+        match parts.cluster_cidr.map(nodeipam::NodeIpam::new) {
+            Some(Ok(ipam)) => controllers.push(Arc::new(ipam)),
+            Some(Err(e)) => eprintln!("cairn: node-ipam-controller: {e}; Nodes get no pod range"),
+            None => {}
+        }
         controllers.push(Arc::new(nodelifecycle::NodeLifecycle {
             grace: nodelifecycle::grace_from_env(),
         }));

@@ -420,6 +420,7 @@ fn node(client: &Client, name: &str, cpu: &str, memory: &str, extra: Value) {
                 "annotations" => node["metadata"]["annotations"] = v.clone(),
                 "taints" => node["spec"]["taints"] = v.clone(),
                 "unschedulable" => node["spec"]["unschedulable"] = v.clone(),
+                "podCIDR" => node["spec"]["podCIDR"] = v.clone(),
                 "notReady" => node["status"]["conditions"][0]["status"] = json!("False"),
                 _ => panic!("{k}"),
             }
@@ -1769,5 +1770,91 @@ fn node_certificates_are_approved_signed_or_held_for_a_taken_name() {
             .contains("system:node:<name>"));
         assert!(conditions.iter().any(|c| c["type"] == "Approved"));
         assert!(failed["status"].get("certificate").is_none());
+    });
+}
+
+#[test]
+fn every_node_gets_a_pod_range_of_its_own() {
+    use crate::client::{EVENTS, NODES};
+    use crate::nodeipam::{NodeIpam, CLUSTER_CIDR_ANNOTATION};
+    use crate::runtime::Outcome;
+    each_store(|client| {
+        // Four /24s: one already held by a node from before a restart, three to give out.
+        let ipam = NodeIpam::new("10.42.0.0/22".parse().unwrap()).unwrap();
+        client
+            .create(NAMESPACES, "", &json!({"metadata": {"name": "default"}}))
+            .unwrap();
+        node(
+            &client,
+            "old",
+            "2",
+            "2Gi",
+            json!({"podCIDR": "10.42.1.0/24"}),
+        );
+        for name in ["a", "b", "c", "d"] {
+            node(&client, name, "2", "2Gi", json!({}));
+        }
+        let range = |name: &str| {
+            let n = client.get(NODES, "", name).unwrap().unwrap();
+            (
+                n["spec"]["podCIDR"].as_str().unwrap_or("").to_owned(),
+                n["spec"]["podCIDRs"].clone(),
+            )
+        };
+        for name in ["a", "b", "c"] {
+            assert_eq!(
+                ipam.reconcile(&client, &Key::new("", name)).unwrap(),
+                Outcome::Done
+            );
+        }
+        assert_eq!(range("a"), ("10.42.0.0/24".into(), json!(["10.42.0.0/24"])));
+        assert_eq!(
+            range("b").0,
+            "10.42.2.0/24",
+            "the old node's range is skipped"
+        );
+        assert_eq!(range("c").0, "10.42.3.0/24");
+        let a = client.get(NODES, "", "a").unwrap().unwrap();
+        assert_eq!(
+            a["metadata"]["annotations"][CLUSTER_CIDR_ANNOTATION],
+            "10.42.0.0/22"
+        );
+        assert_eq!(a["status"]["allocatable"]["cpu"], "2", "the status is kept");
+
+        // The range is full: no range, an Event, a look again later.
+        let outcome = ipam.reconcile(&client, &Key::new("", "d")).unwrap();
+        assert!(matches!(outcome, Outcome::After(_)), "{outcome:?}");
+        assert_eq!(range("d").0, "");
+        let events = client.list(EVENTS, "default").unwrap();
+        let full = events
+            .iter()
+            .find(|e| e["reason"] == "CIDRNotAvailable")
+            .expect("a CIDRNotAvailable event");
+        assert_eq!(full["involvedObject"]["name"], "d");
+        assert!(
+            full["message"].as_str().unwrap().contains("10.42.0.0/22"),
+            "{full}"
+        );
+
+        // A node that had its range keeps it and gets podCIDRs and the annotation; a second
+        // pass writes nothing.
+        ipam.reconcile(&client, &Key::new("", "old")).unwrap();
+        assert_eq!(
+            range("old"),
+            ("10.42.1.0/24".into(), json!(["10.42.1.0/24"]))
+        );
+        let rev = client.api().store.current_revision().unwrap();
+        for name in ["a", "old"] {
+            ipam.reconcile(&client, &Key::new("", name)).unwrap();
+        }
+        assert_eq!(client.api().store.current_revision().unwrap(), rev);
+
+        // A deleted node's range goes to the next node that needs one.
+        client.delete(NODES, "", "b", None).unwrap();
+        ipam.reconcile(&client, &Key::new("", "d")).unwrap();
+        assert_eq!(range("d").0, "10.42.2.0/24");
+        ipam.reconcile(&client, &Key::new("", "gone")).unwrap();
+
+        assert!(NodeIpam::new("10.42.0.0/25".parse().unwrap()).is_err());
     });
 }
