@@ -471,6 +471,9 @@ fn kubelet_config(
         shim,
         cgroup_root: args.cgroup_root.clone(),
         netns_dir: PathBuf::from("/run/cairn/netns"),
+        // `CAIRN_POD_BRIDGE` gives test servers on one machine bridges of their own.
+        bridge: std::env::var("CAIRN_POD_BRIDGE")
+            .unwrap_or_else(|_| cairn_net::DEFAULT_BRIDGE.to_owned()),
         log_max_bytes: 10 << 20,
     }))
 }

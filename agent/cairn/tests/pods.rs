@@ -267,3 +267,201 @@ spec:
     drop(server);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }
+
+/// The node's pod network: the server gives the Node a pod range, the kubelet a bridge and
+/// every pod its own address from it; a pod reaches another's HTTP server at its address;
+/// `hostNetwork` pods keep the node's; deleted pods free their addresses.
+#[test]
+fn pods_get_addresses_of_the_nodes_range_and_reach_each_other() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the kubelet test runs containers: it needs root"
+    );
+    let dir = temp_data_dir("podnet");
+    let images = dir.join("agent/images");
+    fs::create_dir_all(&images).unwrap();
+    for name in ["busybox.oci.tar", "httpd.oci.tar"] {
+        fs::copy(test_images().join(name), images.join(name)).unwrap();
+    }
+    let cgroups = common::mount_cgroup2(&dir);
+    let server = Server::start_with(&dir, &["--cgroup-root", cgroups.to_str().unwrap()]);
+    let (_, cluster) = common::pod_network_for(&dir);
+    server.wait_line("pod network up", WAIT);
+    let k = Kubectl {
+        bin: kubectl_path(),
+        config: dir.join("admin.kubeconfig"),
+        extra: vec![],
+    };
+    let node = json(&k, &["get", "node", "test-node"]);
+    let range = node["spec"]["podCIDR"].as_str().unwrap().to_owned();
+    assert_eq!(node["spec"]["podCIDRs"], serde_json::json!([range]));
+    let cluster_prefix = cluster.trim_end_matches(".0.0/16");
+    assert_eq!(
+        range,
+        format!("{cluster_prefix}.0.0/24"),
+        "the first /24 of {cluster}"
+    );
+    let in_range = |ip: &str| {
+        ip.starts_with(&format!("{cluster_prefix}.0.")) && ip != format!("{cluster_prefix}.0.1")
+    };
+
+    let manifests = dir.join("net.yaml");
+    fs::write(
+        &manifests,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - {name: httpd, image: cairn.local/test/httpd:latest}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-host}
+spec:
+  hostNetwork: true
+  containers:
+  - {name: main, image: cairn.local/test/busybox:latest, command: [sleep, "3600"]}
+"#,
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifests.to_str().unwrap()]);
+    let web = wait_for(&k, "web", "Running", |p| p["status"]["phase"] == "Running");
+    let web_ip = web["status"]["podIP"].as_str().unwrap().to_owned();
+    assert!(in_range(&web_ip), "{web_ip} in {range}");
+    assert_eq!(web["status"]["podIPs"], serde_json::json!([{"ip": web_ip}]));
+    let on_host = wait_for(&k, "on-host", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(on_host["status"]["podIP"], on_host["status"]["hostIP"]);
+
+    // A second pod fetches the page over the pod network (retrying while httpd starts).
+    let fetch = format!(
+        "i=0; while [ $i -lt 30 ]; do wget -q -O- http://{web_ip}:8080/ && exit 0; i=$((i+1)); sleep 1; done; exit 1"
+    );
+    let client = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "client"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "wget", "image": "cairn.local/test/busybox:latest",
+            "command": ["sh", "-c", fetch],
+        }]},
+    });
+    let client_file = dir.join("client.json");
+    fs::write(&client_file, client.to_string()).unwrap();
+    k.run(&["apply", "-f", client_file.to_str().unwrap()]);
+    let done = wait_for(&k, "client", "it to end", |p| {
+        matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    });
+    let client_ip = done["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        done["status"]["phase"],
+        "Succeeded",
+        "wget from {client_ip} to {web_ip}:8080 failed: {}",
+        k.run(&["logs", "client"])
+    );
+    assert_eq!(k.run(&["logs", "client"]), "<h1>Cairn test httpd</h1>\n");
+    assert!(in_range(&client_ip), "{client_ip}");
+    assert_ne!(client_ip, web_ip);
+
+    // Deleted pods free their addresses (one file per address under DATA/agent/net).
+    let held = |ip: &str| dir.join("agent/net").join(ip).exists();
+    assert!(held(&web_ip) && held(&client_ip));
+    k.run(&["delete", "pod", "--all", "--wait=false"]);
+    let deadline = Instant::now() + WAIT;
+    while held(&web_ip) || held(&client_ip) {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pods keep their addresses"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(server);
+    let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// A node whose pod network cannot be made says so on its pods instead of leaving them
+/// pending without a word; `hostNetwork` pods run regardless.
+#[test]
+fn pods_say_why_when_the_network_cannot_be_made() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the kubelet test runs containers: it needs root"
+    );
+    let dir = temp_data_dir("nonet");
+    let images = dir.join("agent/images");
+    fs::create_dir_all(&images).unwrap();
+    fs::copy(
+        test_images().join("busybox.oci.tar"),
+        images.join("busybox.oci.tar"),
+    )
+    .unwrap();
+    let cgroups = common::mount_cgroup2(&dir);
+    // `lo` is no bridge: the setup fails, and is tried again later.
+    let server = Server::start_role_env(
+        "server",
+        &dir,
+        &["--cgroup-root", cgroups.to_str().unwrap()],
+        &[("CAIRN_POD_BRIDGE", "lo")],
+    );
+    server.wait_line("setting up the pod network (lo)", WAIT);
+    let k = Kubectl {
+        bin: kubectl_path(),
+        config: dir.join("admin.kubeconfig"),
+        extra: vec![],
+    };
+    let manifests = dir.join("pods.yaml");
+    fs::write(
+        &manifests,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stranded}
+spec:
+  containers:
+  - {name: main, image: cairn.local/test/busybox:latest, command: [sleep, "3600"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-host}
+spec:
+  hostNetwork: true
+  containers:
+  - {name: main, image: cairn.local/test/busybox:latest, command: [sleep, "3600"]}
+"#,
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifests.to_str().unwrap()]);
+    let condition = |p: &Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "PodReadyToStartContainers")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let stranded = wait_for(&k, "stranded", "NetworkNotReady", |p| {
+        condition(p)["reason"] == "NetworkNotReady"
+    });
+    let c = condition(&stranded);
+    assert_eq!(c["status"], "False");
+    let message = c["message"].as_str().unwrap();
+    assert!(
+        message.contains("network is not ready")
+            && message.contains("an interface named lo exists and is not a bridge"),
+        "{message}"
+    );
+    assert_eq!(waiting_reason(&stranded), "ContainerCreating");
+    assert_eq!(stranded["status"]["phase"], "Pending");
+    wait_for(&k, "on-host", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    k.run(&["delete", "pod", "--all", "--wait=false"]);
+    drop(server);
+    let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}

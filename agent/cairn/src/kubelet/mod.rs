@@ -8,9 +8,11 @@
 //!
 //! Layout under the data dir (`DATA/agent/`): `images/` (archives to import), `store/` (the
 //! image store), `containers/` (one directory per container), `pods/<uid>/` (volumes and the
-//! pod's `/etc` files), `logs/pods/<ns>_<name>_<uid>/<container>/<attempt>.log`.
+//! pod's `/etc` files), `logs/pods/<ns>_<name>_<uid>/<container>/<attempt>.log`, `net/` (the
+//! pod addresses handed out, one file each; see [`network`]).
 
 pub mod env;
+pub mod network;
 pub mod pod;
 pub mod probes;
 pub mod server;
@@ -48,6 +50,8 @@ pub struct Config {
     pub cgroup_root: PathBuf,
     /// Where pod network namespaces are pinned.
     pub netns_dir: PathBuf,
+    /// The pods' bridge (`cairn0`).
+    pub bridge: String,
     pub log_max_bytes: u64,
 }
 
@@ -61,6 +65,7 @@ pub struct Shared {
     pub pods_dir: PathBuf,
     pub logs_dir: PathBuf,
     pub netns_dir: PathBuf,
+    pub network: Arc<network::PodNetwork>,
     pub log_max_bytes: u64,
 }
 
@@ -94,8 +99,18 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
         pods_dir: config.data_dir.join("pods"),
         logs_dir: config.data_dir.join("logs").join("pods"),
         netns_dir: config.netns_dir.clone(),
+        network: Arc::new(network::PodNetwork::new(
+            &config.bridge,
+            &config.data_dir.join("net"),
+        )),
         log_max_bytes: config.log_max_bytes,
     });
+    tokio::spawn(
+        shared
+            .network
+            .clone()
+            .run(shared.client.clone(), config.node_name.clone()),
+    );
     let listener = tokio::net::TcpListener::from_std(config.listener)
         .map_err(|e| format!("the kubelet's port: {e}"))?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);

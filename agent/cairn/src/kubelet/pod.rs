@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::env::{self, PodFacts};
+use super::network;
 use super::probes::{self, Probes, Verdict};
 use super::status::{self, State, Terminated};
 use super::volumes::{self, Refs};
@@ -59,6 +60,10 @@ struct Worker {
     uid: String,
     sandbox: Option<Sandbox>,
     failure: Option<(String, String)>,
+    /// The pod's address on the node's pod network (not with `hostNetwork`).
+    ip: Option<std::net::Ipv4Addr>,
+    /// The last sandbox error logged (a pod waiting for the network says so once).
+    sandbox_error: Option<String>,
     init: Vec<Slot>,
     app: Vec<Slot>,
     exits: mpsc::UnboundedSender<(Which, String, Exit)>,
@@ -151,6 +156,8 @@ impl Worker {
             pod,
             sandbox: None,
             failure: None,
+            ip: None,
+            sandbox_error: None,
             init,
             app,
             exits,
@@ -264,17 +271,26 @@ impl Worker {
                 Ok(s) => {
                     self.sandbox = Some(s);
                     self.failure = None;
+                    self.sandbox_error = None;
                 }
                 Err(message) => {
-                    eprintln!("cairn: kubelet: pod {}: {message}", self.name());
+                    if self.sandbox_error.as_ref() != Some(&message) {
+                        eprintln!("cairn: kubelet: pod {}: {message}", self.name());
+                        self.sandbox_error = Some(message.clone());
+                    }
+                    // Waiting for the node's network: look again soon, it comes up by itself.
+                    let network_down = self
+                        .failure
+                        .as_ref()
+                        .is_some_and(|(reason, _)| reason == network::NOT_READY);
+                    let pause = Duration::from_secs(if network_down { 1 } else { 5 });
                     for s in self.init.iter_mut().chain(&mut self.app) {
                         s.status.state = State::Waiting {
                             reason: "ContainerCreating".into(),
                             message: message.clone(),
                         };
-                        s.not_before = Some(Instant::now() + Duration::from_secs(5));
+                        s.not_before = Some(Instant::now() + pause);
                     }
-                    self.failure = None;
                     self.publish().await;
                     // Try again after a pause (a ConfigMap may appear).
                     return;
@@ -318,6 +334,7 @@ impl Worker {
     }
 
     async fn make_sandbox(&mut self) -> Result<Sandbox, String> {
+        self.failure = None;
         let shared = self.shared.clone();
         let dir = shared.pods_dir.join(&self.uid);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -332,6 +349,13 @@ impl Worker {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("network namespace: {e}"))?;
+            }
+            match shared.network.attach(&path, &self.uid).await {
+                Ok(ip) => self.ip = Some(ip),
+                Err((reason, message)) => {
+                    self.failure = Some((reason, message.clone()));
+                    return Err(message);
+                }
             }
             Some(path)
         };
@@ -375,10 +399,13 @@ impl Worker {
         self.pod["spec"]["hostNetwork"].as_bool().unwrap_or(false)
     }
 
-    /// The pod's address: the node's with `hostNetwork`; pods with a network of their own get
-    /// one when pod networking is set up.
+    /// The pod's address: the node's with `hostNetwork`, else its own on the pod network once
+    /// the sandbox has one.
     fn pod_ip(&self) -> Option<String> {
-        self.host_network().then(|| self.shared.host_ip.clone())
+        if self.host_network() {
+            return Some(self.shared.host_ip.clone());
+        }
+        self.ip.map(|ip| ip.to_string())
     }
 
     fn hostname(&self) -> String {
@@ -963,8 +990,12 @@ impl Worker {
     }
 }
 
-/// Removes what a pod left on the node: namespace, cgroup, directory and logs.
+/// Removes what a pod left on the node: interface and address, namespace, cgroup, directory
+/// and logs.
 pub fn cleanup(shared: &Shared, uid: &str, logs: &std::path::Path) -> std::io::Result<()> {
+    if let Err(e) = shared.network.detach(uid) {
+        eprintln!("cairn: kubelet: pod {uid}: freeing its network: {e}");
+    }
     netns::remove(&shared.netns_dir.join(uid))?;
     if let Some(h) = shared.runtime.cgroups() {
         cgroup::remove_pod(&h.root().join("kubepods").join(format!("pod{uid}")))?;

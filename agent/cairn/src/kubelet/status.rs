@@ -148,7 +148,8 @@ pub fn build(pod: &Pod, init: &[Container], app: &[Container], old: &Value, now:
         (
             "PodReadyToStartContainers",
             pod.failure.is_none() && !done,
-            None,
+            pod.failure
+                .map(|(reason, message)| (reason, message.to_owned())),
         ),
         (
             "Initialized",
@@ -375,5 +376,30 @@ mod tests {
         assert_eq!(ready["status"], "False");
         assert_eq!(ready["reason"], "PodCompleted");
         assert_eq!(s["podIP"], "10.42.0.2");
+    }
+
+    #[test]
+    fn a_sandbox_failure_is_the_reason_of_its_condition_and_of_the_pod() {
+        let pod = Pod {
+            restart_policy: "Always",
+            host_ip: "10.0.0.1",
+            pod_ip: None,
+            start_time: "2026-11-22T10:00:00Z",
+            initialized: true,
+            failure: Some(("NetworkNotReady", "network is not ready: no pod range yet")),
+        };
+        let s = build(&pod, &[], &[Container::new("a", "b")], &json!({}), "t");
+        let sandbox = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "PodReadyToStartContainers")
+            .unwrap();
+        assert_eq!(sandbox["status"], "False");
+        assert_eq!(sandbox["reason"], "NetworkNotReady");
+        assert_eq!(sandbox["message"], "network is not ready: no pod range yet");
+        assert_eq!(s["reason"], "NetworkNotReady");
+        assert_eq!(s["phase"], "Pending");
+        assert!(s.get("podIP").is_none());
     }
 }

@@ -17,6 +17,27 @@ pub struct Server {
     pub log: Vec<String>,
     /// The stderr lines after it, as they come.
     pub stderr: mpsc::Receiver<String>,
+    /// The pod bridge of its kubelet (taken down when the server is dropped).
+    pub bridge: String,
+}
+
+/// A pod bridge and cluster range of their own for every data dir a test process starts
+/// `cairn` on (the same again when it restarts on it), so kubelets of tests running side by
+/// side never share a bridge or a gateway address: `ct<pid>-<n>` and `100.<64+n>.0.0/16`.
+pub fn pod_network_for(data: &Path) -> (String, String) {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    let n = match dirs.iter().position(|d| d == data) {
+        Some(n) => n,
+        None => {
+            dirs.push(data.to_owned());
+            dirs.len() - 1
+        }
+    };
+    (
+        format!("ct{}-{n}", std::process::id() % 100_000),
+        format!("100.{}.0.0/16", 64 + n % 64),
+    )
 }
 
 impl Server {
@@ -52,6 +73,11 @@ impl Server {
             cmd.arg("--write-kubeconfig")
                 .arg(data.join("admin.kubeconfig"));
         }
+        let (bridge, cluster_cidr) = pod_network_for(data);
+        if role == "server" && !extra.contains(&"--cluster-cidr") {
+            cmd.args(["--cluster-cidr", &cluster_cidr]);
+        }
+        cmd.env("CAIRN_POD_BRIDGE", &bridge);
         let mut child = cmd
             .args(extra)
             .envs(env.iter().copied())
@@ -89,6 +115,7 @@ impl Server {
             ready,
             log,
             stderr,
+            bridge,
         }
     }
 
@@ -134,6 +161,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if nix::unistd::geteuid().is_root() {
+            let _ = cairn_net::teardown(&self.bridge, cairn_net::TABLE);
+        }
     }
 }
 
