@@ -1,8 +1,10 @@
 //! Containers as users reach and watch them, for real: a `cairn server` with its own worker on
 //! this machine (as root) and the real kubectl. `kubectl exec` and `attach` as WebSocket
 //! streams through the API server to the kubelet; liveness, readiness and startup probes
-//! (exec, HTTP, TCP) with their restarts, conditions and events. (OOM kills are checked in
-//! the QEMU boot tests: this host's memory controller is not on cgroup v2.)
+//! (exec, HTTP, TCP) with their restarts, conditions and events; images pulled from a real
+//! registry (Debian's `docker-registry` over TLS with a password, pushed to by skopeo) with
+//! the pod's pull secret. (OOM kills are checked in the QEMU boot tests: this host's memory
+//! controller is not on cgroup v2.)
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -50,6 +52,11 @@ fn with_input(k: &Kubectl, args: &[&str], input: &str) -> (Option<i32>, String, 
 /// A server with its worker, the test images imported: its data directory, the server, a
 /// kubectl for it, and the cgroup2 mount its pods use.
 fn node(tag: &str) -> (PathBuf, Server, Kubectl, PathBuf) {
+    node_with(tag, |_| {})
+}
+
+/// [`node`], with `prepare` run on the data directory before the server starts.
+fn node_with(tag: &str, prepare: impl FnOnce(&Path)) -> (PathBuf, Server, Kubectl, PathBuf) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the kubelet test runs containers: it needs root"
@@ -60,6 +67,7 @@ fn node(tag: &str) -> (PathBuf, Server, Kubectl, PathBuf) {
     for name in ["busybox.oci.tar", "httpd.oci.tar"] {
         fs::copy(test_images().join(name), images.join(name)).unwrap();
     }
+    prepare(&dir);
     let cgroups = mount_cgroup2(&dir);
     let server = Server::start_with(&dir, &["--cgroup-root", cgroups.to_str().unwrap()]);
     // Images are imported before the kubelet takes pods.
@@ -372,6 +380,199 @@ spec:
         events.contains("Container main failed liveness probe, will be restarted"),
         "{events}"
     );
+
+    k.run(&["delete", "pod", "--all", "--wait=false"]);
+    drop(server);
+    let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// Debian's `docker-registry` on a free port of 127.0.0.1, over TLS with a certificate of a CA
+/// of its own and one htpasswd user; killed when dropped.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start(dir: &Path, user: &str, password: &str) -> Registry {
+        let bin = Path::new("/usr/bin/docker-registry");
+        assert!(bin.exists(), "apt-get install docker-registry (ci/install-deps.sh does)");
+        fs::create_dir_all(dir.join("certs")).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test registry CA");
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
+        fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        let htpasswd = std::process::Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd (apt-get install apache2-utils)");
+        fs::write(dir.join("htpasswd"), htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        fs::write(
+            dir.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {d}/data\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: test\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\n\
+                 auth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("registry.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn push(&self, archive: &Path, repo_tag: &str, creds: &str) {
+        let out = std::process::Command::new("skopeo")
+            .args(["copy", "-q", "--all", "--dest-creds", creds, "--dest-cert-dir"])
+            .arg(self.dir.join("certs"))
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.host()))
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn waiting(p: &serde_json::Value) -> (String, String) {
+    let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+    (
+        w["reason"].as_str().unwrap_or_default().to_owned(),
+        w["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn images_are_pulled_with_the_pods_pull_secret() {
+    let tmp = temp_data_dir("registry");
+    let registry = Registry::start(&tmp, "puller", "s3cret");
+    registry.push(
+        &test_images().join("busybox.oci.tar"),
+        "private/busybox:1.0",
+        "puller:s3cret",
+    );
+    let host = registry.host();
+    // The node trusts the registry's CA through its registry settings.
+    let (dir, server, k, cgroups) = node_with("pulls", |data| {
+        fs::write(
+            data.join("agent/registries.yaml"),
+            format!("\"{host}\":\n  ca_file: {}\n", tmp.join("certs/ca.crt").display()),
+        )
+        .unwrap();
+    });
+    k.run(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        "--docker-username=puller",
+        "--docker-password=s3cret",
+    ]);
+    let manifests = dir.join("pulls.yaml");
+    fs::write(
+        &manifests,
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: pulled}}
+spec:
+  restartPolicy: Never
+  imagePullSecrets: [{{name: regcred}}]
+  containers:
+  - name: main
+    image: {host}/private/busybox:1.0
+    command: [sh, -c, 'echo pulled and ran']
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: no-secret}}
+spec:
+  containers:
+  - name: main
+    image: {host}/private/busybox:1.0
+    imagePullPolicy: Always
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: never}}
+spec:
+  containers:
+  - name: main
+    image: {host}/private/other:1.0
+    imagePullPolicy: Never
+"#
+        ),
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifests.to_str().unwrap()]);
+
+    wait_pod(&k, "pulled", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(k.run(&["logs", "pulled"]), "pulled and ran\n");
+    let events = events_of(&k, "pulled");
+    assert!(
+        events.contains(&format!("Successfully pulled image \"{host}/private/busybox:1.0\"")),
+        "{events}"
+    );
+
+    // `Always` without credentials: refused by the registry, said so (the copy pulled for the
+    // other pod is not used: only an unreachable registry falls back to it).
+    wait_pod(&k, "no-secret", "a pull error", |p| {
+        matches!(waiting(p).0.as_str(), "ErrImagePull" | "ImagePullBackOff")
+    });
+    let (_, message) = waiting(&pod_json(&k, "no-secret"));
+    assert!(message.contains("authentication failed"), "{message}");
+
+    wait_pod(&k, "never", "ErrImageNeverPull", |p| waiting(p).0 == "ErrImageNeverPull");
+    let (_, message) = waiting(&pod_json(&k, "never"));
+    assert!(message.contains("is not present with pull policy of Never"), "{message}");
 
     k.run(&["delete", "pod", "--all", "--wait=false"]);
     drop(server);

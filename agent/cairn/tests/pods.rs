@@ -233,7 +233,7 @@ spec:
         .as_str()
         .unwrap();
     assert!(
-        message.contains("cairn.local/test/nope:latest") && message.contains("not found"),
+        message.contains("Failed to pull image \"cairn.local/test/nope:latest\""),
         "{message}"
     );
     let config = wait_for(&k, "missing-config", "CreateContainerConfigError", |p| {

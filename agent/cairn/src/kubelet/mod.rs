@@ -15,6 +15,7 @@ pub mod env;
 pub mod network;
 pub mod pod;
 pub mod probes;
+pub mod pull;
 pub mod server;
 pub mod status;
 pub mod streams;
@@ -66,6 +67,8 @@ pub struct Shared {
     pub logs_dir: PathBuf,
     pub netns_dir: PathBuf,
     pub network: Arc<network::PodNetwork>,
+    /// How to reach registries (`DATA/agent/registries.yaml`).
+    pub registries: pull::Registries,
     pub log_max_bytes: u64,
 }
 
@@ -87,6 +90,10 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
             config.cgroup_root.display()
         );
     }
+    let registries = pull::Registries::load(&config.data_dir).unwrap_or_else(|e| {
+        eprintln!("cairn: kubelet: warning: {e}; pulling with no registry settings");
+        pull::Registries::default()
+    });
     let runtime =
         cairn_runtime::Runtime::new(&config.data_dir.join("containers"), &config.shim, cgroups)
             .map_err(|e| format!("{}: {e}", config.data_dir.join("containers").display()))?;
@@ -103,6 +110,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
             &config.bridge,
             &config.data_dir.join("net"),
         )),
+        registries,
         log_max_bytes: config.log_max_bytes,
     });
     tokio::spawn(

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::env::{self, PodFacts};
 use super::network;
 use super::probes::{self, Probes, Verdict};
+use super::pull;
 use super::status::{self, State, Terminated};
 use super::volumes::{self, Refs};
 use super::Shared;
@@ -459,32 +460,39 @@ impl Worker {
         let attempt = self.slot(which).attempt;
         let id = self.container_id(which, attempt);
         let spec_value = self.slot(which).spec.clone();
-        let image_ref = spec_value["image"].as_str().unwrap_or_default().to_owned();
-        let image = {
-            let store = self.shared.images.clone();
-            let r = image_ref.clone();
-            tokio::task::spawn_blocking(move || store.resolve(&r)).await
-        };
-        let image = match image {
-            Ok(Ok(image)) => image,
-            Ok(Err(e)) => {
+        let secrets = self.pull_secrets().await;
+        let got = pull::image(
+            self.shared.images.clone(),
+            &self.shared.registries,
+            &spec_value,
+            &secrets,
+        )
+        .await;
+        let image = match got {
+            Ok(outcome) => {
+                for (kind, reason, message) in &outcome.events {
+                    self.event(&spec_value, kind, reason, message);
+                }
+                outcome.image
+            }
+            Err(f) => {
+                for (kind, reason, message) in &f.events {
+                    self.event(&spec_value, kind, reason, message);
+                }
                 let slot = self.slot(which);
-                let reason = if slot.backoff > INITIAL_BACKOFF
-                    || matches!(&slot.status.state, State::Waiting { reason, .. } if reason == "ErrImagePull")
+                let reason = if f.reason == "ErrImagePull"
+                    && (slot.backoff > INITIAL_BACKOFF
+                        || matches!(&slot.status.state, State::Waiting { reason, .. } if reason == "ErrImagePull"))
                 {
                     "ImagePullBackOff"
                 } else {
-                    "ErrImagePull"
+                    f.reason
                 };
                 slot.status.state = State::Waiting {
                     reason: reason.into(),
-                    message: e.to_string(),
+                    message: f.message,
                 };
                 back_off(slot);
-                return;
-            }
-            Err(e) => {
-                eprintln!("cairn: kubelet: resolving {image_ref}: {e}");
                 return;
             }
         };
@@ -694,6 +702,24 @@ impl Worker {
                 });
             }
         }
+    }
+
+    /// The data of the pod's `imagePullSecrets` (those that exist).
+    async fn pull_secrets(&self) -> Vec<std::collections::BTreeMap<String, String>> {
+        let ns = self.pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let mut out = Vec::new();
+        for s in self.pod["spec"]["imagePullSecrets"].as_array().into_iter().flatten() {
+            let Some(name) = s["name"].as_str() else { continue };
+            let path = format!("/api/v1/namespaces/{ns}/secrets/{name}");
+            match self.shared.client.request(hyper::Method::GET, &path, None).await {
+                Ok(secret) => out.push(volumes::decode(&secret, true)),
+                Err(e) => eprintln!(
+                    "cairn: kubelet: pod {}: image pull secret {name}: {e}",
+                    self.name()
+                ),
+            }
+        }
+        out
     }
 
     /// Records an event about container `c` of this pod (best effort, in the background).

@@ -62,7 +62,7 @@ impl env::Source for Refs {
     }
 }
 
-fn decode(object: &Value, secret: bool) -> BTreeMap<String, String> {
+pub(super) fn decode(object: &Value, secret: bool) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (k, v) in object["data"].as_object().into_iter().flatten() {
         let text = v.as_str().unwrap_or_default();
