@@ -222,8 +222,9 @@ fn wait_kubectl(vm: &Vm, o: &VmOptions, args: &[&str], what: &str, done: impl Fn
 
 /// Workloads on the node's own worker, from the preloaded test image, as a user runs them:
 /// a Deployment whose logs and `kubectl exec -- uname -m` show the node's architecture,
-/// scaled to 3 and deleted; a memory hog OOM-killed and reported; and afterwards no
-/// container or cgroup left of them (seen by a pod with the node's directories mounted).
+/// scaled to 3, each pod with an address of the node's pod range from which it fetches a
+/// page from an httpd pod, and deleted; a memory hog OOM-killed and reported; and afterwards
+/// no container or cgroup left of them (seen by a pod with the node's directories mounted).
 fn run_test_pod(vm: &Vm, o: &VmOptions, go_arch: &str) {
     let uname = match go_arch {
         "amd64" => "x86_64",
@@ -259,6 +260,14 @@ spec:
     image: cairn.local/test/busybox:latest
     command: [sh, -c, 'a=0123456789abcdef; while :; do a=$a$a; done']
     resources: {limits: {memory: 16Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: httpd, image: cairn.local/test/httpd:latest}
 "#,
     )
     .unwrap();
@@ -279,6 +288,28 @@ spec:
     kubectl(vm, o, &["scale", "deploy/hello", "--replicas=3"]);
     wait_kubectl(vm, o, &phases, "3 running replicas", |out| running(out, 3));
 
+    // The pod network: an address of the node's range for every pod (the node's modules
+    // loaded, its bridge and masquerade rule made), one pod reaching another across the bridge.
+    let range = kubectl(vm, o, &["get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
+    let prefix = range.trim().strip_suffix("0/24").unwrap_or_else(|| panic!("podCIDR {range:?}"));
+    let web_phase = ["get", "pod", "web", "-o", "jsonpath={.status.phase}"];
+    wait_kubectl(vm, o, &web_phase, "the httpd pod", |out| out == "Running");
+    let web_ip = kubectl(vm, o, &["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
+    let ips = ["get", "pods", "-l", "app=hello", "-o", "jsonpath={.items[*].status.podIP}"];
+    let hello_ips = kubectl(vm, o, &ips);
+    let mut all: Vec<&str> = hello_ips.split_whitespace().chain([web_ip.as_str()]).collect();
+    assert!(all.iter().all(|ip| ip.starts_with(prefix)), "pod IPs {all:?} not all in {range}");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "4 pods, 4 addresses: {hello_ips} {web_ip}");
+    let fetch = format!(
+        "i=0; while [ $i -lt 30 ]; do wget -q -O- http://{web_ip}:8080/ && exit 0; i=$((i+1)); sleep 1; done; exit 1"
+    );
+    assert_eq!(
+        kubectl(vm, o, &["exec", "deploy/hello", "--", "sh", "-c", &fetch]),
+        "<h1>Cairn test httpd</h1>\n"
+    );
+
     wait_kubectl(
         vm,
         o,
@@ -293,7 +324,7 @@ spec:
     );
     assert_eq!(reason, "OOMKilled");
 
-    kubectl(vm, o, &["delete", "deploy/hello", "pod/hog", "--wait=false"]);
+    kubectl(vm, o, &["delete", "deploy/hello", "pod/hog", "pod/web", "--wait=false"]);
     wait_kubectl(
         vm,
         o,
