@@ -57,13 +57,26 @@ fn wait_https(vm: &mut Vm, port: u16, path: &str, want: &str) -> String {
 /// tail on failure.
 fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
     let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let out = Command::new(&bin)
-        .arg("--kubeconfig")
-        .arg(o.kubeconfig())
-        .arg("--request-timeout=60s")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {bin} ({e}): `make deps` installs kubectl"));
+    let run = || {
+        Command::new(&bin)
+            .arg("--kubeconfig")
+            .arg(o.kubeconfig())
+            .arg("--request-timeout=60s")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {bin} ({e}): `make deps` installs kubectl"))
+    };
+    let mut out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Several emulated machines share two cores in CI: a guest can stall long enough for
+    // kubectl's HTTP/2 health check to give up. Say so, and try once more (every command
+    // here is idempotent or a read).
+    let transient = ["client connection lost", "TLS handshake timeout", "connection reset"];
+    if !out.status.success() && transient.iter().any(|t| stderr.contains(t)) {
+        eprintln!("kubectl {args:?}: {} (retrying once)", stderr.trim());
+        std::thread::sleep(Duration::from_secs(5));
+        out = run();
+    }
     assert!(
         out.status.success(),
         "kubectl {args:?}: {}\nconsole:\n{}",
