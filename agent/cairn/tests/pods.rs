@@ -313,6 +313,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: web}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - {name: httpd, image: cairn.local/test/httpd:latest}
 ---
@@ -321,6 +322,7 @@ kind: Pod
 metadata: {name: on-host}
 spec:
   hostNetwork: true
+  terminationGracePeriodSeconds: 1
   containers:
   - {name: main, image: cairn.local/test/busybox:latest, command: [sleep, "3600"]}
 "#,
@@ -371,7 +373,7 @@ spec:
     // Deleted pods free their addresses (one file per address under DATA/agent/net).
     let held = |ip: &str| dir.join("agent/net").join(ip).exists();
     assert!(held(&web_ip) && held(&client_ip));
-    k.run(&["delete", "pod", "--all", "--wait=false"]);
+    k.run(&["delete", "pod", "--all", "--timeout=60s"]);
     let deadline = Instant::now() + WAIT;
     while held(&web_ip) || held(&client_ip) {
         assert!(
@@ -380,8 +382,19 @@ spec:
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    containers_gone(&dir);
     drop(server);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// Waits until the kubelet has removed every container (they outlive `cairn`, so a test
+/// that stops its server earlier leaves them running).
+fn containers_gone(dir: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while fs::read_dir(dir.join("agent/containers")).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(Instant::now() < deadline, "the deleted pods' containers stay");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A node whose pod network cannot be made says so on its pods instead of leaving them
@@ -422,6 +435,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: stranded}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - {name: main, image: cairn.local/test/busybox:latest, command: [sleep, "3600"]}
 ---
@@ -430,6 +444,7 @@ kind: Pod
 metadata: {name: on-host}
 spec:
   hostNetwork: true
+  terminationGracePeriodSeconds: 1
   containers:
   - {name: main, image: cairn.local/test/busybox:latest, command: [sleep, "3600"]}
 "#,
@@ -461,7 +476,8 @@ spec:
     wait_for(&k, "on-host", "Running", |p| {
         p["status"]["phase"] == "Running"
     });
-    k.run(&["delete", "pod", "--all", "--wait=false"]);
+    k.run(&["delete", "pod", "--all", "--timeout=60s"]);
+    containers_gone(&dir);
     drop(server);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }
