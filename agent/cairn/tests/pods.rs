@@ -392,7 +392,10 @@ spec:
 fn containers_gone(dir: &Path) {
     let deadline = Instant::now() + WAIT;
     while fs::read_dir(dir.join("agent/containers")).is_ok_and(|mut d| d.next().is_some()) {
-        assert!(Instant::now() < deadline, "the deleted pods' containers stay");
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pods' containers stay"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
