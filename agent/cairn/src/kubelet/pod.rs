@@ -610,7 +610,12 @@ impl Worker {
             // Init containers run to completion; they have no probes.
             Which::Init(_) => Probes::default(),
             Which::App(_) => Probes::parse(&spec).unwrap_or_else(|message| {
-                self.event(&spec, "Warning", "Unhealthy", &format!("probe ignored: {message}"));
+                self.event(
+                    &spec,
+                    "Warning",
+                    "Unhealthy",
+                    &format!("probe ignored: {message}"),
+                );
                 Probes::default()
             }),
         };
@@ -706,12 +711,25 @@ impl Worker {
 
     /// The data of the pod's `imagePullSecrets` (those that exist).
     async fn pull_secrets(&self) -> Vec<std::collections::BTreeMap<String, String>> {
-        let ns = self.pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let ns = self.pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
         let mut out = Vec::new();
-        for s in self.pod["spec"]["imagePullSecrets"].as_array().into_iter().flatten() {
-            let Some(name) = s["name"].as_str() else { continue };
+        for s in self.pod["spec"]["imagePullSecrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = s["name"].as_str() else {
+                continue;
+            };
             let path = format!("/api/v1/namespaces/{ns}/secrets/{name}");
-            match self.shared.client.request(hyper::Method::GET, &path, None).await {
+            match self
+                .shared
+                .client
+                .request(hyper::Method::GET, &path, None)
+                .await
+            {
                 Ok(secret) => out.push(volumes::decode(&secret, true)),
                 Err(e) => eprintln!(
                     "cairn: kubelet: pod {}: image pull secret {name}: {e}",
@@ -755,7 +773,9 @@ impl Worker {
         let client = self.shared.client.clone();
         let path = format!("/api/v1/namespaces/{namespace}/events");
         tokio::spawn(async move {
-            let _ = client.request(hyper::Method::POST, &path, Some(&event)).await;
+            let _ = client
+                .request(hyper::Method::POST, &path, Some(&event))
+                .await;
         });
     }
 

@@ -118,22 +118,18 @@ pub async fn image(
             .map_err(|e| failure("ErrImagePull", e.to_string()))?
     };
     match (policy, local) {
-        (Policy::Never, Ok(image)) | (Policy::IfNotPresent, Ok(image)) => {
-            return Ok(Outcome {
-                image,
-                events: vec![(
-                    "Normal",
-                    "Pulled",
-                    format!("Container image \"{name}\" already present on machine"),
-                )],
-            })
-        }
-        (Policy::Never, Err(_)) => {
-            return Err(failure(
-                "ErrImageNeverPull",
-                format!("Container image \"{name}\" is not present with pull policy of Never"),
-            ))
-        }
+        (Policy::Never, Ok(image)) | (Policy::IfNotPresent, Ok(image)) => Ok(Outcome {
+            image,
+            events: vec![(
+                "Normal",
+                "Pulled",
+                format!("Container image \"{name}\" already present on machine"),
+            )],
+        }),
+        (Policy::Never, Err(_)) => Err(failure(
+            "ErrImageNeverPull",
+            format!("Container image \"{name}\" is not present with pull policy of Never"),
+        )),
         (Policy::Always, Ok(image)) => match pull(store, registries, &name, secrets).await {
             Ok(outcome) => Ok(outcome),
             // Offline or gone from the registry: run what the node has (see the module docs).
@@ -160,8 +156,13 @@ async fn pull(
     name: &str,
     secrets: &[BTreeMap<String, String>],
 ) -> Result<Outcome, Failure> {
-    let reference = Reference::parse(name).map_err(|e| failure("InvalidImageName", e.to_string()))?;
-    let config = registries.0.get(&reference.registry).cloned().unwrap_or_default();
+    let reference =
+        Reference::parse(name).map_err(|e| failure("InvalidImageName", e.to_string()))?;
+    let config = registries
+        .0
+        .get(&reference.registry)
+        .cloned()
+        .unwrap_or_default();
     let credentials = secret_credentials(secrets, &reference.registry).or_else(|| {
         Some(Credentials {
             username: config.username.clone()?,
@@ -172,7 +173,11 @@ async fn pull(
         Some(path) => Some(std::fs::read(path).map_err(|e| {
             failure(
                 "ErrImagePull",
-                format!("the CA of registry {}: {}: {e}", reference.registry, path.display()),
+                format!(
+                    "the CA of registry {}: {}: {e}",
+                    reference.registry,
+                    path.display()
+                ),
             )
         })?),
         None => None,
@@ -218,7 +223,8 @@ async fn pull(
                 message,
                 unreachable: matches!(
                     e,
-                    cairn_images::Error::Registry { .. } | cairn_images::Error::NotInRegistry { .. }
+                    cairn_images::Error::Registry { .. }
+                        | cairn_images::Error::NotInRegistry { .. }
                 ),
             })
         }
@@ -237,10 +243,7 @@ fn failure(reason: &'static str, message: String) -> Failure {
 /// Credentials for `registry` from `kubernetes.io/dockerconfigjson` (or legacy
 /// `kubernetes.io/dockercfg`) secrets: an entry whose key names the registry, with or
 /// without a scheme and path (`https://index.docker.io/v1/` stands for Docker Hub).
-fn secret_credentials(
-    secrets: &[BTreeMap<String, String>],
-    registry: &str,
-) -> Option<Credentials> {
+fn secret_credentials(secrets: &[BTreeMap<String, String>], registry: &str) -> Option<Credentials> {
     let host_of = |key: &str| -> String {
         let key = key
             .trim_start_matches("https://")
@@ -319,7 +322,10 @@ mod tests {
             cfg.to_string(),
         )])];
         let hub = secret_credentials(&secrets, "docker.io").unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("hub", "secret"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "secret")
+        );
         let local = secret_credentials(&secrets, "registry.local:5000").unwrap();
         assert_eq!(local.username, "u");
         assert!(secret_credentials(&secrets, "quay.io").is_none());
@@ -329,11 +335,18 @@ mod tests {
     fn registry_settings_reject_unknown_keys() {
         let dir = std::env::temp_dir().join(format!("cairn-registries-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(REGISTRIES_FILE), "r.local:5000:\n  plain_http: true\n  cafile: x\n")
-            .unwrap();
+        std::fs::write(
+            dir.join(REGISTRIES_FILE),
+            "r.local:5000:\n  plain_http: true\n  cafile: x\n",
+        )
+        .unwrap();
         let e = Registries::load(&dir).unwrap_err();
         assert!(e.contains("cafile"), "{e}");
-        std::fs::write(dir.join(REGISTRIES_FILE), "r.local:5000:\n  plain_http: true\n").unwrap();
+        std::fs::write(
+            dir.join(REGISTRIES_FILE),
+            "r.local:5000:\n  plain_http: true\n",
+        )
+        .unwrap();
         assert!(Registries::load(&dir).unwrap().0["r.local:5000"].plain_http);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -246,7 +246,10 @@ impl Io {
                 cmd.pre_exec(move || {
                     let _ = &rx;
                     if raw == 3 {
-                        nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))?;
+                        nix::fcntl::fcntl(
+                            3,
+                            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                        )?;
                     } else {
                         nix::unistd::dup2(raw, 3)?;
                     }
@@ -304,7 +307,10 @@ async fn run_command(
     let (sink, source) = ws.split();
     let writer = tokio::spawn(write_loop(sink, out_rx));
     let _ = out_tx
-        .send(frame(if io.stdout.is_some() { STDOUT } else { STDERR }, b""))
+        .send(frame(
+            if io.stdout.is_some() { STDOUT } else { STDERR },
+            b"",
+        ))
         .await;
     let mut input = tokio::spawn(read_loop(source, v5, io.stdin.take(), io.sizes.take()));
     // With a terminal, what the command could not say on it (a failed start) is shown too.
@@ -552,8 +558,7 @@ fn upgrade(mut req: Request<Incoming>) -> Result<(Response<Body>, Upgrading), Re
     let v5 = protocol == PROTOCOLS[0];
     let socket = Box::pin(async move {
         let upgraded = on_upgrade.await.map_err(|_| ())?;
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-            .await;
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         Ok((ws, v5))
     });
     Ok((resp, socket))
