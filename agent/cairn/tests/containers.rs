@@ -1,6 +1,7 @@
 //! Containers as users reach and watch them, for real: a `cairn server` with its own worker on
 //! this machine (as root) and the real kubectl. `kubectl exec` and `attach` as WebSocket
-//! streams through the API server to the kubelet; liveness, readiness and startup probes
+//! streams through the API server to the kubelet; `kubectl port-forward` (SPDY tunnelled in a
+//! WebSocket); liveness, readiness and startup probes
 //! (exec, HTTP, TCP) with their restarts, conditions and events; images pulled from a real
 //! registry (Debian's `docker-registry` over TLS with a password, pushed to by skopeo) with
 //! the pod's pull secret. (OOM kills are checked in the QEMU boot tests: this host's memory
@@ -148,10 +149,7 @@ spec:
     assert!(!ok);
     assert_eq!(out, "to-out\n");
     assert!(err.contains("to-err\n"), "{err}");
-    assert!(
-        err.contains("command terminated with exit code 3"),
-        "{err}"
-    );
+    assert!(err.contains("command terminated with exit code 3"), "{err}");
     let status = k
         .cmd(&["exec", "shell", "--", "sh", "-c", "exit 42"])
         .stderr(Stdio::null())
@@ -162,7 +160,15 @@ spec:
     // stdin, to its end.
     let (code, out, err) = with_input(
         &k,
-        &["exec", "-i", "shell", "--", "sh", "-c", "tr a-z A-Z; echo done"],
+        &[
+            "exec",
+            "-i",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo done",
+        ],
         "hello from the host\n",
     );
     assert_eq!(code, Some(0), "{err}");
@@ -187,13 +193,13 @@ spec:
     // A command the image lacks, and a container the pod lacks.
     let (ok, _, err) = k.try_run(&["exec", "shell", "--", "no-such-command"]);
     assert!(!ok);
-    assert!(
-        err.contains("executable file not found in $PATH"),
-        "{err}"
-    );
+    assert!(err.contains("executable file not found in $PATH"), "{err}");
     let (ok, _, err) = k.try_run(&["exec", "shell", "-c", "nope", "--", "true"]);
     assert!(!ok);
-    assert!(err.contains("container nope is not valid for pod shell"), "{err}");
+    assert!(
+        err.contains("container nope is not valid for pod shell"),
+        "{err}"
+    );
 
     // Attach: what is typed reaches the container's stdin; what it prints comes back.
     wait_running(&k, "listener");
@@ -222,6 +228,143 @@ spec:
     assert!(status.success(), "{status:?}");
 
     k.run(&["delete", "pod", "shell", "listener", "--wait=false"]);
+    drop(server);
+    let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// `GET /` on `127.0.0.1:port`: the response, or why there was none.
+fn http_get(port: u16) -> Result<String, String> {
+    use std::io::Read;
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    conn.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Starts `kubectl port-forward pod/POD :PORT...`; returns it and the local port of each.
+/// `websocket: false` makes kubectl use plain SPDY, as kubectl before 1.31 does.
+fn port_forward(
+    k: &Kubectl,
+    pod: &str,
+    ports: &[u16],
+    websocket: bool,
+) -> (std::process::Child, Vec<u16>) {
+    let mut args = vec!["port-forward".to_owned(), format!("pod/{pod}")];
+    args.extend(ports.iter().map(|p| format!(":{p}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = k
+        .cmd(&args)
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websocket.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut local = Vec::new();
+    for &port in ports {
+        // "Forwarding from 127.0.0.1:41234 -> 8080"
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| {
+                l.starts_with("Forwarding from 127.0.0.1:") && l.ends_with(&format!("-> {port}"))
+            })
+            .unwrap_or_else(|| panic!("kubectl port-forward did not forward {port}"));
+        let addr = line.split_whitespace().nth(2).unwrap();
+        local.push(addr.rsplit(':').next().unwrap().parse().unwrap());
+    }
+    // kubectl prints a line per connection; keep reading so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, local)
+}
+
+#[test]
+fn port_forward_reaches_the_pods_ports() {
+    let (dir, server, k, cgroups) = node("portforward");
+    let manifest = dir.join("web.yaml");
+    fs::write(
+        &manifest,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: cairn.local/test/httpd:latest
+  - name: local
+    image: cairn.local/test/busybox:latest
+    # Listens on the pod's loopback only: port-forward reaches it, the pod network does not.
+    command: [sh, -c, 'mkdir -p /srv && echo local-only > /srv/index.html && exec httpd -f -p 127.0.0.1:9090 -h /srv']
+"#,
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifest.to_str().unwrap()]);
+    wait_running(&k, "web");
+
+    let (mut pf, local) = port_forward(&k, "web", &[8080, 9090], true);
+    // Serially, each connection a new pair of streams on the same SPDY session...
+    for _ in 0..3 {
+        let page = http_get(local[0]).unwrap();
+        assert!(
+            page.starts_with("HTTP/1.") && page.contains(" 200 OK"),
+            "{page}"
+        );
+        assert!(page.contains("Cairn"), "{page}");
+    }
+    let page = http_get(local[1]).unwrap();
+    assert!(page.contains("local-only"), "{page}");
+    // ...and side by side.
+    let parallel: Vec<_> = (0..8)
+        .map(|i| {
+            let port = local[i % 2];
+            std::thread::spawn(move || http_get(port))
+        })
+        .collect();
+    for (i, t) in parallel.into_iter().enumerate() {
+        let page = t.join().unwrap().unwrap();
+        let want = if i % 2 == 0 { "Cairn" } else { "local-only" };
+        assert!(page.contains(want), "connection {i}: {page}");
+    }
+    pf.kill().unwrap();
+    pf.wait().unwrap();
+
+    // The same over plain SPDY.
+    let (mut pf, local) = port_forward(&k, "web", &[9090], false);
+    assert!(http_get(local[0]).unwrap().contains("local-only"));
+    pf.kill().unwrap();
+    pf.wait().unwrap();
+
+    // A port nobody listens on: the connection closes and kubectl says why.
+    let (mut pf, local) = port_forward(&k, "web", &[7777], true);
+    let answer = http_get(local[0]);
+    assert!(!answer.as_ref().is_ok_and(|a| !a.is_empty()), "{answer:?}");
+    let mut stderr = pf.stderr.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pf.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = pf.kill();
+    pf.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+    assert!(
+        err.contains("error forwarding port 7777 to pod default/web"),
+        "{err}"
+    );
+    assert!(err.contains("connection refused"), "{err}");
+
+    // A pod that is not there.
+    let (ok, _, err) = k.try_run(&["port-forward", "pod/nope", ":8080"]);
+    assert!(!ok);
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+
+    k.run(&["delete", "pod", "web", "--wait=false"]);
     drop(server);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }
@@ -404,7 +547,10 @@ impl Drop for Registry {
 impl Registry {
     fn start(dir: &Path, user: &str, password: &str) -> Registry {
         let bin = Path::new("/usr/bin/docker-registry");
-        assert!(bin.exists(), "apt-get install docker-registry (ci/install-deps.sh does)");
+        assert!(
+            bin.exists(),
+            "apt-get install docker-registry (ci/install-deps.sh does)"
+        );
         fs::create_dir_all(dir.join("certs")).unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -466,7 +612,14 @@ impl Registry {
 
     fn push(&self, archive: &Path, repo_tag: &str, creds: &str) {
         let out = std::process::Command::new("skopeo")
-            .args(["copy", "-q", "--all", "--dest-creds", creds, "--dest-cert-dir"])
+            .args([
+                "copy",
+                "-q",
+                "--all",
+                "--dest-creds",
+                creds,
+                "--dest-cert-dir",
+            ])
             .arg(self.dir.join("certs"))
             .arg(format!("oci-archive:{}", archive.display()))
             .arg(format!("docker://{}/{repo_tag}", self.host()))
@@ -502,7 +655,10 @@ fn images_are_pulled_with_the_pods_pull_secret() {
     let (dir, server, k, cgroups) = node_with("pulls", |data| {
         fs::write(
             data.join("agent/registries.yaml"),
-            format!("\"{host}\":\n  ca_file: {}\n", tmp.join("certs/ca.crt").display()),
+            format!(
+                "\"{host}\":\n  ca_file: {}\n",
+                tmp.join("certs/ca.crt").display()
+            ),
         )
         .unwrap();
     });
@@ -554,11 +710,15 @@ spec:
     .unwrap();
     k.run(&["apply", "-f", manifests.to_str().unwrap()]);
 
-    wait_pod(&k, "pulled", "Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    wait_pod(&k, "pulled", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
     assert_eq!(k.run(&["logs", "pulled"]), "pulled and ran\n");
     let events = events_of(&k, "pulled");
     assert!(
-        events.contains(&format!("Successfully pulled image \"{host}/private/busybox:1.0\"")),
+        events.contains(&format!(
+            "Successfully pulled image \"{host}/private/busybox:1.0\""
+        )),
         "{events}"
     );
 
@@ -570,9 +730,14 @@ spec:
     let (_, message) = waiting(&pod_json(&k, "no-secret"));
     assert!(message.contains("authentication failed"), "{message}");
 
-    wait_pod(&k, "never", "ErrImageNeverPull", |p| waiting(p).0 == "ErrImageNeverPull");
+    wait_pod(&k, "never", "ErrImageNeverPull", |p| {
+        waiting(p).0 == "ErrImageNeverPull"
+    });
     let (_, message) = waiting(&pod_json(&k, "never"));
-    assert!(message.contains("is not present with pull policy of Never"), "{message}");
+    assert!(
+        message.contains("is not present with pull policy of Never"),
+        "{message}"
+    );
 
     k.run(&["delete", "pod", "--all", "--wait=false"]);
     drop(server);

@@ -71,7 +71,11 @@ fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
     // Several emulated machines share two cores in CI: a guest can stall long enough for
     // kubectl's HTTP/2 health check to give up. Say so, and try once more (every command
     // here is idempotent or a read).
-    let transient = ["client connection lost", "TLS handshake timeout", "connection reset"];
+    let transient = [
+        "client connection lost",
+        "TLS handshake timeout",
+        "connection reset",
+    ];
     if !out.status.success() && transient.iter().any(|t| stderr.contains(t)) {
         eprintln!("kubectl {args:?}: {} (retrying once)", stderr.trim());
         std::thread::sleep(Duration::from_secs(5));
@@ -84,6 +88,49 @@ fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
         qemu::tail(&vm.console_text(), 30)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `GET /` on the pod's `port` through `kubectl port-forward TARGET :PORT`: the response.
+fn port_forward_get(vm: &Vm, o: &VmOptions, target: &str, port: u16) -> String {
+    use std::io::{BufRead, Read, Write};
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut pf = Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(o.kubeconfig())
+        .args(["port-forward", target, &format!(":{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(pf.stdout.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("Forwarding from 127.0.0.1:"));
+    let Some(line) = line else {
+        let _ = pf.kill();
+        panic!(
+            "kubectl port-forward {target} did not start\nconsole:\n{}",
+            qemu::tail(&vm.console_text(), 30)
+        );
+    };
+    let local: u16 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    std::thread::spawn(move || lines.for_each(drop));
+    let mut page = String::new();
+    let result = std::net::TcpStream::connect(("127.0.0.1", local)).and_then(|mut c| {
+        c.set_read_timeout(Some(Duration::from_secs(120)))?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        c.read_to_string(&mut page)
+    });
+    let _ = pf.kill();
+    let _ = pf.wait();
+    result.unwrap_or_else(|e| panic!("through kubectl port-forward {target}: {e}"));
+    page
 }
 
 /// The board name the first boot stored in the `boot-marker` ConfigMap.
@@ -236,7 +283,8 @@ fn wait_kubectl(vm: &Vm, o: &VmOptions, args: &[&str], what: &str, done: impl Fn
 /// Workloads on the node's own worker, from the preloaded test image, as a user runs them:
 /// a Deployment whose logs and `kubectl exec -- uname -m` show the node's architecture,
 /// scaled to 3, each pod with an address of the node's pod range from which it fetches a
-/// page from an httpd pod, and deleted; a memory hog OOM-killed and reported; and afterwards
+/// page from an httpd pod (the host fetches it too, through `kubectl port-forward`), and
+/// deleted; a memory hog OOM-killed and reported; and afterwards
 /// no container or cgroup left of them (seen by a pod with the node's directories mounted).
 fn run_test_pod(vm: &Vm, o: &VmOptions, go_arch: &str) {
     let uname = match go_arch {
@@ -285,10 +333,22 @@ spec:
     )
     .unwrap();
     kubectl(vm, o, &["apply", "-f", manifest.to_str().unwrap()]);
-    let running = |out: &str, n: usize| out.split_whitespace().filter(|p| *p == "Running").count() == n;
-    let phases = ["get", "pods", "-l", "app=hello", "-o", "jsonpath={.items[*].status.phase}"];
-    wait_kubectl(vm, o, &phases, "the deployment's pod", |out| running(out, 1));
-    wait_kubectl(vm, o, &["logs", "deploy/hello"], "its log", |out| !out.is_empty());
+    let running =
+        |out: &str, n: usize| out.split_whitespace().filter(|p| *p == "Running").count() == n;
+    let phases = [
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "-o",
+        "jsonpath={.items[*].status.phase}",
+    ];
+    wait_kubectl(vm, o, &phases, "the deployment's pod", |out| {
+        running(out, 1)
+    });
+    wait_kubectl(vm, o, &["logs", "deploy/hello"], "its log", |out| {
+        !out.is_empty()
+    });
     assert_eq!(
         kubectl(vm, o, &["logs", "deploy/hello"]).trim(),
         format!("hello from {uname}")
@@ -303,15 +363,39 @@ spec:
 
     // The pod network: an address of the node's range for every pod (the node's modules
     // loaded, its bridge and masquerade rule made), one pod reaching another across the bridge.
-    let range = kubectl(vm, o, &["get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"]);
-    let prefix = range.trim().strip_suffix("0/24").unwrap_or_else(|| panic!("podCIDR {range:?}"));
+    let range = kubectl(
+        vm,
+        o,
+        &["get", "nodes", "-o", "jsonpath={.items[0].spec.podCIDR}"],
+    );
+    let prefix = range
+        .trim()
+        .strip_suffix("0/24")
+        .unwrap_or_else(|| panic!("podCIDR {range:?}"));
     let web_phase = ["get", "pod", "web", "-o", "jsonpath={.status.phase}"];
     wait_kubectl(vm, o, &web_phase, "the httpd pod", |out| out == "Running");
-    let web_ip = kubectl(vm, o, &["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]);
-    let ips = ["get", "pods", "-l", "app=hello", "-o", "jsonpath={.items[*].status.podIP}"];
+    let web_ip = kubectl(
+        vm,
+        o,
+        &["get", "pod", "web", "-o", "jsonpath={.status.podIP}"],
+    );
+    let ips = [
+        "get",
+        "pods",
+        "-l",
+        "app=hello",
+        "-o",
+        "jsonpath={.items[*].status.podIP}",
+    ];
     let hello_ips = kubectl(vm, o, &ips);
-    let mut all: Vec<&str> = hello_ips.split_whitespace().chain([web_ip.as_str()]).collect();
-    assert!(all.iter().all(|ip| ip.starts_with(prefix)), "pod IPs {all:?} not all in {range}");
+    let mut all: Vec<&str> = hello_ips
+        .split_whitespace()
+        .chain([web_ip.as_str()])
+        .collect();
+    assert!(
+        all.iter().all(|ip| ip.starts_with(prefix)),
+        "pod IPs {all:?} not all in {range}"
+    );
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 4, "4 pods, 4 addresses: {hello_ips} {web_ip}");
@@ -322,22 +406,50 @@ spec:
         kubectl(vm, o, &["exec", "deploy/hello", "--", "sh", "-c", &fetch]),
         "<h1>Cairn test httpd</h1>\n"
     );
+    // The same page on the host, through `kubectl port-forward` (the API server, the
+    // kubelet, the pod's loopback).
+    assert!(
+        port_forward_get(vm, o, "pod/web", 8080).contains("<h1>Cairn test httpd</h1>"),
+        "the page through port-forward"
+    );
 
     wait_kubectl(
         vm,
         o,
-        &["get", "pod", "hog", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}"],
+        &[
+            "get",
+            "pod",
+            "hog",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.reason}",
+        ],
         "the memory hog's OOM kill",
         |out| !out.is_empty(),
     );
     let reason = kubectl(
         vm,
         o,
-        &["get", "pod", "hog", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}"],
+        &[
+            "get",
+            "pod",
+            "hog",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.reason}",
+        ],
     );
     assert_eq!(reason, "OOMKilled");
 
-    kubectl(vm, o, &["delete", "deploy/hello", "pod/hog", "pod/web", "--wait=false"]);
+    kubectl(
+        vm,
+        o,
+        &[
+            "delete",
+            "deploy/hello",
+            "pod/hog",
+            "pod/web",
+            "--wait=false",
+        ],
+    );
     wait_kubectl(
         vm,
         o,
@@ -373,9 +485,13 @@ spec:
     .unwrap();
     kubectl(vm, o, &["apply", "-f", inspect.to_str().unwrap()]);
     let message = "jsonpath={.status.containerStatuses[0].state.terminated.message}";
-    wait_kubectl(vm, o, &["get", "pod", "inspect", "-o", message], "the inspecting pod", |out| {
-        !out.is_empty()
-    });
+    wait_kubectl(
+        vm,
+        o,
+        &["get", "pod", "inspect", "-o", message],
+        "the inspecting pod",
+        |out| !out.is_empty(),
+    );
     assert_eq!(
         kubectl(vm, o, &["get", "pod", "inspect", "-o", message]).trim(),
         "1 1",

@@ -14,9 +14,11 @@
 pub mod env;
 pub mod network;
 pub mod pod;
+pub mod portforward;
 pub mod probes;
 pub mod pull;
 pub mod server;
+pub mod spdy;
 pub mod status;
 pub mod streams;
 pub mod volumes;

@@ -153,7 +153,10 @@ impl Probe {
                     .into_iter()
                     .flatten()
                     .filter_map(|kv| {
-                        Some((kv["name"].as_str()?.to_owned(), kv["value"].as_str()?.to_owned()))
+                        Some((
+                            kv["name"].as_str()?.to_owned(),
+                            kv["value"].as_str()?.to_owned(),
+                        ))
                     })
                     .collect(),
             }
@@ -171,7 +174,10 @@ impl Probe {
             Duration::from_secs(p[field].as_u64().unwrap_or(default).max(min))
         };
         let count = |field: &str, default: u64| {
-            p[field].as_u64().unwrap_or(default).clamp(1, u32::MAX as u64) as u32
+            p[field]
+                .as_u64()
+                .unwrap_or(default)
+                .clamp(1, u32::MAX as u64) as u32
         };
         Ok(Some(Probe {
             kind,
@@ -386,7 +392,7 @@ async fn exec(target: &Target, cmd: &[String], timeout: Duration) -> Result<(), 
 
 /// A TCP connection to `host:port` made from inside `netns` (on a thread of its own, which
 /// alone enters the namespace; the socket stays in it).
-async fn connect_in(
+pub(super) async fn connect_in(
     netns: Option<PathBuf>,
     host: String,
     port: u16,
@@ -406,12 +412,20 @@ async fn connect_in(
                 .next()
                 .ok_or_else(|| format!("dial tcp {host}:{port}: no address"))?;
             std::net::TcpStream::connect_timeout(&addr, timeout)
-                .map_err(|e| format!("dial tcp {addr}: connect: {e}"))
+                .map_err(|e| format!("dial tcp {addr}: connect: {}", os_error(&e)))
         })();
         let _ = tx.send(result);
     });
     rx.await
         .unwrap_or_else(|_| Err("the probe's thread ended".into()))
+}
+
+/// An OS error as people read it ("connection refused"), without Rust's "(os error 111)".
+fn os_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
+        None => e.to_string(),
+    }
 }
 
 /// `GET path` on `host:port` (TLS unverified, as Kubernetes does); 200–399 is a success.
@@ -509,8 +523,8 @@ mod tests {
     fn probes_that_cannot_run_are_named() {
         let e = Probes::parse(&json!({"livenessProbe": {"grpc": {"port": 9000}}})).unwrap_err();
         assert!(e.contains("livenessProbe") && e.contains("gRPC"), "{e}");
-        let e = Probes::parse(&json!({"readinessProbe": {"tcpSocket": {"port": "db"}}}))
-            .unwrap_err();
+        let e =
+            Probes::parse(&json!({"readinessProbe": {"tcpSocket": {"port": "db"}}})).unwrap_err();
         assert!(e.contains("no port named \"db\""), "{e}");
     }
 }

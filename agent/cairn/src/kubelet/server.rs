@@ -4,7 +4,8 @@
 //!
 //! `GET /containerLogs/<namespace>/<pod>/<container>` with the query `kubectl logs` sends:
 //! `follow`, `previous`, `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`.
-//! `/exec/<namespace>/<pod>/<container>` and `/attach/...` upgrade to WebSocket streams.
+//! `/exec/<namespace>/<pod>/<container>` and `/attach/...` upgrade to WebSocket streams;
+//! `/portForward/<namespace>/<pod>` to SPDY ([`portforward`]).
 
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
@@ -22,7 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::{streams, Shared};
+use super::{portforward, streams, Shared};
 
 /// Who may read logs: the API server's kubelet-client identity.
 pub const APISERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
@@ -139,6 +140,12 @@ async fn respond(shared: &Arc<Shared>, req: Request<hyper::body::Incoming>) -> R
                 .await
                 .unwrap_or_else(|(code, message)| text(code, message))
         }
+        ["", "portForward", ns, pod] => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            portforward::serve(shared, req, &ns, &pod)
+                .await
+                .unwrap_or_else(|(code, message)| text(code, message))
+        }
         _ => text(StatusCode::NOT_FOUND, format!("{path}: not found\n")),
     }
 }
@@ -153,6 +160,19 @@ fn flag(query: &str, key: &str) -> bool {
     matches!(param(query, key), Some("true" | "1"))
 }
 
+/// The uid of the newest pod named `ns/pod` this node has run (its log directory is
+/// `<namespace>_<name>_<uid>`).
+pub(super) fn pod_uid(shared: &Shared, ns: &str, pod: &str) -> Option<String> {
+    let prefix = format!("{ns}_{pod}_");
+    std::fs::read_dir(&shared.logs_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.file_name().to_string_lossy()[prefix.len()..].to_owned())
+}
+
 /// The log file of `container` (the previous attempt's with `previous`) and the id of the
 /// container that writes it.
 pub(super) fn find_log(
@@ -163,13 +183,8 @@ pub(super) fn find_log(
     previous: bool,
 ) -> Result<(PathBuf, String), (StatusCode, String)> {
     let prefix = format!("{ns}_{pod}_");
-    let pod_dir = std::fs::read_dir(&shared.logs_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .map(|e| e.path());
+    let pod_dir =
+        pod_uid(shared, ns, pod).map(|uid| shared.logs_dir.join(format!("{prefix}{uid}")));
     let waiting = || {
         (
             StatusCode::BAD_REQUEST,
@@ -283,7 +298,11 @@ async fn follow(shared: &Shared, path: &Path, id: &str, timestamps: bool, tx: mp
     let tail = tail(shared, path, id, offset, records_tx);
     let send = async {
         while let Some(batch) = records.recv().await {
-            if tx.send(Bytes::from(logs::render(&batch, &opts))).await.is_err() {
+            if tx
+                .send(Bytes::from(logs::render(&batch, &opts)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
