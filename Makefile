@@ -55,7 +55,7 @@ help:
 	@echo "  make upgrade BOARD=B         send out/B/update.cairnb to the node make qemu runs"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
-	@echo "  make test                    unit tests; build and boot all four qemu-* boards; A/B updates with power cuts (x86_64, aarch64)"
+	@echo "  make test                    unit tests; build and boot all four qemu-* boards; a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
 	@echo "  make bench                   sizes and boot timings per architecture; updater time, writes, RSS"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 
@@ -103,7 +103,7 @@ unit-test: cairnctl
 	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade --test testimages
 
 boot-test: cairnctl
-	$(HOST_CARGO) test -p cairnctl --test reproducible --test boot --test update -- --test-threads=2
+	$(HOST_CARGO) test -p cairnctl --test reproducible --test boot --test cluster --test update -- --test-threads=2
 
 test: unit-test images boot-test
 

@@ -46,7 +46,7 @@ HOST_PKGS=(
   kmod squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
   ca-certificates openssl python3 python3-pip python3-kubernetes curl protobuf-compiler etcd-server
-  tzdata skopeo
+  tzdata skopeo iproute2
   docker-registry apache2-utils
 )
 log "installing host packages"

@@ -530,6 +530,7 @@ fn run(cli: Cli) -> Result<()> {
                 smp,
                 secrets: Some(default_secrets()?),
                 stick,
+                tap: None,
             };
             qemu::run_interactive(&o)?;
         }

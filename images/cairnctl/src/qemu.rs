@@ -35,6 +35,19 @@ pub struct VmOptions {
     /// A disk image attached as a second, removable disk (a USB stick in QEMU: a FAT image
     /// with `cairn-update/*.cairnb` is an air-gapped update).
     pub stick: Option<PathBuf>,
+    /// The NIC on a tap device of a network the caller made (several VMs and the host on
+    /// one bridge) instead of QEMU's user network with the API port forwarded.
+    pub tap: Option<Tap>,
+}
+
+/// A VM's NIC on the host's tap device `ifname` (which must exist and be up).
+#[derive(Clone, Debug)]
+pub struct Tap {
+    pub ifname: String,
+    /// The NIC's MAC: VMs sharing a bridge need their own.
+    pub mac: String,
+    /// The node's static address (its node config says so): the kubeconfig's server.
+    pub address: std::net::Ipv4Addr,
 }
 
 impl VmOptions {
@@ -53,6 +66,15 @@ impl VmOptions {
             echo: false,
             smp: 1,
             stick: None,
+            tap: None,
+        }
+    }
+
+    /// The API server's URL from the host.
+    pub fn api_url(&self) -> String {
+        match &self.tap {
+            Some(t) => format!("https://{}:6443", t.address),
+            None => format!("https://127.0.0.1:{}", self.api_port),
         }
     }
 
@@ -124,8 +146,7 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
         }
     }
     if let Some((_, pki)) = &secrets {
-        let url = format!("https://127.0.0.1:{}", o.api_port);
-        crate::secrets::write_kubeconfig(pki, &url, &o.kubeconfig())?;
+        crate::secrets::write_kubeconfig(pki, &o.api_url(), &o.kubeconfig())?;
     }
     if let Some(fw) = o.board.qemu.as_ref().and_then(|q| q.firmware.as_ref()) {
         if !o.efivars().exists() {
@@ -190,11 +211,25 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         ));
         c.args(["-device", &format!("{},drive=stick0", dev("virtio-blk"))]);
     }
-    c.arg("-netdev").arg(format!(
-        "user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443",
-        o.api_port
-    ));
-    c.args(["-device", &format!("{},netdev=net0", dev("virtio-net"))]);
+    match &o.tap {
+        Some(tap) => {
+            c.arg("-netdev").arg(format!(
+                "tap,id=net0,ifname={},script=no,downscript=no",
+                tap.ifname
+            ));
+            c.args([
+                "-device",
+                &format!("{},netdev=net0,mac={}", dev("virtio-net"), tap.mac),
+            ]);
+        }
+        None => {
+            c.arg("-netdev").arg(format!(
+                "user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443",
+                o.api_port
+            ));
+            c.args(["-device", &format!("{},netdev=net0", dev("virtio-net"))]);
+        }
+    }
     c.args(["-object", "rng-random,filename=/dev/urandom,id=rng0"]);
     c.args(["-device", &format!("{},rng=rng0", dev("virtio-rng"))]);
     if let Some(fw) = &q.firmware {
@@ -219,7 +254,9 @@ pub fn command(o: &VmOptions) -> Result<Command> {
 impl Vm {
     /// Launches QEMU once and connects to its QMP socket.
     pub fn launch(o: &VmOptions) -> Result<Vm> {
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", o.api_port)) {
+        if o.tap.is_some() {
+            // No port is forwarded.
+        } else if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", o.api_port)) {
             drop(l);
         } else {
             bail!("127.0.0.1:{} is in use: pick another API_PORT", o.api_port);

@@ -68,15 +68,8 @@ fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
     };
     let mut out = run();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    // Several emulated machines share two cores in CI: a guest can stall long enough for
-    // kubectl's HTTP/2 health check to give up. Say so, and try once more (every command
-    // here is idempotent or a read).
-    let transient = [
-        "client connection lost",
-        "TLS handshake timeout",
-        "connection reset",
-    ];
-    if !out.status.success() && transient.iter().any(|t| stderr.contains(t)) {
+    // Every command here is idempotent or a read.
+    if !out.status.success() && common::transient_kubectl_error(&stderr) {
         eprintln!("kubectl {args:?}: {} (retrying once)", stderr.trim());
         std::thread::sleep(Duration::from_secs(5));
         out = run();

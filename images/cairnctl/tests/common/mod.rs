@@ -32,3 +32,16 @@ pub fn built_board(board_name: &str) -> (cairnctl::board::Board, PathBuf) {
     );
     (board, out)
 }
+
+/// Whether kubectl failed only because an emulated guest stalled past its HTTP/2 health
+/// check or TLS handshake (several emulated machines share two cores in CI): worth one retry
+/// of a command that is idempotent or a read.
+pub fn transient_kubectl_error(stderr: &str) -> bool {
+    [
+        "client connection lost",
+        "TLS handshake timeout",
+        "connection reset",
+    ]
+    .iter()
+    .any(|t| stderr.contains(t))
+}
