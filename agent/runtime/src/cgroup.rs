@@ -46,12 +46,47 @@ pub fn weight_from_millicores(milli: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
-/// Counters read back from a cgroup (metrics and OOM reports).
+/// Counters read back from a cgroup (metrics and OOM reports). `None` where the file is
+/// missing: `cpu.stat` is in every cgroup v2 directory, but the `memory.*` files only where the
+/// memory controller is enabled (not on a host that keeps it on cgroup v1).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
-    pub cpu_usage_micros: u64,
-    pub memory_bytes: u64,
+    /// `cpu.stat` `usage_usec`: CPU time used since the cgroup was made.
+    pub cpu_usage_micros: Option<u64>,
+    /// `memory.current`: every page charged to the cgroup, page cache included.
+    pub memory_bytes: Option<u64>,
+    /// `memory.current` less `memory.stat` `inactive_file` (at least 0): the working set, the
+    /// memory the kubelet reports and evicts by (cache the kernel can drop at once is not in it).
+    pub memory_working_set_bytes: Option<u64>,
     pub oom_kills: u64,
+}
+
+impl Usage {
+    /// From the texts of `cpu.stat`, `memory.current`, `memory.stat` and `memory.events`
+    /// (`None`: the file is missing).
+    pub fn parse(
+        cpu_stat: Option<&str>,
+        memory_current: Option<&str>,
+        memory_stat: Option<&str>,
+        memory_events: Option<&str>,
+    ) -> Usage {
+        let memory_bytes = memory_current.and_then(|t| t.trim().parse::<u64>().ok());
+        let inactive_file = memory_stat.and_then(|t| keyed(t, "inactive_file")).unwrap_or(0);
+        Usage {
+            cpu_usage_micros: cpu_stat.and_then(|t| keyed(t, "usage_usec")),
+            memory_bytes,
+            memory_working_set_bytes: memory_bytes.map(|m| m.saturating_sub(inactive_file)),
+            oom_kills: memory_events.and_then(|t| keyed(t, "oom_kill")).unwrap_or(0),
+        }
+    }
+}
+
+/// The number of `key` in a flat-keyed cgroup file (`usage_usec 1234` lines).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
 }
 
 /// The cgroup v2 hierarchy the runtime uses, rooted at a mounted cgroup2 filesystem.
@@ -138,27 +173,15 @@ fn apply(dir: &Path, r: &Resources) -> io::Result<()> {
     Ok(())
 }
 
-/// CPU, memory and OOM counters of `dir`; missing files read as zero.
+/// CPU, memory and OOM counters of `dir` (see [`Usage`] for what a missing file means).
 pub fn usage(dir: &Path) -> Usage {
-    let keyed = |file: &str, key: &str| -> u64 {
-        fs::read_to_string(dir.join(file))
-            .ok()
-            .and_then(|text| {
-                text.lines().find_map(|l| {
-                    let (k, v) = l.split_once(' ')?;
-                    (k == key).then(|| v.trim().parse().ok()).flatten()
-                })
-            })
-            .unwrap_or(0)
-    };
-    Usage {
-        cpu_usage_micros: keyed("cpu.stat", "usage_usec"),
-        memory_bytes: fs::read_to_string(dir.join("memory.current"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0),
-        oom_kills: keyed("memory.events", "oom_kill"),
-    }
+    let read = |file: &str| fs::read_to_string(dir.join(file)).ok();
+    Usage::parse(
+        read("cpu.stat").as_deref(),
+        read("memory.current").as_deref(),
+        read("memory.stat").as_deref(),
+        read("memory.events").as_deref(),
+    )
 }
 
 /// OOM kills of the container cgroup `dir` and of its parent (the pod's): the kernel counts a
@@ -204,6 +227,26 @@ pub fn remove_pod(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_reads_counters_and_the_working_set() {
+        let cpu = "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n";
+        let stat = "anon 4096\nfile 81920\nactive_file 12288\ninactive_file 69632\n";
+        let events = "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n";
+        let u = Usage::parse(Some(cpu), Some("90112\n"), Some(stat), Some(events));
+        assert_eq!(u.cpu_usage_micros, Some(1_500_000));
+        assert_eq!(u.memory_bytes, Some(90112));
+        assert_eq!(u.memory_working_set_bytes, Some(90112 - 69632));
+        assert_eq!(u.oom_kills, 1);
+        // More inactive cache than charged (the counters are read one after the other): 0.
+        let u = Usage::parse(None, Some("4096"), Some("inactive_file 8192\n"), None);
+        assert_eq!(u.memory_working_set_bytes, Some(0));
+        // A host whose memory controller is on cgroup v1: CPU only.
+        let u = Usage::parse(Some(cpu), None, None, None);
+        assert_eq!(u.cpu_usage_micros, Some(1_500_000));
+        assert_eq!((u.memory_bytes, u.memory_working_set_bytes), (None, None));
+        assert_eq!(usage(Path::new("/nonexistent")), Usage::default());
+    }
 
     #[test]
     fn cpu_requests_map_to_weights_like_the_kubelet() {

@@ -5,7 +5,8 @@
 //! - [`shim`]: one small process per container (`cairn container-shim DIR`) that makes the
 //!   namespaces, mounts the overlay root, execs the program and writes its logs and exit;
 //! - [`exec`]: `cairn container-exec`, a command run inside a running container;
-//! - [`cgroup`]: the cgroup v2 tree (`kubepods/pod<uid>/<container>`) and its limits;
+//! - [`cgroup`]: the cgroup v2 tree (`kubepods/pod<uid>/<container>`), its limits and its
+//!   usage counters (`kubectl top`);
 //! - [`netns`]: pod network namespaces shared by the pod's containers;
 //! - [`logs`]: the CRI log format, rotation, and reading back for `kubectl logs`.
 //!
