@@ -37,7 +37,8 @@
 //! object keep its status, `/status` writes change only the status) and `scale` for
 //! deployments, replicasets and statefulsets; discovery (classic and aggregated v2),
 //! `/openapi/v3` and `/openapi/v2` (JSON), `/version`, health endpoints, `/metrics` ([`metrics`]); `Table` answers
-//! with kubectl's columns.
+//! with kubectl's columns. The resource metrics API `metrics.k8s.io/v1beta1` (`kubectl top`)
+//! is answered from the nodes' kubelets ([`resource_metrics`]).
 //!
 //! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
 //! anything). Service-account tokens are ES256 JWTs ([`serviceaccount`]). Strategic merge patches merge lists by the keys
@@ -62,11 +63,12 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod meta;
-pub mod nodeproxy;
 pub mod metrics;
+pub mod nodeproxy;
 pub mod openapi;
 pub mod protobuf;
 pub mod request;
+pub mod resource_metrics;
 pub mod resources;
 pub mod schedule;
 pub mod selector;

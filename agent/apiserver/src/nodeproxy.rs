@@ -162,17 +162,24 @@ async fn locate(store: Arc<dyn Store>, action: &Action) -> Result<Located, ApiEr
             "pod {name} is on node {node_name}, which does not exist"
         ))
     })?;
-    let address = node_address(&node)
+    let (address, port) = kubelet_endpoint(&node)
         .ok_or_else(|| ApiError::BadRequest(format!("node {node_name} has no address")))?;
+    Ok(Located { pod, address, port })
+}
+
+/// Where the kubelet of `node` listens: its address and `status.daemonEndpoints`' port (else
+/// [`DEFAULT_KUBELET_PORT`]); `None` when the Node has no address.
+pub fn kubelet_endpoint(node: &Value) -> Option<(String, u16)> {
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
         .unwrap_or(DEFAULT_KUBELET_PORT);
-    Ok(Located { pod, address, port })
+    Some((node_address(node)?, port))
 }
 
-fn stored(
+/// A core object from the store, as stored.
+pub(crate) fn stored(
     store: &dyn Store,
     plural: &str,
     namespace: Option<&str>,

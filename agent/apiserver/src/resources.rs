@@ -166,6 +166,9 @@ const NAMESPACE_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 
+/// metrics-server's verbs (no watch).
+const METRICS_VERBS: &[&str] = &["get", "list"];
+
 /// Every resource this server serves.
 pub const RESOURCES: &[Resource] = &[
     Resource {
@@ -453,6 +456,32 @@ pub const RESOURCES: &[Resource] = &[
         &["pc"],
         false,
     ),
+    // The resource metrics API (`kubectl top`): read from the kubelets, never stored
+    // (`resource_metrics`). No schemas: k8s-openapi does not carry these types.
+    Resource {
+        version: "v1beta1",
+        verbs: METRICS_VERBS,
+        ..named(
+            crate::resource_metrics::GROUP,
+            "NodeMetrics",
+            "nodes",
+            "nodemetrics",
+            &[],
+            false,
+        )
+    },
+    Resource {
+        version: "v1beta1",
+        verbs: METRICS_VERBS,
+        ..named(
+            crate::resource_metrics::GROUP,
+            "PodMetrics",
+            "pods",
+            "podmetrics",
+            &[],
+            true,
+        )
+    },
     Resource {
         categories: &["api-extensions"],
         subresources: STATUS,

@@ -57,7 +57,8 @@ pub struct Server {
     /// The server join token's credential (`server:<secret>`), accepted as a bearer token of
     /// a bootstrapper like `cairn token create`'s tokens.
     pub server_token: Option<Arc<str>>,
-    /// Reaches kubelets for `pods/<name>/log`; `None` answers those with 503.
+    /// Reaches kubelets for `pods/<name>/log`, the streams and the metrics API; `None` answers
+    /// those with 503.
     pub node_proxy: Option<Arc<dyn crate::nodeproxy::NodeProxy>>,
 }
 
@@ -339,6 +340,12 @@ impl Server {
                     stream,
                 )
                 .await
+            }
+            ApiRequest::Resource(action) if crate::resource_metrics::serves(&action) => {
+                let proxy = self.kubelets()?;
+                let body =
+                    crate::resource_metrics::respond(self.api.clone(), proxy, &action).await?;
+                Ok(json(200, &body))
             }
             ApiRequest::Resource(action) if action.verb == Verb::Watch => {
                 let rx = watch::start(self.api.clone(), action, self.watch).await?;

@@ -156,6 +156,16 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["events.k8s.io"], &["events"], &[READ]),
             ],
         ),
+        // What metrics-server (and so K3s) installs: `kubectl top` for `view` and above.
+        cluster_role(
+            "system:aggregated-metrics-reader",
+            &["view", "edit", "admin"],
+            vec![rule(
+                &[crate::resource_metrics::GROUP],
+                &["pods", "nodes"],
+                &[READ],
+            )],
+        ),
         cluster_role(
             "system:aggregate-to-edit",
             &["edit", "admin"],

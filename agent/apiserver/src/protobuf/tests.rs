@@ -352,7 +352,11 @@ fn bad_bodies_are_refused_with_the_reason() {
 
 #[test]
 fn every_served_kind_has_a_protobuf_schema() {
-    for r in crate::resources::RESOURCES {
+    // The metrics API is read-only: no bodies to decode.
+    let writable = crate::resources::RESOURCES
+        .iter()
+        .filter(|r| r.group != crate::resource_metrics::GROUP);
+    for r in writable {
         assert!(
             message_for(&r.api_version(), r.kind).is_some(),
             "{} {}",
