@@ -1,5 +1,6 @@
 //! What cairn reads from `/proc`: uptime and init's memory for the ready marker, the hostname,
-//! and the local IPv4 addresses for the serving certificate. Parsers are pure for testing.
+//! the local IPv4 addresses for the serving certificate, and the node's CPU time and memory
+//! working set for `kubectl top`. Parsers are pure for testing.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -40,6 +41,39 @@ pub fn parse_vm_rss_kb(text: &str) -> Option<u64> {
 /// `MemTotal` in kB from a `/proc/meminfo` text.
 pub fn parse_mem_total_kb(text: &str) -> Option<u64> {
     kb_field(text, "MemTotal:")
+}
+
+/// `/proc/stat` counts in USER_HZ ticks, which the kernel keeps at 100 per second on every
+/// architecture Cairn runs on (x86, ARM, s390) whatever its internal tick rate.
+const USER_HZ: u64 = 100;
+
+/// The CPU time the node has been busy since boot, in nanoseconds, from `/proc/stat`'s `cpu`
+/// line: user, nice, system, irq, softirq and steal, what the root cgroup's `cpu.stat` counts
+/// as usage (guest time is already in user; idle and iowait are not busy).
+pub fn parse_cpu_busy_nanos(text: &str) -> Option<u64> {
+    let fields: Vec<u64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    if fields.len() < 4 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal ...
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Some(busy * (1_000_000_000 / USER_HZ))
+}
+
+/// The node's memory working set in bytes from `/proc/meminfo`: MemTotal − MemFree −
+/// Inactive(file), as the kubelet counts the root cgroup on cgroup v2 (page cache the kernel
+/// may drop at once is not in use; the active cache is).
+pub fn parse_memory_working_set(text: &str) -> Option<u64> {
+    let total = kb_field(text, "MemTotal:")?;
+    let free = kb_field(text, "MemFree:")?;
+    let inactive_file = kb_field(text, "Inactive(file):").unwrap_or(0);
+    Some(total.saturating_sub(free).saturating_sub(inactive_file) * 1024)
 }
 
 /// The number after `key` on its line of a `/proc` key-value file (`VmRSS:   1234 kB`).
@@ -105,6 +139,31 @@ mod tests {
         let meminfo = "MemTotal:        2030244 kB\nMemFree:          100 kB\n";
         assert_eq!(parse_mem_total_kb(meminfo), Some(2_030_244));
         assert_eq!(parse_mem_total_kb("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn node_cpu_and_memory() {
+        let stat = "cpu  2848740 6675 333334 3485884 20136 10 3547 2374 0 0\n\
+                    cpu0 1387291 2967 157938 1793000 6591 0 800 1196 0 0\n\
+                    intr 1 2 3\n";
+        let ticks = 2_848_740 + 6_675 + 333_334 + 10 + 3_547 + 2_374;
+        assert_eq!(parse_cpu_busy_nanos(stat), Some(ticks * 10_000_000));
+        // Old kernels print fewer fields.
+        assert_eq!(parse_cpu_busy_nanos("cpu 1 2 3 4\n"), Some(6 * 10_000_000));
+        assert_eq!(parse_cpu_busy_nanos("cpu0 1 2 3 4\n"), None);
+        assert_eq!(parse_cpu_busy_nanos("cpu 1 x 3 4\n"), None);
+        let meminfo = "MemTotal:       24684084 kB\nMemFree:        18077560 kB\n\
+                       MemAvailable:   23844356 kB\nActive(file):    1763168 kB\n\
+                       Inactive(file):  4071580 kB\n";
+        assert_eq!(
+            parse_memory_working_set(meminfo),
+            Some((24_684_084 - 18_077_560 - 4_071_580) * 1024)
+        );
+        assert_eq!(parse_memory_working_set("MemTotal: 10 kB\n"), None);
+        // The real files of this machine read.
+        let real = |p| fs::read_to_string(p).unwrap();
+        assert!(parse_cpu_busy_nanos(&real("/proc/stat")).unwrap() > 0);
+        assert!(parse_memory_working_set(&real("/proc/meminfo")).unwrap() > 0);
     }
 
     #[test]

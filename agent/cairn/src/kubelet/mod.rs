@@ -19,6 +19,7 @@ pub mod probes;
 pub mod pull;
 pub mod server;
 pub mod spdy;
+pub mod stats;
 pub mod status;
 pub mod streams;
 pub mod volumes;
@@ -72,6 +73,8 @@ pub struct Shared {
     /// How to reach registries (`DATA/agent/registries.yaml`).
     pub registries: pull::Registries,
     pub log_max_bytes: u64,
+    /// The last usage reading, for `kubectl top`.
+    pub stats: stats::Sampler,
 }
 
 /// Sets up the image store and runtime, then runs the node's pods until the process ends.
@@ -114,6 +117,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
         )),
         registries,
         log_max_bytes: config.log_max_bytes,
+        stats: stats::Sampler::default(),
     });
     tokio::spawn(
         shared

@@ -5,7 +5,8 @@
 //! `GET /containerLogs/<namespace>/<pod>/<container>` with the query `kubectl logs` sends:
 //! `follow`, `previous`, `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`.
 //! `/exec/<namespace>/<pod>/<container>` and `/attach/...` upgrade to WebSocket streams;
-//! `/portForward/<namespace>/<pod>` to SPDY ([`portforward`]).
+//! `/portForward/<namespace>/<pod>` to SPDY ([`portforward`]). `GET /stats/resource` answers
+//! the node's and its containers' usage for `kubectl top` ([`super::stats`]).
 
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
@@ -140,6 +141,7 @@ async fn respond(shared: &Arc<Shared>, req: Request<hyper::body::Incoming>) -> R
                 .await
                 .unwrap_or_else(|(code, message)| text(code, message))
         }
+        ["", "stats", "resource"] => super::stats::respond(&shared.stats, &shared.runtime).await,
         ["", "portForward", ns, pod] => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
             portforward::serve(shared, req, &ns, &pod)
