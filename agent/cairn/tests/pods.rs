@@ -2,8 +2,9 @@
 //! images imported from `DATA/agent/images/`, pods applied with the real kubectl and their
 //! containers checked on the node: exit codes and termination messages, the downward API and
 //! ConfigMaps, restarts with back-off, a missing image and a missing ConfigMap reported as
-//! the kubelet does, and deletion removing containers and cgroups.
+//! the kubelet does, deletion removing containers and cgroups, and `kubectl top`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -479,6 +480,190 @@ spec:
     wait_for(&k, "on-host", "Running", |p| {
         p["status"]["phase"] == "Running"
     });
+    k.run(&["delete", "pod", "--all", "--timeout=60s"]);
+    containers_gone(&dir);
+    drop(server);
+    let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// `kubectl top` as its users print it: `(header → cell)` per row, retried until `ready` is
+/// content with the rows (the first figures of a new container may take a moment).
+fn top(
+    k: &Kubectl,
+    args: &[&str],
+    ready: impl Fn(&[HashMap<String, String>]) -> bool,
+) -> Vec<HashMap<String, String>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut all = vec!["top"];
+    all.extend(args);
+    loop {
+        let (ok, out, err) = k.try_run(&all);
+        let mut lines = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let header = lines.next().unwrap_or_default();
+        let rows: Vec<HashMap<String, String>> = lines
+            .map(|cells| {
+                header
+                    .iter()
+                    .zip(cells)
+                    .map(|(h, c)| (h.to_string(), c.to_owned()))
+                    .collect()
+            })
+            .collect();
+        if ok && ready(&rows) {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {all:?}: {ok} {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Millicores from `kubectl top`'s `12m`.
+fn millicores(cell: &str) -> u64 {
+    cell.strip_suffix('m').unwrap_or(cell).parse().unwrap()
+}
+
+/// `kubectl top node` and `kubectl top pod` through the metrics API: the node's figures from
+/// `/proc`, a pod's per container from its cgroups (CPU only on this host: its memory
+/// controller is on cgroup v1), selectors, namespaces, RBAC and the errors kubectl shows.
+#[test]
+fn kubectl_top_shows_the_node_and_its_pods() {
+    let (dir, server, k, cgroups) = common::worker("top");
+    let manifests = dir.join("top.yaml");
+    fs::write(
+        &manifests,
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: quiet}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: busy, labels: {app: busy}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  # A few percent of a core, all the time.
+  - name: main
+    image: cairn.local/test/busybox:latest
+    command: [sh, -c, 'while :; do i=0; while [ $i -lt 500 ]; do i=$((i+1)); done; sleep 0.05; done']
+  - {name: idle, image: cairn.local/test/busybox:latest, command: [sleep, "3600"]}
+"#,
+    )
+    .unwrap();
+    k.run(&["apply", "-f", manifests.to_str().unwrap()]);
+    wait_for(&k, "busy", "both containers running", |p| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|c| c["state"]["running"].is_object()))
+    });
+
+    let nodes = top(&k, &["node"], |rows| !rows.is_empty());
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let node = &nodes[0];
+    assert_eq!(node["NAME"], "test-node");
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    let cpu = millicores(&node["CPU(cores)"]);
+    assert!(cpu > 0 && cpu <= cores * 1000, "{node:?}");
+    let memory = node["MEMORY(bytes)"].strip_suffix("Mi").unwrap();
+    assert!(memory.parse::<u64>().unwrap() > 0, "{node:?}");
+    assert!(
+        node["CPU(%)"].ends_with('%') && node["MEMORY(%)"].ends_with('%'),
+        "{node:?}"
+    );
+
+    let busy = |rows: &[HashMap<String, String>]| rows.iter().any(|r| r["NAME"] == "busy");
+    let pods = top(&k, &["pod"], busy);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let cpu = millicores(&pods[0]["CPU(cores)"]);
+    assert!((1..1000).contains(&cpu), "the busy loop: {pods:?}");
+    let containers = top(&k, &["pod", "busy", "--containers"], |rows| rows.len() == 2);
+    // kubectl sorts them by name.
+    let names: Vec<&str> = containers.iter().map(|r| r["NAME"].as_str()).collect();
+    assert_eq!(names, ["idle", "main"]);
+    assert!(containers.iter().all(|r| r["POD"] == "busy"));
+    assert!(
+        millicores(&containers[1]["CPU(cores)"]) >= 1,
+        "{containers:?}"
+    );
+    assert!(
+        millicores(&containers[0]["CPU(cores)"]) < 10,
+        "sleeping: {containers:?}"
+    );
+    assert_eq!(top(&k, &["pod", "-l", "app=busy"], busy).len(), 1);
+    let everywhere = top(&k, &["pod", "--all-namespaces"], busy);
+    assert!(
+        everywhere.iter().all(|r| r["NAMESPACE"] == "default"),
+        "{everywhere:?}"
+    );
+
+    // Nothing to show, or nothing there: as kubectl says it against metrics-server.
+    let (ok, out, err) = k.try_run(&["top", "pod", "-n", "quiet"]);
+    assert!(ok && out.is_empty(), "{out}{err}");
+    assert!(
+        err.contains("No resources found in quiet namespace."),
+        "{err}"
+    );
+    let (ok, _, err) = k.try_run(&["top", "pod", "-l", "app=nothing"]);
+    assert!(
+        ok && err.contains("No resources found in default namespace."),
+        "{err}"
+    );
+    let (ok, _, err) = k.try_run(&["top", "pod", "nosuch"]);
+    assert!(
+        !ok && err.contains(r#"(NotFound): pods "nosuch" not found"#),
+        "{err}"
+    );
+
+    // The API as other clients read it.
+    let raw =
+        |path: &str| -> Value { serde_json::from_str(&k.run(&["get", "--raw", path])).unwrap() };
+    let one = raw("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy");
+    assert_eq!(one["kind"], "PodMetrics");
+    assert_eq!(one["metadata"]["labels"]["app"], "busy");
+    assert!(one["window"].as_str().unwrap().ends_with('s'), "{one}");
+    assert!(one["timestamp"].as_str().unwrap().ends_with('Z'), "{one}");
+    assert_eq!(one["containers"][0]["name"], "main", "in the pod's order");
+    assert!(one["containers"][0]["usage"]["cpu"].is_string(), "{one}");
+    let list = raw("/apis/metrics.k8s.io/v1beta1/nodes");
+    assert_eq!(list["kind"], "NodeMetricsList");
+    assert_eq!(list["items"][0]["metadata"]["name"], "test-node");
+    let resources = k.run(&["api-resources", "--api-group=metrics.k8s.io", "-o", "name"]);
+    assert_eq!(
+        resources.split_whitespace().collect::<Vec<_>>(),
+        ["nodes.metrics.k8s.io", "pods.metrics.k8s.io"]
+    );
+    let table = k.run(&["get", "pods.metrics.k8s.io"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("busy"),
+        "{table}"
+    );
+
+    // `view` lets a user see its namespace's pods' figures; nodes take a cluster-wide grant.
+    k.run(&[
+        "create",
+        "rolebinding",
+        "jane-views",
+        "--clusterrole=view",
+        "--user=jane",
+    ]);
+    let as_jane = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("--as=jane");
+        k.try_run(&all)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !as_jane(&["top", "pod"]).0 {
+        assert!(Instant::now() < deadline, "{:?}", as_jane(&["top", "pod"]));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, _, err) = as_jane(&["top", "node"]);
+    assert!(!ok && err.contains("Forbidden"), "{err}");
+
     k.run(&["delete", "pod", "--all", "--timeout=60s"]);
     containers_gone(&dir);
     drop(server);

@@ -277,3 +277,29 @@ pub fn mount_cgroup2(dir: &Path) -> PathBuf {
     .expect("mounting cgroup2 (the test needs root)");
     root
 }
+
+/// A `cairn server` with its own worker on this machine (as root), the test images imported
+/// and a cgroup2 of the test's own: its data directory, the server (its kubelet ready for
+/// pods), a kubectl for it and the cgroup mount (the caller unmounts it).
+pub fn worker(tag: &str) -> (PathBuf, Server, Kubectl, PathBuf) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the kubelet test runs containers: it needs root"
+    );
+    let dir = temp_data_dir(tag);
+    let images = dir.join("agent/images");
+    fs::create_dir_all(&images).unwrap();
+    for name in ["busybox.oci.tar", "httpd.oci.tar"] {
+        fs::copy(test_images().join(name), images.join(name)).unwrap();
+    }
+    let cgroups = mount_cgroup2(&dir);
+    let server = Server::start_with(&dir, &["--cgroup-root", cgroups.to_str().unwrap()]);
+    // Images are imported before the kubelet takes pods.
+    server.wait_line("running pods of node", Duration::from_secs(60));
+    let k = Kubectl {
+        bin: kubectl_path(),
+        config: dir.join("admin.kubeconfig"),
+        extra: vec![],
+    };
+    (dir, server, k, cgroups)
+}
