@@ -273,11 +273,45 @@ fn wait_kubectl(vm: &Vm, o: &VmOptions, args: &[&str], what: &str, done: impl Fn
     }
 }
 
+/// `kubectl ARGS` until it succeeds and `done` is content with its output, which it returns
+/// (`kubectl top` fails while there is nothing to show yet).
+fn kubectl_until(
+    vm: &Vm,
+    o: &VmOptions,
+    args: &[&str],
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new(&bin)
+            .arg("--kubeconfig")
+            .arg(o.kubeconfig())
+            .arg("--request-timeout=60s")
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && done(&stdout) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {stdout}{}\nconsole:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            qemu::tail(&vm.console_text(), 40)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// Workloads on the node's own worker, from the preloaded test image, as a user runs them:
 /// a Deployment whose logs and `kubectl exec -- uname -m` show the node's architecture,
 /// scaled to 3, each pod with an address of the node's pod range from which it fetches a
 /// page from an httpd pod (the host fetches it too, through `kubectl port-forward`), and
-/// deleted; a memory hog OOM-killed and reported; and afterwards
+/// deleted; `kubectl top` of the node and the pods; a memory hog OOM-killed and reported;
+/// and afterwards
 /// no container or cgroup left of them (seen by a pod with the node's directories mounted).
 fn run_test_pod(vm: &Vm, o: &VmOptions, go_arch: &str) {
     let uname = match go_arch {
@@ -404,6 +438,40 @@ spec:
     assert!(
         port_forward_get(vm, o, "pod/web", 8080).contains("<h1>Cairn test httpd</h1>"),
         "the page through port-forward"
+    );
+
+    // `kubectl top`: the node and the running pods, the pods' memory from their cgroups (the
+    // guest's cgroup v2 has the memory controller). A first reading takes the kubelet a
+    // second, and an emulated guest may be slow to answer: retried.
+    let node = kubectl(
+        vm,
+        o,
+        &["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"],
+    );
+    let top_node = kubectl_until(vm, o, &["top", "node", "--no-headers"], "top node", |out| {
+        out.split_whitespace().next() == Some(node.trim())
+    });
+    let cells: Vec<&str> = top_node.split_whitespace().collect();
+    assert!(
+        cells.len() == 5 && cells[3].ends_with("Mi") && cells[3] != "0Mi",
+        "the node's memory: {top_node}"
+    );
+    kubectl_until(vm, o, &["top", "pod", "--no-headers"], "top pod", |out| {
+        out.lines().any(|l| l.starts_with("web "))
+    });
+    let web_metrics = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web";
+    let web: serde_json::Value = serde_json::from_str(&kubectl_until(
+        vm,
+        o,
+        &["get", "--raw", web_metrics],
+        "the httpd pod's metrics",
+        |out| out.contains("\"memory\""),
+    ))
+    .unwrap();
+    let memory = web["containers"][0]["usage"]["memory"].as_str();
+    assert!(
+        memory.is_some_and(|m| m != "0"),
+        "the httpd's working set: {web}"
     );
 
     wait_kubectl(
