@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use crate::client::Client;
 use crate::pki::PemPair;
 
+#[derive(Clone)]
 pub struct KubeletProxy {
     identity: PemPair,
 }
@@ -43,14 +44,19 @@ const UPGRADE_HEADERS: [&str; 6] = [
 
 impl KubeletProxy {
     /// Sends one request to the kubelet at `address:port`.
-    async fn send(
+    async fn send<B>(
         &self,
         address: String,
         port: u16,
         method: Method,
         path: &str,
         headers: &[(&str, String)],
-    ) -> Result<Response<Incoming>, ApiError> {
+        body: B,
+    ) -> Result<Response<Incoming>, ApiError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let identity = (
             self.identity.cert.as_bytes().to_vec(),
             self.identity.key.as_bytes().to_vec(),
@@ -68,9 +74,35 @@ impl KubeletProxy {
         };
         let client = Client::to_kubelet(&url, identity).map_err(gateway)?;
         client
-            .call(method, path, headers, Empty::<Bytes>::new())
+            .call(method, path, headers, body)
             .await
             .map_err(|e| gateway(e.to_string()))
+    }
+}
+
+impl KubeletProxy {
+    /// Passes a request on to the kubelet of `node` (a Node object) and its answer back as
+    /// it comes, status and body alike (node updates, [`crate::update::service`]).
+    pub async fn forward(
+        &self,
+        node: &serde_json::Value,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: cairn_apiserver::RequestBody,
+    ) -> Result<Response<cairn_apiserver::server::ApiBody>, ApiError> {
+        let name = node["metadata"]["name"].as_str().unwrap_or_default();
+        let (address, port) = cairn_apiserver::nodeproxy::kubelet_endpoint(node)
+            .ok_or_else(|| ApiError::BadRequest(format!("node {name} has no address")))?;
+        let resp = self.send(address, port, method, path, headers, body).await?;
+        let status = resp.status();
+        let content_type = resp.headers().get("content-type").cloned();
+        let mut out = Response::new(EndOnError(resp.into_body()).boxed());
+        *out.status_mut() = status;
+        if let Some(ct) = content_type {
+            out.headers_mut().insert("content-type", ct);
+        }
+        Ok(out)
     }
 }
 
@@ -101,7 +133,9 @@ impl NodeProxy for KubeletProxy {
             identity: self.identity.clone(),
         };
         Box::pin(async move {
-            let resp = this.send(address, port, Method::GET, &path, &[]).await?;
+            let resp = this
+                .send(address, port, Method::GET, &path, &[], Empty::<Bytes>::new())
+                .await?;
             if !resp.status().is_success() {
                 return Err(refusal(resp).await);
             }
@@ -137,7 +171,14 @@ impl NodeProxy for KubeletProxy {
                 })
                 .collect();
             let mut resp = this
-                .send(address, port, req.method.clone(), &path, &headers)
+                .send(
+                    address,
+                    port,
+                    req.method.clone(),
+                    &path,
+                    &headers,
+                    Empty::<Bytes>::new(),
+                )
                 .await?;
             if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                 return Err(refusal(resp).await);

@@ -204,21 +204,28 @@ fn serve(
             let mut server = cairn_apiserver::Server::new(api.with_token_signer(signer));
             server.cacerts = Some(certs.ca_cert.as_str().into());
             server.server_token = Some(token.credential.as_str().into());
-            match (pki::CaSigner {
+            let kubelets = match (pki::CaSigner {
                 dir: tls_dir.clone(),
             })
             .kubelet_client()
             {
                 Ok(pair) => {
-                    server.node_proxy = Some(Arc::new(cairn::nodeproxy::KubeletProxy::new(pair)))
+                    let proxy = cairn::nodeproxy::KubeletProxy::new(pair);
+                    server.node_proxy = Some(Arc::new(proxy.clone()));
+                    Some(proxy)
                 }
-                Err(e) => eprintln!("cairn: warning: {e}: `kubectl logs` will not work"),
-            }
-            Some((server, token))
+                Err(e) => {
+                    eprintln!("cairn: warning: {e}: `kubectl logs` and agent updates will not work");
+                    None
+                }
+            };
+            Some((server, (token, kubelets)))
         }
         Role::Agent => None,
     };
-    let (api_server, server_token) = api_server.unzip();
+    let (api_server, server_side) = api_server.unzip();
+    let (server_token, kubelets) = server_side.unzip();
+    let kubelets = kubelets.flatten();
     let metrics = api_server.as_ref().map(|s| s.metrics.clone());
     if let Some(metrics) = &metrics {
         set_certificate_metrics(metrics, &certs);
@@ -299,13 +306,21 @@ fn serve(
             .context("a client of this node's API")?;
         let register = register && role == Role::Server;
         // The server takes update bundles for itself (`cairnctl upgrade`), draining its own
-        // Node before the reboot when it has one.
+        // Node before the reboot when it has one, and passes those for its agents on to them.
         let updates = ab_node.clone().filter(|_| role == Role::Server).map(|n| {
-            let reboot: Arc<dyn Fn() + Send + Sync> =
-                Arc::new(|| reboot_node("into the new slot's trial"));
             let drain = register.then(|| api_client.clone());
-            update::service::UpdateService::new(&node_name, n, reboot, drain)
+            let service = update::service::UpdateService::new(&node_name, n, reboot_into_trial(), drain);
+            match kubelets.clone() {
+                Some(kubelets) => service.with_relay(update::service::Relay {
+                    api: api_client.clone(),
+                    kubelets,
+                }),
+                None => service,
+            }
         });
+        // An agent's trial passes its gate when its Node is Ready, read with the credentials
+        // it joins with.
+        let joined_client = Arc::new(tokio::sync::OnceCell::new());
         // The server's own worker joins over loopback exactly as an agent does.
         let own_worker = server_token.filter(|_| register).map(|token| Join {
             server: url.clone(),
@@ -319,12 +334,18 @@ fn serve(
                 .collect();
             let mut facts = node_status::Facts::gather(&node_name, role, &os_version, labels);
             let dir = args.data_dir.join("agent").join("client");
-            let updates = ab_node.clone().filter(|_| role == Role::Server);
             let kubelet = kubelet_config(args, &node_name, &facts)?;
             if let Some(k) = &kubelet {
                 facts.kubelet_port = k.listener.local_addr().map(|a| a.port()).unwrap_or(0);
             }
-            tokio::spawn(run_agent(join, facts, dir, updates, kubelet));
+            tokio::spawn(run_agent(
+                join,
+                facts,
+                dir,
+                ab_node.clone(),
+                kubelet,
+                joined_client.clone(),
+            ));
         }
         if let Some(ab) = ab_node.clone() {
             let drain = register.then(|| (api_client.clone(), node_name.clone()));
@@ -333,7 +354,9 @@ fn serve(
         if let Some((ab, trial)) = ab_node.and_then(update_on_start) {
             let health = Health {
                 client: api_client,
-                node: register.then(|| (node_name.clone(), os_version.clone())),
+                node: (register || role == Role::Agent)
+                    .then(|| (node_name.clone(), os_version.clone())),
+                joined: (role == Role::Agent).then_some(joined_client),
             };
             tokio::spawn(run_trial(ab, trial, health, deadline));
         }
@@ -402,6 +425,7 @@ async fn run_agent(
     dir: PathBuf,
     updates: Option<update::Node>,
     kubelet: Option<cairn::kubelet::Config>,
+    joined_client: Arc<tokio::sync::OnceCell<cairn::client::Client>>,
 ) {
     let agent = facts.role == Role::Agent;
     let creds = cairn::join::Credentials::new(&dir);
@@ -428,7 +452,17 @@ async fn run_agent(
         }
     };
     facts.key_id = Some(joined.key_id);
-    if let Some(config) = kubelet {
+    let _ = joined_client.set(joined.client.clone());
+    if let Some(mut config) = kubelet {
+        // An agent takes update bundles through its kubelet port, from the API server.
+        if let Some(node) = updates.clone().filter(|_| agent) {
+            config.updates = Some(update::service::UpdateService::new(
+                &facts.name,
+                node,
+                reboot_into_trial(),
+                Some(joined.client.clone()),
+            ));
+        }
         let client = joined.client.clone();
         tokio::spawn(async move {
             if let Err(e) = cairn::kubelet::run(client, config).await {
@@ -475,7 +509,12 @@ fn kubelet_config(
         bridge: std::env::var("CAIRN_POD_BRIDGE")
             .unwrap_or_else(|_| cairn_net::DEFAULT_BRIDGE.to_owned()),
         log_max_bytes: 10 << 20,
+        updates: None,
     }))
+}
+
+fn reboot_into_trial() -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(|| reboot_node("into the new slot's trial"))
 }
 
 /// Settles the last update (records a rollback) and returns the trial to gate, if this boot
@@ -497,13 +536,19 @@ struct Health {
     client: cairn::client::Client,
     /// On a node that registers itself: its name and the version its Node must report Ready.
     node: Option<(String, String)>,
+    /// On an agent: its client of the server, once it has joined (the Node is read there).
+    joined: Option<Arc<tokio::sync::OnceCell<cairn::client::Client>>>,
 }
 
 impl Health {
     async fn check(&self) -> Result<(), String> {
+        let client = match &self.joined {
+            Some(cell) => cell.get().ok_or("not joined to the server yet")?,
+            None => &self.client,
+        };
         match &self.node {
             // Reading the Node through the API also proves the API answers.
-            Some((name, version)) => node_status::node_ready(&self.client, name, version).await,
+            Some((name, version)) => node_status::node_ready(client, name, version).await,
             None => self
                 .client
                 .request(hyper::Method::GET, "/version", None)

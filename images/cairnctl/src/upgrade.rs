@@ -539,6 +539,12 @@ impl Body for FileBody {
 
 /// `cairnctl status`: one block per node the server offers.
 pub fn print_status(kubeconfig: &Path) -> Result<()> {
+    print!("{}", format_status(&status_reports(kubeconfig)?));
+    Ok(())
+}
+
+/// The update state of every node the server offers (itself and the agents that answer).
+pub fn status_reports(kubeconfig: &Path) -> Result<Vec<Report>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -549,10 +555,7 @@ pub fn print_status(kubeconfig: &Path) -> Result<()> {
             .request(Method::GET, "/cairn/v1/nodes", None)
             .await
             .context("asking the server for its nodes' update state")?;
-        let reports: Vec<Report> =
-            serde_json::from_value(list["items"].clone()).context("the server's node list")?;
-        print!("{}", format_status(&reports));
-        Ok(())
+        serde_json::from_value(list["items"].clone()).context("the server's node list")
     })
 }
 

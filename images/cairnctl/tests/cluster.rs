@@ -2,18 +2,22 @@
 //! VM on tap devices of one host bridge (the host is on it too, so kubectl reaches the
 //! server's address directly). The agent joins with the server's token from its node config,
 //! a DaemonSet runs a pod on each node, the API server reaches the agent's kubelet for logs
-//! and exec, and a wrong token is refused by the server. Needs root (the bridge and taps),
-//! `make image BOARD=qemu-x86_64` and kubectl.
+//! and exec, and a wrong token is refused by the server. Then `cairnctl upgrade --all`
+//! updates the cluster through the server alone: the agent first, then the server, each
+//! rebooted into its trial and followed until it commits (QEMU relaunched across guest
+//! reboots, as `make qemu` does). Needs root (the bridge and taps), `make image
+//! BOARD=qemu-x86_64` and kubectl.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairnctl::qemu::{self, Stop, Tap, Vm, VmOptions};
+use cairnctl::qemu::{self, Tap, VmOptions};
+use cairnctl::upgrade::{self, Outcome};
 
 mod common;
-use common::built_board;
+use common::{built_board, make_bundle, KeptVm};
 
 const BOOT: Duration = Duration::from_secs(420);
 const SUBNET: [u8; 3] = [192, 168, 213];
@@ -79,10 +83,11 @@ impl Drop for Lan {
     }
 }
 
-/// A node of the cluster: its options and, once launched, its VM.
+/// A node of the cluster: its options and, once launched, its VM (relaunched when the guest
+/// reboots).
 struct Node {
     o: VmOptions,
-    vm: Option<Vm>,
+    vm: Option<KeptVm>,
 }
 
 impl Node {
@@ -99,27 +104,21 @@ impl Node {
         }
         qemu::prepare(&o).unwrap();
         cairnctl::config::set(&o.node_disk(), yaml, &format!("{run} node.yaml")).unwrap();
+        // From now on the disk with its config is the node's.
+        o.fresh = false;
         Node { o, vm: None }
     }
 
     fn launch(&mut self) {
-        self.vm = Some(Vm::launch(&self.o).unwrap());
+        self.vm = Some(KeptVm::start(self.o.clone()));
     }
 
-    fn vm(&mut self) -> &mut Vm {
-        self.vm.as_mut().expect("launched")
+    fn vm(&self) -> &KeptVm {
+        self.vm.as_ref().expect("launched")
     }
 
     fn console_tail(&self) -> String {
         qemu::tail(&qemu::read_lossy(&self.o.console_log()), 30)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(vm) = self.vm.as_mut() {
-            vm.kill();
-        }
     }
 }
 
@@ -214,10 +213,7 @@ fn qemu_x86_64_agent_joins_a_server_and_runs_a_daemonset() {
     let k = server.o.kubeconfig();
     server.launch();
     agent.launch();
-    server
-        .vm()
-        .wait_for("cairn: ready", 0, BOOT)
-        .unwrap_or_else(|e| panic!("{e}\n{}", consoles(&[&server, &agent])));
+    server.vm().wait_for("cairn: ready", 0, BOOT);
 
     // Both nodes Ready: the agent found the server across the network and joined.
     let ready = [
@@ -346,9 +342,50 @@ spec:
         &["delete", "daemonset", "everywhere"],
     );
 
-    for node in [&mut agent, &mut server] {
-        node.vm().powerdown().unwrap();
-        let stop = node.vm().wait(Duration::from_secs(180)).unwrap();
-        assert_eq!(stop, Some(Stop::GuestShutdown), "{}", node.console_tail());
+    // The whole cluster to a new version through the server's address alone: the agent
+    // first (the server passes its upload and apply on to the agent's kubelet), then the
+    // server; each reboots into its trial and commits once its Node is Ready again.
+    let version = "90.1.0";
+    let bundle = make_bundle("qemu-x86_64", version, false);
+    let opts = upgrade::Options {
+        kubeconfig: k.clone(),
+        node: None,
+        source: upgrade::Source::File(bundle),
+        allow_downgrade: false,
+        no_wait: false,
+        timeout: BOOT,
+        upload_only: false,
+    };
+    let done = upgrade::run_all(&opts)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", consoles(&[&server, &agent])));
+    let names: Vec<&str> = done.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["agent-1", "server-1"], "agents before servers");
+    for (name, outcome) in &done {
+        let Outcome::Committed(r) = outcome else {
+            panic!("{name}: {outcome:?}")
+        };
+        assert_eq!(
+            (r.version.as_str(), r.running.slot.as_str()),
+            (version, "b"),
+            "{name}"
+        );
+        assert_eq!(r.last.as_ref().unwrap().result, "committed", "{name}");
     }
+    let launches = |n: &Node| n.vm().launches.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!((launches(&agent), launches(&server)), (2, 2), "one reboot each");
+    let images = [
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.status.nodeInfo.osImage} {end}",
+    ];
+    wait_kubectl(&k, &[&server, &agent], &images, "both Nodes on the new version", |out| {
+        out.contains(&format!("server-1=Cairn {version}"))
+            && out.contains(&format!("agent-1=Cairn {version}"))
+    });
+    // `cairnctl status` lists both, from the server.
+    let reports = upgrade::status_reports(&k).unwrap();
+    let mut listed: Vec<&str> = reports.iter().map(|r| r.node.as_str()).collect();
+    listed.sort();
+    assert_eq!(listed, ["agent-1", "server-1"]);
 }

@@ -6,149 +6,30 @@
 //! the commit, and every boot after a kill must come up on a whole, committed-or-trial slot
 //! and end healthy. Needs `make images` first (`make test` does it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cairnctl::qemu::{self, Stop, Vm, VmOptions};
+use cairnctl::qemu::{self, VmOptions};
 use cairnctl::upgrade::{self, Options, Outcome};
 
 mod common;
-use common::{built_board, free_port, repo};
+use common::{built_board, free_port, make_bundle, KeptVm as Node};
 
 const BOOT: Duration = Duration::from_secs(420);
 
-/// Builds the image at `version` from the same device binaries and bundles it, as
-/// `make bundle BOARD=.. VERSION=..` does (without rebuilding the binaries).
-fn make_bundle(board: &str, version: &str, break_health: bool) -> PathBuf {
-    let repo = repo();
-    let dir = repo.join("out").join(board).join("update-test");
-    let image = dir.join(format!("v{version}"));
-    let bundle = dir.join(format!("v{version}.cairnb"));
-    let cairnctl = env!("CARGO_BIN_EXE_cairnctl");
-    let run = |args: &[&str]| {
-        let out = Command::new(cairnctl)
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cairnctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "build",
-        "--board",
-        board,
-        "--image-version",
-        version,
-        "--out",
-        image.to_str().unwrap(),
-        "--quiet",
-        "--no-disk-archive",
-    ]);
-    let mut args = vec![
-        "bundle",
-        "--board",
-        board,
-        "--image-dir",
-        image.to_str().unwrap(),
-        "--out",
-        bundle.to_str().unwrap(),
-    ];
-    if break_health {
-        args.push("--break-health");
-    }
-    run(&args);
-    bundle
+/// What the tests read of a node's update state, through the server's update endpoint.
+trait Reports {
+    fn report(&self) -> Option<cairn::update::Report>;
+    fn wait_report(
+        &self,
+        what: &str,
+        done: impl Fn(&cairn::update::Report) -> bool,
+    ) -> cairn::update::Report;
 }
 
-/// Keeps a node running the way `make qemu` does: QEMU is relaunched on the same disk
-/// whenever the guest reboots, and when the test kills it (a power cut).
-struct Node {
-    o: VmOptions,
-    stop: Arc<AtomicBool>,
-    kill: Arc<AtomicBool>,
-    launches: Arc<AtomicUsize>,
-    keeper: Option<JoinHandle<()>>,
-}
-
-impl Node {
-    fn start(o: VmOptions) -> Node {
-        qemu::prepare(&o).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let kill = Arc::new(AtomicBool::new(false));
-        let launches = Arc::new(AtomicUsize::new(0));
-        let (s, k, l, opts) = (stop.clone(), kill.clone(), launches.clone(), o.clone());
-        let keeper = std::thread::spawn(move || loop {
-            let mut vm = Vm::launch(&opts).unwrap();
-            l.fetch_add(1, Ordering::SeqCst);
-            let stopped = loop {
-                if s.load(Ordering::SeqCst) {
-                    vm.kill();
-                    return;
-                }
-                if k.swap(false, Ordering::SeqCst) {
-                    vm.kill();
-                    break Stop::Other("killed".into());
-                }
-                if let Some(st) = vm.wait(Duration::from_millis(100)).unwrap() {
-                    break st;
-                }
-            };
-            match stopped {
-                Stop::GuestReset | Stop::Other(_) => continue,
-                Stop::GuestShutdown => return,
-            }
-        });
-        Node {
-            o,
-            stop,
-            kill,
-            launches,
-            keeper: Some(keeper),
-        }
-    }
-
-    fn console(&self) -> String {
-        qemu::read_lossy(&self.o.console_log())
-    }
-
-    fn console_len(&self) -> usize {
-        self.console().len()
-    }
-
-    /// Waits for `marker` in the console after `from`; returns the offset after it.
-    fn wait_for(&self, marker: &str, from: usize, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.console();
-            if let Some(i) = text.get(from..).and_then(|t| t.find(marker)) {
-                return from + i + marker.len();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{marker}` within {timeout:?}; console:\n{}",
-                qemu::tail(&text, 50)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Cuts the power: QEMU is killed and launched again.
-    fn power_cut(&self) {
-        let before = self.launches.load(Ordering::SeqCst);
-        self.kill.store(true, Ordering::SeqCst);
-        while self.launches.load(Ordering::SeqCst) == before {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
+impl Reports for Node {
     fn report(&self) -> Option<cairn::update::Report> {
         let client = cairn::client::Client::from_kubeconfig(&self.o.kubeconfig()).ok()?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -185,15 +66,6 @@ impl Node {
             "node never {what}; last report {last:?}; console:\n{}",
             qemu::tail(&self.console(), 50)
         );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(k) = self.keeper.take() {
-            let _ = k.join();
-        }
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Config {
     /// The pods' bridge (`cairn0`).
     pub bridge: String,
     pub log_max_bytes: u64,
+    /// An agent's update endpoints, which the server reaches through this kubelet's port.
+    pub updates: Option<crate::update::service::UpdateService>,
 }
 
 /// What every pod task shares.
@@ -75,6 +77,7 @@ pub struct Shared {
     pub log_max_bytes: u64,
     /// The last usage reading, for `kubectl top`.
     pub stats: stats::Sampler,
+    pub updates: Option<crate::update::service::UpdateService>,
 }
 
 /// Sets up the image store and runtime, then runs the node's pods until the process ends.
@@ -118,6 +121,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
         registries,
         log_max_bytes: config.log_max_bytes,
         stats: stats::Sampler::default(),
+        updates: config.updates.clone(),
     });
     tokio::spawn(
         shared

@@ -6,7 +6,9 @@
 //! `follow`, `previous`, `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`.
 //! `/exec/<namespace>/<pod>/<container>` and `/attach/...` upgrade to WebSocket streams;
 //! `/portForward/<namespace>/<pod>` to SPDY ([`portforward`]). `GET /stats/resource` answers
-//! the node's and its containers' usage for `kubectl top` ([`super::stats`]).
+//! the node's and its containers' usage for `kubectl top` ([`super::stats`]). On an agent
+//! booted from an A/B image, `/cairn/v1/nodes/<name>/update...` are its update endpoints
+//! ([`crate::update::service`]), for the API server to pass `cairnctl upgrade` on to.
 
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
@@ -141,6 +143,25 @@ async fn respond(shared: &Arc<Shared>, req: Request<hyper::body::Incoming>) -> R
                 .await
                 .unwrap_or_else(|(code, message)| text(code, message))
         }
+        ["", "cairn", ..] => match &shared.updates {
+            // The API server passes on requests of admins it has checked (`cairnctl upgrade`).
+            Some(updates) => {
+                let user = cairn_apiserver::auth::User {
+                    name: APISERVER_CLIENT.into(),
+                    groups: vec![crate::update::service::ADMIN_GROUP.into()],
+                };
+                let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+                use cairn_apiserver::Extension as _;
+                match updates.respond(req, user).await {
+                    Ok(resp) => resp,
+                    Err(e) => cairn_apiserver::server::error_response(&e),
+                }
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "this node does not take updates (it was not booted from an A/B image)\n".into(),
+            ),
+        },
         ["", "stats", "resource"] => super::stats::respond(&shared.stats, &shared.runtime).await,
         ["", "portForward", ns, pod] => {
             let (ns, pod) = (ns.to_string(), pod.to_string());

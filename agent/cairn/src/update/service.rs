@@ -9,6 +9,12 @@
 //! | `POST /cairn/v1/nodes/NAME/update/apply` | `{"sha256": HEX, "allowDowngrade": false, "reboot": true}`: verifies and installs the staged bundle, streaming progress as JSON lines, then reboots into the trial; with `"url": "https://..."` (and optionally `"caCert": PEM`) the node first fetches the bundle itself ([`fetch`]) |
 //!
 //! One upload or apply runs at a time; a second gets `409`.
+//!
+//! A server with agents updates them the same way, one address for all: requests for another
+//! node are passed on to that node's kubelet port (found from its Node, with the API
+//! server's kubelet-client certificate, like `kubectl logs`), where the agent serves its own
+//! `UpdateService` ([`Relay`]), and `GET /cairn/v1/nodes` lists every node that answers.
+//! The server checks that the caller is an admin; the kubelet serves only the API server.
 
 use std::fs::File;
 use std::io::Write;
@@ -48,6 +54,100 @@ struct Inner {
     reboot: Arc<dyn Fn() + Send + Sync>,
     /// This node's API (loopback, admin): to drain the node before its reboot.
     api: Option<Client>,
+    /// On a server: the way to the other nodes' update endpoints.
+    relay: Option<Relay>,
+}
+
+/// How a server reaches the update endpoints of its other nodes: their kubelets, found
+/// from their Node objects (read with the server's own admin client).
+#[derive(Clone)]
+pub struct Relay {
+    pub api: Client,
+    pub kubelets: crate::nodeproxy::KubeletProxy,
+}
+
+/// Headers of an update request that matter to the node.
+const FORWARDED_HEADERS: [&str; 3] = ["content-type", "content-range", SHA256_HEADER];
+
+/// How long a node has to say how it is when the server lists them all.
+const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Relay {
+    async fn node(&self, name: &str) -> Result<serde_json::Value, ApiError> {
+        use crate::client::ClientError;
+        self.api
+            .request(Method::GET, &format!("/api/v1/nodes/{name}"), None)
+            .await
+            .map_err(|e| match e {
+                ClientError::Status { code, .. } if code.as_u16() == 404 => ApiError::Other {
+                    code: 404,
+                    reason: "NotFound",
+                    message: format!("node {name:?} not found"),
+                },
+                e => internal(e),
+            })
+    }
+
+    /// `req` (for node `name`) to that node's kubelet; its answer as it comes.
+    async fn forward(
+        &self,
+        name: &str,
+        parts: hyper::http::request::Parts,
+        body: RequestBody,
+    ) -> Result<Response<ApiBody>, ApiError> {
+        let node = self.node(name).await?;
+        let headers: Vec<(&str, String)> = FORWARDED_HEADERS
+            .iter()
+            .filter_map(|h| Some((*h, parts.headers.get(*h)?.to_str().ok()?.to_owned())))
+            .collect();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+        self.kubelets
+            .forward(&node, parts.method, &path, &headers, body)
+            .await
+    }
+
+    /// The reports of every node but `except` that answers in time.
+    async fn reports(&self, except: &str) -> Vec<serde_json::Value> {
+        let Ok(list) = self.api.request(Method::GET, "/api/v1/nodes", None).await else {
+            return Vec::new();
+        };
+        let names: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .filter(|n| *n != except)
+            .map(str::to_owned)
+            .collect();
+        let asks = names.iter().map(|name| async move {
+            let ask = async {
+                let parts = Request::get(format!("/cairn/v1/nodes/{name}/update"))
+                    .body(())
+                    .expect("a valid request")
+                    .into_parts()
+                    .0;
+                let empty = http_body_util::Empty::<Bytes>::new()
+                    .map_err(|e| match e {})
+                    .boxed_unsync();
+                let resp = self.forward(name, parts, empty).await.ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                serde_json::from_slice::<serde_json::Value>(&body).ok()
+            };
+            // A node that does not answer (not A/B, rebooting, gone) is not offered.
+            tokio::time::timeout(REPORT_TIMEOUT, ask).await.ok().flatten()
+        });
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
 }
 
 /// The body of `POST .../update/apply`.
@@ -87,6 +187,16 @@ impl UpdateService {
             busy: Arc::new(Mutex::new(())),
             reboot,
             api: drain,
+            relay: None,
+        }))
+    }
+
+    /// The same, also passing requests for other nodes on to them (a server's).
+    pub fn with_relay(self, relay: Relay) -> UpdateService {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|_| panic!("configured before use"));
+        UpdateService(Arc::new(Inner {
+            relay: Some(relay),
+            ..inner
         }))
     }
 
@@ -105,26 +215,33 @@ impl UpdateService {
             )));
         }
         if path == "/cairn/v1/nodes" && parts.method == Method::GET {
-            // The nodes this endpoint updates: itself.
+            // The nodes this endpoint updates: itself, and the others that answer.
             let report = this.node.report(&this.name).map_err(internal)?;
-            return Ok(json_response(
-                200,
-                &serde_json::json!({ "items": [report] }),
-            ));
+            let mut items = vec![serde_json::to_value(report).expect("serialises")];
+            if let Some(relay) = &this.relay {
+                items.extend(relay.reports(&this.name).await);
+            }
+            return Ok(json_response(200, &serde_json::json!({ "items": items })));
         }
         let rest = path
             .strip_prefix("/cairn/v1/nodes/")
             .ok_or_else(|| ApiError::PathNotFound { path: path.clone() })?;
         let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
         if name != this.name {
-            return Err(ApiError::Other {
-                code: 404,
-                reason: "NotFound",
-                message: format!(
-                    "node {name:?} is not served here: this server updates itself (node {:?})",
-                    this.name
-                ),
-            });
+            return match &this.relay {
+                Some(relay) => {
+                    let name = name.to_owned();
+                    relay.forward(&name, parts, body).await
+                }
+                None => Err(ApiError::Other {
+                    code: 404,
+                    reason: "NotFound",
+                    message: format!(
+                        "node {name:?} is not served here: this node updates itself (node {:?})",
+                        this.name
+                    ),
+                }),
+            };
         }
         match (&parts.method, action) {
             (&Method::GET, "update") => {

@@ -2,6 +2,13 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -45,3 +52,143 @@ pub fn transient_kubectl_error(stderr: &str) -> bool {
     .iter()
     .any(|t| stderr.contains(t))
 }
+
+/// Builds the image at `version` from the same device binaries and bundles it, as
+/// `make bundle BOARD=.. VERSION=..` does (without rebuilding the binaries).
+pub fn make_bundle(board: &str, version: &str, break_health: bool) -> PathBuf {
+    let repo = repo();
+    let dir = repo.join("out").join(board).join("update-test");
+    let image = dir.join(format!("v{version}"));
+    let bundle = dir.join(format!("v{version}.cairnb"));
+    let cairnctl = env!("CARGO_BIN_EXE_cairnctl");
+    let run = |args: &[&str]| {
+        let out = Command::new(cairnctl)
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cairnctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "build",
+        "--board",
+        board,
+        "--image-version",
+        version,
+        "--out",
+        image.to_str().unwrap(),
+        "--quiet",
+        "--no-disk-archive",
+    ]);
+    let mut args = vec![
+        "bundle",
+        "--board",
+        board,
+        "--image-dir",
+        image.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ];
+    if break_health {
+        args.push("--break-health");
+    }
+    run(&args);
+    bundle
+}
+
+/// Keeps a node running the way `make qemu` does: QEMU is relaunched on the same disk
+/// whenever the guest reboots, and when the test kills it (a power cut).
+pub struct KeptVm {
+    pub o: VmOptions,
+    stop: Arc<AtomicBool>,
+    kill: Arc<AtomicBool>,
+    /// How many times QEMU was launched (a reboot or a power cut launches it again).
+    pub launches: Arc<AtomicUsize>,
+    keeper: Option<JoinHandle<()>>,
+}
+
+impl KeptVm {
+    pub fn start(o: VmOptions) -> KeptVm {
+        qemu::prepare(&o).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let kill = Arc::new(AtomicBool::new(false));
+        let launches = Arc::new(AtomicUsize::new(0));
+        let (s, k, l, opts) = (stop.clone(), kill.clone(), launches.clone(), o.clone());
+        let keeper = std::thread::spawn(move || loop {
+            let mut vm = Vm::launch(&opts).unwrap();
+            l.fetch_add(1, Ordering::SeqCst);
+            let stopped = loop {
+                if s.load(Ordering::SeqCst) {
+                    vm.kill();
+                    return;
+                }
+                if k.swap(false, Ordering::SeqCst) {
+                    vm.kill();
+                    break Stop::Other("killed".into());
+                }
+                if let Some(st) = vm.wait(Duration::from_millis(100)).unwrap() {
+                    break st;
+                }
+            };
+            match stopped {
+                Stop::GuestReset | Stop::Other(_) => continue,
+                Stop::GuestShutdown => return,
+            }
+        });
+        KeptVm {
+            o,
+            stop,
+            kill,
+            launches,
+            keeper: Some(keeper),
+        }
+    }
+
+    pub fn console(&self) -> String {
+        qemu::read_lossy(&self.o.console_log())
+    }
+
+    pub fn console_len(&self) -> usize {
+        self.console().len()
+    }
+
+    /// Waits for `marker` in the console after `from`; returns the offset after it.
+    pub fn wait_for(&self, marker: &str, from: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.console();
+            if let Some(i) = text.get(from..).and_then(|t| t.find(marker)) {
+                return from + i + marker.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{marker}` within {timeout:?}; console:\n{}",
+                qemu::tail(&text, 50)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Cuts the power: QEMU is killed and launched again.
+    pub fn power_cut(&self) {
+        let before = self.launches.load(Ordering::SeqCst);
+        self.kill.store(true, Ordering::SeqCst);
+        while self.launches.load(Ordering::SeqCst) == before {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for KeptVm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(k) = self.keeper.take() {
+            let _ = k.join();
+        }
+    }
+}
+
