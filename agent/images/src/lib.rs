@@ -18,8 +18,14 @@
 //!
 //! Readers ([`Store::resolve`], [`Store::list`]) take no lock: they read `images.json`,
 //! which writers only ever replace whole.
+//!
+//! Garbage collection ([`Store::collect_garbage`], module `gc`) removes unused images least
+//! recently used first when the kubelet finds the data partition too full; when each image
+//! was last used is kept in memory ([`Store::mark_used`]) and written only with other writes
+//! of `images.json`, or at most as often as [`Store::flush_usage`] is asked to.
 
 mod archive;
+mod gc;
 mod oci;
 mod platform;
 pub mod reference;
@@ -32,6 +38,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
+pub use gc::{FsUsage, GcOutcome, GcRequest, RemovedImage};
 pub use platform::Platform;
 pub use reference::Reference;
 pub use registry::{Credentials, PullOptions, SYSTEM_CA_BUNDLE};
@@ -81,6 +88,10 @@ pub enum Error {
     /// Reaching or talking to a registry failed (connection, TLS, an unexpected answer).
     #[error("registry {registry}: {message}")]
     Registry { registry: String, message: String },
+    /// The store's state (`images.json`) does not parse, is missing beside unpacked layers,
+    /// or does not account for what is on disk: nothing is deleted from such a store.
+    #[error("{}: {reason}: the image store's state looks damaged, so nothing is deleted from it until it is repaired", path.display())]
+    Damaged { path: PathBuf, reason: String },
     /// A file system error on a named path.
     #[error("{}: {source}", path.display())]
     Io {

@@ -7,23 +7,24 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::Archive;
+use crate::gc::{unix_now, Memo};
 use crate::oci::{self, ConfigFile, Descriptor, Index, Kind, Manifest};
 use crate::reference::{is_digest, is_sha256_hex, Reference};
 use crate::stream::{decoder, sha256_digest, sniff, Compression, HashReader};
 use crate::unpack::{disk_usage, unpack, UnpackError};
 use crate::{Error, Image, ImageConfig, ImageSummary, Imported, Platform};
 
-const STATE: &str = "images.json";
+pub(crate) const STATE: &str = "images.json";
 const STATE_TMP: &str = ".images.json.tmp";
 const LOCK: &str = "lock";
 const BLOBS: &str = "blobs/sha256";
-const LAYERS: &str = "layers";
+pub(crate) const LAYERS: &str = "layers";
 const TMP: &str = "tmp";
 /// Deepest index-in-index nesting followed.
 const MAX_NESTING: usize = 4;
@@ -37,58 +38,95 @@ const ARCHIVE_SUFFIXES: &[&str] = &[".tar", ".tar.zst", ".tar.zstd", ".tar.gz", 
 /// other, but threads sharing a store would not).
 static WRITERS: Mutex<()> = Mutex::new(());
 
-/// The node's image store. Cheap to share: it holds a path and a platform; every call reads
-/// what it needs from disk.
+/// The node's image store. Cheap to share: it holds a path, a platform and the image uses
+/// not written yet (shared by clones); every call reads what it needs from disk.
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     platform: Platform,
+    pub(crate) memo: Arc<Mutex<Memo>>,
 }
 
 /// `images.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct State {
+pub(crate) struct State {
     /// Normalised reference → image.
     #[serde(default)]
-    images: BTreeMap<String, Record>,
+    pub(crate) images: BTreeMap<String, Record>,
     /// Compressed layer blob digest → what it unpacked to (the blob itself is not kept).
     #[serde(default)]
-    layer_blobs: BTreeMap<String, LayerBlob>,
+    pub(crate) layer_blobs: BTreeMap<String, LayerBlob>,
     /// Archive path → size and mtime when it was imported by `import_dir`.
     #[serde(default)]
-    imported: BTreeMap<String, FileStamp>,
+    pub(crate) imported: BTreeMap<String, FileStamp>,
+    /// Image ID → when a container last started from it (Unix seconds). Uses are kept in
+    /// memory and written with the next write of this file (see [`crate::gc`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) last_used: BTreeMap<String, u64>,
+    /// Diff id → bytes the unpacked layer takes on disk (measured when it is unpacked).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) layer_sizes: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Record {
+pub(crate) struct Record {
     /// Config digest.
-    id: String,
+    pub(crate) id: String,
     /// The platform manifest's digest.
-    manifest: String,
+    pub(crate) manifest: String,
     /// Top-level digest: the index or manifest imported or pulled.
-    digest: String,
+    pub(crate) digest: String,
     size: u64,
+    /// When the image was first stored (Unix seconds); absent in stores older than the
+    /// garbage collector, which counts such images as added when the store was opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) added: Option<u64>,
+    /// The archive it was imported from, as it was then: the image is pinned (never
+    /// garbage-collected) while that file is still there unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) archive: Option<Source>,
+}
+
+/// An archive file as imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Source {
+    pub(crate) path: String,
+    #[serde(flatten)]
+    pub(crate) stamp: FileStamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct LayerBlob {
-    diff_id: String,
+pub(crate) struct LayerBlob {
+    pub(crate) diff_id: String,
     size: u64,
     media_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FileStamp {
+pub(crate) struct FileStamp {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+impl FileStamp {
+    /// The file's stamp now, `None` when it is not a readable regular file.
+    pub(crate) fn of(path: &Path) -> Option<FileStamp> {
+        let meta = fs::metadata(path).ok().filter(|m| m.is_file())?;
+        Some(FileStamp {
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_owned(),
         source,
@@ -102,6 +140,7 @@ impl Store {
         let store = Store {
             root: root.to_owned(),
             platform,
+            memo: Arc::new(Mutex::new(Memo::new(unix_now()))),
         };
         for dir in [BLOBS, LAYERS, TMP] {
             let path = root.join(dir);
@@ -148,6 +187,9 @@ impl Store {
     /// name order, skipping files imported before with the same size and mtime (recorded in
     /// the store, so a reboot does not import them again). Returns one result per file
     /// imported now; a failed file is not recorded, so it is tried again next time.
+    ///
+    /// Images imported this way are pinned: garbage collection leaves them alone while their
+    /// archive is still there unchanged (they could not come back without it).
     pub fn import_dir(&self, dir: &Path) -> Vec<(PathBuf, Result<Vec<Imported>, Error>)> {
         let mut results = Vec::new();
         let entries = match fs::read_dir(dir) {
@@ -197,7 +239,7 @@ impl Store {
             if state.imported.get(&key) == Some(&stamp) {
                 continue;
             }
-            let result = self.import_file(&path, Some((key, stamp)));
+            let result = self.import_file(&path, Some(Source { path: key, stamp }));
             results.push((path, result));
         }
         results
@@ -289,21 +331,24 @@ impl Store {
     /// Deletes the layers and blobs no image references any more (and anything left in
     /// `tmp/`), and forgets `import_dir` records of files that are gone; returns the bytes
     /// freed on disk.
+    ///
+    /// Refuses with [`Error::Damaged`], deleting nothing, when `images.json` is missing beside
+    /// unpacked layers or an image's config cannot be read (see [`Store::collect_garbage`]).
     pub fn prune(&self) -> Result<u64, Error> {
         let mut txn = self.begin()?;
+        self.check_state(&txn.state)?;
         let mut blobs: HashSet<String> = HashSet::new();
-        let mut layers: HashSet<String> = HashSet::new();
         for record in txn.state.images.values() {
             for d in [&record.id, &record.manifest, &record.digest] {
                 blobs.insert(d.trim_start_matches("sha256:").to_owned());
             }
-            let config = self.read_blob(&record.id)?;
-            if let Ok(config) = serde_json::from_slice::<ConfigFile>(&config) {
-                for d in config.rootfs.diff_ids {
-                    layers.insert(d.trim_start_matches("sha256:").to_owned());
-                }
-            }
         }
+        let layers: HashSet<String> = self
+            .image_layers(&txn.state)?
+            .into_values()
+            .flatten()
+            .map(|d| d.trim_start_matches("sha256:").to_owned())
+            .collect();
         let mut freed = 0;
         for (dir, keep) in [(BLOBS, &blobs), (LAYERS, &layers)] {
             let dir = self.root.join(dir);
@@ -329,6 +374,9 @@ impl Store {
         txn.state
             .layer_blobs
             .retain(|_, b| layers.contains(b.diff_id.trim_start_matches("sha256:")));
+        txn.state
+            .layer_sizes
+            .retain(|d, _| layers.contains(d.trim_start_matches("sha256:")));
         sync_dir(&self.root.join(LAYERS))?;
         txn.commit()?;
         Ok(freed)
@@ -336,12 +384,12 @@ impl Store {
 
     // --- internals -------------------------------------------------------------------
 
-    fn load(&self) -> Result<State, Error> {
+    pub(crate) fn load(&self) -> Result<State, Error> {
         let path = self.root.join(STATE);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Damaged {
                 path,
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
+                reason: format!("it does not parse ({e})"),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(io_err(&path)(e)),
@@ -374,20 +422,21 @@ impl Store {
             state,
             created: Vec::new(),
             done: false,
+            source: None,
         })
     }
 
-    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+    pub(crate) fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
         is_sha256_hex(hex).then(|| self.root.join(BLOBS).join(hex))
     }
 
-    fn layer_dir(&self, diff_id: &str) -> Option<PathBuf> {
+    pub(crate) fn layer_dir(&self, diff_id: &str) -> Option<PathBuf> {
         let hex = diff_id.strip_prefix("sha256:")?;
         is_sha256_hex(hex).then(|| self.root.join(LAYERS).join(hex))
     }
 
-    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, Error> {
+    pub(crate) fn read_blob(&self, digest: &str) -> Result<Vec<u8>, Error> {
         let path = self.blob_path(digest).ok_or_else(|| Error::BadImage {
             what: digest.to_owned(),
             reason: "not a sha256 digest".into(),
@@ -395,13 +444,12 @@ impl Store {
         fs::read(&path).map_err(io_err(&path))
     }
 
-    fn import_file(
-        &self,
-        path: &Path,
-        stamp: Option<(String, FileStamp)>,
-    ) -> Result<Vec<Imported>, Error> {
+    /// Imports one archive; `source` (from `import_dir`) is recorded with its images, which
+    /// stay pinned while it is there, and among the files imported.
+    fn import_file(&self, path: &Path, source: Option<Source>) -> Result<Vec<Imported>, Error> {
         let mut archive = Archive::open(path)?;
         let mut txn = self.begin()?;
+        txn.source = source.clone();
         let imported = if archive.has("index.json") {
             import_oci(&mut txn, &mut archive)?
         } else if archive.has("manifest.json") {
@@ -411,8 +459,8 @@ impl Store {
                 "neither index.json (an OCI image layout) nor manifest.json (a docker save archive)",
             ));
         };
-        if let Some((key, stamp)) = stamp {
-            txn.state.imported.insert(key, stamp);
+        if let Some(source) = source {
+            txn.state.imported.insert(source.path, source.stamp);
         }
         txn.commit()?;
         Ok(imported)
@@ -481,9 +529,11 @@ struct WriteLock {
 pub(crate) struct Txn<'s> {
     store: &'s Store,
     _lock: WriteLock,
-    state: State,
+    pub(crate) state: State,
     created: Vec<PathBuf>,
     done: bool,
+    /// The archive being imported, recorded with its images.
+    source: Option<Source>,
 }
 
 /// A layer blob as received.
@@ -618,6 +668,11 @@ impl Txn<'_> {
                 actual: actual_diff_id,
             });
         }
+        // What the layer costs on disk, for the garbage collector (the tree was just written:
+        // its metadata is in memory).
+        self.state
+            .layer_sizes
+            .insert(diff_id.to_owned(), disk_usage(&tmp));
         // Data on disk before the name: a power cut never leaves a half layer under it.
         let dir = File::open(&tmp).map_err(io_err(&tmp))?;
         nix::unistd::syncfs(dir.as_raw_fd()).map_err(|e| io_err(&tmp)(e.into()))?;
@@ -634,14 +689,29 @@ impl Txn<'_> {
 
     /// Writes the new state; what this transaction created stays.
     pub(crate) fn commit(mut self) -> Result<(), Error> {
+        self.save()?;
+        self.done = true;
+        Ok(())
+    }
+
+    /// Writes the new state, with the image uses kept in memory since the last write, and
+    /// keeps the lock.
+    pub(crate) fn save(&mut self) -> Result<(), Error> {
+        let mut memo = self.store.memo.lock().unwrap_or_else(|e| e.into_inner());
+        memo.merge_into(&mut self.state);
         let path = self.store.root.join(STATE);
         let tmp = self.store.root.join(STATE_TMP);
         let bytes = serde_json::to_vec_pretty(&self.state).expect("state serialises");
         write_synced(&tmp, &bytes)?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(&self.store.root)?;
-        self.done = true;
+        memo.written();
         Ok(())
+    }
+
+    /// Keeps what this transaction created, without writing the state (it wrote it already).
+    pub(crate) fn finish(mut self) {
+        self.done = true;
     }
 }
 
@@ -965,6 +1035,23 @@ pub(crate) fn record_plans(
                 },
             );
         }
+        // The same image stored again keeps when it was first stored, and the archive that
+        // pins it unless this one comes from an archive itself.
+        let same: Vec<&Record> = txn
+            .state
+            .images
+            .values()
+            .filter(|r| r.id == plan.id)
+            .collect();
+        let added = same
+            .iter()
+            .filter_map(|r| r.added)
+            .min()
+            .unwrap_or_else(unix_now);
+        let archive = txn
+            .source
+            .clone()
+            .or_else(|| same.iter().find_map(|r| r.archive.clone()));
         txn.state.images.insert(
             plan.reference.clone(),
             Record {
@@ -972,6 +1059,8 @@ pub(crate) fn record_plans(
                 manifest: plan.manifest_digest.clone(),
                 digest: plan.digest.clone(),
                 size: plan.size,
+                added: Some(added),
+                archive,
             },
         );
         imported.push(Imported {
@@ -1179,13 +1268,13 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// Flushes a directory (its entries' names) to disk.
-fn sync_dir(path: &Path) -> Result<(), Error> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), Error> {
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(io_err(path))
 }
 
-fn remove_path(path: &Path) -> Result<(), Error> {
+pub(crate) fn remove_path(path: &Path) -> Result<(), Error> {
     let result = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
