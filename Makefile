@@ -56,7 +56,7 @@ help:
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
 	@echo "  make test                    unit tests; build and boot all four qemu-* boards; a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
-	@echo "  make bench                   sizes and boot timings per architecture; updater time, writes, RSS"
+	@echo "  make bench                   sizes and boot timings per architecture; pods: memory, start latency; updater time, writes, RSS"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 
 deps:
@@ -107,8 +107,11 @@ boot-test: cairnctl
 
 test: unit-test images boot-test
 
+# Pods: x86_64 and aarch64 (armv7 and s390x under TCG take long; `cairnctl bench-pods
+# qemu-armv7` measures them). The agent and the 256 MiB node need root for the host bridge.
 bench: images
 	$(CAIRNCTL) bench $(QEMU_BOARDS)
+	$(CAIRNCTL) bench-pods $(if $(filter 0,$(shell id -u)),--agent) qemu-x86_64 qemu-aarch64
 	$(HOST_CARGO) bench -q -p cairn --features test-fixtures --bench update
 	$(HOST_CARGO) bench -q -p cairn --bench api
 	$(HOST_CARGO) bench -q -p cairn-controllers --bench controllers

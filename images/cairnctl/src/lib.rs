@@ -21,6 +21,7 @@ pub mod initramfs;
 pub mod kmod;
 pub mod manifest;
 pub mod oci;
+pub mod podbench;
 pub mod progress;
 pub mod qemu;
 pub mod recipe;

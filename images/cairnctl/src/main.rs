@@ -66,6 +66,16 @@ enum Cmd {
         /// Boards to measure [default: every qemu-* board].
         boards: Vec<String>,
     },
+    /// Measure what pods cost a node of built boards, booted in QEMU: cairn's memory idle and
+    /// with 20 pods, pod start latency (p50, p99), 100 pods; with --agent (root) also an
+    /// agent's idle memory and a 256 MiB node running 5 pods. Prints a Markdown table.
+    BenchPods {
+        /// Also boot an agent beside the server on a host bridge, and a 256 MiB node.
+        #[arg(long)]
+        agent: bool,
+        /// Boards to measure [default: qemu-x86_64].
+        boards: Vec<String>,
+    },
     /// Make an update bundle (out/<board>/update.cairnb) from a built image, signed with the
     /// update key in out/keys. Nodes install it into their inactive slot.
     Bundle {
@@ -467,6 +477,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             cairnctl::bench::print(&rows);
         }
+        Cmd::BenchPods { agent, boards } => {
+            let repo = repo_root()?;
+            let boards = if boards.is_empty() {
+                vec!["qemu-x86_64".to_owned()]
+            } else {
+                boards
+            };
+            let mut rows = Vec::new();
+            for b in &boards {
+                eprintln!("cairnctl: measuring pods on {b}");
+                rows.push(cairnctl::podbench::measure(&repo, b, agent)?);
+            }
+            cairnctl::podbench::print(&rows);
+        }
         Cmd::Config {
             cmd: ConfigCmd::Get { image },
         } => print!("{}", config::get(&image)?),
@@ -531,6 +555,7 @@ fn run(cli: Cli) -> Result<()> {
                 secrets: Some(default_secrets()?),
                 stick,
                 tap: None,
+                memory_mib: None,
             };
             qemu::run_interactive(&o)?;
         }

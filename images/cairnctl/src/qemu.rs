@@ -36,8 +36,80 @@ pub struct VmOptions {
     /// with `cairn-update/*.cairnb` is an air-gapped update).
     pub stick: Option<PathBuf>,
     /// The NIC on a tap device of a network the caller made (several VMs and the host on
-    /// one bridge) instead of QEMU's user network with the API port forwarded.
+    /// one bridge, [`Lan`]) instead of QEMU's user network with the API port forwarded.
     pub tap: Option<Tap>,
+    /// Memory other than the board's (a small node).
+    pub memory_mib: Option<u64>,
+}
+
+/// A network on the host for VMs on tap devices: a bridge with the host's address (`.254`
+/// of `subnet`) and a tap per VM, removed on drop. Needs root.
+pub struct Lan {
+    bridge: String,
+    subnet: [u8; 3],
+    taps: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Lan {
+    pub fn make(bridge: &str, subnet: [u8; 3], taps: &[&str]) -> Result<Lan> {
+        let lan = Lan {
+            bridge: bridge.into(),
+            subnet,
+            taps: taps.iter().map(|t| t.to_string()).collect(),
+        };
+        // What an earlier, interrupted run may have left.
+        lan.remove();
+        ip(&["link", "add", bridge, "type", "bridge"])
+            .context("making a bridge for the VMs (needs root)")?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", lan.address(254)),
+            "dev",
+            bridge,
+        ])?;
+        ip(&["link", "set", bridge, "up"])?;
+        for tap in taps {
+            ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+            ip(&["link", "set", tap, "master", bridge])?;
+            ip(&["link", "set", tap, "up"])?;
+        }
+        Ok(lan)
+    }
+
+    /// The address `.host` of the network.
+    pub fn address(&self, host: u8) -> std::net::Ipv4Addr {
+        let [a, b, c] = self.subnet;
+        std::net::Ipv4Addr::new(a, b, c, host)
+    }
+
+    fn remove(&self) {
+        for tap in &self.taps {
+            let _ = ip(&["link", "del", tap]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 /// A VM's NIC on the host's tap device `ifname` (which must exist and be up).
@@ -67,6 +139,7 @@ impl VmOptions {
             smp: 1,
             stick: None,
             tap: None,
+            memory_mib: None,
         }
     }
 
@@ -187,7 +260,7 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         "-cpu",
         &q.cpu,
         "-m",
-        &q.memory_mib.to_string(),
+        &o.memory_mib.unwrap_or(q.memory_mib).to_string(),
     ]);
     c.args(["-smp", &o.smp.to_string()]);
     c.arg("-chardev").arg(format!(

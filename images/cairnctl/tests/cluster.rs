@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairnctl::qemu::{self, Tap, VmOptions};
+use cairnctl::qemu::{self, Lan, Tap, VmOptions};
 use cairnctl::upgrade::{self, Outcome};
 
 mod common;
@@ -23,64 +23,10 @@ const BOOT: Duration = Duration::from_secs(420);
 const SUBNET: [u8; 3] = [192, 168, 213];
 const BRIDGE: &str = "cairnlan0";
 
+/// The address `.host` of the test network.
 fn addr(host: u8) -> Ipv4Addr {
-    Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], host)
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A host bridge with an address (the host's end of the test network) and a tap per VM;
-/// removed on drop.
-struct Lan {
-    taps: Vec<String>,
-}
-
-impl Lan {
-    fn make(taps: &[&str]) -> Lan {
-        let lan = Lan {
-            taps: taps.iter().map(|t| t.to_string()).collect(),
-        };
-        lan.remove();
-        let host = format!("{}/24", addr(254));
-        ip(&["link", "add", BRIDGE, "type", "bridge"])
-            .unwrap_or_else(|e| panic!("{e}: the cluster test makes a bridge and taps, as root"));
-        ip(&["addr", "add", &host, "dev", BRIDGE]).unwrap();
-        ip(&["link", "set", BRIDGE, "up"]).unwrap();
-        for tap in taps {
-            ip(&["tuntap", "add", "dev", tap, "mode", "tap"]).unwrap();
-            ip(&["link", "set", tap, "master", BRIDGE]).unwrap();
-            ip(&["link", "set", tap, "up"]).unwrap();
-        }
-        lan
-    }
-
-    /// What an earlier, interrupted run may have left.
-    fn remove(&self) {
-        for tap in &self.taps {
-            let _ = ip(&["link", "del", tap]);
-        }
-        let _ = ip(&["link", "del", BRIDGE]);
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        self.remove();
-    }
+    let [a, b, c] = SUBNET;
+    Ipv4Addr::new(a, b, c, host)
 }
 
 /// A node of the cluster: its options and, once launched, its VM (relaunched when the guest
@@ -183,7 +129,12 @@ fn wait_kubectl(k: &Path, nodes: &[&Node], args: &[&str], what: &str, done: impl
 
 #[test]
 fn qemu_x86_64_agent_joins_a_server_and_runs_a_daemonset() {
-    let _lan = Lan::make(&[&format!("{BRIDGE}s"), &format!("{BRIDGE}a")]);
+    let _lan = Lan::make(
+        BRIDGE,
+        SUBNET,
+        &[&format!("{BRIDGE}s"), &format!("{BRIDGE}a")],
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: the cluster test makes a bridge and taps, as root"));
     let network = |host: u8| {
         format!(
             "network:\n  mode: static\n  address: {}/24\n  gateway: {}\n",
@@ -372,17 +323,27 @@ spec:
         assert_eq!(r.last.as_ref().unwrap().result, "committed", "{name}");
     }
     let launches = |n: &Node| n.vm().launches.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!((launches(&agent), launches(&server)), (2, 2), "one reboot each");
+    assert_eq!(
+        (launches(&agent), launches(&server)),
+        (2, 2),
+        "one reboot each"
+    );
     let images = [
         "get",
         "nodes",
         "-o",
         "jsonpath={range .items[*]}{.metadata.name}={.status.nodeInfo.osImage} {end}",
     ];
-    wait_kubectl(&k, &[&server, &agent], &images, "both Nodes on the new version", |out| {
-        out.contains(&format!("server-1=Cairn {version}"))
-            && out.contains(&format!("agent-1=Cairn {version}"))
-    });
+    wait_kubectl(
+        &k,
+        &[&server, &agent],
+        &images,
+        "both Nodes on the new version",
+        |out| {
+            out.contains(&format!("server-1=Cairn {version}"))
+                && out.contains(&format!("agent-1=Cairn {version}"))
+        },
+    );
     // `cairnctl status` lists both, from the server.
     let reports = upgrade::status_reports(&k).unwrap();
     let mut listed: Vec<&str> = reports.iter().map(|r| r.node.as_str()).collect();
