@@ -11,6 +11,12 @@
 //! (`UpdateCommitted`, or a Warning `UpdateRolledBack`), named after the update's record, so it
 //! is posted once however often `cairn` restarts.
 //!
+//! **From the kubelet** ([`KubeletStatus`], shared with it): `status.images` (the images the
+//! node holds, largest first, at most 50 with up to 5 names each, as the kubelet reports them)
+//! and the `DiskPressure` condition (see `kubelet::image_gc`). The kubelet only updates the
+//! shared value; this publisher writes it with the rest, so the Node keeps one writer and
+//! changes are written only when they happen.
+//!
 //! **Writes.** The publisher looks every [`CHECK`] seconds and writes only what changed, plus a
 //! status heartbeat every [`REFRESH`], and renews the node's Lease (`kube-node-lease`) every
 //! [`LEASE_RENEW`]: an idle node writes about 130 small objects an hour where a kubelet's
@@ -22,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_config::Role;
@@ -68,6 +75,66 @@ pub struct Facts {
     pub key_id: Option<String>,
     /// Where the kubelet serves the API server (`status.daemonEndpoints`); 0: no kubelet.
     pub kubelet_port: u16,
+    /// What the kubelet reports: images and disk pressure.
+    pub kubelet_status: KubeletStatus,
+}
+
+/// What the kubelet adds to the Node's status, shared between the kubelet (which updates it)
+/// and the [`Publisher`] (which writes it with the rest of the Node). Clones share one value.
+#[derive(Clone, Default)]
+pub struct KubeletStatus(Arc<Mutex<KubeletPart>>);
+
+/// The kubelet's part of the Node's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeletPart {
+    /// `status.images`, in the order given (largest first).
+    pub images: Vec<NodeImage>,
+    /// The `DiskPressure` condition's status; `None` until the kubelet has looked.
+    pub disk_pressure: Option<bool>,
+}
+
+/// One entry of `status.images`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeImage {
+    /// `repo@sha256:...` and `repo:tag` names.
+    pub names: Vec<String>,
+    pub size_bytes: u64,
+}
+
+impl KubeletStatus {
+    /// A copy of the current value.
+    pub fn get(&self) -> KubeletPart {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the images; true when they changed.
+    pub fn set_images(&self, images: Vec<NodeImage>) -> bool {
+        let mut part = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = part.images != images;
+        part.images = images;
+        changed
+    }
+
+    pub fn set_disk_pressure(&self, pressure: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .disk_pressure = Some(pressure);
+    }
+}
+
+impl PartialEq for KubeletStatus {
+    fn eq(&self, other: &KubeletStatus) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.get() == other.get()
+    }
+}
+
+impl Eq for KubeletStatus {}
+
+impl std::fmt::Debug for KubeletStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 impl Facts {
@@ -102,6 +169,7 @@ impl Facts {
             labels,
             key_id: None,
             kubelet_port: 0,
+            kubelet_status: KubeletStatus::default(),
         }
     }
 
@@ -141,14 +209,36 @@ impl Facts {
         }
         labels.extend(self.labels.clone());
 
-        let ready = condition(
+        let kubelet = self.kubelet_status.get();
+        let mut conditions = Vec::new();
+        if let Some(pressure) = kubelet.disk_pressure {
+            // The kubelet's own reasons and messages; nothing in them changes with the numbers,
+            // so the condition is written only when it turns.
+            conditions.push(if pressure {
+                condition(
+                    "DiskPressure",
+                    "True",
+                    "KubeletHasDiskPressure",
+                    "kubelet has disk pressure",
+                    now,
+                )
+            } else {
+                condition(
+                    "DiskPressure",
+                    "False",
+                    "KubeletHasNoDiskPressure",
+                    "kubelet has no disk pressure",
+                    now,
+                )
+            });
+        }
+        conditions.push(condition(
             "Ready",
             "True",
             "CairnReady",
             "cairn is posting ready status",
             now,
-        );
-        let mut conditions = vec![ready];
+        ));
         if let Some(r) = update {
             let (status, reason, message) = update_condition(r.last.as_ref());
             conditions.push(condition("OSUpdate", status, reason, &message, now));
@@ -192,6 +282,13 @@ impl Facts {
                 },
             },
         });
+        if !kubelet.images.is_empty() {
+            node["status"]["images"] = kubelet
+                .images
+                .iter()
+                .map(|i| json!({"names": i.names, "sizeBytes": i.size_bytes}))
+                .collect();
+        }
         if self.kubelet_port != 0 {
             node["status"]["daemonEndpoints"] =
                 json!({"kubeletEndpoint": {"Port": self.kubelet_port}});

@@ -17,6 +17,7 @@ fn facts() -> Facts {
         labels: [("site".to_owned(), "lab".to_owned())].into(),
         key_id: Some("ab".repeat(32)),
         kubelet_port: 10250,
+        kubelet_status: KubeletStatus::default(),
     }
 }
 
@@ -274,4 +275,85 @@ fn plan_keeps_labels_and_annotations_set_by_others() {
     assert!(obj["metadata"]["annotations"]
         .get("update.cairn.dev/last-update")
         .is_none());
+}
+
+#[test]
+fn kubelet_images_and_disk_pressure_are_written_when_they_change() {
+    let f = facts();
+    // Before the kubelet has looked: neither.
+    let node = f.node(None, "T0");
+    assert!(node["status"].get("images").is_none());
+    assert!(node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["type"] != "DiskPressure"));
+
+    // The kubelet shares its value with the publisher's copy of the facts.
+    let kubelet = f.kubelet_status.clone();
+    kubelet.set_disk_pressure(false);
+    assert!(kubelet.set_images(vec![
+        NodeImage {
+            names: vec![
+                "cairn.local/test/httpd@sha256:aa".into(),
+                "cairn.local/test/httpd:latest".into(),
+            ],
+            size_bytes: 2000,
+        },
+        NodeImage {
+            names: vec!["cairn.local/test/busybox:latest".into()],
+            size_bytes: 1000,
+        },
+    ]));
+    let first = f.node(None, "2026-01-02T03:04:05Z");
+    assert_eq!(
+        first["status"]["images"],
+        json!([
+            {"names": ["cairn.local/test/httpd@sha256:aa", "cairn.local/test/httpd:latest"], "sizeBytes": 2000},
+            {"names": ["cairn.local/test/busybox:latest"], "sizeBytes": 1000},
+        ])
+    );
+    let dp = condition_of(&first, "DiskPressure");
+    assert_eq!(
+        (&dp["status"], &dp["reason"], &dp["message"]),
+        (
+            &json!("False"),
+            &json!("KubeletHasNoDiskPressure"),
+            &json!("kubelet has no disk pressure")
+        )
+    );
+    let typed: k8s_openapi::api::core::v1::Node = serde_json::from_value(first.clone()).unwrap();
+    assert_eq!(
+        typed.status.unwrap().images.unwrap()[1].size_bytes,
+        Some(1000)
+    );
+    let mut stored = first;
+    stored["metadata"]["resourceVersion"] = json!("3");
+
+    // The same images again: no write.
+    assert!(!kubelet.set_images(kubelet.get().images));
+    assert_eq!(
+        plan(Some(&stored), f.node(None, "T1"), false),
+        Plan::Update {
+            object: None,
+            status: None
+        }
+    );
+    // Pressure turns: the status is written, with a new transition time.
+    kubelet.set_disk_pressure(true);
+    let Plan::Update {
+        object: None,
+        status: Some(st),
+    } = plan(Some(&stored), f.node(None, "T2"), false)
+    else {
+        panic!("the condition changed")
+    };
+    let dp = condition_of(&st, "DiskPressure");
+    assert_eq!(dp["status"], "True");
+    assert_eq!(dp["reason"], "KubeletHasDiskPressure");
+    assert_eq!(dp["lastTransitionTime"], "T2");
+    assert_eq!(
+        condition_of(&st, "Ready")["lastTransitionTime"],
+        "2026-01-02T03:04:05Z"
+    );
 }
