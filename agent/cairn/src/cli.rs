@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use cairn::kubelet::image_gc::{self, EvictionHard};
 use cairn_config::{Hostname, HttpsUrl, Token};
 use clap::{Args, Parser, Subcommand};
 
@@ -277,6 +279,33 @@ pub struct CommonArgs {
     /// (0 picks a free port)
     #[arg(long, value_name = "PORT", default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// Percent of the data partition in use at which the kubelet removes unused images
+    #[arg(long, value_name = "PERCENT", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Percent in use that image garbage collection brings the data partition down to
+    #[arg(long, value_name = "PERCENT", default_value_t = 80,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// Images stored or used more recently than this are never removed (2m, 90s, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = image_gc::parse_duration)]
+    pub minimum_image_ttl_duration: Duration,
+    /// Free space and inodes of the data partition under which the Node reports DiskPressure
+    /// (nodefs.available, nodefs.inodesFree; percentages or quantities like 1Gi)
+    #[arg(long, value_name = "SIGNAL<VALUE,...", default_value = image_gc::DEFAULT_EVICTION_HARD)]
+    pub eviction_hard: EvictionHard,
+}
+
+impl CommonArgs {
+    /// The kubelet's image garbage collection and disk pressure settings.
+    pub fn image_gc(&self) -> Result<image_gc::Policy, String> {
+        image_gc::Policy::new(
+            self.image_gc_high_threshold,
+            self.image_gc_low_threshold,
+            self.minimum_image_ttl_duration,
+            self.eviction_hard.clone(),
+        )
+    }
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +393,46 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("smaller than one node's /24"));
+    }
+
+    #[test]
+    fn image_gc_flags() {
+        let common = |args: &[&str]| {
+            let all = ["cairn", "agent"].iter().chain(args).copied();
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Agent(a)) => Ok(a.common),
+                Ok(_) => panic!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let defaults = common(&[]).unwrap().image_gc().unwrap();
+        assert_eq!(defaults, image_gc::Policy::default());
+        let set = common(&[
+            "--image-gc-high-threshold=70",
+            "--image-gc-low-threshold=50",
+            "--minimum-image-ttl-duration=5m",
+            "--eviction-hard=nodefs.available<1Gi",
+        ])
+        .unwrap()
+        .image_gc()
+        .unwrap();
+        assert_eq!((set.high_percent, set.low_percent), (70, 50));
+        assert_eq!(set.min_age, Duration::from_secs(300));
+        assert!(
+            set.eviction.inodes_free.is_empty(),
+            "given thresholds replace the defaults"
+        );
+        let low_above_high = common(&["--image-gc-low-threshold=90"]).unwrap().image_gc();
+        assert!(low_above_high
+            .unwrap_err()
+            .contains("above --image-gc-high-threshold 85"));
+        assert!(common(&["--image-gc-high-threshold=101"]).is_err());
+        assert!(common(&["--minimum-image-ttl-duration=soon"])
+            .unwrap_err()
+            .contains("duration"));
+        assert!(common(&["--eviction-hard=disk<1"])
+            .unwrap_err()
+            .contains("unknown eviction signal"));
     }
 
     #[test]

@@ -501,6 +501,8 @@ fn kubelet_config(
             .map(|a| a.to_string())
             .unwrap_or_else(|| "127.0.0.1".into()),
         image_dirs: vec![data_dir.join("images"), PathBuf::from(cairn::BAKED_IMAGES)],
+        image_gc: args.image_gc().map_err(anyhow::Error::msg)?,
+        node_status: facts.kubelet_status.clone(),
         data_dir,
         shim,
         cgroup_root: args.cgroup_root.clone(),

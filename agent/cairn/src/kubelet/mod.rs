@@ -12,6 +12,7 @@
 //! pod addresses handed out, one file each; see [`network`]).
 
 pub mod env;
+pub mod image_gc;
 pub mod network;
 pub mod pod;
 pub mod portforward;
@@ -48,6 +49,10 @@ pub struct Config {
     /// Directories of image archives imported at start (the data dir's `images/` and those an
     /// image recipe baked in).
     pub image_dirs: Vec<PathBuf>,
+    /// Image garbage collection and disk pressure thresholds.
+    pub image_gc: image_gc::Policy,
+    /// Where the kubelet's images and `DiskPressure` go for the Node's status.
+    pub node_status: crate::node_status::KubeletStatus,
     /// The program that runs the container shim (`cairn` itself).
     pub shim: PathBuf,
     /// The cgroup v2 mount (`/sys/fs/cgroup`); pods run without limits when it is not one.
@@ -129,6 +134,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
             .clone()
             .run(shared.client.clone(), config.node_name.clone()),
     );
+    tokio::spawn(image_gc::run(
+        shared.clone(),
+        config.image_gc.clone(),
+        config.image_dirs.clone(),
+        config.node_status.clone(),
+    ));
     let listener = tokio::net::TcpListener::from_std(config.listener)
         .map_err(|e| format!("the kubelet's port: {e}"))?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);

@@ -473,6 +473,8 @@ impl Worker {
                 for (kind, reason, message) in &outcome.events {
                     self.event(&spec_value, kind, reason, message);
                 }
+                // For the image garbage collector (in memory; no write).
+                self.shared.images.mark_used(&outcome.image.id);
                 outcome.image
             }
             Err(f) => {
