@@ -29,6 +29,7 @@ pub mod rootfs;
 pub mod secrets;
 pub mod tools;
 pub mod update;
+pub mod updatebench;
 pub mod upgrade;
 pub mod yamlfile;
 

@@ -66,6 +66,12 @@ enum Cmd {
         /// Boards to measure [default: every qemu-* board].
         boards: Vec<String>,
     },
+    /// Time one A/B update on a QEMU node of each board: the apply, the bytes it writes, and
+    /// the way back to committed. Prints a Markdown table.
+    BenchUpdate {
+        /// Boards to measure [default: qemu-x86_64].
+        boards: Vec<String>,
+    },
     /// Measure what pods cost a node of built boards, booted in QEMU: cairn's memory idle and
     /// with 20 pods, pod start latency (p50, p99), 100 pods; with --agent (root) also an
     /// agent's idle memory and a 256 MiB node running 5 pods. Prints a Markdown table.
@@ -476,6 +482,20 @@ fn run(cli: Cli) -> Result<()> {
                 rows.push(cairnctl::bench::measure(&repo, b)?);
             }
             cairnctl::bench::print(&rows);
+        }
+        Cmd::BenchUpdate { boards } => {
+            let repo = repo_root()?;
+            let boards = if boards.is_empty() {
+                vec!["qemu-x86_64".to_owned()]
+            } else {
+                boards
+            };
+            let mut rows = Vec::new();
+            for b in &boards {
+                eprintln!("cairnctl: timing an update of {b}");
+                rows.push(cairnctl::updatebench::measure(&repo, b)?);
+            }
+            cairnctl::updatebench::print(&rows);
         }
         Cmd::BenchPods { agent, boards } => {
             let repo = repo_root()?;

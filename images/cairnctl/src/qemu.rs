@@ -185,6 +185,8 @@ pub struct Vm {
     child: Child,
     qmp: UnixStream,
     last_shutdown: Arc<Mutex<Option<String>>>,
+    /// The last `query-blockstats` answer: bytes written to each disk since this launch.
+    written: Arc<Mutex<Option<Vec<(String, u64)>>>>,
     pub console: PathBuf,
 }
 
@@ -367,9 +369,25 @@ impl Vm {
         reader.read_line(&mut greeting)?;
         (&qmp).write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
         let seen = last_shutdown.clone();
+        let written = Arc::new(Mutex::new(None));
+        let stats = written.clone();
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(devices) = v["return"]
+                        .as_array()
+                        .filter(|d| d.first().is_some_and(|d| d["stats"].is_object()))
+                    {
+                        let per_disk = devices
+                            .iter()
+                            .map(|d| {
+                                let name = d["qdev"].as_str().or(d["device"].as_str());
+                                let bytes = d["stats"]["wr_bytes"].as_u64().unwrap_or(0);
+                                (name.unwrap_or_default().to_owned(), bytes)
+                            })
+                            .collect();
+                        *stats.lock().unwrap() = Some(per_disk);
+                    }
                     if v["event"] == "SHUTDOWN" {
                         let reason = v["data"]["reason"]
                             .as_str()
@@ -384,6 +402,7 @@ impl Vm {
             child,
             qmp,
             last_shutdown,
+            written,
             console: o.console_log(),
         })
     }
@@ -393,6 +412,23 @@ impl Vm {
         self.qmp
             .write_all(b"{\"execute\":\"system_powerdown\"}\n")?;
         Ok(())
+    }
+
+    /// Bytes the guest has written to its disks since this launch (QMP `query-blockstats`).
+    pub fn bytes_written(&mut self) -> Result<u64> {
+        *self.written.lock().unwrap() = None;
+        self.qmp
+            .write_all(b"{\"execute\":\"query-blockstats\"}\n")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(disks) = self.written.lock().unwrap().take() {
+                return Ok(disks.iter().map(|(_, b)| b).sum());
+            }
+            if Instant::now() > deadline {
+                bail!("QEMU did not answer query-blockstats");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops QEMU at once (no guest shutdown).
