@@ -380,14 +380,28 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Disk {
+    /// One look; errors are logged when they differ from the last look's.
     async fn check(&mut self) {
+        let mut errors = Vec::new();
+        self.look(&mut errors).await;
+        let line = errors.join("; ");
+        if errors.is_empty() {
+            self.last_error = None;
+        } else if self.last_error.as_ref() != Some(&line) {
+            eprintln!("cairn: kubelet: {line}");
+            self.last_error = Some(line);
+        }
+    }
+
+    async fn look(&mut self, errors: &mut Vec<String>) {
         let store = self.shared.images.clone();
         let usage = match blocking(move || store.fs_usage()).await {
             Some(Ok(usage)) => usage,
-            Some(Err(e)) => return self.error(format!("reading the data partition's usage: {e}")),
+            Some(Err(e)) => {
+                return errors.push(format!("reading the data partition's usage: {e}"));
+            }
             None => return,
         };
-        self.last_error = None;
 
         let met = self.policy.eviction.met(&usage);
         if let Some(on) = self.pressure.observe(!met.is_empty(), Instant::now()) {
@@ -421,12 +435,12 @@ impl Disk {
             Some(Ok(list)) => {
                 self.status.set_images(node_images(list));
             }
-            Some(Err(e)) => self.error(format!("listing images: {e}")),
+            Some(Err(e)) => errors.push(format!("listing images: {e}")),
             None => {}
         }
         let store = self.shared.images.clone();
         if let Some(Err(e)) = blocking(move || store.flush_usage(USAGE_FLUSH)).await {
-            self.error(format!("writing when images were last used: {e}"));
+            errors.push(format!("writing when images were last used: {e}"));
         }
     }
 
@@ -604,13 +618,6 @@ impl Disk {
         })
         .await
         .unwrap_or_default()
-    }
-
-    fn error(&mut self, message: String) {
-        if self.last_error.as_ref() != Some(&message) {
-            eprintln!("cairn: kubelet: {message}");
-            self.last_error = Some(message);
-        }
     }
 
     /// An Event on the Node, as the kubelet posts them.
