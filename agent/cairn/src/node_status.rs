@@ -150,10 +150,7 @@ impl Facts {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default()
         };
-        let addresses = crate::procfs::local_ipv4_addrs()
-            .into_iter()
-            .filter(|a| !a.is_loopback())
-            .collect();
+        let addresses = crate::procfs::node_ipv4_addrs();
         Facts {
             name: name.into(),
             role,

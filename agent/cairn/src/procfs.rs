@@ -100,6 +100,60 @@ pub fn local_ipv4_addrs() -> Vec<Ipv4Addr> {
         .unwrap_or_default()
 }
 
+/// The node's own IPv4 addresses, loopback left out, those of the interface with the default
+/// route first: what a Node reports, its first address being the `InternalIP` the API server
+/// reaches its kubelet at (the kubelet's choice without `--node-ip`). Bridges this machine
+/// makes for pods come later, so they are never taken for the node's address.
+pub fn node_ipv4_addrs() -> Vec<Ipv4Addr> {
+    let addrs = local_ipv4_addrs()
+        .into_iter()
+        .filter(|a| !a.is_loopback())
+        .collect();
+    let routes = fs::read_to_string("/proc/net/route").unwrap_or_default();
+    default_route_first(addrs, &routes)
+}
+
+/// `addrs` with those on the default route's interface's subnets first (order kept
+/// otherwise); `routes` is `/proc/net/route`.
+pub fn default_route_first(mut addrs: Vec<Ipv4Addr>, routes: &str) -> Vec<Ipv4Addr> {
+    // Columns: Iface Destination Gateway Flags RefCnt Use Metric Mask ..., addresses as
+    // hexadecimal numbers in the machine's byte order.
+    let hex = |f: &str| u32::from_str_radix(f, 16).ok().map(u32::to_ne_bytes);
+    let rows: Vec<(&str, [u8; 4], [u8; 4], [u8; 4])> = routes
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                *f.first()?,
+                hex(f.get(1)?)?,
+                hex(f.get(2)?)?,
+                hex(f.get(7)?)?,
+            ))
+        })
+        .collect();
+    let Some(iface) = rows
+        .iter()
+        .find(|(_, dest, _, mask)| *dest == [0; 4] && *mask == [0; 4])
+        .map(|r| r.0)
+    else {
+        return addrs;
+    };
+    let subnets: Vec<([u8; 4], [u8; 4])> = rows
+        .iter()
+        .filter(|(i, dest, gw, _)| *i == iface && *gw == [0; 4] && *dest != [0; 4])
+        .map(|(_, dest, _, mask)| (*dest, *mask))
+        .collect();
+    let on_default = |a: &Ipv4Addr| {
+        let o = a.octets();
+        subnets
+            .iter()
+            .any(|(dest, mask)| (0..4).all(|i| o[i] & mask[i] == dest[i]))
+    };
+    addrs.sort_by_key(|a| !on_default(a));
+    addrs
+}
+
 /// Local addresses from `/proc/net/fib_trie`: a leaf `|-- A.B.C.D` followed by `/32 host LOCAL`.
 pub fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
     let mut leaf = None;
@@ -120,6 +174,26 @@ pub fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_routes_address_comes_first() {
+        // A pod bridge's address sorts before the LAN's; the default route is on eth0.
+        let routes =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+            cairn0\t00002A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let addrs = vec![a("10.42.0.1"), a("100.64.3.1"), a("192.0.2.2")];
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                default_route_first(addrs.clone(), routes),
+                [a("192.0.2.2"), a("10.42.0.1"), a("100.64.3.1")]
+            );
+        }
+        // No default route: the order stays.
+        assert_eq!(default_route_first(addrs.clone(), "Iface\n"), addrs);
+    }
 
     #[test]
     fn uptime() {
