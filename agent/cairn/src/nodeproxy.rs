@@ -94,7 +94,9 @@ impl KubeletProxy {
         let name = node["metadata"]["name"].as_str().unwrap_or_default();
         let (address, port) = cairn_apiserver::nodeproxy::kubelet_endpoint(node)
             .ok_or_else(|| ApiError::BadRequest(format!("node {name} has no address")))?;
-        let resp = self.send(address, port, method, path, headers, body).await?;
+        let resp = self
+            .send(address, port, method, path, headers, body)
+            .await?;
         let status = resp.status();
         let content_type = resp.headers().get("content-type").cloned();
         let mut out = Response::new(EndOnError(resp.into_body()).boxed());
@@ -134,7 +136,14 @@ impl NodeProxy for KubeletProxy {
         };
         Box::pin(async move {
             let resp = this
-                .send(address, port, Method::GET, &path, &[], Empty::<Bytes>::new())
+                .send(
+                    address,
+                    port,
+                    Method::GET,
+                    &path,
+                    &[],
+                    Empty::<Bytes>::new(),
+                )
                 .await?;
             if !resp.status().is_success() {
                 return Err(refusal(resp).await);

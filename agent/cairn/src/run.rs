@@ -215,7 +215,9 @@ fn serve(
                     Some(proxy)
                 }
                 Err(e) => {
-                    eprintln!("cairn: warning: {e}: `kubectl logs` and agent updates will not work");
+                    eprintln!(
+                        "cairn: warning: {e}: `kubectl logs` and agent updates will not work"
+                    );
                     None
                 }
             };
@@ -309,7 +311,8 @@ fn serve(
         // Node before the reboot when it has one, and passes those for its agents on to them.
         let updates = ab_node.clone().filter(|_| role == Role::Server).map(|n| {
             let drain = register.then(|| api_client.clone());
-            let service = update::service::UpdateService::new(&node_name, n, reboot_into_trial(), drain);
+            let service =
+                update::service::UpdateService::new(&node_name, n, reboot_into_trial(), drain);
             match kubelets.clone() {
                 Some(kubelets) => service.with_relay(update::service::Relay {
                     api: api_client.clone(),

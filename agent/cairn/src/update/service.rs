@@ -140,7 +140,10 @@ impl Relay {
                 serde_json::from_slice::<serde_json::Value>(&body).ok()
             };
             // A node that does not answer (not A/B, rebooting, gone) is not offered.
-            tokio::time::timeout(REPORT_TIMEOUT, ask).await.ok().flatten()
+            tokio::time::timeout(REPORT_TIMEOUT, ask)
+                .await
+                .ok()
+                .flatten()
         });
         futures_util::future::join_all(asks)
             .await
