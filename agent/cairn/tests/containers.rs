@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{kubectl_path, mount_cgroup2, temp_data_dir, test_images, Kubectl, Server};
+use common::{kubectl_path, temp_data_dir, test_images, worker, worker_with, Kubectl};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -52,38 +52,9 @@ fn with_input(k: &Kubectl, args: &[&str], input: &str) -> (Option<i32>, String, 
 
 /// A server with its worker, the test images imported: its data directory, the server, a
 /// kubectl for it, and the cgroup2 mount its pods use.
-fn node(tag: &str) -> (PathBuf, Server, Kubectl, PathBuf) {
-    node_with(tag, |_| {})
-}
-
-/// [`node`], with `prepare` run on the data directory before the server starts.
-fn node_with(tag: &str, prepare: impl FnOnce(&Path)) -> (PathBuf, Server, Kubectl, PathBuf) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the kubelet test runs containers: it needs root"
-    );
-    let dir = temp_data_dir(tag);
-    let images = dir.join("agent/images");
-    fs::create_dir_all(&images).unwrap();
-    for name in ["busybox.oci.tar", "httpd.oci.tar"] {
-        fs::copy(test_images().join(name), images.join(name)).unwrap();
-    }
-    prepare(&dir);
-    let cgroups = mount_cgroup2(&dir);
-    let server = Server::start_with(&dir, &["--cgroup-root", cgroups.to_str().unwrap()]);
-    // Images are imported before the kubelet takes pods.
-    server.wait_line("running pods of node", WAIT);
-    let k = Kubectl {
-        bin: kubectl_path(),
-        config: dir.join("admin.kubeconfig"),
-        extra: vec![],
-    };
-    (dir, server, k, cgroups)
-}
-
 #[test]
 fn exec_and_attach_reach_the_container() {
-    let (dir, server, k, cgroups) = node("streams");
+    let (dir, server, k, cgroups) = worker("streams");
     let manifests = dir.join("pods.yaml");
     fs::write(
         &manifests,
@@ -284,7 +255,7 @@ fn port_forward(
 
 #[test]
 fn port_forward_reaches_the_pods_ports() {
-    let (dir, server, k, cgroups) = node("portforward");
+    let (dir, server, k, cgroups) = worker("portforward");
     let manifest = dir.join("web.yaml");
     fs::write(
         &manifest,
@@ -414,7 +385,7 @@ fn events_of(k: &Kubectl, pod: &str) -> String {
 
 #[test]
 fn probes_restart_containers_and_gate_readiness() {
-    let (dir, server, k, cgroups) = node("probes");
+    let (dir, server, k, cgroups) = worker("probes");
     let manifests = dir.join("probes.yaml");
     fs::write(
         &manifests,
@@ -652,7 +623,7 @@ fn images_are_pulled_with_the_pods_pull_secret() {
     );
     let host = registry.host();
     // The node trusts the registry's CA through its registry settings.
-    let (dir, server, k, cgroups) = node_with("pulls", |data| {
+    let (dir, server, k, cgroups) = worker_with("pulls", |data| {
         fs::write(
             data.join("agent/registries.yaml"),
             format!(

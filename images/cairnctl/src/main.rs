@@ -485,13 +485,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::BenchUpdate { boards } => {
             let repo = repo_root()?;
-            let boards = if boards.is_empty() {
-                vec!["qemu-x86_64".to_owned()]
-            } else {
-                boards
-            };
             let mut rows = Vec::new();
-            for b in &boards {
+            for b in &or_x86_64(boards) {
                 eprintln!("cairnctl: timing an update of {b}");
                 rows.push(cairnctl::updatebench::measure(&repo, b)?);
             }
@@ -499,13 +494,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::BenchPods { agent, boards } => {
             let repo = repo_root()?;
-            let boards = if boards.is_empty() {
-                vec!["qemu-x86_64".to_owned()]
-            } else {
-                boards
-            };
             let mut rows = Vec::new();
-            for b in &boards {
+            for b in &or_x86_64(boards) {
                 eprintln!("cairnctl: measuring pods on {b}");
                 rows.push(cairnctl::podbench::measure(&repo, b, agent)?);
             }
@@ -589,4 +579,13 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The boards asked for, else `qemu-x86_64` (the QEMU benches that boot several nodes).
+fn or_x86_64(boards: Vec<String>) -> Vec<String> {
+    if boards.is_empty() {
+        vec!["qemu-x86_64".to_owned()]
+    } else {
+        boards
+    }
 }

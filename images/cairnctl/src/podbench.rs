@@ -188,7 +188,8 @@ async fn start_pod(client: &cairn::client::Client, pod: &Value) -> Result<Durati
     }
 }
 
-async fn running(client: &cairn::client::Client, selector: &str) -> Result<usize> {
+/// The pods of `default` that `selector` (URL-encoded) picks.
+async fn pods(client: &cairn::client::Client, selector: &str) -> Result<Vec<Value>> {
     let list = client
         .request(
             Method::GET,
@@ -196,32 +197,26 @@ async fn running(client: &cairn::client::Client, selector: &str) -> Result<usize
             None,
         )
         .await?;
-    Ok(list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+async fn running(client: &cairn::client::Client, selector: &str) -> Result<usize> {
+    Ok(pods(client, selector)
+        .await?
+        .iter()
         .filter(|p| p["status"]["phase"] == "Running")
         .count())
 }
 
 async fn wait_gone(client: &cairn::client::Client, selector: &str) -> Result<()> {
     let deadline = Instant::now() + BOOT;
-    loop {
-        let list = client
-            .request(
-                Method::GET,
-                &format!("/api/v1/namespaces/default/pods?labelSelector={selector}"),
-                None,
-            )
-            .await?;
-        if list["items"].as_array().is_none_or(|i| i.is_empty()) {
-            return Ok(());
-        }
+    while !pods(client, selector).await?.is_empty() {
         if Instant::now() > deadline {
             bail!("pods {selector} still there after {} s", BOOT.as_secs());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> u64 {

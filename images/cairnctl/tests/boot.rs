@@ -56,31 +56,9 @@ fn wait_https(vm: &mut Vm, port: u16, path: &str, want: &str) -> String {
 /// The real kubectl with the VM's admin kubeconfig; returns stdout, panics with the console
 /// tail on failure.
 fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
-    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let run = || {
-        Command::new(&bin)
-            .arg("--kubeconfig")
-            .arg(o.kubeconfig())
-            .arg("--request-timeout=60s")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {bin} ({e}): `make deps` installs kubectl"))
-    };
-    let mut out = run();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    // Every command here is idempotent or a read.
-    if !out.status.success() && common::transient_kubectl_error(&stderr) {
-        eprintln!("kubectl {args:?}: {} (retrying once)", stderr.trim());
-        std::thread::sleep(Duration::from_secs(5));
-        out = run();
-    }
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}\nconsole:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        qemu::tail(&vm.console_text(), 30)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::kubectl(&o.kubeconfig(), args, || {
+        format!("console:\n{}", qemu::tail(&vm.console_text(), 30))
+    })
 }
 
 /// `GET /` on the pod's `port` through `kubectl port-forward TARGET :PORT`: the response.

@@ -10,7 +10,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairnctl::qemu::{self, Lan, Tap, VmOptions};
@@ -70,31 +69,7 @@ impl Node {
 
 /// The real kubectl against the server; panics with both consoles on failure.
 fn kubectl(kubeconfig: &Path, nodes: &[&Node], args: &[&str]) -> String {
-    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let run = || {
-        Command::new(&bin)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .arg("--request-timeout=60s")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {bin} ({e}): `make deps` installs kubectl"))
-    };
-    let mut out = run();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    // Two emulated machines on two cores: a stalled guest can outlast kubectl's health check.
-    if !out.status.success() && common::transient_kubectl_error(&stderr) {
-        eprintln!("kubectl {args:?}: {} (retrying once)", stderr.trim());
-        std::thread::sleep(Duration::from_secs(5));
-        out = run();
-    }
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        consoles(nodes)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::kubectl(kubeconfig, args, || consoles(nodes))
 }
 
 fn consoles(nodes: &[&Node]) -> String {

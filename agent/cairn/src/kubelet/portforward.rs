@@ -71,15 +71,7 @@ pub async fn serve(
         pod: format!("{ns}/{pod}"),
         netns: cairn_runtime::netns::exists(&netns).then_some(netns),
     };
-    let values = |name: &str| -> Vec<String> {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|v| v.trim().to_owned())
-            .collect()
-    };
+    let values = |name: &str| super::streams::header_values(req.headers(), name);
     let upgrade = values("upgrade");
     let websocket = upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket"));
     let plain = upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));

@@ -495,15 +495,7 @@ type Upgrading =
 /// Accepts a WebSocket upgrade in one of [`PROTOCOLS`]: the `101` answer, and the socket once
 /// hyper hands the connection over (with whether v5 was chosen).
 fn upgrade(mut req: Request<Incoming>) -> Result<(Response<Body>, Upgrading), Refusal> {
-    let header = |name: &str| {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|v| v.trim().to_owned())
-            .collect::<Vec<String>>()
-    };
+    let header = |name: &str| header_values(req.headers(), name);
     let upgrade = header("upgrade");
     if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         return Err((
@@ -562,6 +554,18 @@ fn upgrade(mut req: Request<Incoming>) -> Result<(Response<Body>, Upgrading), Re
         Ok((ws, v5))
     });
     Ok((resp, socket))
+}
+
+/// Every value of header `name`, comma-separated lists split (`Upgrade`,
+/// `Sec-WebSocket-Protocol`).
+pub(super) fn header_values(headers: &hyper::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -282,6 +282,11 @@ pub fn mount_cgroup2(dir: &Path) -> PathBuf {
 /// and a cgroup2 of the test's own: its data directory, the server (its kubelet ready for
 /// pods), a kubectl for it and the cgroup mount (the caller unmounts it).
 pub fn worker(tag: &str) -> (PathBuf, Server, Kubectl, PathBuf) {
+    worker_with(tag, |_| {})
+}
+
+/// [`worker`], with `prepare` run on the data directory before the server starts.
+pub fn worker_with(tag: &str, prepare: impl FnOnce(&Path)) -> (PathBuf, Server, Kubectl, PathBuf) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the kubelet test runs containers: it needs root"
@@ -292,6 +297,7 @@ pub fn worker(tag: &str) -> (PathBuf, Server, Kubectl, PathBuf) {
     for name in ["busybox.oci.tar", "httpd.oci.tar"] {
         fs::copy(test_images().join(name), images.join(name)).unwrap();
     }
+    prepare(&dir);
     let cgroups = mount_cgroup2(&dir);
     let server = Server::start_with(&dir, &["--cgroup-root", cgroups.to_str().unwrap()]);
     // Images are imported before the kubelet takes pods.

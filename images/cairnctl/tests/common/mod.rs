@@ -1,7 +1,7 @@
 //! Helpers shared by the QEMU test binaries.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,10 +40,41 @@ pub fn built_board(board_name: &str) -> (cairnctl::board::Board, PathBuf) {
     (board, out)
 }
 
+/// The real kubectl with `kubeconfig`: its stdout. A failure panics with what `context` says
+/// (the guests' console tails). Several emulated machines share two cores in CI: a guest can
+/// stall past kubectl's HTTP/2 health check, so such a failure is retried once (every command
+/// the tests run this way is idempotent or a read).
+pub fn kubectl(kubeconfig: &Path, args: &[&str], context: impl Fn() -> String) -> String {
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let run = || {
+        Command::new(&bin)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--request-timeout=60s")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {bin} ({e}): `make deps` installs kubectl"))
+    };
+    let mut out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() && transient_kubectl_error(&stderr) {
+        eprintln!("kubectl {args:?}: {} (retrying once)", stderr.trim());
+        std::thread::sleep(Duration::from_secs(5));
+        out = run();
+    }
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        context()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether kubectl failed only because an emulated guest stalled past its HTTP/2 health
 /// check or TLS handshake (several emulated machines share two cores in CI): worth one retry
 /// of a command that is idempotent or a read.
-pub fn transient_kubectl_error(stderr: &str) -> bool {
+fn transient_kubectl_error(stderr: &str) -> bool {
     [
         "client connection lost",
         "TLS handshake timeout",
