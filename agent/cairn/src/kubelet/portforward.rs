@@ -43,6 +43,9 @@ pub const PROTOCOL: &str = "portforward.k8s.io";
 /// The WebSocket sub-protocol that tunnels SPDY.
 pub const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
+/// Streams waiting for the other stream of their `requestID`, at most.
+const MAX_PENDING: usize = 256;
+
 /// How long a connection to the pod's port may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -236,7 +239,10 @@ where
                             .await;
                         continue;
                     };
-                    if port == 0 || !matches!(kind, "error" | "data") {
+                    // A client that opens halves of pairs and never the other halves gets
+                    // no more than MAX_PENDING of them held.
+                    let unpaired = !pairs.contains_key(request) && pairs.len() >= MAX_PENDING;
+                    if port == 0 || !matches!(kind, "error" | "data") || unpaired {
                         let _ = out
                             .send(spdy::rst_stream(stream, spdy::REFUSED_STREAM))
                             .await;
