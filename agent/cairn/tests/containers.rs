@@ -581,16 +581,17 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn push(&self, archive: &Path, repo_tag: &str, creds: &str) {
-        let out = std::process::Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--all",
-                "--dest-creds",
-                creds,
-                "--dest-cert-dir",
-            ])
+    /// Pushes every platform of `archive`, or with `only_arch` that one platform alone
+    /// (a single-architecture image).
+    fn push(&self, archive: &Path, repo_tag: &str, creds: &str, only_arch: Option<&str>) {
+        let mut copy = std::process::Command::new("skopeo");
+        copy.args(["copy", "-q"]);
+        match only_arch {
+            Some(arch) => copy.args(["--override-arch", arch]),
+            None => copy.arg("--all"),
+        };
+        let out = copy
+            .args(["--dest-creds", creds, "--dest-cert-dir"])
             .arg(self.dir.join("certs"))
             .arg(format!("oci-archive:{}", archive.display()))
             .arg(format!("docker://{}/{repo_tag}", self.host()))
@@ -620,6 +621,19 @@ fn images_are_pulled_with_the_pods_pull_secret() {
         &test_images().join("busybox.oci.tar"),
         "private/busybox:1.0",
         "puller:s3cret",
+        None,
+    );
+    // An image for another architecture than this machine's only.
+    let foreign = if cfg!(target_arch = "s390x") {
+        "arm64"
+    } else {
+        "s390x"
+    };
+    registry.push(
+        &test_images().join("busybox.oci.tar"),
+        "private/foreign:1.0",
+        "puller:s3cret",
+        Some(foreign),
     );
     let host = registry.host();
     // The node trusts the registry's CA through its registry settings.
@@ -669,6 +683,15 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: foreign}}
+spec:
+  imagePullSecrets: [{{name: regcred}}]
+  containers:
+  - name: main
+    image: {host}/private/foreign:1.0
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: never}}
 spec:
   containers:
@@ -700,6 +723,16 @@ spec:
     });
     let (_, message) = waiting(&pod_json(&k, "no-secret"));
     assert!(message.contains("authentication failed"), "{message}");
+
+    // Another architecture's image: a pull error that says so.
+    wait_pod(&k, "foreign", "a pull error", |p| {
+        matches!(waiting(p).0.as_str(), "ErrImagePull" | "ImagePullBackOff")
+    });
+    let (_, message) = waiting(&pod_json(&k, "foreign"));
+    assert!(
+        message.contains("no image for") && message.contains(foreign),
+        "{message}"
+    );
 
     wait_pod(&k, "never", "ErrImageNeverPull", |p| {
         waiting(p).0 == "ErrImageNeverPull"
