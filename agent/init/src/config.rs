@@ -169,14 +169,19 @@ pub fn render() -> NodeConfig {
 pub struct Board {
     /// Grow the data partition and filesystem to the end of the disk.
     pub grow_data: bool,
+    /// Without a data partition, keep node state on a tmpfs (network-booted, possibly
+    /// diskless nodes) instead of stopping the boot.
+    pub data_tmpfs_fallback: bool,
 }
 
 impl Board {
     pub fn parse(text: &str) -> Board {
         let mut board = Board::default();
         for (k, v) in parse_env(text) {
-            if k == "grow_data" {
-                board.grow_data = matches!(v.as_str(), "1" | "true" | "yes");
+            match k.as_str() {
+                "grow_data" => board.grow_data = matches!(v.as_str(), "1" | "true" | "yes"),
+                "data_fallback" => board.data_tmpfs_fallback = v == "tmpfs",
+                _ => {}
             }
         }
         board
@@ -273,5 +278,7 @@ mod tests {
         assert!(Board::parse("# rpi4\ngrow_data=1\n").grow_data);
         assert!(!Board::parse("grow_data=0\n").grow_data);
         assert!(!Board::parse("").grow_data);
+        assert!(Board::parse("grow_data=0\ndata_fallback=tmpfs\n").data_tmpfs_fallback);
+        assert!(!Board::parse("data_fallback=none\n").data_tmpfs_fallback);
     }
 }

@@ -152,7 +152,22 @@ fn check_or_format(dev: &str) -> Result<()> {
 
 /// Finds, prepares and mounts the data partition at `/var`.
 pub fn prepare(board: &Board) -> Result<()> {
-    let (name, others) = blockdev::wait_for(LABEL, Duration::from_secs(10))?;
+    let wait = if board.data_tmpfs_fallback { 5 } else { 10 };
+    let (name, others) = match blockdev::wait_for(LABEL, Duration::from_secs(wait)) {
+        Ok(found) => found,
+        Err(e) if board.data_tmpfs_fallback => {
+            warn!("{e}: node state is kept in RAM (tmpfs on /var) and lost at power-off");
+            mounts::mount_fs(
+                "tmpfs",
+                "/var",
+                "tmpfs",
+                MsFlags::MS_NOATIME,
+                Some("mode=0755"),
+            )?;
+            return make_dirs();
+        }
+        Err(e) => return Err(e),
+    };
     if !others.is_empty() {
         warn!(
             "several {LABEL} partitions ({name} {}), using {name}",
@@ -184,6 +199,10 @@ pub fn prepare(board: &Board) -> Result<()> {
             Err(e) => warn!("cannot grow the filesystem on {dev}: {e}"),
         }
     }
+    make_dirs()
+}
+
+fn make_dirs() -> Result<()> {
     for dir in ["/var/lib/cairn", "/var/log"] {
         fs::create_dir_all(dir).context(format!("mkdir {dir}"))?;
     }

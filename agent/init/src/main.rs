@@ -6,7 +6,9 @@
 //!   in `/etc/cairn/modules` in `modules.dep` order, pick the A/B slot (`cairn.slot=`, else
 //!   the first slot entry on the boot partition, see `cairn-slots`, else `a`), wait for the partition labelled
 //!   `cairn-<slot>`, mount it read-only (squashfs, then erofs), move the pseudo filesystems
-//!   over, free the initramfs and exec `/sbin/init` there with `CAIRN_STAGE=2`.
+//!   over, free the initramfs and exec `/sbin/init` there with `CAIRN_STAGE=2`. A network
+//!   boot carries its root in the initramfs (`/cairn/rootfs.squashfs`, mounted through a
+//!   loop device) and its seed as `/boot/cairn` (kept on a tmpfs at the new root's `/boot`).
 //! * **Stage 2**, `/sbin/init` of the read-only root: mount `/run /tmp`, cgroup2, `/dev/pts`,
 //!   `/dev/shm`; mount `/boot`; render the node config with `cairn config render`; grow,
 //!   check or format and mount the ext4 data partition at `/var`; set the hostname; bring up
@@ -34,7 +36,8 @@
 //!   relay support, renews in the REBINDING form, keeps using an expired address while it
 //!   looks for a server, and its retries block the loop for up to 4 s.
 //! * One supervised service; its output goes to the console, not to a log file.
-//! * A missing or unmountable data partition is fatal (no tmpfs fallback).
+//! * A missing or unmountable data partition is fatal, except on boards whose board file
+//!   says `data_fallback=tmpfs` (network-booted ones), where a missing one means a tmpfs.
 //! * The power button devices are rescanned every 30 s, so a late driver can miss a press.
 //! * Mount and syscall sequences are not behind a test seam; they are exercised by booting.
 //! * Boards without a battery-backed clock rely on `/etc/e2fsck.conf`

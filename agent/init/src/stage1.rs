@@ -16,6 +16,11 @@ use crate::{blockdev, log, modules, mounts};
 
 const ROOT_WAIT: Duration = Duration::from_secs(30);
 const NEW_ROOT: &str = "/sysroot";
+/// A network-booted node's read-only root, inside the initramfs (boards with
+/// `boot.chain: pxe`): it has no slots and runs from RAM.
+const RAM_ROOT: &str = "/cairn/rootfs.squashfs";
+/// The node config and secrets a network boot adds as a second initramfs (`cairnctl pxe`).
+const RAM_SEED: &str = "/boot/cairn";
 pub const BOOT_LABEL: &str = "cairn-boot";
 
 pub fn run() -> Result<Infallible> {
@@ -29,6 +34,14 @@ pub fn run() -> Result<Infallible> {
     early?;
     let cmdline = crate::cmdline();
     modules::load_listed();
+    if Path::new(RAM_ROOT).is_file() {
+        let dev = mount_ram_root()?;
+        info!("root ram dev={dev} fstype=squashfs");
+        keep_seed()?;
+        info!("switch_root");
+        mounts::switch_root(NEW_ROOT)?;
+        return exec_stage2();
+    }
     let slot = choose_slot(&cmdline);
     let label = format!("cairn-{}", slot.as_str());
     let (name, others) = blockdev::wait_for(&label, ROOT_WAIT)?;
@@ -107,6 +120,54 @@ fn take_next(boot: &Path) -> Result<Option<cairn_slots::Entry>> {
     )
     .context("remount /boot read-write")?;
     entries.boot_next().context("/boot/loader/entries")
+}
+
+/// Mounts [`RAM_ROOT`] through a loop device at [`NEW_ROOT`]. The device keeps the file
+/// open, so its pages outlive the initramfs being emptied by the switch.
+fn mount_ram_root() -> Result<String> {
+    let file = fs::File::open(RAM_ROOT).context(RAM_ROOT)?;
+    let dev = crate::sys::loop_attach(&file)?;
+    mounts::mount_fs(&dev, NEW_ROOT, "squashfs", MsFlags::MS_RDONLY, None)?;
+    Ok(dev)
+}
+
+/// Copies the node config a network boot brought ([`RAM_SEED`]) to a small read-only tmpfs
+/// at the new root's `/boot`, where stage 2 and `cairn` look for the seed on every board.
+fn keep_seed() -> Result<()> {
+    if !Path::new(RAM_SEED).is_dir() {
+        warn!("no node config came with the network boot ({RAM_SEED}); using defaults");
+        return Ok(());
+    }
+    let boot = format!("{NEW_ROOT}/boot");
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mounts::mount_fs("tmpfs", &boot, "tmpfs", flags, Some("mode=0755,size=4m"))?;
+    copy_tree(Path::new(RAM_SEED), &Path::new(&boot).join("cairn"))?;
+    nix::mount::mount(
+        None::<&str>,
+        boot.as_str(),
+        None::<&str>,
+        flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .context(format!("remount {boot} read-only"))?;
+    info!("seed from the network boot at /boot/cairn");
+    Ok(())
+}
+
+/// Copies a small tree of directories and regular files, keeping permissions.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).context(format!("mkdir {}", to.display()))?;
+    for e in fs::read_dir(from).context(format!("read {}", from.display()))? {
+        let e = e.context(format!("read {}", from.display()))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let kind = e.file_type().context(format!("stat {}", src.display()))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst).context(format!("copy {}", src.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Mounts the root read-only at [`NEW_ROOT`], trying squashfs then erofs.

@@ -49,6 +49,10 @@ pub fn run() -> Result<Infallible> {
 
 /// Mounts the boot partition read-only at `/boot`; without it the node runs on defaults.
 fn mount_boot() {
+    if mounts::is_mountpoint("/boot") {
+        // A network boot: stage 1 put the seed that came with it there.
+        return;
+    }
     let mounted = blockdev::wait_for(BOOT_LABEL, Duration::from_secs(10)).and_then(|(name, _)| {
         let dev = format!("/dev/{name}");
         mounts::mount_fs(

@@ -67,6 +67,27 @@ nix::ioctl_write_ptr_bad!(siocsifnetmask, libc::SIOCSIFNETMASK, libc::ifreq);
 nix::ioctl_readwrite_bad!(siocgifflags, libc::SIOCGIFFLAGS, libc::ifreq);
 nix::ioctl_write_ptr_bad!(siocsifflags, libc::SIOCSIFFLAGS, libc::ifreq);
 nix::ioctl_write_ptr_bad!(siocaddrt, libc::SIOCADDRT, libc::rtentry);
+// <linux/loop.h>: LOOP_CTL_GET_FREE on /dev/loop-control, LOOP_SET_FD on /dev/loopN.
+nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
+nix::ioctl_write_int_bad!(loop_set_fd, 0x4C00);
+
+/// Backs a free loop device with `file` and returns the device's path. The file is opened
+/// read-only, so the kernel makes the device read-only too.
+pub fn loop_attach(file: &File) -> Result<String> {
+    let ctl = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .context("open /dev/loop-control (is the loop module loaded?)")?;
+    // SAFETY: an argument-less ioctl on an open fd.
+    let n = unsafe { loop_ctl_get_free(ctl.as_raw_fd()) }.context("LOOP_CTL_GET_FREE")?;
+    let path = format!("/dev/loop{n}");
+    let dev = File::open(&path).context(format!("open {path}"))?;
+    // SAFETY: the argument is an fd that stays open for the duration of the call.
+    unsafe { loop_set_fd(dev.as_raw_fd(), file.as_raw_fd()) }
+        .context(format!("LOOP_SET_FD {path}"))?;
+    Ok(path)
+}
 
 /// Tells the kernel partition `pno` of the disk open as `disk` now has `length` bytes.
 pub fn blkpg_resize(disk: &File, pno: u32, start: u64, length: u64) -> Result<()> {

@@ -483,7 +483,10 @@ fn running_slot() -> io::Result<Slot> {
             }
         }
     }
-    Err(io::Error::other("/ is not a cairn-a or cairn-b partition"))
+    Err(io::Error::other(
+        "/ is not a cairn-a or cairn-b partition (a network-booted node has no slots: it runs \
+         whatever build its boot server serves, from its next boot on)",
+    ))
 }
 
 /// `/dev/<name>` of the partition labelled `label`.
