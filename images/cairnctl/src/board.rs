@@ -83,7 +83,8 @@ pub struct Board {
     #[serde(default)]
     pub modules: Vec<String>,
     pub boot: Boot,
-    pub partitions: Partitions,
+    /// The disk layout; network-booted boards have none.
+    pub partitions: Option<Partitions>,
     /// Grow the data partition and its filesystem to the end of the device on boot.
     #[serde(default)]
     pub grow_data: bool,
@@ -118,6 +119,10 @@ pub enum BootChain {
     Uefi,
     /// QEMU loads kernel + initramfs directly; the initramfs picks the slot.
     Direct,
+    /// Network boot through iPXE: kernel, an initramfs carrying the whole read-only root
+    /// (diskless, the root runs from RAM) and a per-device config chosen by MAC address.
+    /// No disk image, no slots: a new version is a new set of files on the server.
+    Pxe,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -207,17 +212,27 @@ fn validate(b: &Board, text: &str, file: &str) -> Result<()> {
         crate::yamlfile::locate_key(text, key)
             .map_or(file.to_string(), |(l, c)| format!("{file}:{l}:{c}"))
     };
-    if b.partitions.boot_mib < 40 {
-        bail!(
-            "{}: partitions.boot_mib must be at least 40 (FAT32 minimum)",
-            at("boot_mib")
-        );
-    }
-    if b.partitions.slot_mib < 8 || b.partitions.data_mib < 16 {
-        bail!(
-            "{}: partitions: slot_mib must be ≥ 8 and data_mib ≥ 16",
+    match (&b.partitions, b.boot.chain) {
+        (Some(_), BootChain::Pxe) => bail!(
+            "{}: a network-booted board (boot.chain: pxe) has no partitions",
             at("partitions")
-        );
+        ),
+        (None, BootChain::Pxe) => {}
+        (None, _) => bail!("{}: partitions is required", at("boot")),
+        (Some(p), _) => {
+            if p.boot_mib < 40 {
+                bail!(
+                    "{}: partitions.boot_mib must be at least 40 (FAT32 minimum)",
+                    at("boot_mib")
+                );
+            }
+            if p.slot_mib < 8 || p.data_mib < 16 {
+                bail!(
+                    "{}: partitions: slot_mib must be ≥ 8 and data_mib ≥ 16",
+                    at("partitions")
+                );
+            }
+        }
     }
     if !b.kernel.package.starts_with("linux-image-") {
         bail!(

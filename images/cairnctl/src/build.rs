@@ -31,7 +31,7 @@ pub struct Options {
     pub disk_archive: bool,
 }
 
-const DEFAULT_NODE_YAML: &str = "\
+pub const DEFAULT_NODE_YAML: &str = "\
 # Cairn node config: edit it on any computer after flashing, or replace it with
 #   cairnctl config set disk.img node.yaml
 # Every key is optional; see docs/design.md (\"Node config\").
@@ -44,7 +44,8 @@ pub fn build(o: &Options) -> Result<Manifest> {
     let b = &o.board;
     let arch = b.arch;
     let trusted = update::trusted_keys(&o.update_keys, o.quiet)?;
-    let mut p = Progress::new(10, o.quiet);
+    let pxe = b.boot.chain == BootChain::Pxe;
+    let mut p = Progress::new(if pxe { 8 } else { 10 }, o.quiet);
     let work = o.out.join("work");
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
@@ -119,6 +120,10 @@ pub fn build(o: &Options) -> Result<Manifest> {
     if b.boot.chain == BootChain::Uefi {
         wanted.push(("systemd-boot-efi".into(), arch.debian().into()));
     }
+    if pxe && arch == crate::board::Arch::X86_64 {
+        // iPXE for PXE firmware that is not iPXE already (the first stage, over TFTP).
+        wanted.push(("ipxe".into(), "all".into()));
+    }
     let versions = debs::candidates(&wanted)?;
     for ((name, a), version) in wanted.iter().zip(&versions) {
         let deb = debs::fetch(name, a, version)?;
@@ -187,12 +192,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
         arch.as_str()
     );
     rootfs::write(&root, "etc/cairn/release", release.as_bytes(), false)?;
-    rootfs::write(
-        &root,
-        "etc/cairn/board",
-        format!("grow_data={}\n", u8::from(b.grow_data)).as_bytes(),
-        false,
-    )?;
+    rootfs::write(&root, "etc/cairn/board", board_facts(b).as_bytes(), false)?;
     for (name, line) in &trusted {
         let rel = format!("{}/{name}", update::TRUSTED_DIR);
         rootfs::write(&root, &rel, line.as_bytes(), false)?;
@@ -252,14 +252,77 @@ pub fn build(o: &Options) -> Result<Manifest> {
     lay_modules(&iroot)?;
     // cairn-init looks modules up under /lib/modules: keep the merged-/usr shape.
     std::os::unix::fs::symlink("usr/lib", iroot.join("lib"))?;
-    let initrd = initramfs::pack(&iroot, o.epoch as u32)?;
+    let mut initrd = initramfs::pack(&iroot, o.epoch as u32)?;
+    if pxe {
+        // The whole root rides along, already compressed: stored, not packed again.
+        let squash_bytes = std::fs::read(&squash)?;
+        let members = [
+            initramfs::Member::Dir("cairn"),
+            initramfs::Member::File("cairn/rootfs.squashfs", 0o444, &squash_bytes),
+        ];
+        initrd.extend(initramfs::archive(&members, o.epoch as u32)?);
+    }
     let initrd_path = o.out.join("initrd.img");
     std::fs::write(&initrd_path, &initrd)?;
     let out_vmlinuz = o.out.join("vmlinuz");
     std::fs::copy(&vmlinuz, &out_vmlinuz)?;
     p.done(&mib(initrd.len() as u64));
 
+    if pxe {
+        p.step("network boot files (iPXE script, default node config)");
+        let script = crate::pxe::script(&b.name, &o.version, &b.kernel.cmdline);
+        std::fs::write(o.out.join(crate::pxe::SCRIPT), script)?;
+        let nodes = o.out.join(crate::pxe::NODES);
+        if nodes.exists() {
+            std::fs::remove_dir_all(&nodes)?;
+        }
+        std::fs::create_dir_all(&nodes)?;
+        let default = crate::pxe::node_archive(DEFAULT_NODE_YAML, None, o.epoch as u32)?;
+        std::fs::write(nodes.join("default.cpio"), default)?;
+        let mut files = vec![
+            "vmlinuz",
+            "initrd.img",
+            crate::pxe::SCRIPT,
+            "nodes/default.cpio",
+            "rootfs.squashfs",
+        ];
+        for (src, name) in crate::pxe::FIRST_STAGE {
+            let src = pkgroot.join(src);
+            if src.is_file() {
+                std::fs::copy(&src, o.out.join(name))?;
+                files.push(name);
+            }
+        }
+        for stale in ["disk.img", "disk.img.zst", "disk.img.bmap", "cmdline"] {
+            let _ = std::fs::remove_file(o.out.join(stale));
+        }
+        p.done(&format!(
+            "{}, {}/default.cpio",
+            crate::pxe::SCRIPT,
+            crate::pxe::NODES
+        ));
+        let artefacts = files
+            .iter()
+            .map(|f| Artefact::of(&o.out.join(f)))
+            .collect::<Result<Vec<_>>>()?;
+        return finish(
+            o,
+            &work,
+            p,
+            binaries,
+            packages,
+            krel,
+            mods,
+            Vec::new(),
+            artefacts,
+        );
+    }
+
     p.step("boot partition (FAT32)");
+    let layout = b
+        .partitions
+        .as_ref()
+        .context("the board config has no partitions")?;
     std::fs::write(
         o.out.join("cmdline"),
         format!("{}\n", b.kernel.cmdline.trim()),
@@ -304,20 +367,16 @@ pub fn build(o: &Options) -> Result<Manifest> {
     );
     fat::make(
         &fat_img,
-        b.partitions.boot_mib,
+        layout.boot_mib,
         "CAIRN-BOOT",
         volid,
         &btree,
         o.epoch,
     )?;
-    p.done(&format!("{} MiB", b.partitions.boot_mib));
+    p.done(&format!("{} MiB", layout.boot_mib));
 
     p.step("disk image (GPT: boot, slot A, slot B, data)");
-    let (parts, total) = disk::plan(
-        b.partitions.boot_mib,
-        b.partitions.slot_mib,
-        b.partitions.data_mib,
-    );
+    let (parts, total) = disk::plan(layout.boot_mib, layout.slot_mib, layout.data_mib);
     let img = o.out.join("disk.img");
     disk::create(&img, total, &parts, &b.name)?;
     disk::write_sparse(&img, parts[0].start, parts[0].size, &fat_img)?;
@@ -363,10 +422,37 @@ pub fn build(o: &Options) -> Result<Manifest> {
             artefacts.push(Artefact::of(&path)?);
         }
     }
+    let parts = parts
+        .iter()
+        .map(|p| crate::manifest::Partition {
+            label: p.label.into(),
+            start_bytes: p.start,
+            size_bytes: p.size,
+        })
+        .collect();
+    finish(
+        o, &work, p, binaries, packages, krel, mods, parts, artefacts,
+    )
+}
+
+/// Writes `manifest.json` and removes the work directory.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    o: &Options,
+    work: &Path,
+    p: Progress,
+    binaries: Vec<Artefact>,
+    packages: Vec<debs::Deb>,
+    krel: String,
+    mods: Vec<String>,
+    partitions: Vec<crate::manifest::Partition>,
+    artefacts: Vec<Artefact>,
+) -> Result<Manifest> {
+    let b = &o.board;
     let manifest = Manifest {
         format: 1,
         board: b.name.clone(),
-        arch: arch.as_str().into(),
+        arch: b.arch.as_str().into(),
         version: o.version.clone(),
         recipe: o.recipe.name.clone(),
         source_date_epoch: o.epoch,
@@ -378,19 +464,12 @@ pub fn build(o: &Options) -> Result<Manifest> {
         },
         binaries,
         packages,
-        partitions: parts
-            .iter()
-            .map(|p| crate::manifest::Partition {
-                label: p.label.into(),
-                start_bytes: p.start,
-                size_bytes: p.size,
-            })
-            .collect(),
+        partitions,
         artefacts,
     };
     let json = serde_json::to_string_pretty(&manifest)? + "\n";
     std::fs::write(o.out.join("manifest.json"), json)?;
-    std::fs::remove_dir_all(&work)?;
+    std::fs::remove_dir_all(work)?;
     p.finish(&format!("built {} in {}", b.name, o.out.display()));
     Ok(manifest)
 }
@@ -418,6 +497,16 @@ pub fn slot_entry(version: &str, slot: Slot, cmdline: &str) -> EntrySpec {
         initrd: format!("/{slot}/initrd.img"),
         options: cmdline.trim().to_string(),
     }
+}
+
+/// `/etc/cairn/board`: what init needs to know of the board.
+fn board_facts(b: &Board) -> String {
+    let mut facts = format!("grow_data={}\n", u8::from(b.grow_data));
+    if b.boot.chain == BootChain::Pxe {
+        // Diskless gateways keep node state in RAM rather than refusing to boot.
+        facts.push_str("data_fallback=tmpfs\n");
+    }
+    facts
 }
 
 fn os_release(version: &str) -> String {

@@ -79,7 +79,53 @@ pub fn pack(root: &Path, mtime: u32) -> Result<Vec<u8>> {
         Vec::new(),
     ));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let cpio = write(entries)?;
+    let mut packed = zstd::bulk::compress(&cpio, 19)?;
+    // Another archive may follow (the kernel unpacks concatenated ones); its header must
+    // start 4-byte aligned, and zeros between archives are skipped.
+    packed.resize(packed.len().next_multiple_of(4), 0);
+    Ok(packed)
+}
 
+/// One member of an archive made from memory with [`archive`].
+pub enum Member<'a> {
+    Dir(&'a str),
+    /// Path, permission bits, contents.
+    File(&'a str, u32, &'a [u8]),
+}
+
+/// An uncompressed newc archive of `members` (in the given order: directories before what
+/// they hold), owned by root, every time `mtime`. For data that is compressed already (a
+/// squashfs) or tiny (a node config), appended to an initramfs.
+pub fn archive(members: &[Member], mtime: u32) -> Result<Vec<u8>> {
+    let entries = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (name, is_dir, mode, data) = match *m {
+                Member::Dir(n) => (n, true, 0o755, &[][..]),
+                Member::File(n, mode, data) => (n, false, mode, data),
+            };
+            let kind = if is_dir {
+                ModeFileType::Directory
+            } else {
+                ModeFileType::Regular
+            };
+            let b = Builder::new(name)
+                .ino(i as u32 + 1)
+                .uid(0)
+                .gid(0)
+                .mtime(mtime)
+                .nlink(if is_dir { 2 } else { 1 })
+                .mode(mode)
+                .set_mode_file_type(kind);
+            (name.to_string(), b, data.to_vec())
+        })
+        .collect();
+    write(entries)
+}
+
+fn write(entries: Vec<(String, Builder, Vec<u8>)>) -> Result<Vec<u8>> {
     let mut cpio = Vec::new();
     for (_, builder, data) in entries {
         let mut w = builder.write(&mut cpio, data.len() as u32);
@@ -87,7 +133,7 @@ pub fn pack(root: &Path, mtime: u32) -> Result<Vec<u8>> {
         w.finish()?;
     }
     cpio::newc::trailer(&mut cpio)?;
-    Ok(zstd::bulk::compress(&cpio, 19)?)
+    Ok(cpio)
 }
 
 #[cfg(test)]
@@ -108,5 +154,20 @@ mod tests {
             text.contains("dev/console") && text.contains("TRAILER!!!") && text.contains("#!init")
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn archive_members_in_order() {
+        use super::Member;
+        let a = super::archive(
+            &[Member::Dir("boot"), Member::File("boot/x", 0o600, b"hello")],
+            1,
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&a);
+        let (dir, file) = (text.find("boot\0").unwrap(), text.find("boot/x").unwrap());
+        assert!(dir < file && text.contains("hello") && text.ends_with("\0"));
+        assert!(text.contains("TRAILER!!!"));
+        assert_eq!(a.len() % 4, 0);
     }
 }

@@ -7,6 +7,9 @@
 //! together and reports progress. Outputs are byte-identical for identical inputs
 //! (SOURCE_DATE_EPOCH, sorted entries, derived UUIDs, fixed owners).
 //!
+//! Network-booted boards (`pxe`) get no disk but the files a boot server serves (`pxe`,
+//! `pxeserve`).
+//!
 //! Limitations: GPT disks only (MBR for Raspberry Pi is still to come); the host must be
 //! Debian (apt-get download fetches the kernel and packages).
 
@@ -23,6 +26,8 @@ pub mod manifest;
 pub mod oci;
 pub mod podbench;
 pub mod progress;
+pub mod pxe;
+pub mod pxeserve;
 pub mod qemu;
 pub mod recipe;
 pub mod rootfs;

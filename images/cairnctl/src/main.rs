@@ -187,7 +187,8 @@ enum Cmd {
     },
     /// Boot out/<board>/disk.img in QEMU until the guest powers off or Ctrl-C. A fresh node
     /// disk gets the secrets in out/secrets (made if missing); out/<board>/kubeconfig then
-    /// reaches the node's API through the forwarded port.
+    /// reaches the node's API through the forwarded port. Network-booted boards (pxe-*)
+    /// boot through the NIC's iPXE from QEMU's TFTP server serving out/<board>.
     Qemu {
         #[arg(long)]
         board: String,
@@ -210,6 +211,14 @@ enum Cmd {
         /// one with `cairnctl stick`).
         #[arg(long, value_name = "IMG")]
         stick: Option<PathBuf>,
+        /// The NIC's MAC address (a network-booted node's config is chosen by it).
+        #[arg(long, default_value = qemu::DEFAULT_MAC)]
+        mac: String,
+    },
+    /// Network boot (pxe-* boards): per-device node configs and the boot server.
+    Pxe {
+        #[command(subcommand)]
+        cmd: PxeCmd,
     },
     /// Make a FAT disk image holding BUNDLE as cairn-update/<name>: what a USB stick for an
     /// air-gapped update holds (any FAT stick with that file works the same).
@@ -256,6 +265,61 @@ enum SecretsCmd {
         #[arg(long)]
         secrets: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum PxeCmd {
+    /// Validate NODE_YAML and make it the node config of the device with MAC (or of every
+    /// device without its own, with --default) in DIR (out/pxe-<arch>).
+    Add {
+        dir: PathBuf,
+        #[command(flatten)]
+        device: PxeDevice,
+        node_yaml: PathBuf,
+        /// Also give the device these cluster secrets (a server imports them on first start).
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+    },
+    /// Remove a device's node config; removing the default makes unknown devices be refused.
+    Remove {
+        dir: PathBuf,
+        #[command(flatten)]
+        device: PxeDevice,
+    },
+    /// List the devices with a node config in DIR.
+    List { dir: PathBuf },
+    /// Serve DIR to network-booting devices: HTTP (iPXE) and TFTP (the first stage).
+    Serve {
+        dir: PathBuf,
+        /// Address to listen on (one of this machine's, on the devices' network).
+        #[arg(long, default_value = "0.0.0.0")]
+        listen: std::net::IpAddr,
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// TFTP port; 0 serves no TFTP.
+        #[arg(long, default_value_t = 69)]
+        tftp_port: u16,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct PxeDevice {
+    /// The device's MAC address (52:54:00:12:34:56).
+    #[arg(long)]
+    mac: Option<String>,
+    /// Every device without a config of its own.
+    #[arg(long)]
+    default: bool,
+}
+
+impl PxeDevice {
+    fn device(&self) -> cairnctl::pxe::Device {
+        match &self.mac {
+            Some(m) => cairnctl::pxe::Device::Mac(m.clone()),
+            None => cairnctl::pxe::Device::Default,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -549,7 +613,9 @@ fn run(cli: Cli) -> Result<()> {
             smp,
             out,
             stick,
+            mac,
         } => {
+            cairnctl::pxe::mac_key(&mac)?;
             let repo = repo_root()?;
             let board = board::load(&repo.join("board-configs"), &board)?;
             let out = out.unwrap_or_else(|| repo.join("out").join(&board.name));
@@ -566,9 +632,41 @@ fn run(cli: Cli) -> Result<()> {
                 stick,
                 tap: None,
                 memory_mib: None,
+                mac: Some(mac),
+                boot_url: None,
             };
             qemu::run_interactive(&o)?;
         }
+        Cmd::Pxe { cmd } => match cmd {
+            PxeCmd::Add {
+                dir,
+                device,
+                node_yaml,
+                secrets,
+            } => {
+                let path =
+                    cairnctl::pxe::add(&dir, &device.device(), &node_yaml, secrets.as_deref())?;
+                println!("{}", path.display());
+            }
+            PxeCmd::Remove { dir, device } => {
+                let path = cairnctl::pxe::remove(&dir, &device.device())?;
+                println!("removed {}", path.display());
+                if device.default {
+                    println!("devices without a config of their own are now refused");
+                }
+            }
+            PxeCmd::List { dir } => {
+                for name in cairnctl::pxe::list(&dir)? {
+                    println!("{}", name.replace('-', ":"));
+                }
+            }
+            PxeCmd::Serve {
+                dir,
+                listen,
+                http_port,
+                tftp_port,
+            } => cairnctl::pxeserve::serve(&dir, listen, http_port, tftp_port)?,
+        },
         Cmd::Stick { bundle, out } => {
             cairnctl::update::make_stick(&bundle, &out)?;
             println!(

@@ -40,7 +40,16 @@ pub struct VmOptions {
     pub tap: Option<Tap>,
     /// Memory other than the board's (a small node).
     pub memory_mib: Option<u64>,
+    /// The NIC's MAC address [default: [`DEFAULT_MAC`], or the tap's]. A network-booted
+    /// node's config is chosen by it.
+    pub mac: Option<String>,
+    /// Network boot from this URL (e.g. `cairnctl pxe serve` on the host, which the guest
+    /// reaches as 10.0.2.2) instead of QEMU's TFTP server.
+    pub boot_url: Option<String>,
 }
+
+/// QEMU's MAC address for the first NIC of a machine.
+pub const DEFAULT_MAC: &str = "52:54:00:12:34:56";
 
 /// A network on the host for VMs on tap devices: a bridge with the host's address (`.254`
 /// of `subnet`) and a tap per VM, removed on drop. Needs root.
@@ -140,7 +149,24 @@ impl VmOptions {
             stick: None,
             tap: None,
             memory_mib: None,
+            mac: None,
+            boot_url: None,
         }
+    }
+
+    /// The MAC address of the node's NIC.
+    pub fn nic_mac(&self) -> &str {
+        match (&self.tap, &self.mac) {
+            (Some(t), _) => &t.mac,
+            (None, Some(m)) => m,
+            (None, None) => DEFAULT_MAC,
+        }
+    }
+
+    /// What QEMU's TFTP server serves a network-booted node: the build's files, the node
+    /// configs, and one with the cluster secrets for this node.
+    pub fn tftp_dir(&self) -> PathBuf {
+        self.run_dir.join("tftp")
     }
 
     /// The API server's URL from the host.
@@ -192,6 +218,9 @@ pub struct Vm {
 
 /// Prepares the node's disk (and UEFI variable store) without touching a running one.
 pub fn prepare(o: &VmOptions) -> Result<()> {
+    if o.board.boot.chain == BootChain::Pxe {
+        return prepare_netboot(o);
+    }
     let src = o.out.join("disk.img");
     if !src.is_file() {
         bail!(
@@ -236,6 +265,60 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
     Ok(())
 }
 
+/// Lays out [`VmOptions::tftp_dir`]: links to the build's files and node configs, plus (with
+/// secrets, unless the build has a config for this node's MAC) this node's config: the
+/// build's default with the cluster secrets, so the admin kubeconfig works.
+fn prepare_netboot(o: &VmOptions) -> Result<()> {
+    use crate::pxe;
+    if !o.out.join(pxe::SCRIPT).is_file() {
+        bail!(
+            "{} is missing: run `make image BOARD={}` first",
+            o.out.join(pxe::SCRIPT).display(),
+            o.board.name
+        );
+    }
+    if o.tap.is_some() {
+        bail!(
+            "{}: network boot runs on QEMU's user network only (its TFTP server)",
+            o.board.name
+        );
+    }
+    std::fs::create_dir_all(&o.run_dir)?;
+    let tftp = o.tftp_dir();
+    if tftp.exists() {
+        std::fs::remove_dir_all(&tftp)?;
+    }
+    std::fs::create_dir_all(tftp.join(pxe::NODES))?;
+    let mut files: Vec<String> = ["vmlinuz", "initrd.img", pxe::SCRIPT]
+        .map(String::from)
+        .to_vec();
+    for name in pxe::list(&o.out)? {
+        files.push(format!("{}/{name}.cpio", pxe::NODES));
+    }
+    for f in &files {
+        let (src, dst) = (o.out.join(f), tftp.join(f));
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    if o.fresh {
+        let _ = std::fs::remove_file(o.console_log());
+    }
+    if let Some(dir) = &o.secrets {
+        let pki = crate::secrets::ensure(dir)?;
+        let own = pxe::Device::Mac(o.nic_mac().to_string()).file(&tftp)?;
+        if !own.exists() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as u32;
+            let bytes = pxe::node_archive(crate::build::DEFAULT_NODE_YAML, Some(dir), now)?;
+            std::fs::write(&own, bytes)?;
+        }
+        crate::secrets::write_kubeconfig(&pki, &o.api_url(), &o.kubeconfig())?;
+    }
+    Ok(())
+}
+
 /// The QEMU command line for one launch.
 pub fn command(o: &VmOptions) -> Result<Command> {
     let q = o
@@ -274,11 +357,20 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         "unix:{},server=on,wait=off",
         o.qmp_socket().display()
     ));
-    c.arg("-drive").arg(format!(
-        "if=none,id=disk0,format=raw,file={}",
-        o.node_disk().display()
-    ));
-    c.args(["-device", &format!("{},drive=disk0", dev("virtio-blk"))]);
+    let netboot = o.board.boot.chain == BootChain::Pxe;
+    if netboot {
+        // SeaBIOS and the NIC's iPXE print on the serial port only when told to.
+        let port = o.run_dir.join("sercon-port");
+        std::fs::write(&port, 0x3f8u16.to_le_bytes())?;
+        c.arg("-fw_cfg")
+            .arg(format!("name=etc/sercon-port,file={}", port.display()));
+    } else {
+        c.arg("-drive").arg(format!(
+            "if=none,id=disk0,format=raw,file={}",
+            o.node_disk().display()
+        ));
+        c.args(["-device", &format!("{},drive=disk0", dev("virtio-blk"))]);
+    }
     if let Some(stick) = &o.stick {
         c.arg("-drive").arg(format!(
             "if=none,id=stick0,format=raw,readonly=on,file={}",
@@ -298,11 +390,15 @@ pub fn command(o: &VmOptions) -> Result<Command> {
             ]);
         }
         None => {
-            c.arg("-netdev").arg(format!(
-                "user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443",
-                o.api_port
-            ));
-            c.args(["-device", &format!("{},netdev=net0", dev("virtio-net"))]);
+            let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443", o.api_port);
+            let mut nic = format!("{},netdev=net0,mac={}", dev("virtio-net"), o.nic_mac());
+            if netboot {
+                let bootfile = o.boot_url.as_deref().unwrap_or(crate::pxe::SCRIPT);
+                netdev += &format!(",tftp={},bootfile={bootfile}", o.tftp_dir().display());
+                nic += ",bootindex=0";
+            }
+            c.arg("-netdev").arg(netdev);
+            c.args(["-device", &nic]);
         }
     }
     c.args(["-object", "rng-random,filename=/dev/urandom,id=rng0"]);

@@ -101,6 +101,13 @@ pub struct BundleOptions {
 
 /// Writes a signed bundle from a built image's slot files.
 pub fn bundle(o: &BundleOptions) -> Result<Manifest> {
+    if o.image_dir.join(crate::pxe::SCRIPT).exists() {
+        bail!(
+            "{} is a network-boot build: such nodes have no slots to update; serve the new \
+             build (`cairnctl pxe serve`) and they run it from their next boot",
+            o.image_dir.display()
+        );
+    }
     let manifest_path = o.image_dir.join("manifest.json");
     let text = fs::read_to_string(&manifest_path).with_context(|| {
         format!(
