@@ -31,7 +31,7 @@ triple_s390x   := s390x-unknown-linux-gnu
 board_arch = $(shell sed -n 's/^arch: *//p' board-configs/$(1).yaml 2>/dev/null)
 QEMU_BOARDS := qemu-x86_64 qemu-aarch64 qemu-armv7 qemu-s390x
 # Boards booted by `make test` besides QEMU_BOARDS (network boot).
-NETBOOT_BOARDS := pxe-x86_64
+NETBOOT_BOARDS := pxe-x86_64 pxe-aarch64
 CAIRNCTL := $(CURDIR)/target/debug/cairnctl
 
 ifeq ($(notdir $(CARGO)),cross)
@@ -57,7 +57,7 @@ help:
 	@echo "  make upgrade BOARD=B         send out/B/update.cairnb to the node make qemu runs"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
-	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64 (network boot); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
+	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64, pxe-aarch64 (network boot); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
 	@echo "  make bench                   sizes and boot timings per architecture; pods: memory, start latency; updater time, writes, RSS"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 

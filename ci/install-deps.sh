@@ -43,7 +43,7 @@ $SUDO apt-get update -o Acquire::Retries=3 || log "warning: apt-get update repor
 HOST_PKGS=(
   gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf gcc-s390x-linux-gnu libc6-dev
   libc6-dev-arm64-cross libc6-dev-armhf-cross libc6-dev-s390x-cross
-  kmod squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd
+  kmod squashfs-tools erofs-utils dosfstools mtools fdisk e2fsprogs bmap-tools cpio zstd grub-common
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
   ca-certificates openssl python3 python3-pip python3-kubernetes curl protobuf-compiler etcd-server
   tzdata skopeo iproute2

@@ -217,7 +217,14 @@ fn validate(b: &Board, text: &str, file: &str) -> Result<()> {
             "{}: a network-booted board (boot.chain: pxe) has no partitions",
             at("partitions")
         ),
-        (None, BootChain::Pxe) => {}
+        (None, BootChain::Pxe) => {
+            if !matches!(b.arch, Arch::X86_64 | Arch::Aarch64) {
+                bail!(
+                    "{}: network boot is built for x86_64 (iPXE) and aarch64 (GRUB) only",
+                    at("chain")
+                );
+            }
+        }
         (None, _) => bail!("{}: partitions is required", at("boot")),
         (Some(p), _) => {
             if p.boot_mib < 40 {

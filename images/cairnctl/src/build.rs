@@ -124,6 +124,10 @@ pub fn build(o: &Options) -> Result<Manifest> {
         // iPXE for PXE firmware that is not iPXE already (the first stage, over TFTP).
         wanted.push(("ipxe".into(), "all".into()));
     }
+    if pxe && arch == crate::board::Arch::Aarch64 {
+        // Debian has no ARM64 iPXE: UEFI's PXE loads a network GRUB made from these modules.
+        wanted.push(("grub-efi-arm64-bin".into(), arch.debian().into()));
+    }
     let versions = debs::candidates(&wanted)?;
     for ((name, a), version) in wanted.iter().zip(&versions) {
         let deb = debs::fetch(name, a, version)?;
@@ -292,6 +296,10 @@ pub fn build(o: &Options) -> Result<Manifest> {
                 std::fs::copy(&src, o.out.join(name))?;
                 files.push(name);
             }
+        }
+        if arch == crate::board::Arch::Aarch64 {
+            grub_netboot(&pkgroot.join("usr/lib/grub/arm64-efi"), &work, o)?;
+            files.extend([crate::pxe::GRUB_EFI, crate::pxe::GRUB_CFG]);
         }
         for stale in ["disk.img", "disk.img.zst", "disk.img.bmap", "cmdline"] {
             let _ = std::fs::remove_file(o.out.join(stale));
@@ -497,6 +505,27 @@ pub fn slot_entry(version: &str, slot: Slot, cmdline: &str) -> EntrySpec {
         initrd: format!("/{slot}/initrd.img"),
         options: cmdline.trim().to_string(),
     }
+}
+
+/// The network GRUB (`grubnetaa64.efi`, its modules built in) and its `grub.cfg`.
+fn grub_netboot(modules: &Path, work: &Path, o: &Options) -> Result<()> {
+    use crate::pxe;
+    let early = work.join("grub-early.cfg");
+    std::fs::write(&early, pxe::GRUB_EARLY)?;
+    tools::run(
+        Command::new(tools::find("grub-mkimage")?)
+            .args(["-O", "arm64-efi", "-p", "(tftp)", "-d"])
+            .arg(modules)
+            .arg("-c")
+            .arg(&early)
+            .arg("-o")
+            .arg(o.out.join(pxe::GRUB_EFI))
+            .args(pxe::GRUB_MODULES),
+    )?;
+    let b = &o.board;
+    let cfg = pxe::grub_cfg(&b.name, &o.version, &b.kernel.cmdline);
+    std::fs::write(o.out.join(pxe::GRUB_CFG), cfg)?;
+    Ok(())
 }
 
 /// `/etc/cairn/board`: what init needs to know of the board.

@@ -20,6 +20,21 @@ use anyhow::{bail, Context, Result};
 use crate::initramfs::{archive, Member};
 
 pub const SCRIPT: &str = "boot.ipxe";
+/// GRUB's config, for boards whose first stage is GRUB (no iPXE build for the architecture).
+pub const GRUB_CFG: &str = "grub.cfg";
+/// The network GRUB UEFI firmware loads over TFTP (its config is `grub.cfg` beside it).
+pub const GRUB_EFI: &str = "grubnetaa64.efi";
+/// What a boot server may serve from a build's directory (besides `nodes/`).
+pub const SERVED: [&str; 8] = [
+    "vmlinuz",
+    "initrd.img",
+    SCRIPT,
+    GRUB_CFG,
+    GRUB_EFI,
+    "undionly.kpxe",
+    "ipxe.efi",
+    "snponly.efi",
+];
 pub const NODES: &str = "nodes";
 pub const DEFAULT: &str = "default";
 
@@ -58,6 +73,56 @@ exit 1
         cmdline = cmdline.trim()
     )
 }
+
+/// GRUB's counterpart of [`script`], for UEFI boards without iPXE (ARM64): the same files,
+/// the same order (the device's own archive, then the default, else refused). GRUB reads
+/// everything from the server it was loaded from (`$root`, TFTP).
+pub fn grub_cfg(board: &str, version: &str, cmdline: &str) -> String {
+    format!(
+        r#"# Cairn {version} for {board}: network boot through GRUB. Node configs:
+# nodes/<mac>.cpio (52-54-00-12-34-56.cpio), else nodes/{DEFAULT}.cpio.
+regexp --set=1:m1 --set=2:m2 --set=3:m3 --set=4:m4 --set=5:m5 --set=6:m6 \
+  '^(..):(..):(..):(..):(..):(..)$' "$net_default_mac"
+set key="$m1-$m2-$m3-$m4-$m5-$m6"
+echo "Cairn {version} ({board}): network boot of $net_default_mac"
+linux /vmlinuz {cmdline}
+if initrd /initrd.img /{NODES}/$key.cpio; then
+  echo "Cairn: booting"
+  boot
+fi
+echo "Cairn: no config for this device ({NODES}/$key.cpio), trying the default"
+if initrd /initrd.img /{NODES}/{DEFAULT}.cpio; then
+  echo "Cairn: booting"
+  boot
+fi
+echo "Cairn: REFUSED: device $net_default_mac has no node config and this server gives no default"
+echo "Cairn: add one with `cairnctl pxe add DIR --mac $net_default_mac node.yaml`"
+sleep 10
+exit
+"#,
+        cmdline = cmdline.trim()
+    )
+}
+
+/// The config GRUB's image carries: read `grub.cfg` from where GRUB came from.
+pub const GRUB_EARLY: &str = "configfile $prefix/grub.cfg\n";
+
+/// GRUB modules the network image needs.
+pub const GRUB_MODULES: &[&str] = &[
+    "net",
+    "efinet",
+    "tftp",
+    "http",
+    "linux",
+    "normal",
+    "configfile",
+    "echo",
+    "test",
+    "regexp",
+    "sleep",
+    "halt",
+    "reboot",
+];
 
 /// A device's archive name stem from its MAC address (`52:54:00:AB:CD:EF`,
 /// `52-54-00-ab-cd-ef` or `525400abcdef`): `52-54-00-ab-cd-ef`, as iPXE's `hexhyp` prints it.
@@ -197,6 +262,16 @@ mod tests {
             let err = mac_key(bad).unwrap_err().to_string();
             assert!(err.contains("not a MAC address"), "{err}");
         }
+    }
+
+    #[test]
+    fn grub_cfg_asks_for_the_device_then_the_default() {
+        let s = grub_cfg("pxe-aarch64", "1.2", " console=ttyAMA0 ");
+        let own = s.find("initrd /initrd.img /nodes/$key.cpio").unwrap();
+        let default = s.find("initrd /initrd.img /nodes/default.cpio").unwrap();
+        assert!(own < default, "{s}");
+        assert!(s.contains("linux /vmlinuz console=ttyAMA0\n"), "{s}");
+        assert!(s.contains("REFUSED"));
     }
 
     #[test]

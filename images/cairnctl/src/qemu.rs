@@ -252,17 +252,7 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
     if let Some((_, pki)) = &secrets {
         crate::secrets::write_kubeconfig(pki, &o.api_url(), &o.kubeconfig())?;
     }
-    if let Some(fw) = o.board.qemu.as_ref().and_then(|q| q.firmware.as_ref()) {
-        if !o.efivars().exists() {
-            std::fs::copy(&fw.vars, o.efivars()).with_context(|| {
-                format!(
-                    "copying {}: run `make deps` (UEFI firmware packages)",
-                    fw.vars.display()
-                )
-            })?;
-        }
-    }
-    Ok(())
+    copy_efivars(o)
 }
 
 /// Lays out [`VmOptions::tftp_dir`]: links to the build's files and node configs, plus (with
@@ -289,9 +279,11 @@ fn prepare_netboot(o: &VmOptions) -> Result<()> {
         std::fs::remove_dir_all(&tftp)?;
     }
     std::fs::create_dir_all(tftp.join(pxe::NODES))?;
-    let mut files: Vec<String> = ["vmlinuz", "initrd.img", pxe::SCRIPT]
-        .map(String::from)
-        .to_vec();
+    let mut files: Vec<String> = pxe::SERVED
+        .iter()
+        .filter(|f| o.out.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
     for name in pxe::list(&o.out)? {
         files.push(format!("{}/{name}.cpio", pxe::NODES));
     }
@@ -315,6 +307,24 @@ fn prepare_netboot(o: &VmOptions) -> Result<()> {
             std::fs::write(&own, bytes)?;
         }
         crate::secrets::write_kubeconfig(&pki, &o.api_url(), &o.kubeconfig())?;
+    }
+    copy_efivars(o)
+}
+
+/// A fresh copy of the board's UEFI variable store, unless the node has one.
+fn copy_efivars(o: &VmOptions) -> Result<()> {
+    if let Some(fw) = o.board.qemu.as_ref().and_then(|q| q.firmware.as_ref()) {
+        if o.fresh {
+            let _ = std::fs::remove_file(o.efivars());
+        }
+        if !o.efivars().exists() {
+            std::fs::copy(&fw.vars, o.efivars()).with_context(|| {
+                format!(
+                    "copying {}: run `make deps` (UEFI firmware packages)",
+                    fw.vars.display()
+                )
+            })?;
+        }
     }
     Ok(())
 }
@@ -358,13 +368,13 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         o.qmp_socket().display()
     ));
     let netboot = o.board.boot.chain == BootChain::Pxe;
-    if netboot {
+    if netboot && q.firmware.is_none() {
         // SeaBIOS and the NIC's iPXE print on the serial port only when told to.
         let port = o.run_dir.join("sercon-port");
         std::fs::write(&port, 0x3f8u16.to_le_bytes())?;
         c.arg("-fw_cfg")
             .arg(format!("name=etc/sercon-port,file={}", port.display()));
-    } else {
+    } else if !netboot {
         c.arg("-drive").arg(format!(
             "if=none,id=disk0,format=raw,file={}",
             o.node_disk().display()
@@ -393,7 +403,13 @@ pub fn command(o: &VmOptions) -> Result<Command> {
             let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443", o.api_port);
             let mut nic = format!("{},netdev=net0,mac={}", dev("virtio-net"), o.nic_mac());
             if netboot {
-                let bootfile = o.boot_url.as_deref().unwrap_or(crate::pxe::SCRIPT);
+                // QEMU's x86 NICs carry iPXE, which runs the script; UEFI on other machines
+                // loads the network GRUB.
+                let first = match o.board.arch {
+                    crate::board::Arch::X86_64 => crate::pxe::SCRIPT,
+                    _ => crate::pxe::GRUB_EFI,
+                };
+                let bootfile = o.boot_url.as_deref().unwrap_or(first);
                 netdev += &format!(",tftp={},bootfile={bootfile}", o.tftp_dir().display());
                 nic += ",bootindex=0";
             }

@@ -16,6 +16,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("mmd", "mtools"),
     ("sfdisk", "fdisk"),
     ("bmaptool", "bmap-tools"),
+    ("grub-mkimage", "grub-common"),
     ("qemu-system-x86_64", "qemu-system-x86 (bookworm-backports)"),
     (
         "qemu-system-aarch64",

@@ -17,6 +17,7 @@ use common::free_port;
 
 const BOOT: Duration = Duration::from_secs(300);
 const BOARD: &str = "pxe-x86_64";
+const BOARD_ARM64: &str = "pxe-aarch64";
 
 fn cairnctl(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
@@ -31,23 +32,28 @@ fn cairnctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A copy of the build's network-boot directory (hard links) for one test to change.
-fn serve_dir(run: &str) -> (cairnctl::board::Board, PathBuf) {
+/// A copy of `board`'s network-boot directory (hard links) for one test to change.
+fn serve_dir_of(board_name: &str, run: &str) -> (cairnctl::board::Board, PathBuf) {
     let repo = common::repo();
-    let board = cairnctl::board::load(&repo.join("board-configs"), BOARD).unwrap();
-    let built = repo.join("out").join(BOARD);
+    let board = cairnctl::board::load(&repo.join("board-configs"), board_name).unwrap();
+    let built = repo.join("out").join(board_name);
     assert!(
         built.join(cairnctl::pxe::SCRIPT).is_file(),
-        "{}/boot.ipxe is missing: run `make image BOARD={BOARD}` (make test does)",
+        "{}/boot.ipxe is missing: run `make image BOARD={board_name}` (make test does)",
         built.display()
     );
     let dir = built.join(run).join("srv");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("nodes")).unwrap();
-    for f in ["vmlinuz", "initrd.img", "boot.ipxe", "nodes/default.cpio"] {
+    let files = cairnctl::pxe::SERVED.iter().chain(&["nodes/default.cpio"]);
+    for f in files.filter(|f| built.join(f).is_file()) {
         std::fs::hard_link(built.join(f), dir.join(f)).unwrap();
     }
     (board, dir)
+}
+
+fn serve_dir(run: &str) -> (cairnctl::board::Board, PathBuf) {
+    serve_dir_of(BOARD, run)
 }
 
 struct Server(Child, PathBuf);
@@ -213,6 +219,69 @@ fn pxe_x86_64_boots_diskless_over_http_with_the_config_of_its_mac() {
     assert!(vm
         .console_text()
         .contains("cairn-init: shutdown action=poweroff"));
+}
+
+/// ARM64: UEFI's PXE loads the network GRUB over QEMU's TFTP, GRUB the kernel, the root and
+/// this device's config; the node comes up under its configured name and powers off.
+#[test]
+fn pxe_aarch64_boots_diskless_through_uefi_pxe_and_grub_with_the_config_of_its_mac() {
+    let (board, dir) = serve_dir_of(BOARD_ARM64, "test-grub");
+    let mac = "52:54:00:a6:40:01";
+    let mut o = VmOptions::headless(board, dir.clone(), "run", free_port());
+    o.mac = Some(mac.into());
+    let secrets = o.secrets.clone().unwrap();
+    cairnctl::secrets::ensure(&secrets).unwrap();
+    let yaml = dir.with_file_name("gw-arm.yaml");
+    std::fs::write(&yaml, "hostname: gw-arm\nrole: server\n").unwrap();
+    cairnctl(&[
+        "pxe",
+        "add",
+        dir.to_str().unwrap(),
+        "--mac",
+        mac,
+        yaml.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ]);
+    qemu::prepare(&o).unwrap();
+    let mut vm = Vm::launch(&o).unwrap();
+    let at = vm.wait_for("Cairn: booting", 0, BOOT).unwrap();
+    let console = vm.console_text();
+    assert!(
+        !console[..at].contains("trying the default"),
+        "GRUB did not find the device's own config:\n{}",
+        qemu::tail(&console, 20)
+    );
+    let at = vm
+        .wait_for("cairn-init: root ram dev=/dev/loop", at, BOOT)
+        .unwrap();
+    let at = vm
+        .wait_for("cairn-init: seed from the network boot", at, BOOT)
+        .unwrap();
+    vm.wait_for("cairn: ready", at, BOOT).unwrap();
+    kubectl_until(&vm, &o, &["get", "nodes", "-o", "name"], |s| {
+        s.contains("node/gw-arm")
+    });
+    let arch = kubectl(
+        &vm,
+        &o,
+        &[
+            "get",
+            "node",
+            "gw-arm",
+            "-o",
+            "jsonpath={.status.nodeInfo.architecture}",
+        ],
+    );
+    assert_eq!(arch, "arm64");
+    vm.powerdown().unwrap();
+    let stop = vm.wait(Duration::from_secs(120)).unwrap();
+    assert_eq!(
+        stop,
+        Some(Stop::GuestShutdown),
+        "no clean power-off; console:\n{}",
+        qemu::tail(&vm.console_text(), 30)
+    );
 }
 
 #[test]
