@@ -105,7 +105,7 @@ unit-test: cairnctl
 	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade --test testimages
 
 boot-test: cairnctl
-	$(HOST_CARGO) test -p cairnctl --test reproducible --test boot --test netboot --test cluster --test update -- --test-threads=2
+	$(HOST_CARGO) test -p cairnctl --test reproducible --test flash --test boot --test netboot --test cluster --test update -- --test-threads=2
 
 test: unit-test images boot-test
 

@@ -20,6 +20,7 @@ pub mod config;
 pub mod debs;
 pub mod disk;
 pub mod fat;
+pub mod flash;
 pub mod initramfs;
 pub mod kmod;
 pub mod manifest;

@@ -215,6 +215,18 @@ enum Cmd {
         #[arg(long, default_value = qemu::DEFAULT_MAC)]
         mac: String,
     },
+    /// Write an image to an SD card or USB disk: only the blocks its block map lists, each
+    /// checked against the map, then all read back and checked again. Refuses a partition,
+    /// a mounted or in-use disk, this system's disk, and one smaller than the image.
+    Flash {
+        /// out/<board>/disk.img.zst (or disk.img).
+        image: PathBuf,
+        /// The whole device (/dev/sdX, /dev/mmcblkN), or a file.
+        device: PathBuf,
+        /// The block map [default: disk.img.bmap beside the image].
+        #[arg(long)]
+        bmap: Option<PathBuf>,
+    },
     /// Network boot (pxe-* boards): per-device node configs and the boot server.
     Pxe {
         #[command(subcommand)]
@@ -636,6 +648,24 @@ fn run(cli: Cli) -> Result<()> {
                 boot_url: None,
             };
             qemu::run_interactive(&o)?;
+        }
+        Cmd::Flash {
+            image,
+            device,
+            bmap,
+        } => {
+            let bmap = bmap.unwrap_or_else(|| cairnctl::flash::bmap_path(&image));
+            eprintln!(
+                "cairnctl: writing {} to {}",
+                image.display(),
+                device.display()
+            );
+            let bytes = cairnctl::flash::flash(&image, &bmap, &device)?;
+            println!(
+                "{}: {} written and verified; it is safe to remove",
+                device.display(),
+                cairnctl::progress::mib(bytes)
+            );
         }
         Cmd::Pxe { cmd } => match cmd {
             PxeCmd::Add {
