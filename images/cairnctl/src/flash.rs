@@ -56,7 +56,11 @@ impl Bmap {
         let mut ranges: Vec<ByteRange> = Vec::new();
         for r in parsed.block_map() {
             let (offset, length) = (r.offset(), r.length());
-            if offset.checked_add(length).is_none_or(|end| end > image_size) || length == 0 {
+            if offset
+                .checked_add(length)
+                .is_none_or(|end| end > image_size)
+                || length == 0
+            {
                 bail!("a range at byte {offset} lies outside the image's {image_size} bytes");
             }
             if ranges.last().is_some_and(|p| p.offset + p.length > offset) {

@@ -646,6 +646,7 @@ fn run(cli: Cli) -> Result<()> {
                 memory_mib: None,
                 mac: Some(mac),
                 boot_url: None,
+                data_disk: None,
             };
             qemu::run_interactive(&o)?;
         }

@@ -46,6 +46,8 @@ pub struct VmOptions {
     /// Network boot from this URL (e.g. `cairnctl pxe serve` on the host, which the guest
     /// reaches as 10.0.2.2) instead of QEMU's TFTP server.
     pub boot_url: Option<String>,
+    /// A network-booted node's local disk (else it has none: diskless).
+    pub data_disk: Option<PathBuf>,
 }
 
 /// QEMU's MAC address for the first NIC of a machine.
@@ -151,6 +153,7 @@ impl VmOptions {
             memory_mib: None,
             mac: None,
             boot_url: None,
+            data_disk: None,
         }
     }
 
@@ -374,6 +377,13 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         std::fs::write(&port, 0x3f8u16.to_le_bytes())?;
         c.arg("-fw_cfg")
             .arg(format!("name=etc/sercon-port,file={}", port.display()));
+    }
+    if let Some(disk) = o.data_disk.as_ref().filter(|_| netboot) {
+        c.arg("-drive").arg(format!(
+            "if=none,id=disk0,format=raw,file={}",
+            disk.display()
+        ));
+        c.args(["-device", &format!("{},drive=disk0", dev("virtio-blk"))]);
     } else if !netboot {
         c.arg("-drive").arg(format!(
             "if=none,id=disk0,format=raw,file={}",

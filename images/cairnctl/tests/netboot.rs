@@ -285,13 +285,29 @@ fn pxe_aarch64_boots_diskless_through_uefi_pxe_and_grub_with_the_config_of_its_m
 }
 
 #[test]
-fn pxe_x86_64_unknown_device_gets_the_default_or_is_refused_over_tftp() {
+fn pxe_x86_64_unknown_device_gets_the_default_with_its_local_disk_or_is_refused_over_tftp() {
     let (board, dir) = serve_dir("test-tftp");
     let mut o = VmOptions::headless(board, dir.clone(), "run", free_port());
     o.mac = Some("52:54:00:0b:ad:01".into());
     o.secrets = None;
 
-    // With a default: the device boots it, over QEMU's TFTP server.
+    // With a default: the device boots it, over QEMU's TFTP server. It has a local disk
+    // with a blank partition named cairn-data, which init formats and keeps the node's
+    // state on.
+    let disk = dir.with_file_name("local-disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["--quiet", disk.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let table = b"label: gpt\nname=cairn-data\n";
+    std::io::Write::write_all(&mut sfdisk.stdin.take().unwrap(), table).unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    o.data_disk = Some(disk);
     qemu::prepare(&o).unwrap();
     let mut vm = Vm::launch(&o).unwrap();
     let at = vm
@@ -302,10 +318,15 @@ fn pxe_x86_64_unknown_device_gets_the_default_or_is_refused_over_tftp() {
         )
         .unwrap();
     let at = vm.wait_for("Cairn: booting", at, BOOT).unwrap();
-    vm.wait_for("cairn-init: seed from the network boot", at, BOOT)
+    let at = vm
+        .wait_for("cairn-init: seed from the network boot", at, BOOT)
         .unwrap();
+    vm.wait_for("cairn-init: data formatted dev=/dev/vda1", at, BOOT)
+        .unwrap();
+    assert!(!vm.console_text().contains("node state is kept in RAM"));
     vm.kill();
     drop(vm);
+    o.data_disk = None;
 
     // Without: refused, and the console says why and what to do.
     let removed = cairnctl(&["pxe", "remove", dir.to_str().unwrap(), "--default"]);
