@@ -13,24 +13,11 @@ use std::time::{Duration, Instant};
 use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 
 mod common;
-use common::free_port;
+use common::{cairnctl, free_port};
 
 const BOOT: Duration = Duration::from_secs(300);
 const BOARD: &str = "pxe-x86_64";
 const BOARD_ARM64: &str = "pxe-aarch64";
-
-fn cairnctl(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cairnctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A copy of `board`'s network-boot directory (hard links) for one test to change.
 fn serve_dir_of(board_name: &str, run: &str) -> (cairnctl::board::Board, PathBuf) {

@@ -84,6 +84,21 @@ fn transient_kubectl_error(stderr: &str) -> bool {
     .any(|t| stderr.contains(t))
 }
 
+/// Runs this build's `cairnctl` in the repository; its stdout. A failure panics with stderr.
+pub fn cairnctl(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cairnctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Builds the image at `version` from the same device binaries and bundles it, as
 /// `make bundle BOARD=.. VERSION=..` does (without rebuilding the binaries).
 pub fn make_bundle(board: &str, version: &str, break_health: bool) -> PathBuf {
@@ -91,19 +106,7 @@ pub fn make_bundle(board: &str, version: &str, break_health: bool) -> PathBuf {
     let dir = repo.join("out").join(board).join("update-test");
     let image = dir.join(format!("v{version}"));
     let bundle = dir.join(format!("v{version}.cairnb"));
-    let cairnctl = env!("CARGO_BIN_EXE_cairnctl");
-    let run = |args: &[&str]| {
-        let out = Command::new(cairnctl)
-            .args(args)
-            .current_dir(&repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cairnctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| drop(cairnctl(args));
     run(&[
         "build",
         "--board",
