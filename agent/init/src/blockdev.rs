@@ -1,5 +1,6 @@
-//! Finding partitions by GPT label (`PARTNAME=` in `/sys/class/block/*/uevent`) and the sysfs
-//! facts about them. Device names are never trusted: `vda2` today may be `sdb2` tomorrow.
+//! Finding partitions by GPT label (`PARTNAME=` in `/sys/class/block/*/uevent`), or by
+//! number on a Cairn MBR disk (Raspberry Pi cards, [`cairn_slots::mbr`]), and the sysfs facts
+//! about them. Device names are never trusted: `vda2` today may be `sdb2` tomorrow.
 
 use std::fs;
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ pub const POLL: Duration = Duration::from_millis(50);
 pub struct UEvent {
     pub devname: Option<String>,
     pub partname: Option<String>,
+    /// `PARTN=`: the partition number (MBR partitions have no name).
+    pub partn: Option<u32>,
 }
 
 pub fn parse_uevent(text: &str) -> UEvent {
@@ -25,24 +28,44 @@ pub fn parse_uevent(text: &str) -> UEvent {
             ev.devname = Some(v.to_string());
         } else if let Some(v) = line.strip_prefix("PARTNAME=") {
             ev.partname = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("PARTN=") {
+            ev.partn = v.parse().ok();
         }
     }
     ev
 }
 
-/// Kernel names of the block devices carrying GPT label `label`, sorted.
+/// Kernel names of the block devices carrying GPT label `label`, or holding that partition
+/// of a Cairn MBR disk, sorted.
 pub fn find_all(label: &str) -> Vec<String> {
+    let mbr_number = cairn_slots::mbr::number(label);
     let mut names: Vec<String> = fs::read_dir(SYS_BLOCK)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| fs::read_to_string(e.path().join("uevent")).ok())
         .map(|t| parse_uevent(&t))
-        .filter(|ev| ev.partname.as_deref() == Some(label))
+        .filter(|ev| match (&ev.partname, ev.partn) {
+            (Some(name), _) => name == label,
+            (None, Some(n)) => Some(n) == mbr_number && on_cairn_mbr(ev),
+            (None, None) => false,
+        })
         .filter_map(|ev| ev.devname)
         .collect();
     names.sort();
     names
+}
+
+/// Whether a partition without a name sits on a disk with Cairn's MBR signature.
+fn on_cairn_mbr(ev: &UEvent) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Some(disk) = ev.devname.as_deref().and_then(|p| parent_disk(p).ok()) else {
+        return false;
+    };
+    let mut sector = [0u8; 512];
+    fs::File::open(format!("/dev/{disk}"))
+        .and_then(|f| f.read_exact_at(&mut sector, 0))
+        .is_ok_and(|()| cairn_slots::mbr::is_cairn(&sector))
 }
 
 /// Waits until a partition labelled `label` exists and its `/dev` node is there. Returns the
@@ -105,6 +128,14 @@ mod tests {
         let ev = parse_uevent("MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nDISKSEQ=9\nPARTN=2\nPARTNAME=cairn-a\n");
         assert_eq!(ev.devname.as_deref(), Some("vda2"));
         assert_eq!(ev.partname.as_deref(), Some("cairn-a"));
+        assert_eq!(ev.partn, Some(2));
+    }
+
+    #[test]
+    fn uevent_mbr_partition_has_a_number_only() {
+        let ev =
+            parse_uevent("MAJOR=179\nMINOR=4\nDEVNAME=mmcblk0p4\nDEVTYPE=partition\nPARTN=4\n");
+        assert_eq!((ev.partname, ev.partn), (None, Some(4)));
     }
 
     #[test]

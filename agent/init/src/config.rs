@@ -172,6 +172,9 @@ pub struct Board {
     /// Without a data partition, keep node state on a tmpfs (network-booted, possibly
     /// diskless nodes) instead of stopping the boot.
     pub data_tmpfs_fallback: bool,
+    /// A slot's read-only root is a file on the slot's boot partition (`cairn-boot-<slot>`,
+    /// [`cairn_slots::mbr::ROOT_FILE`]): Raspberry Pi cards, whose slots are FAT partitions.
+    pub root_in_boot: bool,
 }
 
 impl Board {
@@ -181,6 +184,7 @@ impl Board {
             match k.as_str() {
                 "grow_data" => board.grow_data = matches!(v.as_str(), "1" | "true" | "yes"),
                 "data_fallback" => board.data_tmpfs_fallback = v == "tmpfs",
+                "slot_root" => board.root_in_boot = v == "boot-file",
                 _ => {}
             }
         }
@@ -280,5 +284,7 @@ mod tests {
         assert!(!Board::parse("").grow_data);
         assert!(Board::parse("grow_data=0\ndata_fallback=tmpfs\n").data_tmpfs_fallback);
         assert!(!Board::parse("data_fallback=none\n").data_tmpfs_fallback);
+        assert!(Board::parse("slot_root=boot-file\n").root_in_boot);
+        assert!(!Board::parse("slot_root=partition\n").root_in_boot);
     }
 }

@@ -12,7 +12,7 @@ use crate::blockdev;
 use crate::config::Board;
 use crate::error::{bail, Context, Result};
 use crate::log::line;
-use crate::{gpt, mounts, sys};
+use crate::{gpt, mbr, mounts, sys};
 
 pub const LABEL: &str = "cairn-data";
 const MKE2FS: &str = "/usr/sbin/mke2fs";
@@ -176,7 +176,7 @@ pub fn prepare(board: &Board) -> Result<()> {
     }
     let dev = format!("/dev/{name}");
     if board.grow_data {
-        match gpt::grow_partition(&name) {
+        match grow_partition(&name) {
             Ok(Some((old, new))) => info!("data grown dev={dev} partition_bytes={old}->{new}"),
             Ok(None) => {}
             Err(e) => warn!("cannot grow {dev}: {e}"),
@@ -200,6 +200,21 @@ pub fn prepare(board: &Board) -> Result<()> {
         }
     }
     make_dirs()
+}
+
+/// Grows the data partition with whichever table its disk has: MBR on Raspberry Pi cards
+/// (the firmware reads nothing else), GPT everywhere else.
+fn grow_partition(name: &str) -> Result<Option<(u64, u64)>> {
+    let disk = blockdev::parent_disk(name)?;
+    let mut sector0 = [0u8; 512];
+    File::open(format!("/dev/{disk}"))
+        .and_then(|f| f.read_exact_at(&mut sector0, 0))
+        .context(format!("read /dev/{disk}"))?;
+    if mbr::is_mbr(&sector0) {
+        mbr::grow_partition(name)
+    } else {
+        gpt::grow_partition(name)
+    }
 }
 
 fn make_dirs() -> Result<()> {

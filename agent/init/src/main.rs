@@ -54,6 +54,7 @@ mod data;
 mod dhcp;
 mod error;
 mod gpt;
+mod mbr;
 mod modules;
 mod mounts;
 mod net;

@@ -43,6 +43,13 @@ pub fn run() -> Result<Infallible> {
         return exec_stage2();
     }
     let slot = choose_slot(&cmdline);
+    if crate::config::Board::load().root_in_boot {
+        let dev = mount_root_file(slot)?;
+        info!("root slot={} dev={dev} fstype=squashfs", slot.as_str());
+        info!("switch_root");
+        mounts::switch_root(NEW_ROOT)?;
+        return exec_stage2();
+    }
     let label = format!("cairn-{}", slot.as_str());
     let (name, others) = blockdev::wait_for(&label, ROOT_WAIT)?;
     if !others.is_empty() {
@@ -129,6 +136,40 @@ fn mount_ram_root() -> Result<String> {
     let dev = crate::sys::loop_attach(&file)?;
     mounts::mount_fs(&dev, NEW_ROOT, "squashfs", MsFlags::MS_RDONLY, None)?;
     Ok(dev)
+}
+
+/// Mounts the slot's root that is a file on its FAT boot partition (Raspberry Pi cards,
+/// [`cairn_slots::mbr`]): the partition read-only, the file through a read-only loop device.
+/// The partition's mount is then detached: the loop device keeps it alive, and nothing else
+/// sees it.
+fn mount_root_file(slot: Slot) -> Result<String> {
+    const SLOT_BOOT: &str = "/slot";
+    let label = format!("cairn-boot-{}", slot.as_str());
+    let (name, others) = blockdev::wait_for(&label, ROOT_WAIT)?;
+    if !others.is_empty() {
+        warn!(
+            "several {label} partitions ({name} {}), using {name}",
+            others.join(" ")
+        );
+    }
+    fs::create_dir_all(SLOT_BOOT).context(format!("mkdir {SLOT_BOOT}"))?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mounts::mount_fs(&format!("/dev/{name}"), SLOT_BOOT, "vfat", flags, None)?;
+    let path = format!("{SLOT_BOOT}/{}", cairn_slots::mbr::ROOT_FILE);
+    let attached = fs::File::open(&path)
+        .context(format!("{path} on /dev/{name}"))
+        .and_then(|file| crate::sys::loop_attach(&file));
+    let dev = match attached {
+        Ok(dev) => dev,
+        Err(e) => {
+            let _ = umount(SLOT_BOOT);
+            return Err(e);
+        }
+    };
+    mounts::mount_fs(&dev, NEW_ROOT, "squashfs", MsFlags::MS_RDONLY, None)?;
+    nix::mount::umount2(SLOT_BOOT, nix::mount::MntFlags::MNT_DETACH)
+        .context(format!("detach {SLOT_BOOT}"))?;
+    Ok(format!("/dev/{name}:{}", cairn_slots::mbr::ROOT_FILE))
 }
 
 /// Copies the node config a network boot brought ([`RAM_SEED`]) to a small read-only tmpfs

@@ -31,6 +31,7 @@
 
 mod entries;
 mod entry;
+pub mod mbr;
 
 pub use entries::{Entries, EntrySpec, Ops, RealOps};
 pub use entry::{Entry, Tries};

@@ -483,6 +483,13 @@ fn running_slot() -> io::Result<Slot> {
             }
         }
     }
+    let board = fs::read_to_string("/etc/cairn/board").unwrap_or_default();
+    if board.lines().any(|l| l == "slot_root=boot-file") {
+        return Err(io::Error::other(
+            "this Raspberry Pi card's slots are FAT partitions chosen by autoboot.txt, and \
+             updating them is not built yet: flash the new image (cairnctl flash) instead",
+        ));
+    }
     Err(io::Error::other(
         "/ is not a cairn-a or cairn-b partition (a network-booted node has no slots: it runs \
          whatever build its boot server serves, from its next boot on)",
