@@ -48,6 +48,7 @@
 mod log;
 
 mod blockdev;
+mod clock;
 mod cmdline;
 mod config;
 mod data;

@@ -51,6 +51,7 @@ pub fn run(action: PowerAction, cairn: Option<Pid>) -> ! {
     }
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     reap_until(Duration::from_secs(2), None);
+    crate::clock::save();
     sync();
     mounts::unmount_tree("/var");
     mounts::unmount_tree("/boot");

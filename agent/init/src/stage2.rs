@@ -11,7 +11,7 @@ use crate::config::{self, Board};
 use crate::error::Result;
 use crate::net::{self, Network};
 use crate::stage1::BOOT_LABEL;
-use crate::{blockdev, data, log, modules, mounts, supervisor};
+use crate::{blockdev, clock, data, log, modules, mounts, supervisor};
 
 pub fn run() -> Result<Infallible> {
     let uptime = crate::uptime_ms();
@@ -32,6 +32,7 @@ pub fn run() -> Result<Infallible> {
     mount_boot();
     let cfg = config::render();
     data::prepare(&Board::load())?;
+    clock::set_forward();
 
     let iface = net::wait_for_interface(cfg.interface.as_deref(), Duration::from_secs(10));
     let hostname = cfg.hostname.clone().unwrap_or_else(|| {

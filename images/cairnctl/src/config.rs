@@ -8,6 +8,22 @@ use anyhow::{Context, Result};
 use crate::fat::{mtools, OutputChecked};
 
 pub const SEED_PATH: &str = "::/cairn/node.yaml";
+/// When the seed was last written here (seconds since 1970, UTC): a node without a
+/// real-time clock starts no earlier (cairn-init's clock.rs), so the certificates made on
+/// this computer are valid there.
+pub const CLOCK_PATH: &str = "::/cairn/clock";
+
+/// Writes [`CLOCK_PATH`] on the FAT partition at `offset` of `img`: the time now.
+pub fn stamp_clock(img: &Path, offset: u64, now: u64) -> Result<()> {
+    let tmp = tempfile_with(&format!("{now}\n"))?;
+    let done = mtools("mcopy", img, offset, now)
+        .arg(&tmp)
+        .arg(CLOCK_PATH)
+        .output_checked()
+        .with_context(|| format!("writing {CLOCK_PATH} into {}", img.display()));
+    let _ = std::fs::remove_file(tmp);
+    done.map(drop)
+}
 
 /// Validates `yaml` (the file's text; `name` for errors) and writes it into `img`.
 pub fn set(img: &Path, yaml: &str, name: &str) -> Result<()> {
@@ -24,7 +40,7 @@ pub fn set(img: &Path, yaml: &str, name: &str) -> Result<()> {
         .output_checked()
         .with_context(|| format!("writing {SEED_PATH} into {}", img.display()))?;
     let _ = std::fs::remove_file(tmp);
-    Ok(())
+    stamp_clock(img, offset, epoch)
 }
 
 /// The node config currently in `img`.

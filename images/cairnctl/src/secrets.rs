@@ -49,7 +49,7 @@ pub fn install(img: &Path, dir: &Path) -> Result<()> {
             .output_checked()
             .with_context(|| format!("writing {SEED_DIR}/{name} into {}", img.display()))?;
     }
-    Ok(())
+    crate::config::stamp_clock(img, offset, epoch)
 }
 
 /// Writes an admin kubeconfig for `server` (`https://HOST:PORT`) from loaded secrets.

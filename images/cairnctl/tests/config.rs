@@ -29,8 +29,50 @@ fn set_then_get_round_trips() {
     let img = image("ok");
     assert_eq!(config::get(&img).unwrap(), "role: server\n");
     let yaml = "hostname: edge-7\nrole: agent\nserver: https://10.0.0.1:6443\ntoken: K10abc::server:secret\n";
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     config::set(&img, yaml, "node.yaml").unwrap();
     assert_eq!(config::get(&img).unwrap(), yaml);
+    // The time it was written, for nodes without a real-time clock.
+    let (offset, _) = disk::find_partition(&img, "cairn-boot").unwrap();
+    let out = fat::mtools("mtype", &img, offset, 0)
+        .arg(config::CLOCK_PATH)
+        .output()
+        .unwrap();
+    let stamped: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        (before..before + 60).contains(&stamped),
+        "{stamped} vs {before}"
+    );
+}
+
+/// A Raspberry Pi card: the seed is partition 1 of a Cairn MBR, found by number.
+#[test]
+fn set_then_get_on_an_mbr_card() {
+    let dir = std::env::temp_dir().join(format!("cairn-config-test-{}-mbr", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tree/cairn")).unwrap();
+    std::fs::write(dir.join("tree/cairn/node.yaml"), "role: server\n").unwrap();
+    let fat_img = dir.join("seed.fat");
+    fat::make(
+        &fat_img,
+        40,
+        "CAIRN",
+        0x1234,
+        &dir.join("tree"),
+        1_700_000_000,
+    )
+    .unwrap();
+    let (parts, total) = disk::plan_mbr(40, 40, 16);
+    let img = dir.join("disk.img");
+    disk::create_mbr(&img, total, &parts).unwrap();
+    disk::write_sparse(&img, parts[0].start, parts[0].size, &fat_img).unwrap();
+    assert_eq!(config::get(&img).unwrap(), "role: server\n");
+    config::set(&img, "hostname: pi-1\nrole: server\n", "node.yaml").unwrap();
+    assert_eq!(config::get(&img).unwrap(), "hostname: pi-1\nrole: server\n");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
