@@ -32,6 +32,8 @@ board_arch = $(shell sed -n 's/^arch: *//p' board-configs/$(1).yaml 2>/dev/null)
 QEMU_BOARDS := qemu-x86_64 qemu-aarch64 qemu-armv7 qemu-s390x
 # Boards booted by `make test` besides QEMU_BOARDS (network boot).
 NETBOOT_BOARDS := pxe-x86_64 pxe-aarch64
+# Raspberry Pi SD cards, booted in QEMU's raspi machines by `make test`.
+RPI_BOARDS := rpi3 rpi4 rpi2
 CAIRNCTL := $(CURDIR)/target/debug/cairnctl
 
 ifeq ($(notdir $(CARGO)),cross)
@@ -57,7 +59,7 @@ help:
 	@echo "  make upgrade BOARD=B         send out/B/update.cairnb to the node make qemu runs"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
-	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64, pxe-aarch64 (network boot); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
+	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64, pxe-aarch64 (network boot) and rpi3, rpi4, rpi2 (SD cards in raspi3b/4b/2b); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
 	@echo "  make bench                   sizes and boot timings per architecture; pods: memory, start latency; updater time, writes, RSS"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 
@@ -87,7 +89,7 @@ bundle: cairnctl
 	$(CAIRNCTL) bundle --board $(BOARD) --image-dir out/$(BOARD)/v$(VERSION) --out out/$(BOARD)/update.cairnb $(if $(BREAK_HEALTH),--break-health)
 
 images:
-	@for b in $(QEMU_BOARDS) $(NETBOOT_BOARDS); do $(MAKE) --no-print-directory image BOARD=$$b || exit 1; done
+	@for b in $(QEMU_BOARDS) $(NETBOOT_BOARDS) $(RPI_BOARDS); do $(MAKE) --no-print-directory image BOARD=$$b || exit 1; done
 
 # Sends out/$(BOARD)/update.cairnb to the node `make qemu` runs, and follows it to the end.
 upgrade: cairnctl
@@ -105,7 +107,7 @@ unit-test: cairnctl
 	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade --test testimages
 
 boot-test: cairnctl
-	$(HOST_CARGO) test -p cairnctl --test reproducible --test flash --test boot --test netboot --test cluster --test update -- --test-threads=2
+	$(HOST_CARGO) test -p cairnctl --test reproducible --test flash --test boot --test netboot --test raspi --test cluster --test update -- --test-threads=2
 
 test: unit-test images boot-test
 

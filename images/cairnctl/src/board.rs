@@ -123,6 +123,10 @@ pub enum BootChain {
     /// (diskless, the root runs from RAM) and a per-device config chosen by MAC address.
     /// No disk image, no slots: a new version is a new set of files on the server.
     Pxe,
+    /// Raspberry Pi firmware: an MBR SD card whose first FAT partition holds `autoboot.txt`,
+    /// naming the FAT partition of the slot to boot (`config.txt`, `cmdline.txt`, kernel,
+    /// initramfs, device trees and the slot's root as a file). See `cairn_slots::mbr`.
+    Raspberrypi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -136,6 +140,17 @@ pub enum Loader {
 pub struct Boot {
     pub chain: BootChain,
     pub loader: Option<Loader>,
+    /// Raspberry Pi: files of Debian's `raspi-firmware` (`/usr/lib/raspi-firmware/`) the
+    /// card needs. `bootcode.bin` goes to the first partition, the rest into each slot.
+    #[serde(default)]
+    pub firmware: Vec<String>,
+    /// Raspberry Pi: device trees from the kernel package (paths under its dtb directory)
+    /// copied into each slot; the firmware picks its model's by name.
+    #[serde(default)]
+    pub dtbs: Vec<String>,
+    /// Raspberry Pi: lines added to each slot's `config.txt`.
+    #[serde(default)]
+    pub config: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +166,9 @@ pub struct Partitions {
 pub enum Bus {
     Pci,
     Ccw,
+    /// The SoC's own devices (QEMU's raspi machines): the disk is the SD card, the network a
+    /// USB Ethernet adapter, the power button Ctrl-Alt-Del on a USB keyboard.
+    Soc,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,10 +176,16 @@ pub enum Bus {
 pub struct Qemu {
     pub binary: String,
     pub machine: String,
-    pub cpu: String,
+    /// CPU model; machines with a fixed SoC (raspi*) have none.
+    pub cpu: Option<String>,
     pub memory_mib: u64,
     pub firmware: Option<Firmware>,
     pub bus: Bus,
+    /// Raspberry Pi: the device tree (a file of the booted slot) QEMU hands the kernel.
+    pub dtb: Option<String>,
+    /// Kernel arguments only QEMU's machine needs, added when the harness boots it.
+    #[serde(default)]
+    pub append: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +265,49 @@ fn validate(b: &Board, text: &str, file: &str) -> Result<()> {
             }
         }
     }
+    let pi = b.boot.chain == BootChain::Raspberrypi;
+    if pi != (b.arch != Arch::X86_64 && b.arch != Arch::S390x && !b.boot.firmware.is_empty()) {
+        bail!(
+            "{}: boot.chain raspberrypi needs an ARM arch and boot.firmware (and only it has them)",
+            at("chain")
+        );
+    }
+    if pi && b.boot.dtbs.is_empty() {
+        bail!(
+            "{}: boot.dtbs: the firmware needs the board's device trees",
+            at("boot")
+        );
+    }
+    if !pi && (!b.boot.dtbs.is_empty() || !b.boot.config.is_empty()) {
+        bail!(
+            "{}: boot.dtbs and boot.config are for boot.chain raspberrypi",
+            at("boot")
+        );
+    }
+    if let (true, Some(p)) = (pi, &b.partitions) {
+        if p.slot_mib < 40 {
+            bail!(
+                "{}: partitions.slot_mib must be at least 40 (each slot is a FAT32 partition)",
+                at("slot_mib")
+            );
+        }
+    }
+    for f in b.boot.firmware.iter().chain(&b.boot.dtbs) {
+        if f.is_empty() || f.starts_with('/') || f.split('/').any(|c| c == "..") {
+            bail!("{}: bad file name `{f}`", at("boot"));
+        }
+    }
+    if let Some(q) = &b.qemu {
+        if (q.bus == Bus::Soc) != pi || (q.dtb.is_some() != pi) {
+            bail!(
+                "{}: qemu.bus soc and qemu.dtb go with boot.chain raspberrypi",
+                at("qemu")
+            );
+        }
+        if q.cpu.is_none() && q.bus != Bus::Soc {
+            bail!("{}: qemu.cpu is required", at("qemu"));
+        }
+    }
     if !b.kernel.package.starts_with("linux-image-") {
         bail!(
             "{}: kernel.package must be a Debian linux-image-* package",
@@ -308,6 +375,28 @@ mod tests {
         let err = parse(&bad, "b.yaml").unwrap_err().to_string();
         assert!(err.starts_with(&format!("b.yaml:{line}:")), "{err}");
         assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn raspberry_pi_boards_need_their_firmware_and_soc() {
+        let text = std::fs::read_to_string(repo_boards().join("rpi4.yaml")).unwrap();
+        let b = parse(&text, "rpi4.yaml").unwrap();
+        assert_eq!(b.boot.chain, BootChain::Raspberrypi);
+        assert_eq!(b.qemu.unwrap().bus, Bus::Soc);
+        let no_fw = text.replace("firmware: [start4.elf, fixup4.dat]", "firmware: []");
+        let e = parse(&no_fw, "b.yaml").unwrap_err().to_string();
+        assert!(e.contains("boot.firmware"), "{e}");
+        let escape = text.replace("start4.elf,", "../../etc/passwd,");
+        let e = parse(&escape, "b.yaml").unwrap_err().to_string();
+        assert!(e.contains("bad file name"), "{e}");
+        let small = text.replace("slot_mib: 128", "slot_mib: 16");
+        let e = parse(&small, "b.yaml").unwrap_err().to_string();
+        assert!(e.contains("slot_mib"), "{e}");
+        let uefi = std::fs::read_to_string(repo_boards().join("qemu-aarch64.yaml")).unwrap();
+        let e = parse(&uefi.replace("bus: pci", "bus: soc"), "b.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("qemu.bus soc"), "{e}");
     }
 
     #[test]

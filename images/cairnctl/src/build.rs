@@ -120,6 +120,9 @@ pub fn build(o: &Options) -> Result<Manifest> {
     if b.boot.chain == BootChain::Uefi {
         wanted.push(("systemd-boot-efi".into(), arch.debian().into()));
     }
+    if b.boot.chain == BootChain::Raspberrypi {
+        wanted.push(("raspi-firmware".into(), "all".into()));
+    }
     if pxe && arch == crate::board::Arch::X86_64 {
         // iPXE for PXE firmware that is not iPXE already (the first stage, over TFTP).
         wanted.push(("ipxe".into(), "all".into()));
@@ -189,11 +192,13 @@ pub fn build(o: &Options) -> Result<Manifest> {
         os_release(&o.version).as_bytes(),
         false,
     )?;
+    // `built`: the clock floor of boards without a real-time clock (cairn-init's clock.rs).
     let release = format!(
-        "version={}\nboard={}\narch={}\nkernel={krel}\n",
+        "version={}\nboard={}\narch={}\nkernel={krel}\nbuilt={}\n",
         o.version,
         b.name,
-        arch.as_str()
+        arch.as_str(),
+        o.epoch
     );
     rootfs::write(&root, "etc/cairn/release", release.as_bytes(), false)?;
     rootfs::write(&root, "etc/cairn/board", board_facts(b).as_bytes(), false)?;
@@ -254,6 +259,9 @@ pub fn build(o: &Options) -> Result<Manifest> {
     }
     rootfs::copy(&iroot, "init", &init_bin, true)?;
     lay_modules(&iroot)?;
+    // Stage 1 needs to know where the slot's root is (a partition, or a file on the slot's
+    // boot partition).
+    rootfs::write(&iroot, "etc/cairn/board", board_facts(b).as_bytes(), false)?;
     // cairn-init looks modules up under /lib/modules: keep the merged-/usr shape.
     std::os::unix::fs::symlink("usr/lib", iroot.join("lib"))?;
     let mut initrd = initramfs::pack(&iroot, o.epoch as u32)?;
@@ -326,72 +334,80 @@ pub fn build(o: &Options) -> Result<Manifest> {
         );
     }
 
-    p.step("boot partition (FAT32)");
     let layout = b
         .partitions
         .as_ref()
         .context("the board config has no partitions")?;
-    std::fs::write(
-        o.out.join("cmdline"),
-        format!("{}\n", b.kernel.cmdline.trim()),
-    )?;
-    let btree = work.join("boot");
-    rootfs::copy(&btree, "a/vmlinuz", &vmlinuz, false)?;
-    rootfs::write(&btree, "a/initrd.img", &initrd, false)?;
-    rootfs::write(
-        &btree,
-        "cairn/node.yaml",
-        DEFAULT_NODE_YAML.as_bytes(),
-        false,
-    )?;
-    // Slot A, committed. The same entry drives systemd-boot on UEFI boards and the
-    // initramfs elsewhere (cairn-slots); slot B gets one when an update writes it.
-    let mut entries = Entries::at(&btree);
-    entries.add_committed(Slot::A, &slot_entry(&o.version, Slot::A, &b.kernel.cmdline))?;
-    if b.boot.chain == BootChain::Uefi {
-        let name = arch.systemd_boot_name().unwrap();
-        let efi = pkgroot.join("usr/lib/systemd/boot/efi").join(name);
-        rootfs::copy(
-            &btree,
-            &format!("EFI/BOOT/{}", arch.efi_boot_name().unwrap()),
-            &efi,
-            false,
+    let img = o.out.join("disk.img");
+    let (parts, _) = if b.boot.chain == BootChain::Raspberrypi {
+        let _ = std::fs::remove_file(o.out.join("cmdline"));
+        sd_card(
+            o, &mut p, &work, &pkgroot, &kroot, &krel, &vmlinuz, &initrd, &squash,
+        )?
+    } else {
+        p.step("boot partition (FAT32)");
+        std::fs::write(
+            o.out.join("cmdline"),
+            format!("{}\n", b.kernel.cmdline.trim()),
         )?;
-        // No `default`: systemd-boot boots the first entry in Boot Loader Specification
-        // order, which is what makes a failed trial fall back (docs/design.md, "Updates").
+        let btree = work.join("boot");
+        rootfs::copy(&btree, "a/vmlinuz", &vmlinuz, false)?;
+        rootfs::write(&btree, "a/initrd.img", &initrd, false)?;
         rootfs::write(
             &btree,
-            "loader/loader.conf",
-            b"timeout 0\neditor no\n",
+            "cairn/node.yaml",
+            DEFAULT_NODE_YAML.as_bytes(),
             false,
         )?;
-    }
-    set_mtimes(&btree, o.epoch)?;
-    let fat_img = work.join("boot.fat");
-    let volid = u32::from_be_bytes(
-        crate::manifest::sha256(b.name.as_bytes())[..4]
-            .try_into()
-            .unwrap(),
-    );
-    fat::make(
-        &fat_img,
-        layout.boot_mib,
-        "CAIRN-BOOT",
-        volid,
-        &btree,
-        o.epoch,
-    )?;
-    p.done(&format!("{} MiB", layout.boot_mib));
+        // Slot A, committed. The same entry drives systemd-boot on UEFI boards and the
+        // initramfs elsewhere (cairn-slots); slot B gets one when an update writes it.
+        let mut entries = Entries::at(&btree);
+        entries.add_committed(Slot::A, &slot_entry(&o.version, Slot::A, &b.kernel.cmdline))?;
+        if b.boot.chain == BootChain::Uefi {
+            let name = arch.systemd_boot_name().unwrap();
+            let efi = pkgroot.join("usr/lib/systemd/boot/efi").join(name);
+            rootfs::copy(
+                &btree,
+                &format!("EFI/BOOT/{}", arch.efi_boot_name().unwrap()),
+                &efi,
+                false,
+            )?;
+            // No `default`: systemd-boot boots the first entry in Boot Loader Specification
+            // order, which is what makes a failed trial fall back (docs/design.md, "Updates").
+            rootfs::write(
+                &btree,
+                "loader/loader.conf",
+                b"timeout 0\neditor no\n",
+                false,
+            )?;
+        }
+        set_mtimes(&btree, o.epoch)?;
+        let fat_img = work.join("boot.fat");
+        let volid = u32::from_be_bytes(
+            crate::manifest::sha256(b.name.as_bytes())[..4]
+                .try_into()
+                .unwrap(),
+        );
+        fat::make(
+            &fat_img,
+            layout.boot_mib,
+            "CAIRN-BOOT",
+            volid,
+            &btree,
+            o.epoch,
+        )?;
+        p.done(&format!("{} MiB", layout.boot_mib));
 
-    p.step("disk image (GPT: boot, slot A, slot B, data)");
-    let (parts, total) = disk::plan(layout.boot_mib, layout.slot_mib, layout.data_mib);
-    let img = o.out.join("disk.img");
-    disk::create(&img, total, &parts, &b.name)?;
-    disk::write_sparse(&img, parts[0].start, parts[0].size, &fat_img)?;
-    disk::write_sparse(&img, parts[1].start, parts[1].size, &squash)?;
-    disk::write_zeros(&img, parts[2].start, MIB)?;
-    disk::write_zeros(&img, parts[3].start, MIB)?;
-    p.done(&format!("{} raw", mib(total)));
+        p.step("disk image (GPT: boot, slot A, slot B, data)");
+        let (parts, total) = disk::plan(layout.boot_mib, layout.slot_mib, layout.data_mib);
+        disk::create(&img, total, &parts, &b.name)?;
+        disk::write_sparse(&img, parts[0].start, parts[0].size, &fat_img)?;
+        disk::write_sparse(&img, parts[1].start, parts[1].size, &squash)?;
+        disk::write_zeros(&img, parts[2].start, MIB)?;
+        disk::write_zeros(&img, parts[3].start, MIB)?;
+        p.done(&format!("{} raw", mib(total)));
+        (parts, total)
+    };
 
     p.step("block map and zstd");
     let bmap = o.out.join("disk.img.bmap");
@@ -441,6 +457,114 @@ pub fn build(o: &Options) -> Result<Manifest> {
     finish(
         o, &work, p, binaries, packages, krel, mods, parts, artefacts,
     )
+}
+
+/// The Raspberry Pi SD card (`cairn_slots::mbr`, `raspi`): the seed partition, slot A's
+/// boot partition holding its root, an empty slot B, the data partition (made on first
+/// boot). Returns the partitions and the image size.
+#[allow(clippy::too_many_arguments)]
+fn sd_card(
+    o: &Options,
+    p: &mut Progress,
+    work: &Path,
+    pkgroot: &Path,
+    kroot: &Path,
+    krel: &str,
+    vmlinuz: &Path,
+    initrd: &[u8],
+    squash: &Path,
+) -> Result<(Vec<disk::Part>, u64)> {
+    use crate::raspi;
+    let b = &o.board;
+    let layout = b
+        .partitions
+        .as_ref()
+        .context("the board config has no partitions")?;
+    p.step("SD card boot partitions (FAT32: seed, slot A, slot B)");
+    let firmware = pkgroot.join(raspi::FIRMWARE_DIR);
+    let volid = |what: &str| {
+        u32::from_be_bytes(
+            crate::manifest::sha256(format!("{}/{what}", b.name).as_bytes())[..4]
+                .try_into()
+                .unwrap(),
+        )
+    };
+    let seed = work.join("seed");
+    rootfs::mkdir(&seed)?;
+    rootfs::write(
+        &seed,
+        "autoboot.txt",
+        raspi::autoboot_txt(2).as_bytes(),
+        false,
+    )?;
+    rootfs::write(
+        &seed,
+        "config.txt",
+        raspi::SEED_CONFIG_TXT.as_bytes(),
+        false,
+    )?;
+    rootfs::write(
+        &seed,
+        "cairn/node.yaml",
+        DEFAULT_NODE_YAML.as_bytes(),
+        false,
+    )?;
+    if b.boot.firmware.iter().any(|f| f == raspi::FIRST_STAGE) {
+        rootfs::copy(
+            &seed,
+            raspi::FIRST_STAGE,
+            &firmware.join(raspi::FIRST_STAGE),
+            false,
+        )?;
+    }
+    let slot_a = work.join("slot-a");
+    raspi::lay_slot(
+        &slot_a,
+        b,
+        &o.version,
+        Slot::A,
+        &firmware,
+        &raspi::dtb_dir(kroot, krel),
+        vmlinuz,
+        initrd,
+        squash,
+    )?;
+    let slot_b = work.join("slot-b");
+    rootfs::mkdir(&slot_b)?;
+    let (parts, total) = disk::plan_mbr(layout.boot_mib, layout.slot_mib, layout.data_mib);
+    let mut fats = Vec::new();
+    for (tree, label, part) in [
+        (&seed, "CAIRN", &parts[0]),
+        (&slot_a, "CAIRN-A", &parts[1]),
+        (&slot_b, "CAIRN-B", &parts[2]),
+    ] {
+        set_mtimes(tree, o.epoch)?;
+        let fat_img = work.join(format!("{label}.fat"));
+        fat::make(
+            &fat_img,
+            part.size / MIB,
+            label,
+            volid(label),
+            tree,
+            o.epoch,
+        )?;
+        fats.push(fat_img);
+    }
+    p.done(&format!(
+        "{} + 2 x {} MiB",
+        parts[0].size / MIB,
+        parts[1].size / MIB
+    ));
+
+    p.step("SD card image (MBR: seed, slot A, slot B, data)");
+    let img = o.out.join("disk.img");
+    disk::create_mbr(&img, total, &parts)?;
+    for (fat_img, part) in fats.iter().zip(&parts) {
+        disk::write_sparse(&img, part.start, part.size, fat_img)?;
+    }
+    disk::write_zeros(&img, parts[3].start, MIB)?;
+    p.done(&format!("{} raw", mib(total)));
+    Ok((parts, total))
 }
 
 /// Writes `manifest.json` and removes the work directory.
@@ -534,6 +658,9 @@ fn board_facts(b: &Board) -> String {
     if b.boot.chain == BootChain::Pxe {
         // Diskless gateways keep node state in RAM rather than refusing to boot.
         facts.push_str("data_fallback=tmpfs\n");
+    }
+    if b.boot.chain == BootChain::Raspberrypi {
+        facts.push_str("slot_root=boot-file\n");
     }
     facts
 }

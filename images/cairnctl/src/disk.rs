@@ -24,7 +24,8 @@ pub const LINUX_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 #[derive(Debug, Clone)]
 pub struct Part {
     pub label: &'static str,
-    pub type_guid: &'static str,
+    /// GPT partition type GUID, or MBR type byte in hex (`c` FAT32 LBA, `83` Linux).
+    pub kind: &'static str,
     pub start: u64,
     pub size: u64,
 }
@@ -33,7 +34,7 @@ pub struct Part {
 pub fn plan(boot_mib: u64, slot_mib: u64, data_mib: u64) -> (Vec<Part>, u64) {
     let mut at = MIB;
     let mut parts = Vec::new();
-    for (label, type_guid, mib) in [
+    for (label, kind, mib) in [
         ("cairn-boot", ESP_TYPE, boot_mib),
         ("cairn-a", LINUX_TYPE, slot_mib),
         ("cairn-b", LINUX_TYPE, slot_mib),
@@ -41,13 +42,59 @@ pub fn plan(boot_mib: u64, slot_mib: u64, data_mib: u64) -> (Vec<Part>, u64) {
     ] {
         parts.push(Part {
             label,
-            type_guid,
+            kind,
             start: at,
             size: mib * MIB,
         });
         at += mib * MIB;
     }
     (parts, at + MIB)
+}
+
+/// The MBR plan of a Raspberry Pi card (`cairn_slots::mbr`): seed, slot A, slot B (all
+/// FAT), data; 4 MiB aligned (SD cards erase in 4 MiB units), so the first partition starts
+/// at 4 MiB.
+pub fn plan_mbr(boot_mib: u64, slot_mib: u64, data_mib: u64) -> (Vec<Part>, u64) {
+    let mut at = 4 * MIB;
+    let mut parts = Vec::new();
+    for ((_, label), mib) in cairn_slots::mbr::PARTITIONS
+        .iter()
+        .zip([boot_mib, slot_mib, slot_mib, data_mib])
+    {
+        let mib = mib.div_ceil(4) * 4;
+        let kind = if *label == "cairn-data" { "83" } else { "c" };
+        parts.push(Part {
+            label,
+            kind,
+            start: at,
+            size: mib * MIB,
+        });
+        at += mib * MIB;
+    }
+    (parts, at)
+}
+
+/// Creates `img` of `total` bytes (sparse) with an MBR for `parts` and Cairn's disk
+/// signature; the first partition is marked bootable.
+pub fn create_mbr(img: &Path, total: u64, parts: &[Part]) -> Result<()> {
+    if img.exists() {
+        std::fs::remove_file(img)?;
+    }
+    File::create(img)?.set_len(total)?;
+    let mut script = format!(
+        "label: dos\nlabel-id: 0x{:08x}\nunit: sectors\nsector-size: 512\n\n",
+        cairn_slots::mbr::DISK_ID
+    );
+    for (i, p) in parts.iter().enumerate() {
+        script.push_str(&format!(
+            "start={}, size={}, type={}{}\n",
+            p.start / SECTOR,
+            p.size / SECTOR,
+            p.kind,
+            if i == 0 { ", bootable" } else { "" }
+        ));
+    }
+    sfdisk(img, &script)
 }
 
 /// A stable UUID (version-4 layout) derived from `seed`, so rebuilds are byte-identical.
@@ -81,11 +128,16 @@ pub fn create(img: &Path, total: u64, parts: &[Part], seed: &str) -> Result<()> 
             "start={}, size={}, type={}, uuid={}, name=\"{}\"\n",
             p.start / SECTOR,
             p.size / SECTOR,
-            p.type_guid,
+            p.kind,
             stable_uuid(&format!("{seed}/{}", p.label)),
             p.label
         ));
     }
+    sfdisk(img, &script)
+}
+
+/// Runs `sfdisk` on `img` with `script` on its standard input.
+fn sfdisk(img: &Path, script: &str) -> Result<()> {
     let sfdisk = crate::tools::find("sfdisk")?;
     let mut child = Command::new(sfdisk)
         .args(["--quiet", "--no-reread", "--no-tell-kernel"])
@@ -156,28 +208,47 @@ struct SfdiskJson {
 }
 #[derive(Deserialize)]
 struct Table {
+    label: String,
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     sectorsize: Option<u64>,
     partitions: Vec<JsonPart>,
 }
 #[derive(Deserialize)]
 struct JsonPart {
+    node: String,
     start: u64,
     size: u64,
     #[serde(default)]
     name: Option<String>,
 }
 
-/// Byte offset and size of the partition labelled `label` in an existing image.
+/// Byte offset and size of the partition labelled `label` in an existing image: by GPT
+/// name, or by number on a Cairn MBR card (`cairn_slots::mbr`).
 pub fn find_partition(img: &Path, label: &str) -> Result<(u64, u64)> {
     let out = crate::tools::run(Command::new("sfdisk").arg("--json").arg(img))
         .with_context(|| format!("{} has no readable partition table", img.display()))?;
     let t: SfdiskJson = serde_json::from_slice(&out.stdout)?;
-    let ss = t.partitiontable.sectorsize.unwrap_or(SECTOR);
-    t.partitiontable
-        .partitions
+    let t = t.partitiontable;
+    let ss = t.sectorsize.unwrap_or(SECTOR);
+    let cairn_mbr = t.label == "dos"
+        && t.id
+            .as_deref()
+            .and_then(|id| u32::from_str_radix(id.trim_start_matches("0x"), 16).ok())
+            == Some(cairn_slots::mbr::DISK_ID);
+    let number = |p: &JsonPart| {
+        let digits = p.node.len() - p.node.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        p.node[p.node.len() - digits..].parse::<u32>().ok()
+    };
+    t.partitions
         .iter()
-        .find(|p| p.name.as_deref() == Some(label))
+        .find(|p| match &p.name {
+            Some(name) => name == label,
+            None => {
+                cairn_mbr && number(p).is_some() && number(p) == cairn_slots::mbr::number(label)
+            }
+        })
         .map(|p| (p.start * ss, p.size * ss))
         .with_context(|| {
             format!(
@@ -209,6 +280,39 @@ mod tests {
             .all(|w| w[0].start + w[0].size == w[1].start));
         assert!(parts.iter().all(|p| p.start % MIB == 0));
         assert_eq!(total, (1 + 96 + 64 + 64 + 64 + 1) * MIB);
+    }
+
+    #[test]
+    fn mbr_round_trips_through_sfdisk() {
+        let img = std::env::temp_dir().join(format!("cairn-mbr-{}.img", std::process::id()));
+        let (parts, total) = plan_mbr(40, 41, 16);
+        assert!(parts
+            .iter()
+            .all(|p| p.start % (4 * MIB) == 0 && p.size % (4 * MIB) == 0));
+        assert_eq!(parts[1].size, 44 * MIB, "rounded up to the erase unit");
+        create_mbr(&img, total, &parts).unwrap();
+        for (i, label) in ["cairn-boot", "cairn-boot-a", "cairn-boot-b", "cairn-data"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                find_partition(&img, label).unwrap(),
+                (parts[i].start, parts[i].size)
+            );
+        }
+        assert!(find_partition(&img, "cairn-a").is_err());
+        let dump = crate::tools::run(Command::new("sfdisk").arg("--dump").arg(&img)).unwrap();
+        let dump = String::from_utf8_lossy(&dump.stdout).replace(' ', "");
+        assert!(dump.contains("label-id:0x52494143"), "{dump}");
+        assert!(dump.contains("type=c,bootable"), "{dump}");
+        // The same table with another signature is not a Cairn card.
+        let mut f = OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(440)).unwrap();
+        f.write_all(b"XXXX").unwrap();
+        drop(f);
+        let e = find_partition(&img, "cairn-data").unwrap_err().to_string();
+        assert!(e.contains("no partition labelled cairn-data"), "{e}");
+        std::fs::remove_file(&img).unwrap();
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! Network-booted boards (`pxe`) get no disk but the files a boot server serves (`pxe`,
 //! `pxeserve`).
 //!
-//! Limitations: GPT disks only (MBR for Raspberry Pi is still to come); the host must be
-//! Debian (apt-get download fetches the kernel and packages).
+//! Raspberry Pi boards get an MBR SD card (`raspi`, `cairn_slots::mbr`); every other
+//! disk is GPT. The host must be Debian (apt-get download fetches the kernel and packages).
 
 pub mod bench;
 pub mod board;
@@ -30,6 +30,7 @@ pub mod progress;
 pub mod pxe;
 pub mod pxeserve;
 pub mod qemu;
+pub mod raspi;
 pub mod recipe;
 pub mod rootfs;
 pub mod secrets;

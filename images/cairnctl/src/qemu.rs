@@ -217,6 +217,9 @@ pub struct Vm {
     /// The last `query-blockstats` answer: bytes written to each disk since this launch.
     written: Arc<Mutex<Option<Vec<(String, u64)>>>>,
     pub console: PathBuf,
+    /// A raspi machine: no ACPI; the power button is Ctrl-Alt-Del on the USB keyboard, and
+    /// the watchdog's power-off ends QEMU like a reset does (the console tells them apart).
+    soc: bool,
 }
 
 /// Prepares the node's disk (and UEFI variable store) without touching a running one.
@@ -243,8 +246,14 @@ pub fn prepare(o: &VmOptions) -> Result<()> {
         _ => true,
     };
     if o.fresh || stale {
-        let len = std::fs::metadata(&src)?.len();
-        std::fs::File::create(&disk)?.set_len(len.max(o.disk_mib * crate::disk::MIB))?;
+        let mut len = std::fs::metadata(&src)?
+            .len()
+            .max(o.disk_mib * crate::disk::MIB);
+        if o.board.qemu.as_ref().is_some_and(|q| q.bus == Bus::Soc) {
+            // QEMU's SD cards come in powers of two, like real ones.
+            len = len.next_power_of_two();
+        }
+        std::fs::File::create(&disk)?.set_len(len)?;
         crate::disk::write_sparse(&disk, 0, u64::MAX, &src)?;
         let _ = std::fs::remove_file(o.efivars());
         let _ = std::fs::remove_file(o.console_log());
@@ -342,7 +351,7 @@ pub fn command(o: &VmOptions) -> Result<Command> {
     let bin = crate::tools::find(&q.binary)?;
     let mut c = Command::new(bin);
     let dev = |name: &str| match q.bus {
-        Bus::Pci => format!("{name}-pci"),
+        Bus::Pci | Bus::Soc => format!("{name}-pci"),
         Bus::Ccw => format!("{name}-ccw"),
     };
     c.args([
@@ -352,19 +361,38 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         "none",
         "-no-reboot",
     ]);
-    c.args([
-        "-machine",
-        &q.machine,
-        "-cpu",
-        &q.cpu,
-        "-m",
-        &o.memory_mib.unwrap_or(q.memory_mib).to_string(),
-    ]);
-    c.args(["-smp", &o.smp.to_string()]);
+    let soc = q.bus == Bus::Soc;
+    c.args(["-machine", &q.machine]);
+    if let Some(cpu) = &q.cpu {
+        c.args(["-cpu", cpu]);
+    }
+    if soc {
+        // The SoC fixes CPUs and memory (QEMU refuses any other size).
+        c.args(["-m", &q.memory_mib.to_string()]);
+    } else {
+        c.args(["-m", &o.memory_mib.unwrap_or(q.memory_mib).to_string()]);
+        c.args(["-smp", &o.smp.to_string()]);
+    }
     c.arg("-chardev").arg(format!(
         "file,id=con0,path={},append=on",
         o.console_log().display()
     ));
+    let pi = if soc {
+        Some(crate::raspi::firmware_boot(
+            &o.node_disk(),
+            &o.board,
+            &o.run_dir.join("firmware"),
+        )?)
+    } else {
+        None
+    };
+    if pi
+        .as_ref()
+        .is_some_and(|b| b.cmdline.contains("console=ttyS1"))
+    {
+        // A Pi 3/4's console is the mini UART, QEMU's second serial port.
+        c.args(["-serial", "null"]);
+    }
     c.args(["-serial", "chardev:con0"]);
     c.arg("-qmp").arg(format!(
         "unix:{},server=on,wait=off",
@@ -378,7 +406,10 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         c.arg("-fw_cfg")
             .arg(format!("name=etc/sercon-port,file={}", port.display()));
     }
-    if let Some(disk) = o.data_disk.as_ref().filter(|_| netboot) {
+    if soc {
+        c.arg("-drive")
+            .arg(format!("if=sd,format=raw,file={}", o.node_disk().display()));
+    } else if let Some(disk) = o.data_disk.as_ref().filter(|_| netboot) {
         c.arg("-drive").arg(format!(
             "if=none,id=disk0,format=raw,file={}",
             disk.display()
@@ -411,7 +442,11 @@ pub fn command(o: &VmOptions) -> Result<Command> {
         }
         None => {
             let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:6443", o.api_port);
-            let mut nic = format!("{},netdev=net0,mac={}", dev("virtio-net"), o.nic_mac());
+            let mut nic = if soc {
+                format!("usb-net,netdev=net0,mac={}", o.nic_mac())
+            } else {
+                format!("{},netdev=net0,mac={}", dev("virtio-net"), o.nic_mac())
+            };
             if netboot {
                 // QEMU's x86 NICs carry iPXE, which runs the script; UEFI on other machines
                 // loads the network GRUB.
@@ -427,8 +462,18 @@ pub fn command(o: &VmOptions) -> Result<Command> {
             c.args(["-device", &nic]);
         }
     }
-    c.args(["-object", "rng-random,filename=/dev/urandom,id=rng0"]);
-    c.args(["-device", &format!("{},rng=rng0", dev("virtio-rng"))]);
+    if soc {
+        c.args(["-device", "usb-kbd"]);
+    } else {
+        c.args(["-object", "rng-random,filename=/dev/urandom,id=rng0"]);
+        c.args(["-device", &format!("{},rng=rng0", dev("virtio-rng"))]);
+    }
+    if let Some(pi) = &pi {
+        c.arg("-kernel").arg(&pi.kernel);
+        c.arg("-initrd").arg(&pi.initrd);
+        c.arg("-dtb").arg(&pi.dtb);
+        c.args(["-append", &pi.cmdline]);
+    }
     if let Some(fw) = &q.firmware {
         c.arg("-drive").arg(format!(
             "if=pflash,format=raw,unit=0,readonly=on,file={}",
@@ -526,11 +571,19 @@ impl Vm {
             last_shutdown,
             written,
             console: o.console_log(),
+            soc: o.board.qemu.as_ref().is_some_and(|q| q.bus == Bus::Soc),
         })
     }
 
     /// Presses the power button (ACPI / GPIO key / s390 quiesce, by machine).
     pub fn powerdown(&mut self) -> Result<()> {
+        if self.soc {
+            let keys =
+                ["ctrl", "alt", "delete"].map(|k| serde_json::json!({"type": "qcode", "data": k}));
+            let cmd = serde_json::json!({"execute": "send-key", "arguments": {"keys": keys}});
+            self.qmp.write_all(format!("{cmd}\n").as_bytes())?;
+            return Ok(());
+        }
         self.qmp
             .write_all(b"{\"execute\":\"system_powerdown\"}\n")?;
         Ok(())
@@ -566,7 +619,13 @@ impl Vm {
             if let Some(status) = self.child.try_wait()? {
                 // Give the QMP reader a moment to record the final event.
                 std::thread::sleep(Duration::from_millis(100));
-                let reason = self.last_shutdown.lock().unwrap().clone();
+                let mut reason = self.last_shutdown.lock().unwrap().clone();
+                if self.soc
+                    && reason.as_deref() == Some("guest-reset")
+                    && tail(&self.console_text(), 5).contains("reboot: Power down")
+                {
+                    reason = Some("guest-shutdown".into());
+                }
                 return Ok(Some(match reason.as_deref() {
                     Some("guest-shutdown") => Stop::GuestShutdown,
                     Some("guest-reset") => Stop::GuestReset,
