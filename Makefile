@@ -33,7 +33,7 @@ QEMU_BOARDS := qemu-x86_64 qemu-aarch64 qemu-armv7 qemu-s390x
 # Boards booted by `make test` besides QEMU_BOARDS (network boot).
 NETBOOT_BOARDS := pxe-x86_64 pxe-aarch64
 # Raspberry Pi SD cards, booted in QEMU's raspi machines by `make test`.
-RPI_BOARDS := rpi3 rpi4 rpi2
+RPI_BOARDS := rpi3 rpi4 rpi2 rpi3-armv7
 CAIRNCTL := $(CURDIR)/target/debug/cairnctl
 
 ifeq ($(notdir $(CARGO)),cross)
@@ -59,7 +59,7 @@ help:
 	@echo "  make upgrade BOARD=B         send out/B/update.cairnb to the node make qemu runs"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
-	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64, pxe-aarch64 (network boot) and rpi3, rpi4, rpi2 (SD cards in raspi3b/4b/2b); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
+	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64, pxe-aarch64 (network boot) and rpi3, rpi4, rpi2, rpi3-armv7 (SD cards in raspi3b/4b/2b); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
 	@echo "  make bench                   sizes and boot timings per architecture; pods: memory, start latency; updater time, writes, RSS"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 

@@ -318,3 +318,25 @@ fn rpi4_boots_in_raspi4b_serves_and_powers_off() {
 fn rpi2_boots_in_raspi2b_serves_and_powers_off() {
     boot("rpi2", "armv7l");
 }
+
+#[test]
+fn rpi3_armv7_card_is_what_the_pi_firmware_reads() {
+    check_card(
+        "rpi3-armv7",
+        true,
+        "start.elf",
+        &["bcm2837-rpi-3-b.dtb", "bcm2837-rpi-3-b-plus.dtb"],
+    );
+    let (_, out) = built_board("rpi3-armv7");
+    let card = out.join("disk.img");
+    let (a, _) = fat_files(&card, "cairn-boot-a");
+    let config = fat_read(&card, a, "config.txt");
+    assert!(!config.contains("arm_64bit"), "a 32-bit kernel: {config}");
+}
+
+/// QEMU's raspi3b runs no 32-bit kernel: the Pi 3 device tree on raspi2b, whose SoC has the
+/// same peripherals at the same addresses.
+#[test]
+fn rpi3_armv7_boots_in_raspi2b_with_the_pi_3_device_tree() {
+    boot("rpi3-armv7", "armv7l");
+}
