@@ -85,6 +85,13 @@ struct ImageManifest {
     arch: String,
     version: String,
     source_date_epoch: u64,
+    #[serde(default)]
+    partitions: Vec<ImagePartition>,
+}
+
+#[derive(Deserialize)]
+struct ImagePartition {
+    label: String,
 }
 
 pub struct BundleOptions {
@@ -123,6 +130,13 @@ pub fn bundle(o: &BundleOptions) -> Result<Manifest> {
             o.image_dir.display(),
             image.board,
             o.board
+        );
+    }
+    if image.partitions.iter().any(|p| p.label == "cairn-boot-a") {
+        bail!(
+            "{} is a Raspberry Pi card: updating its slots is not built yet (docs/design.md, \
+             \"Raspberry Pi cards\"); flash the new image (`cairnctl flash`)",
+            o.image_dir.display()
         );
     }
     let key = SigningKey::load(&o.key)
@@ -258,6 +272,20 @@ mod tests {
         let err = bundle(&opts("rpi4", false)).unwrap_err().to_string();
         assert!(err.contains("not rpi4"), "{err}");
         assert!(!dir.join("update.cairnb").exists());
+        let pi = dir.join("pi");
+        fs::create_dir_all(&pi).unwrap();
+        fs::write(
+            pi.join("manifest.json"),
+            r#"{"board":"rpi4","arch":"aarch64","version":"0.2.0","source_date_epoch":1,"partitions":[{"label":"cairn-boot","start_bytes":1,"size_bytes":1},{"label":"cairn-boot-a","start_bytes":2,"size_bytes":1}]}"#,
+        )
+        .unwrap();
+        let err = bundle(&BundleOptions {
+            image_dir: pi,
+            ..opts("rpi4", false)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Raspberry Pi card"), "{err}");
 
         let m = bundle(&opts("qemu-x86_64", true)).unwrap();
         assert_eq!(m.cmdline, "console=ttyS0 cairn.break_health=1");
