@@ -386,10 +386,15 @@ pub fn command(o: &VmOptions) -> Result<Command> {
     } else {
         None
     };
-    if pi
-        .as_ref()
-        .is_some_and(|b| b.cmdline.contains("console=ttyS1"))
-    {
+    if pi.as_ref().is_some_and(|b| {
+        // The kernel's /dev/console is the last `console=`.
+        let last = b
+            .cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("console="))
+            .last();
+        last.is_some_and(|c| c.starts_with("ttyS1"))
+    }) {
         // A Pi 3/4's console is the mini UART, QEMU's second serial port.
         c.args(["-serial", "null"]);
     }
