@@ -77,26 +77,11 @@ impl Drop for Server {
 }
 
 fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
-    common::kubectl(&o.kubeconfig(), args, || {
-        format!("console:\n{}", qemu::tail(&vm.console_text(), 30))
-    })
+    common::vm_kubectl(vm, o, args)
 }
 
-/// Polls `kubectl args` until `done` holds for its output.
 fn kubectl_until(vm: &Vm, o: &VmOptions, args: &[&str], done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let out = kubectl(vm, o, args);
-        if done(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kubectl {args:?} never got there: {out}\nconsole:\n{}",
-            qemu::tail(&vm.console_text(), 30)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    common::vm_kubectl_until(vm, o, args, Duration::from_secs(180), done)
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairnctl::fat::{mtools, OutputChecked};
 use cairnctl::qemu::{self, Stop, Vm, VmOptions};
@@ -160,25 +160,11 @@ fn rpi2_card_is_what_the_pi_firmware_reads() {
 }
 
 fn kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
-    common::kubectl(&o.kubeconfig(), args, || {
-        format!("console:\n{}", qemu::tail(&vm.console_text(), 30))
-    })
+    common::vm_kubectl(vm, o, args)
 }
 
 fn kubectl_until(vm: &Vm, o: &VmOptions, args: &[&str], done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let out = kubectl(vm, o, args);
-        if done(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kubectl {args:?} never got there: {out}\nconsole:\n{}",
-            qemu::tail(&vm.console_text(), 40)
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    common::vm_kubectl_until(vm, o, args, Duration::from_secs(300), done)
 }
 
 /// Boots `board_name`'s card in QEMU: first-boot markers, the API, a pod printing the

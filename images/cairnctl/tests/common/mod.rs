@@ -225,3 +225,33 @@ impl Drop for KeptVm {
         }
     }
 }
+
+/// The real kubectl against a VM's admin kubeconfig; a failure shows the console tail.
+pub fn vm_kubectl(vm: &Vm, o: &VmOptions, args: &[&str]) -> String {
+    kubectl(&o.kubeconfig(), args, || {
+        format!("console:\n{}", qemu::tail(&vm.console_text(), 30))
+    })
+}
+
+/// Polls `kubectl args` on a VM until `done` holds for its output, for up to `within`.
+pub fn vm_kubectl_until(
+    vm: &Vm,
+    o: &VmOptions,
+    args: &[&str],
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let out = vm_kubectl(vm, o, args);
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {args:?} never got there: {out}\nconsole:\n{}",
+            qemu::tail(&vm.console_text(), 40)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
