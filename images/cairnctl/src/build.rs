@@ -339,7 +339,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
         .as_ref()
         .context("the board config has no partitions")?;
     let img = o.out.join("disk.img");
-    let (parts, _) = if b.boot.chain == BootChain::Raspberrypi {
+    let parts = if b.boot.chain == BootChain::Raspberrypi {
         let _ = std::fs::remove_file(o.out.join("cmdline"));
         sd_card(
             o, &mut p, &work, &pkgroot, &kroot, &krel, &vmlinuz, &initrd, &squash,
@@ -383,11 +383,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
         }
         set_mtimes(&btree, o.epoch)?;
         let fat_img = work.join("boot.fat");
-        let volid = u32::from_be_bytes(
-            crate::manifest::sha256(b.name.as_bytes())[..4]
-                .try_into()
-                .unwrap(),
-        );
+        let volid = volume_id(&b.name);
         fat::make(
             &fat_img,
             layout.boot_mib,
@@ -406,7 +402,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
         disk::write_zeros(&img, parts[2].start, MIB)?;
         disk::write_zeros(&img, parts[3].start, MIB)?;
         p.done(&format!("{} raw", mib(total)));
-        (parts, total)
+        parts
     };
 
     p.step("block map and zstd");
@@ -461,7 +457,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
 
 /// The Raspberry Pi SD card (`cairn_slots::mbr`, `raspi`): the seed partition, slot A's
 /// boot partition holding its root, an empty slot B, the data partition (made on first
-/// boot). Returns the partitions and the image size.
+/// boot). Returns the partitions.
 #[allow(clippy::too_many_arguments)]
 fn sd_card(
     o: &Options,
@@ -473,7 +469,7 @@ fn sd_card(
     vmlinuz: &Path,
     initrd: &[u8],
     squash: &Path,
-) -> Result<(Vec<disk::Part>, u64)> {
+) -> Result<Vec<disk::Part>> {
     use crate::raspi;
     let b = &o.board;
     let layout = b
@@ -482,13 +478,6 @@ fn sd_card(
         .context("the board config has no partitions")?;
     p.step("SD card boot partitions (FAT32: seed, slot A, slot B)");
     let firmware = pkgroot.join(raspi::FIRMWARE_DIR);
-    let volid = |what: &str| {
-        u32::from_be_bytes(
-            crate::manifest::sha256(format!("{}/{what}", b.name).as_bytes())[..4]
-                .try_into()
-                .unwrap(),
-        )
-    };
     let seed = work.join("seed");
     rootfs::mkdir(&seed)?;
     rootfs::write(
@@ -544,7 +533,7 @@ fn sd_card(
             &fat_img,
             part.size / MIB,
             label,
-            volid(label),
+            volume_id(&format!("{}/{label}", b.name)),
             tree,
             o.epoch,
         )?;
@@ -564,7 +553,16 @@ fn sd_card(
     }
     disk::write_zeros(&img, parts[3].start, MIB)?;
     p.done(&format!("{} raw", mib(total)));
-    Ok((parts, total))
+    Ok(parts)
+}
+
+/// A FAT volume id derived from `seed`, so rebuilds are byte-identical.
+fn volume_id(seed: &str) -> u32 {
+    u32::from_be_bytes(
+        crate::manifest::sha256(seed.as_bytes())[..4]
+            .try_into()
+            .unwrap(),
+    )
 }
 
 /// Writes `manifest.json` and removes the work directory.

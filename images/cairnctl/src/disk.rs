@@ -246,7 +246,7 @@ pub fn find_partition(img: &Path, label: &str) -> Result<(u64, u64)> {
         .find(|p| match &p.name {
             Some(name) => name == label,
             None => {
-                cairn_mbr && number(p).is_some() && number(p) == cairn_slots::mbr::number(label)
+                cairn_mbr && number(p).is_some_and(|n| Some(n) == cairn_slots::mbr::number(label))
             }
         })
         .map(|p| (p.start * ss, p.size * ss))
