@@ -72,15 +72,16 @@ pub fn plan_grow(
     if end <= first + len {
         return Ok(None);
     }
-    let new_len = end - first;
+    // A partition starting at sector 0 could otherwise be one sector too long to describe.
+    let new_len = (end - first).min(u64::from(u32::MAX));
     let mut out = sector0[..512].to_vec();
-    out[at + 12..at + 16].copy_from_slice(&(new_len.min(u64::from(u32::MAX)) as u32).to_le_bytes());
+    out[at + 12..at + 16].copy_from_slice(&(new_len as u32).to_le_bytes());
     // CHS of the last sector: beyond what CHS can say, as every tool writes it.
     out[at + 5..at + 8].copy_from_slice(&[0xFE, 0xFF, 0xFF]);
     Ok(Some(Plan {
         start: first,
         old_len: len,
-        new_len: new_len.min(u64::from(u32::MAX)),
+        new_len,
         sector0: out,
     }))
 }
