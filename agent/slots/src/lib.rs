@@ -29,6 +29,7 @@
 //!
 //! [Boot Loader Specification]: https://uapi-group.org/specifications/specs/boot_loader_specification/
 
+pub mod autoboot;
 mod entries;
 mod entry;
 pub mod mbr;
