@@ -44,6 +44,7 @@ pub fn run() -> Result<Infallible> {
     }
     let slot = choose_slot(&cmdline);
     if crate::config::Board::load().root_in_boot {
+        follow_entries_on_card(slot);
         let dev = mount_root_file(slot)?;
         info!("root slot={} dev={dev} fstype=squashfs", slot.as_str());
         info!("switch_root");
@@ -136,6 +137,48 @@ fn mount_ram_root() -> Result<String> {
     let dev = crate::sys::loop_attach(&file)?;
     mounts::mount_fs(&dev, NEW_ROOT, "squashfs", MsFlags::MS_RDONLY, None)?;
     Ok(dev)
+}
+
+/// Raspberry Pi cards: makes the firmware's next choice (`autoboot.txt`) follow the slot
+/// entries, taking a trial's try ([`cairn_slots::autoboot`]); reboots when the entries want
+/// the other slot (a power cut stopped an update or commit before `autoboot.txt` changed).
+/// Problems are logged and the boot goes on: the firmware's choice is a bootable slot.
+fn follow_entries_on_card(running: Slot) {
+    use cairn_slots::autoboot::{self, Action};
+    let boot = Path::new("/boot");
+    let mounted = blockdev::wait_for(BOOT_LABEL, ROOT_WAIT).and_then(|(name, _)| {
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        mounts::mount_fs(&format!("/dev/{name}"), "/boot", "vfat", flags, None)
+    });
+    if let Err(e) = mounted {
+        warn!("slot entries: {e}; booting slot {running}");
+        return;
+    }
+    let now = fs::read_to_string(boot.join(autoboot::FILE))
+        .ok()
+        .and_then(|t| autoboot::parse(&t));
+    let mut entries = cairn_slots::Entries::at(boot);
+    let mut ops = cairn_slots::RealOps;
+    let (next, reboot) = match autoboot::reconcile(&mut entries, running, now) {
+        Ok(Action::Boot { next_boot }) => (next_boot, false),
+        Ok(Action::Reboot { slot }) => (slot, true),
+        Err(e) => {
+            warn!("slot entries: {e}; booting slot {running}");
+            let _ = umount("/boot");
+            return;
+        }
+    };
+    match autoboot::write(&mut ops, boot, next) {
+        Ok(true) => info!("autoboot.txt now boots slot {next}"),
+        Ok(false) => {}
+        Err(e) => warn!("cannot write autoboot.txt: {e}"),
+    }
+    let _ = umount("/boot");
+    if reboot {
+        info!("slot entries want slot {next}, the firmware started {running}: rebooting");
+        nix::unistd::sync();
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    }
 }
 
 /// Mounts the slot's root that is a file on its FAT boot partition (Raspberry Pi cards,

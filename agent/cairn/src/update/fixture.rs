@@ -39,6 +39,7 @@ impl Fixture {
             slot_a: dir.join("slot-a.img"),
             slot_b: dir.join("slot-b.img"),
             remount_boot: false,
+            card: false,
         };
         let spec = EntrySpec {
             version: "0.1.0".into(),

@@ -58,6 +58,10 @@ pub struct Node {
     pub slot_b: PathBuf,
     /// Remount `boot` read-write around changes (real nodes: it is mounted read-only).
     pub remount_boot: bool,
+    /// A Raspberry Pi card (`cairn_slots::mbr`): `slot_a`/`slot_b` are the slots' FAT
+    /// partitions, each holding the root as a file beside the kernel and the firmware, and
+    /// `autoboot.txt` on `boot` follows the entries ([`cairn_slots::autoboot`]).
+    pub card: bool,
 }
 
 /// `/etc/cairn/release`.
@@ -220,6 +224,29 @@ impl Node {
 
     /// The node as it runs: slot from the device mounted at `/`, partitions by label.
     pub fn detect(data_dir: &Path) -> Result<Node, UpdateError> {
+        let board = fs::read_to_string("/etc/cairn/board").unwrap_or_default();
+        if board.lines().any(|l| l == "slot_root=boot-file") {
+            let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+            let running = cmdline
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("cairn.slot="))
+                .and_then(Slot::parse)
+                .ok_or_else(|| {
+                    UpdateError::Refused("no cairn.slot= on the kernel command line".into())
+                })?;
+            return Ok(Node {
+                boot: PathBuf::from("/boot"),
+                etc: PathBuf::from("/etc/cairn"),
+                state: data_dir.join("update"),
+                running,
+                slot_a: partition("cairn-boot-a")
+                    .map_err(io_err("finding partition cairn-boot-a"))?,
+                slot_b: partition("cairn-boot-b")
+                    .map_err(io_err("finding partition cairn-boot-b"))?,
+                remount_boot: true,
+                card: true,
+            });
+        }
         let running = running_slot().map_err(io_err("finding the running slot"))?;
         Ok(Node {
             boot: PathBuf::from("/boot"),
@@ -229,6 +256,7 @@ impl Node {
             slot_a: partition(Slot::A.label()).map_err(io_err("finding partition cairn-a"))?,
             slot_b: partition(Slot::B.label()).map_err(io_err("finding partition cairn-b"))?,
             remount_boot: true,
+            card: false,
         })
     }
 
@@ -288,7 +316,24 @@ impl Node {
         if self.remount_boot {
             remount(&self.boot, false).map_err(io_err("remounting /boot read-write"))?;
         }
-        let r = f(&mut self.entries());
+        let mut r = f(&mut self.entries());
+        if self.card && r.is_ok() {
+            // The firmware's choice follows the entries' first slot.
+            let first = self
+                .entries()
+                .load()
+                .ok()
+                .and_then(|e| e.into_iter().next());
+            if let Some(first) = first {
+                let mut ops = cairn_slots::RealOps;
+                if let Err(e) = cairn_slots::autoboot::write(&mut ops, &self.boot, first.slot) {
+                    r = Err(UpdateError::Io {
+                        what: "writing autoboot.txt".into(),
+                        source: e,
+                    });
+                }
+            }
+        }
         if self.remount_boot {
             // Flushes FAT before the remount; failing that is worth a warning only.
             if let Err(e) = remount(&self.boot, true) {
@@ -392,6 +437,22 @@ pub fn apply(
             .map_err(io_err("removing the target slot's boot entry"))?;
         let file = File::open(bundle).map_err(io_err(bundle.display().to_string()))?;
         let mut reader = Reader::open(BufReader::with_capacity(1 << 20, file), &keys, &expect)?;
+        if node.card {
+            let card = CardSlot::mount(dev, target)?;
+            let written = card.write(reader, &manifest.cmdline, progress);
+            card.unmount()?;
+            written?;
+            let spec = EntrySpec {
+                version: manifest.version.clone(),
+                linux: "/vmlinuz".into(),
+                initrd: "/initrd.img".into(),
+                options: manifest.cmdline.clone(),
+            };
+            entries
+                .add_trial(target, &spec, 1)
+                .map_err(io_err("adding the trial boot entry"))?;
+            return Ok(());
+        }
         let slot_dir = node.boot.join(target.as_str());
         fs::create_dir_all(&slot_dir).map_err(io_err(slot_dir.display().to_string()))?;
         while let Some(next) = reader.peek().cloned() {
@@ -456,6 +517,94 @@ pub fn apply(
     Ok(manifest)
 }
 
+/// A Raspberry Pi slot's FAT partition, mounted read-write while an update writes it.
+struct CardSlot {
+    dir: PathBuf,
+    slot: Slot,
+}
+
+impl CardSlot {
+    fn mount(dev: &Path, slot: Slot) -> Result<CardSlot, UpdateError> {
+        use nix::mount::{mount, MsFlags};
+        let dir = PathBuf::from(format!("/run/cairn/slot-{slot}"));
+        fs::create_dir_all(&dir).map_err(io_err(dir.display().to_string()))?;
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        mount(Some(dev), &dir, Some("vfat"), flags, None::<&str>).map_err(|e| {
+            io_err(format!("mounting {} at {}", dev.display(), dir.display()))(e.into())
+        })?;
+        Ok(CardSlot { dir, slot })
+    }
+
+    /// Writes the bundle's payloads as the slot's files: first the firmware's second stage
+    /// (`start*.elf`) goes, so the firmware cannot boot a half-written slot; it comes back
+    /// last, under a temporary name until every other file is on the card.
+    fn write<R: Read>(
+        &self,
+        mut reader: Reader<R>,
+        cmdline: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), UpdateError> {
+        let what = |p: &Path| p.display().to_string();
+        let second_stage = |name: &str| name.starts_with("start") && name.ends_with(".elf");
+        for de in fs::read_dir(&self.dir).map_err(io_err(what(&self.dir)))? {
+            let de = de.map_err(io_err(what(&self.dir)))?;
+            let name = de.file_name().to_string_lossy().to_ascii_lowercase();
+            if second_stage(&name) {
+                fs::remove_file(de.path()).map_err(io_err(what(&de.path())))?;
+            }
+        }
+        nix::unistd::sync();
+        let mut last = Vec::new();
+        while let Some(next) = reader.peek().cloned() {
+            let name = match next.name.as_str() {
+                "rootfs" => cairn_slots::mbr::ROOT_FILE.to_string(),
+                "kernel" => "vmlinuz".into(),
+                "initrd" => "initrd.img".into(),
+                other => match other.strip_prefix("boot/") {
+                    Some(f) if !f.is_empty() && !f.contains('/') && f != ".." && f != "." => {
+                        f.to_string()
+                    }
+                    _ => return Err(UpdateError::Refused(format!("unknown payload {other}"))),
+                },
+            };
+            let path = if second_stage(&name) {
+                last.push(name.clone());
+                self.dir.join(format!("{name}.new"))
+            } else {
+                self.dir.join(&name)
+            };
+            let mut out = File::create(&path).map_err(io_err(what(&path)))?;
+            let mut w = io::BufWriter::with_capacity(1 << 20, &mut out);
+            reader.next_payload(&mut w)?;
+            w.flush().map_err(io_err(what(&path)))?;
+            drop(w);
+            out.sync_all().map_err(io_err(what(&path)))?;
+            progress(&format!(
+                "  {} -> {} ({} bytes)",
+                next.name,
+                path.display(),
+                next.size
+            ));
+        }
+        reader.finish()?;
+        let line = format!("{} cairn.slot={}\n", cmdline.trim(), self.slot);
+        let path = self.dir.join("cmdline.txt");
+        fs::write(&path, line).map_err(io_err(what(&path)))?;
+        nix::unistd::sync();
+        for name in last {
+            let from = self.dir.join(format!("{name}.new"));
+            fs::rename(&from, self.dir.join(&name)).map_err(io_err(what(&from)))?;
+        }
+        nix::unistd::sync();
+        Ok(())
+    }
+
+    fn unmount(&self) -> Result<(), UpdateError> {
+        nix::mount::umount(&self.dir)
+            .map_err(|e| io_err(format!("unmounting {}", self.dir.display()))(e.into()))
+    }
+}
+
 fn device_size(path: &Path) -> io::Result<u64> {
     let mut f = File::open(path)?;
     f.seek(SeekFrom::End(0))
@@ -483,21 +632,16 @@ fn running_slot() -> io::Result<Slot> {
             }
         }
     }
-    let board = fs::read_to_string("/etc/cairn/board").unwrap_or_default();
-    if board.lines().any(|l| l == "slot_root=boot-file") {
-        return Err(io::Error::other(
-            "this Raspberry Pi card's slots are FAT partitions chosen by autoboot.txt, and \
-             updating them is not built yet: flash the new image (cairnctl flash) instead",
-        ));
-    }
     Err(io::Error::other(
         "/ is not a cairn-a or cairn-b partition (a network-booted node has no slots: it runs \
          whatever build its boot server serves, from its next boot on)",
     ))
 }
 
-/// `/dev/<name>` of the partition labelled `label`.
+/// `/dev/<name>` of the partition labelled `label`: by GPT name, or by number on a Cairn
+/// MBR card ([`cairn_slots::mbr`]).
 fn partition(label: &str) -> io::Result<PathBuf> {
+    let number = cairn_slots::mbr::number(label).map(|n| format!("PARTN={n}"));
     for de in fs::read_dir("/sys/class/block")? {
         let de = de?;
         let Ok(uevent) = fs::read_to_string(de.path().join("uevent")) else {
@@ -505,6 +649,27 @@ fn partition(label: &str) -> io::Result<PathBuf> {
         };
         if uevent.lines().any(|l| l == format!("PARTNAME={label}")) {
             return Ok(Path::new("/dev").join(de.file_name()));
+        }
+        let unnamed = !uevent.lines().any(|l| l.starts_with("PARTNAME="));
+        if unnamed
+            && number
+                .as_ref()
+                .is_some_and(|n| uevent.lines().any(|l| l == n))
+        {
+            // The parent directory in sysfs is the whole disk.
+            let disk = fs::canonicalize(de.path())?;
+            let disk = disk
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|d| d.to_os_string());
+            let mut sector = [0u8; 512];
+            let read = disk.map(|d| {
+                use std::os::unix::fs::FileExt;
+                File::open(Path::new("/dev").join(d)).and_then(|f| f.read_exact_at(&mut sector, 0))
+            });
+            if matches!(read, Some(Ok(()))) && cairn_slots::mbr::is_cairn(&sector) {
+                return Ok(Path::new("/dev").join(de.file_name()));
+            }
         }
     }
     Err(io::Error::other(format!("no partition labelled {label}")))
