@@ -340,7 +340,11 @@ pub fn build(o: &Options) -> Result<Manifest> {
         .context("the board config has no partitions")?;
     let img = o.out.join("disk.img");
     let parts = if b.boot.chain == BootChain::Raspberrypi {
-        let _ = std::fs::remove_file(o.out.join("cmdline"));
+        // The slot's command line without `cairn.slot=`, for update bundles.
+        std::fs::write(
+            o.out.join("cmdline"),
+            format!("{}\n", b.kernel.cmdline.trim()),
+        )?;
         sd_card(
             o, &mut p, &work, &pkgroot, &kroot, &krel, &vmlinuz, &initrd, &squash,
         )?
@@ -483,7 +487,7 @@ fn sd_card(
     rootfs::write(
         &seed,
         "autoboot.txt",
-        raspi::autoboot_txt(2).as_bytes(),
+        cairn_slots::autoboot::render(Slot::A).as_bytes(),
         false,
     )?;
     rootfs::write(
@@ -518,6 +522,24 @@ fn sd_card(
         initrd,
         squash,
     )?;
+    // Slot A, committed: the A/B state is the slot entries, as on every board, and
+    // autoboot.txt follows them (cairn_slots::autoboot).
+    Entries::at(&seed)
+        .add_committed(Slot::A, &slot_entry(&o.version, Slot::A, &b.kernel.cmdline))?;
+    // The slot's files besides kernel, initramfs, root and command line: an update bundle
+    // carries them (`boot/<file>` payloads).
+    let shared = o.out.join(raspi::SLOT_FILES);
+    if shared.exists() {
+        std::fs::remove_dir_all(&shared)?;
+    }
+    std::fs::create_dir_all(&shared)?;
+    for entry in std::fs::read_dir(&slot_a)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !raspi::SLOT_OWN.contains(&name.as_str()) {
+            std::fs::copy(&path, shared.join(&name))?;
+        }
+    }
     let slot_b = work.join("slot-b");
     rootfs::mkdir(&slot_b)?;
     let (parts, total) = disk::plan_mbr(layout.boot_mib, layout.slot_mib, layout.data_mib);

@@ -220,6 +220,10 @@ pub struct Vm {
     /// A raspi machine: no ACPI; the power button is Ctrl-Alt-Del on the USB keyboard, and
     /// the watchdog's power-off ends QEMU like a reset does (the console tells them apart).
     soc: bool,
+    /// When the console was first seen ending in a `reboot:` line (raspi machines).
+    restart_seen: Option<Instant>,
+    /// The console's length when this launch began.
+    console_from: u64,
 }
 
 /// Prepares the node's disk (and UEFI variable store) without touching a running one.
@@ -510,6 +514,7 @@ impl Vm {
         }
         let sock = o.qmp_socket();
         let _ = std::fs::remove_file(&sock);
+        let console_from = std::fs::metadata(o.console_log()).map_or(0, |m| m.len());
         let mut cmd = command(o)?;
         // Its own process group: a Ctrl-C in the terminal reaches only cairnctl, which turns
         // it into a press of the power button instead of QEMU dying with the guest's disk
@@ -577,6 +582,8 @@ impl Vm {
             written,
             console: o.console_log(),
             soc: o.board.qemu.as_ref().is_some_and(|q| q.bus == Bus::Soc),
+            restart_seen: None,
+            console_from,
         })
     }
 
@@ -638,10 +645,65 @@ impl Vm {
                     None => Stop::Other(status.to_string()),
                 }));
             }
+            if let Some(stop) = self.stuck_in_restart() {
+                self.kill();
+                return Ok(Some(stop));
+            }
             if Instant::now() > deadline {
                 return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// On raspi machines QEMU sometimes never performs the watchdog reset that ends a
+    /// guest's reboot or power-off (the kernel then spins, reporting soft lockups), where a
+    /// real Pi's watchdog fires. The harness stands in: once the console's last kernel line
+    /// has been `reboot: Restarting system` or `reboot: Power down` for 10 s, that is the
+    /// guest's reset or power-off.
+    fn stuck_in_restart(&mut self) -> Option<Stop> {
+        use std::io::{Read, Seek, SeekFrom};
+        if !self.soc {
+            return None;
+        }
+        let mut tail = String::new();
+        let read = std::fs::File::open(&self.console).and_then(|mut f| {
+            // Only what this launch printed: an earlier boot's last line is not this one's.
+            let len = f.seek(SeekFrom::End(0))?;
+            f.seek(SeekFrom::Start(
+                len.saturating_sub(4096).max(self.console_from),
+            ))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            tail = String::from_utf8_lossy(&buf).into_owned();
+            Ok(())
+        });
+        // The last `reboot:` line, unless a new boot began after it.
+        let stop = read.ok().and_then(|()| {
+            let at = tail.rfind("reboot: ")?;
+            let after = &tail[at..];
+            if after.contains("cairn-init: start") || after.contains("Booting Linux") {
+                return None;
+            }
+            if after.starts_with("reboot: Restarting system") {
+                Some(Stop::GuestReset)
+            } else if after.starts_with("reboot: Power down") {
+                Some(Stop::GuestShutdown)
+            } else {
+                None
+            }
+        });
+        match (stop, self.restart_seen) {
+            (None, _) => {
+                self.restart_seen = None;
+                None
+            }
+            (Some(_), None) => {
+                self.restart_seen = Some(Instant::now());
+                None
+            }
+            (Some(stop), Some(t)) if t.elapsed() > Duration::from_secs(10) => Some(stop),
+            (Some(_), Some(_)) => None,
         }
     }
 
@@ -703,6 +765,8 @@ pub fn run_interactive(o: &VmOptions) -> Result<()> {
     prepare(o)?;
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = interrupted.clone();
+    // Ctrl-C, and SIGTERM or SIGHUP (a closed terminal, `timeout`, a service manager),
+    // press the power button: QEMU runs in its own process group and would outlive us.
     ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     let console = o.console_log();

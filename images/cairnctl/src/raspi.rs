@@ -18,16 +18,11 @@ use crate::fat::{mtools, OutputChecked};
 pub const FIRMWARE_DIR: &str = "usr/lib/raspi-firmware";
 /// The one firmware file that must be on the first partition (Pi 2 and 3 boot ROM).
 pub const FIRST_STAGE: &str = "bootcode.bin";
-
-/// `autoboot.txt` on partition 1: boot `committed`; a firmware-requested trial boot
-/// (`tryboot`) boots the other slot with that slot's own `config.txt` (`tryboot_a_b`).
-pub fn autoboot_txt(committed: u32) -> String {
-    let other = if committed == 2 { 3 } else { 2 };
-    format!(
-        "# Cairn: which slot partition the Raspberry Pi firmware boots (2 = slot A, 3 = slot B).\n\
-         [all]\ntryboot_a_b=1\nboot_partition={committed}\n[tryboot]\nboot_partition={other}\n"
-    )
-}
+/// `out/<board>/slot-files/`: a slot's files besides [`SLOT_OWN`] (firmware, device trees,
+/// `config.txt`), which update bundles carry as `boot/<file>` payloads.
+pub const SLOT_FILES: &str = "slot-files";
+/// A slot's files that bundles carry as payloads of their own, or that the node writes.
+pub const SLOT_OWN: [&str; 4] = ["vmlinuz", "initrd.img", "rootfs.squashfs", "cmdline.txt"];
 
 /// `config.txt` on partition 1: read only if the firmware cannot boot the slot named in
 /// `autoboot.txt`; it keeps the serial console on so that the failure can be seen.
@@ -39,9 +34,9 @@ enable_uart=1
 
 /// A slot's `config.txt` (also written as `tryboot.txt`, which older firmware reads on a
 /// trial boot instead).
-pub fn slot_config_txt(board: &Board, version: &str, slot: cairn_slots::Slot) -> String {
+pub fn slot_config_txt(board: &Board, version: &str) -> String {
     let mut s = format!(
-        "# Cairn {version}, slot {slot} ({}): read by the Raspberry Pi firmware from this\n\
+        "# Cairn {version} ({}): read by the Raspberry Pi firmware from this slot\n\
          # partition, which autoboot.txt on the first partition names.\n",
         board.name
     );
@@ -106,7 +101,7 @@ pub fn lay_slot(
         let name = Path::new(d).file_name().unwrap().to_string_lossy();
         rootfs::copy(tree, &name, &src, false)?;
     }
-    let config = slot_config_txt(board, version, slot);
+    let config = slot_config_txt(board, version);
     rootfs::write(tree, "config.txt", config.as_bytes(), false)?;
     rootfs::write(tree, "tryboot.txt", config.as_bytes(), false)?;
     rootfs::write(
@@ -123,28 +118,10 @@ pub fn lay_slot(
 
 /// The `[all]` section's `boot_partition` of an `autoboot.txt` (what a normal boot uses).
 pub fn boot_partition(autoboot: &str) -> Result<u32> {
-    let mut section = "all".to_string();
-    let mut found = None;
-    for line in autoboot.lines().map(str::trim) {
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_string();
-        } else if let Some(v) = line.strip_prefix("boot_partition=") {
-            if section == "all" {
-                found = Some(
-                    v.trim()
-                        .parse::<u32>()
-                        .context("autoboot.txt: boot_partition")?,
-                );
-            }
-        }
-    }
-    match found {
+    match cairn_slots::autoboot::parse(autoboot) {
         Some(n @ 1..=4) => Ok(n),
         Some(n) => bail!("autoboot.txt: boot_partition={n} is not a primary partition"),
-        None => bail!("autoboot.txt has no boot_partition in its [all] section"),
+        None => bail!("autoboot.txt has no readable boot_partition in its [all] section"),
     }
 }
 
@@ -374,10 +351,9 @@ mod tests {
 
     #[test]
     fn autoboot_names_the_committed_slot() {
-        assert_eq!(boot_partition(&autoboot_txt(2)).unwrap(), 2);
-        assert_eq!(boot_partition(&autoboot_txt(3)).unwrap(), 3);
-        assert!(autoboot_txt(2).contains("tryboot_a_b=1"));
-        assert!(autoboot_txt(2).contains("[tryboot]\nboot_partition=3"));
+        use cairn_slots::{autoboot::render, Slot};
+        assert_eq!(boot_partition(&render(Slot::A)).unwrap(), 2);
+        assert_eq!(boot_partition(&render(Slot::B)).unwrap(), 3);
         assert!(boot_partition("[tryboot]\nboot_partition=3\n").is_err());
         assert!(boot_partition("boot_partition=7\n").is_err());
         assert!(boot_partition("boot_partition=x\n").is_err());

@@ -85,13 +85,6 @@ struct ImageManifest {
     arch: String,
     version: String,
     source_date_epoch: u64,
-    #[serde(default)]
-    partitions: Vec<ImagePartition>,
-}
-
-#[derive(Deserialize)]
-struct ImagePartition {
-    label: String,
 }
 
 pub struct BundleOptions {
@@ -132,13 +125,6 @@ pub fn bundle(o: &BundleOptions) -> Result<Manifest> {
             o.board
         );
     }
-    if image.partitions.iter().any(|p| p.label == "cairn-boot-a") {
-        bail!(
-            "{} is a Raspberry Pi card: updating its slots is not built yet (docs/design.md, \
-             \"Raspberry Pi cards\"); flash the new image (`cairnctl flash`)",
-            o.image_dir.display()
-        );
-    }
     let key = SigningKey::load(&o.key)
         .context("the signing key (`cairnctl keys gen` makes one; images trust out/keys/*.pub)")?;
     let mut cmdline = fs::read_to_string(o.image_dir.join("cmdline"))?
@@ -147,11 +133,23 @@ pub fn bundle(o: &BundleOptions) -> Result<Manifest> {
     if o.break_health {
         cmdline.push_str(" cairn.break_health=1");
     }
-    let paths = [
-        ("rootfs", o.image_dir.join("rootfs.squashfs")),
-        ("kernel", o.image_dir.join("vmlinuz")),
-        ("initrd", o.image_dir.join("initrd.img")),
+    let mut paths = vec![
+        ("rootfs".to_string(), o.image_dir.join("rootfs.squashfs")),
+        ("kernel".to_string(), o.image_dir.join("vmlinuz")),
+        ("initrd".to_string(), o.image_dir.join("initrd.img")),
     ];
+    // Raspberry Pi cards: the slot's other files (firmware, device trees, config.txt), the
+    // firmware's second stage last.
+    let shared = o.image_dir.join(crate::raspi::SLOT_FILES);
+    if shared.is_dir() {
+        let mut files: Vec<String> = fs::read_dir(&shared)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        files.sort_by_key(|f| (f.starts_with("start") && f.ends_with(".elf"), f.clone()));
+        for f in files {
+            paths.push((format!("boot/{f}"), shared.join(&f)));
+        }
+    }
     let sources: Vec<PayloadSource> = paths
         .iter()
         .map(|(name, path)| PayloadSource { name, path })
@@ -272,20 +270,6 @@ mod tests {
         let err = bundle(&opts("rpi4", false)).unwrap_err().to_string();
         assert!(err.contains("not rpi4"), "{err}");
         assert!(!dir.join("update.cairnb").exists());
-        let pi = dir.join("pi");
-        fs::create_dir_all(&pi).unwrap();
-        fs::write(
-            pi.join("manifest.json"),
-            r#"{"board":"rpi4","arch":"aarch64","version":"0.2.0","source_date_epoch":1,"partitions":[{"label":"cairn-boot","start_bytes":1,"size_bytes":1},{"label":"cairn-boot-a","start_bytes":2,"size_bytes":1}]}"#,
-        )
-        .unwrap();
-        let err = bundle(&BundleOptions {
-            image_dir: pi,
-            ..opts("rpi4", false)
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("Raspberry Pi card"), "{err}");
 
         let m = bundle(&opts("qemu-x86_64", true)).unwrap();
         assert_eq!(m.cmdline, "console=ttyS0 cairn.break_health=1");

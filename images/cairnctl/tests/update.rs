@@ -361,3 +361,11 @@ fn qemu_x86_64_usb_stick_bundle_is_installed() {
         "no further reboot"
     );
 }
+
+/// Raspberry Pi (raspi4b): the slot entries on the card's first partition with
+/// `autoboot.txt` following them; fewer power cuts than the UEFI boards (each boot of the
+/// emulated Pi takes longer), `CAIRN_KILL_POINTS` to change.
+#[test]
+fn rpi4_updates_rolls_back_and_survives_power_cuts() {
+    update_round_trip("rpi4", kill_points(6));
+}
