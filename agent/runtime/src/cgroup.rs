@@ -71,12 +71,16 @@ impl Usage {
         memory_events: Option<&str>,
     ) -> Usage {
         let memory_bytes = memory_current.and_then(|t| t.trim().parse::<u64>().ok());
-        let inactive_file = memory_stat.and_then(|t| keyed(t, "inactive_file")).unwrap_or(0);
+        let inactive_file = memory_stat
+            .and_then(|t| keyed(t, "inactive_file"))
+            .unwrap_or(0);
         Usage {
             cpu_usage_micros: cpu_stat.and_then(|t| keyed(t, "usage_usec")),
             memory_bytes,
             memory_working_set_bytes: memory_bytes.map(|m| m.saturating_sub(inactive_file)),
-            oom_kills: memory_events.and_then(|t| keyed(t, "oom_kill")).unwrap_or(0),
+            oom_kills: memory_events
+                .and_then(|t| keyed(t, "oom_kill"))
+                .unwrap_or(0),
         }
     }
 }
@@ -110,6 +114,18 @@ impl Hierarchy {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The controllers pods are limited with (cpu, memory, pids) that the kernel does not
+    /// offer at the root (a kernel built without one, or `cgroup_disable=` on its command
+    /// line): their limits are not enforced.
+    pub fn missing_controllers(&self) -> io::Result<Vec<&'static str>> {
+        let available = fs::read_to_string(self.root.join("cgroup.controllers"))?;
+        Ok(CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| !available.split_whitespace().any(|x| x == *c))
+            .collect())
     }
 
     /// `kubepods/pod<uid>`, made with `limits`; controllers are delegated on the way down.
@@ -246,6 +262,25 @@ mod tests {
         assert_eq!(u.cpu_usage_micros, Some(1_500_000));
         assert_eq!((u.memory_bytes, u.memory_working_set_bytes), (None, None));
         assert_eq!(usage(Path::new("/nonexistent")), Usage::default());
+    }
+
+    #[test]
+    fn missing_controllers_are_named() {
+        let dir = std::env::temp_dir().join(format!("cairn-cg-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let h = Hierarchy::at(&dir).unwrap();
+        assert!(h.missing_controllers().unwrap().is_empty());
+        fs::write(dir.join("cgroup.controllers"), "cpuset cpu io pids\n").unwrap();
+        assert_eq!(h.missing_controllers().unwrap(), ["memory"]);
+        fs::write(dir.join("cgroup.controllers"), "").unwrap();
+        assert_eq!(h.missing_controllers().unwrap(), ["cpu", "memory", "pids"]);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(Hierarchy::at(&dir).is_none());
     }
 
     #[test]

@@ -22,10 +22,10 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use nix::sched::{setns, CloneFlags};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, PtyMaster};
+use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
 
@@ -90,7 +90,10 @@ fn run(dir: &Path, tty: bool, command: &[String]) -> io::Result<i32> {
     for (name, flag) in NAMESPACES {
         let path = format!("/proc/{pid}/ns/{name}");
         let file = File::open(&path).map_err(|e| {
-            io::Error::other(format!("container {} is not running ({path}: {e})", spec.id))
+            io::Error::other(format!(
+                "container {} is not running ({path}: {e})",
+                spec.id
+            ))
         })?;
         namespaces.push((file, flag, name));
     }

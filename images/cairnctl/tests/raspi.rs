@@ -220,6 +220,15 @@ fn boot(board_name: &str, uname: &str) {
         |s| s == "True",
     );
     assert_eq!(nodes, "True");
+    // The memory, cpu and pids controllers pod limits need, with no cgroup arguments in
+    // cmdline.txt (Debian's kernel enables them; the Raspberry Pi OS kernel would need
+    // `cgroup_enable=memory`).
+    vm.wait_for(
+        "cairn: kubelet: cgroup v2 controllers cpu memory pids",
+        at,
+        BOOT,
+    )
+    .unwrap();
     let os = kubectl(
         &vm,
         &o,

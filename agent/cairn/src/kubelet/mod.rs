@@ -87,6 +87,24 @@ pub struct Shared {
 
 /// Sets up the image store and runtime, then runs the node's pods until the process ends.
 pub async fn run(client: Client, config: Config) -> Result<(), String> {
+    let cgroups = cairn_runtime::cgroup::Hierarchy::at(&config.cgroup_root);
+    match cgroups.as_ref().map(|h| h.missing_controllers()) {
+        None => eprintln!(
+            "cairn: kubelet: warning: {} is not a cgroup v2 mount: pods run without resource limits",
+            config.cgroup_root.display()
+        ),
+        Some(Ok(missing)) if missing.is_empty() => {
+            eprintln!("cairn: kubelet: cgroup v2 controllers cpu memory pids")
+        }
+        Some(Ok(missing)) => eprintln!(
+            "cairn: kubelet: warning: the kernel offers no {} cgroup controller: those pod limits are not enforced",
+            missing.join(", ")
+        ),
+        Some(Err(e)) => eprintln!(
+            "cairn: kubelet: warning: {}: {e}",
+            config.cgroup_root.join("cgroup.controllers").display()
+        ),
+    }
     let store_dir = config.data_dir.join("store");
     let images = tokio::task::spawn_blocking(move || {
         cairn_images::Store::open(&store_dir, cairn_images::Platform::host())
@@ -96,13 +114,6 @@ pub async fn run(client: Client, config: Config) -> Result<(), String> {
     .map_err(|e| e.to_string())??;
     let images = Arc::new(images);
     import_images(&images, &config.image_dirs).await;
-    let cgroups = cairn_runtime::cgroup::Hierarchy::at(&config.cgroup_root);
-    if cgroups.is_none() {
-        eprintln!(
-            "cairn: kubelet: warning: {} is not a cgroup v2 mount: pods run without resource limits",
-            config.cgroup_root.display()
-        );
-    }
     let registries = pull::Registries::load(&config.data_dir).unwrap_or_else(|e| {
         eprintln!("cairn: kubelet: warning: {e}; pulling with no registry settings");
         pull::Registries::default()
