@@ -40,9 +40,10 @@ ifeq ($(notdir $(CARGO)),cross)
 export CAIRN_K8S_PROTOSET_DIR ?= /usr/local/share/cairn
 device_build = cross build --release --target $(triple_$(1)) -p cairn-init -p cairn --target-dir $(DEVICE_TARGET_DIR)
 else
-device_build = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
+device_build_targets = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
-	$(CARGO) build --release --target $(triple_$(1)) -p cairn-init -p cairn
+	$(CARGO) build --release $(1) -p cairn-init -p cairn
+device_build = $(call device_build_targets,--target $(triple_$(1)))
 endif
 
 .PHONY: help deps build build-% cairnctl image bundle upgrade images qemu test unit-test boot-test bench clean
@@ -66,7 +67,15 @@ help:
 deps:
 	bash ci/install-deps.sh
 
+# One cargo for every architecture (not one per architecture): its job queue keeps both
+# cores busy while each target's single-threaded LTO link runs (docs/decisions.md).
+ifeq ($(notdir $(CARGO)),cross)
 build: $(addprefix build-,$(ARCHES))
+else
+build:
+	@echo "==> cross-building cairn-init and cairn for $(foreach a,$(ARCHES),$(triple_$(a)))"
+	$(call device_build_targets,$(foreach a,$(ARCHES),--target $(triple_$(a))))
+endif
 
 build-%:
 	@echo "==> cross-building cairn-init and cairn for $(triple_$*)"
@@ -88,7 +97,7 @@ bundle: cairnctl
 	$(CAIRNCTL) build --board $(BOARD) --recipe $(RECIPE) --image-version $(VERSION) --out out/$(BOARD)/v$(VERSION) --no-disk-archive
 	$(CAIRNCTL) bundle --board $(BOARD) --image-dir out/$(BOARD)/v$(VERSION) --out out/$(BOARD)/update.cairnb $(if $(BREAK_HEALTH),--break-health)
 
-images:
+images: build
 	@for b in $(QEMU_BOARDS) $(NETBOOT_BOARDS) $(RPI_BOARDS); do $(MAKE) --no-print-directory image BOARD=$$b || exit 1; done
 
 # Sends out/$(BOARD)/update.cairnb to the node `make qemu` runs, and follows it to the end.
