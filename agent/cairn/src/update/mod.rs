@@ -22,7 +22,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use cairn_bundle::{verify_file, Expect, Manifest, Reader, TrustedKeys};
+use cairn_bundle::{verify_file, Expect, Manifest, Payload, Reader, TrustedKeys};
 use cairn_slots::{Entries, EntrySpec, Slot, SlotState, Status};
 use serde::{Deserialize, Serialize};
 
@@ -478,17 +478,7 @@ pub fn apply(
                     return Err(UpdateError::Refused(format!("unknown payload {other}")));
                 }
             };
-            let mut w = io::BufWriter::with_capacity(1 << 20, &mut out);
-            reader.next_payload(&mut w)?;
-            w.flush().map_err(io_err(path.display().to_string()))?;
-            drop(w);
-            out.sync_all().map_err(io_err(path.display().to_string()))?;
-            progress(&format!(
-                "  {} -> {} ({} bytes)",
-                next.name,
-                path.display(),
-                next.size
-            ));
+            write_payload(&mut reader, &next, &path, &mut out, progress)?;
         }
         reader.finish()?;
         let spec = EntrySpec {
@@ -574,17 +564,7 @@ impl CardSlot {
                 self.dir.join(&name)
             };
             let mut out = File::create(&path).map_err(io_err(what(&path)))?;
-            let mut w = io::BufWriter::with_capacity(1 << 20, &mut out);
-            reader.next_payload(&mut w)?;
-            w.flush().map_err(io_err(what(&path)))?;
-            drop(w);
-            out.sync_all().map_err(io_err(what(&path)))?;
-            progress(&format!(
-                "  {} -> {} ({} bytes)",
-                next.name,
-                path.display(),
-                next.size
-            ));
+            write_payload(&mut reader, &next, &path, &mut out, progress)?;
         }
         reader.finish()?;
         let line = format!("{} cairn.slot={}\n", cmdline.trim(), self.slot);
@@ -603,6 +583,29 @@ impl CardSlot {
         nix::mount::umount(&self.dir)
             .map_err(|e| io_err(format!("unmounting {}", self.dir.display()))(e.into()))
     }
+}
+
+/// Streams the next payload (`next`, as peeked) into `out` (opened at `path`), synced, and
+/// reports it.
+fn write_payload<R: Read>(
+    reader: &mut Reader<R>,
+    next: &Payload,
+    path: &Path,
+    out: &mut File,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), UpdateError> {
+    let mut w = io::BufWriter::with_capacity(1 << 20, &mut *out);
+    reader.next_payload(&mut w)?;
+    w.flush().map_err(io_err(path.display().to_string()))?;
+    drop(w);
+    out.sync_all().map_err(io_err(path.display().to_string()))?;
+    progress(&format!(
+        "  {} -> {} ({} bytes)",
+        next.name,
+        path.display(),
+        next.size
+    ));
+    Ok(())
 }
 
 fn device_size(path: &Path) -> io::Result<u64> {
