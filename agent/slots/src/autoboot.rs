@@ -83,25 +83,14 @@ pub fn reconcile<O: Ops>(
     let Some(first) = entries.load()?.into_iter().next() else {
         return Ok(Action::Boot { next_boot: running });
     };
-    if first.slot != running {
-        if autoboot != Some(partition(first.slot)) {
-            return Ok(Action::Reboot { slot: first.slot });
-        }
-        // autoboot.txt already names it and the firmware still started `running`: that
-        // slot's partition is not bootable. Count a trial's try as used (it sorts after the
-        // good entries from now on) instead of rebooting in a loop.
-        if first.tries.is_some() {
-            entries.boot_next()?;
-        }
-        let next = entries
-            .load()?
-            .into_iter()
-            .next()
-            .map_or(running, |e| e.slot);
-        return Ok(Action::Boot { next_boot: next });
+    if first.slot != running && autoboot != Some(partition(first.slot)) {
+        return Ok(Action::Reboot { slot: first.slot });
     }
+    // Either the firmware started the first entry, or autoboot.txt already names it and the
+    // firmware still started `running` (that partition is not bootable; no reboot loop).
+    // Both ways a trial's one try is used: from now on the next boot is the first good
+    // entry after it.
     if first.tries.is_some() {
-        // The trial's one try: from now on the next boot is the first good entry after it.
         entries.boot_next()?;
     }
     let next = entries
