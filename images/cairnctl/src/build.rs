@@ -339,21 +339,17 @@ pub fn build(o: &Options) -> Result<Manifest> {
         .as_ref()
         .context("the board config has no partitions")?;
     let img = o.out.join("disk.img");
+    // The slot's kernel command line (without `cairn.slot=` on Pi cards), for update bundles.
+    std::fs::write(
+        o.out.join("cmdline"),
+        format!("{}\n", b.kernel.cmdline.trim()),
+    )?;
     let parts = if b.boot.chain == BootChain::Raspberrypi {
-        // The slot's command line without `cairn.slot=`, for update bundles.
-        std::fs::write(
-            o.out.join("cmdline"),
-            format!("{}\n", b.kernel.cmdline.trim()),
-        )?;
         sd_card(
             o, &mut p, &work, &pkgroot, &kroot, &krel, &vmlinuz, &initrd, &squash,
         )?
     } else {
         p.step("boot partition (FAT32)");
-        std::fs::write(
-            o.out.join("cmdline"),
-            format!("{}\n", b.kernel.cmdline.trim()),
-        )?;
         let btree = work.join("boot");
         rootfs::copy(&btree, "a/vmlinuz", &vmlinuz, false)?;
         rootfs::write(&btree, "a/initrd.img", &initrd, false)?;
