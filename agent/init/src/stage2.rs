@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::mount::MsFlags;
 
 use crate::config::{self, Board};
-use crate::error::Result;
+use crate::error::{Context, Result};
 use crate::net::{self, Network};
 use crate::stage1::BOOT_LABEL;
 use crate::{blockdev, clock, data, log, modules, mounts, supervisor};
@@ -48,7 +48,8 @@ pub fn run() -> Result<Infallible> {
     supervisor::run(&cfg, net, cmdline.cad)
 }
 
-/// Mounts the boot partition read-only at `/boot`; without it the node runs on defaults.
+/// Mounts the boot partition read-only at `/boot`, after repairing its FAT
+/// ([`cairn_slots::fat`]); without it the node runs on defaults.
 fn mount_boot() {
     if mounts::is_mountpoint("/boot") {
         // A network boot: stage 1 put the seed that came with it there.
@@ -56,17 +57,51 @@ fn mount_boot() {
     }
     let mounted = blockdev::wait_for(BOOT_LABEL, Duration::from_secs(10)).and_then(|(name, _)| {
         let dev = format!("/dev/{name}");
-        mounts::mount_fs(
-            &dev,
+        let repaired = repair_fat(&dev);
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        if !repaired {
+            mounts::mount_fs(&dev, "/boot", "vfat", flags | MsFlags::MS_RDONLY, None)?;
+            return Ok(dev);
+        }
+        mounts::mount_fs(&dev, "/boot", "vfat", flags, None)?;
+        match cairn_slots::fat::remove_salvaged(std::path::Path::new("/boot")) {
+            Ok(0) => {}
+            Ok(n) => info!("boot: removed {n} FSCK*.REC files the repair salvaged"),
+            Err(e) => warn!("boot: removing FSCK*.REC files: {e}"),
+        }
+        nix::mount::mount(
+            None::<&str>,
             "/boot",
-            "vfat",
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None,
+            None::<&str>,
+            flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
         )
-        .map(|()| dev)
+        .context("remount /boot read-only")?;
+        Ok(dev)
     });
     match mounted {
         Ok(dev) => info!("boot mounted dev={dev}"),
         Err(e) => warn!("boot partition: {e}"),
+    }
+}
+
+/// Checks and repairs the FAT on `dev`; true when something was repaired. An image without
+/// `fsck.fat` (a recipe that leaves it out) mounts the partition as it is.
+fn repair_fat(dev: &str) -> bool {
+    use cairn_slots::fat::{self, Check};
+    let fsck = std::path::Path::new(fat::FSCK_FAT);
+    if !fsck.exists() {
+        return false;
+    }
+    match fat::check(fsck, std::path::Path::new(dev)) {
+        Ok(Check::Clean) => false,
+        Ok(Check::Repaired { report }) => {
+            warn!("boot repaired dev={dev}: {report}");
+            true
+        }
+        Err(e) => {
+            warn!("boot check dev={dev}: {e}");
+            false
+        }
     }
 }

@@ -32,6 +32,7 @@
 pub mod autoboot;
 mod entries;
 mod entry;
+pub mod fat;
 pub mod mbr;
 
 pub use entries::{Entries, EntrySpec, Ops, RealOps};

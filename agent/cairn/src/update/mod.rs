@@ -518,11 +518,29 @@ impl CardSlot {
         use nix::mount::{mount, MsFlags};
         let dir = PathBuf::from(format!("/run/cairn/slot-{slot}"));
         fs::create_dir_all(&dir).map_err(io_err(dir.display().to_string()))?;
+        // A power cut in the middle of the last write to this slot can have left its FAT
+        // damaged, which Linux would answer with a read-only mount halfway through.
+        let fsck = Path::new(cairn_slots::fat::FSCK_FAT);
+        if fsck.exists() {
+            let checked = cairn_slots::fat::check(fsck, dev)
+                .map_err(io_err(format!("checking {}", dev.display())))?;
+            if let cairn_slots::fat::Check::Repaired { report } = checked {
+                eprintln!(
+                    "cairn: update: repaired slot {slot} ({}): {report}",
+                    dev.display()
+                );
+            }
+        }
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         mount(Some(dev), &dir, Some("vfat"), flags, None::<&str>).map_err(|e| {
             io_err(format!("mounting {} at {}", dev.display(), dir.display()))(e.into())
         })?;
-        Ok(CardSlot { dir, slot })
+        let card = CardSlot { dir, slot };
+        if let Err(e) = cairn_slots::fat::remove_salvaged(&card.dir) {
+            let _ = card.unmount();
+            return Err(io_err(format!("cleaning {}", card.dir.display()))(e));
+        }
+        Ok(card)
     }
 
     /// Writes the bundle's payloads as the slot's files: first the firmware's second stage
