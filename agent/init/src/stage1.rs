@@ -119,15 +119,28 @@ fn take_next(boot: &Path) -> Result<Option<cairn_slots::Entry>> {
     if first.as_ref().is_none_or(|e| e.tries.is_none()) {
         return Ok(first);
     }
-    nix::mount::mount(
+    let taken = nix::mount::mount(
         None::<&str>,
         boot,
         None::<&str>,
         MsFlags::MS_REMOUNT,
         None::<&str>,
     )
-    .context("remount /boot read-write")?;
-    entries.boot_next().context("/boot/loader/entries")
+    .context("remount /boot read-write")
+    .and_then(|()| entries.boot_next().context("/boot/loader/entries"));
+    match taken {
+        Ok(next) => Ok(next),
+        Err(e) => {
+            // A trial whose try cannot be counted is not started (it could loop forever);
+            // the committed slot is. Stage 2 repairs a damaged FAT before the next boot.
+            warn!("cannot take the trial's try: {e}; booting the committed slot");
+            Ok(entries
+                .load()
+                .context("/boot/loader/entries")?
+                .into_iter()
+                .find(|e| e.tries.is_none()))
+        }
+    }
 }
 
 /// Mounts [`RAM_ROOT`] through a loop device at [`NEW_ROOT`]. The device keeps the file
