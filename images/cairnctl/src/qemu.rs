@@ -396,7 +396,7 @@ pub fn command(o: &VmOptions) -> Result<Command> {
             .cmdline
             .split_whitespace()
             .filter_map(|w| w.strip_prefix("console="))
-            .last();
+            .next_back();
         last.is_some_and(|c| c.starts_with("ttyS1"))
     }) {
         // A Pi 3/4's console is the mini UART, QEMU's second serial port.
