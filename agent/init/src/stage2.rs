@@ -48,8 +48,8 @@ pub fn run() -> Result<Infallible> {
     supervisor::run(&cfg, net, cmdline.cad)
 }
 
-/// Mounts the boot partition read-only at `/boot`, after repairing its FAT
-/// ([`cairn_slots::fat`]); without it the node runs on defaults.
+/// Mounts the boot partition read-only at `/boot`, after repairing its FAT if a power cut
+/// left it writable ([`cairn_slots::fat`]); without it the node runs on defaults.
 fn mount_boot() {
     if mounts::is_mountpoint("/boot") {
         // A network boot: stage 1 put the seed that came with it there.
@@ -57,11 +57,13 @@ fn mount_boot() {
     }
     let mounted = blockdev::wait_for(BOOT_LABEL, Duration::from_secs(10)).and_then(|(name, _)| {
         let dev = format!("/dev/{name}");
+        let started = std::time::Instant::now();
         let repaired = repair_fat(&dev);
+        let marker = format!("{dev} check_ms={}", started.elapsed().as_millis());
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         if !repaired {
             mounts::mount_fs(&dev, "/boot", "vfat", flags | MsFlags::MS_RDONLY, None)?;
-            return Ok(dev);
+            return Ok(marker);
         }
         mounts::mount_fs(&dev, "/boot", "vfat", flags, None)?;
         match cairn_slots::fat::remove_salvaged(std::path::Path::new("/boot")) {
@@ -77,26 +79,28 @@ fn mount_boot() {
             None::<&str>,
         )
         .context("remount /boot read-only")?;
-        Ok(dev)
+        Ok(marker)
     });
     match mounted {
-        Ok(dev) => info!("boot mounted dev={dev}"),
+        Ok(marker) => info!("boot mounted dev={marker}"),
         Err(e) => warn!("boot partition: {e}"),
     }
 }
 
-/// Checks and repairs the FAT on `dev`; true when something was repaired. An image without
-/// `fsck.fat` (a recipe that leaves it out) mounts the partition as it is.
+/// Checks and repairs the FAT on `dev` when it was left writable (its dirty bit); true when
+/// something was repaired. An image without `fsck.fat` (a recipe that leaves it out) mounts
+/// the partition as it is.
 fn repair_fat(dev: &str) -> bool {
     use cairn_slots::fat::{self, Check};
     let fsck = std::path::Path::new(fat::FSCK_FAT);
-    if !fsck.exists() {
+    let dev_path = std::path::Path::new(dev);
+    if !fsck.exists() || matches!(fat::is_dirty(dev_path), Ok(false)) {
         return false;
     }
-    match fat::check(fsck, std::path::Path::new(dev)) {
+    match fat::check(fsck, dev_path) {
         Ok(Check::Clean) => false,
         Ok(Check::Repaired { report }) => {
-            warn!("boot repaired dev={dev}: {report}");
+            info!("boot repaired dev={dev}: {report}");
             true
         }
         Err(e) => {

@@ -4,8 +4,8 @@
 //! cluster chain pointing past the end of the FAT; Linux notices only at the next write
 //! there and makes the whole partition read-only, so every later update would fail. Each
 //! FAT a node writes is therefore checked with `fsck.fat` before it is mounted writable:
-//! the boot partition at every boot (stage 2 of init), a Raspberry Pi slot's partition
-//! before an update rewrites it.
+//! the boot partition at boot (stage 2 of init) when its dirty bit says a power cut found it
+//! writable ([`is_dirty`]), a Raspberry Pi slot's partition before every update rewrites it.
 //!
 //! `fsck.fat -a` saves the clusters of a chain it cut off as `FSCKnnnn.REC` files in the
 //! root directory; they are the remains of a half-written file nobody wants, and would fill
@@ -49,6 +49,35 @@ pub fn check(fsck: &Path, dev: &Path) -> io::Result<Check> {
             dev.display()
         ))),
     }
+}
+
+/// Whether the FAT on `dev` was left mounted read-write: Linux sets the "dirty" bit in the
+/// boot sector (synchronously) when it mounts a FAT read-write and clears it when it
+/// unmounts or remounts it read-only, so a power cut while it was writable, the only time
+/// its FAT can be damaged, leaves the bit set. Checking it costs one sector read, where
+/// `fsck.fat` takes 200-300 ms on a 96 MiB boot partition under QEMU TCG; so a boot checks
+/// the bit and runs `fsck.fat` only when it is set. Not a FAT boot sector: an error.
+pub fn is_dirty(dev: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut bs = [0u8; 512];
+    fs::File::open(dev)?.read_exact_at(&mut bs, 0)?;
+    dirty_bit(&bs).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: no FAT boot sector", dev.display()),
+        )
+    })
+}
+
+/// The dirty bit of a FAT boot sector: in the `state` byte Linux keeps at offset 0x41 on
+/// FAT32 (whose 16-bit sectors-per-FAT field is 0) and 0x25 on FAT12/16.
+fn dirty_bit(bs: &[u8; 512]) -> Option<bool> {
+    if bs[510..512] != [0x55, 0xAA] {
+        return None;
+    }
+    let fat32 = u16::from_le_bytes([bs[22], bs[23]]) == 0;
+    let state = if fat32 { bs[0x41] } else { bs[0x25] };
+    Some(state & 1 == 1)
 }
 
 /// Lines of `fsck.fat`'s output that say nothing about the damage: the version banner, the
@@ -116,6 +145,36 @@ Using internal CP850 conversion table
                 "Automatically removing dirty bit."
             ]
         );
+    }
+
+    /// Real images from mkfs.fat (FAT32 and FAT16): clean as made, dirty with Linux's bit
+    /// set, and clean again after fsck.fat.
+    #[test]
+    fn the_dirty_bit_is_found_on_fat32_and_fat16() {
+        let dir = std::env::temp_dir().join(format!("cairn-fat-dirty-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for (bits, offset) in [("32", 0x41), ("16", 0x25)] {
+            let img = dir.join(format!("fat{bits}.img"));
+            let _ = fs::remove_file(&img);
+            run("/usr/sbin/mkfs.fat", &["-F", bits, "-C", &s(&img), "65536"]);
+            assert!(!is_dirty(&img).unwrap(), "FAT{bits} fresh");
+            let mut b = fs::read(&img).unwrap();
+            b[offset] |= 1;
+            fs::write(&img, &b).unwrap();
+            assert!(is_dirty(&img).unwrap(), "FAT{bits} with the bit");
+            assert!(matches!(
+                check(Path::new(FSCK_FAT), &img).unwrap(),
+                Check::Repaired { .. }
+            ));
+            assert!(!is_dirty(&img).unwrap(), "FAT{bits} after fsck.fat");
+        }
+        let not_fat = dir.join("zeros.img");
+        fs::write(&not_fat, vec![0u8; 4096]).unwrap();
+        assert_eq!(
+            is_dirty(&not_fat).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

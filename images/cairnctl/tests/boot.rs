@@ -133,8 +133,73 @@ struct Extras {
     /// Node config written into the disk with `cairnctl config set` before the first boot,
     /// and a string cairn's console output must then contain.
     node_yaml: Option<(&'static str, &'static str)>,
-    /// After the second boot: smash the data filesystem's primary superblock and boot again.
+    /// After the second boot: smash the data filesystem's primary superblock and the boot
+    /// partition's FAT, and boot again.
     corrupt_data: bool,
+}
+
+/// Leaves on the FAT32 boot partition of `disk` what a power cut in the middle of writing a
+/// boot file leaves: a chain of clusters no directory entry owns, whose last link points far
+/// past the end of the FAT (in both FAT copies), and the dirty bit Linux set when it mounted
+/// the partition writable.
+fn damage_boot_fat(disk: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let (offset, _) = cairnctl::disk::find_partition(disk, "cairn-boot").unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .unwrap();
+    let mut bs = [0u8; 512];
+    f.read_exact_at(&mut bs, offset).unwrap();
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]));
+    let (bps, spc, reserved, fats) = (u16_at(11), u64::from(bs[13]), u16_at(14), u64::from(bs[16]));
+    let (total, fat_sectors) = (u32_at(32), u32_at(36));
+    assert!(
+        fat_sectors > 0 && u16_at(22) == 0,
+        "cairn-boot is not FAT32"
+    );
+    assert_eq!(bs[0x41] & 1, 0, "dirty before the damage");
+    f.write_all_at(&[bs[0x41] | 1], offset + 0x41).unwrap();
+    let clusters = (total - reserved - fats * fat_sectors) / spc;
+    // The last two data clusters: free on a boot partition that is far from full.
+    let (first, second) = (clusters, clusters + 1);
+    for i in 0..fats {
+        let fat = offset + (reserved + i * fat_sectors) * bps;
+        for (cluster, value) in [(first, second as u32), (second, 0x00FF_FFF0)] {
+            let mut old = [0u8; 4];
+            f.read_exact_at(&mut old, fat + 4 * cluster).unwrap();
+            assert_eq!(
+                u32::from_le_bytes(old) & 0x0FFF_FFFF,
+                0,
+                "cluster {cluster} in use"
+            );
+            f.write_all_at(&value.to_le_bytes(), fat + 4 * cluster)
+                .unwrap();
+        }
+    }
+}
+
+/// `fsck.fat -n` of the boot partition of `disk` (copied out, as fsck.fat takes no offset):
+/// true when it finds nothing to repair.
+fn boot_fat_clean(disk: &std::path::Path, scratch: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let (offset, size) = cairnctl::disk::find_partition(disk, "cairn-boot").unwrap();
+    let mut bytes = vec![0u8; size as usize];
+    std::fs::File::open(disk)
+        .unwrap()
+        .read_exact_at(&mut bytes, offset)
+        .unwrap();
+    std::fs::write(scratch, &bytes).unwrap();
+    let out = std::process::Command::new("/usr/sbin/fsck.fat")
+        .arg("-n")
+        .arg(scratch)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(scratch);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    out.status.success()
 }
 
 fn boot_twice(board_name: &str, arch_in_version: &str) {
@@ -169,6 +234,11 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     );
     let console = vm.console_text();
     assert!(!console.contains("FATAL"), "{}", qemu::tail(&console, 40));
+    assert!(
+        !console.contains("boot repaired"),
+        "a fresh image's boot FAT needed repairs:\n{}",
+        qemu::tail(&console, 40)
+    );
     assert!(
         console.contains(
             "cairn: imported the cluster CA and the server token from /boot/cairn/secrets"
@@ -218,6 +288,17 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
             .unwrap();
         f.write_all_at(&[0xa5; 1024], offset + 1024).unwrap();
         drop(f);
+        // And the boot partition's FAT as a power cut during an update leaves it.
+        let scratch = o.run_dir.join("boot-part.img");
+        assert!(
+            boot_fat_clean(&o.node_disk(), &scratch),
+            "clean before the damage"
+        );
+        damage_boot_fat(&o.node_disk());
+        assert!(
+            !boot_fat_clean(&o.node_disk(), &scratch),
+            "the damage is not seen"
+        );
         let (mut vm, start) = reboot_expecting_data(&o, port, "repaired");
         let console = vm.console_text();
         assert!(
@@ -225,12 +306,28 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
             "node state lost in the repair:\n{}",
             qemu::tail(&console, 30)
         );
+        for want in [
+            "cairn-init: boot repaired dev=",
+            "out of range",
+            "removed 1 FSCK*.REC",
+        ] {
+            assert!(
+                console[start..].contains(want),
+                "no `{want}`:\n{}",
+                qemu::tail(&console, 40)
+            );
+        }
         assert_eq!(
             boot_marker(&vm, &o),
             board_name,
             "the datastore did not survive the repair"
         );
         power_off(&mut vm);
+        drop(vm);
+        assert!(
+            boot_fat_clean(&o.node_disk(), &scratch),
+            "boot FAT still damaged"
+        );
     }
 }
 
@@ -571,7 +668,7 @@ fn qemu_x86_64_boots_serves_and_powers_off() {
 }
 
 #[test]
-fn qemu_aarch64_boots_serves_and_powers_off_and_repairs_data() {
+fn qemu_aarch64_boots_serves_and_powers_off_and_repairs_data_and_boot() {
     boot(
         "qemu-aarch64",
         "arm64",
