@@ -27,6 +27,14 @@ pub const PARTITIONS: [(u32, &str); 4] = [
 /// The file holding a slot's read-only root on its boot partition.
 pub const ROOT_FILE: &str = "rootfs.squashfs";
 
+/// Whether `name` is the firmware's second stage (`start.elf`, `start4.elf`, ...): without
+/// it a slot's partition cannot boot, so an update removes it first and writes it last
+/// (and a bundle carries it last).
+pub fn is_second_stage(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("start") && name.ends_with(".elf")
+}
+
 /// The name of partition `number` of a Cairn MBR disk.
 pub fn label(number: u32) -> Option<&'static str> {
     PARTITIONS
@@ -53,6 +61,16 @@ pub fn is_cairn(sector0: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn second_stages() {
+        for name in ["start.elf", "start4.elf", "START4X.ELF", "start_cd.elf"] {
+            assert!(is_second_stage(name), "{name}");
+        }
+        for name in ["fixup4.dat", "bootcode.bin", "start4.elf.tmp", "vmlinuz"] {
+            assert!(!is_second_stage(name), "{name}");
+        }
+    }
 
     #[test]
     fn labels_and_numbers_round_trip() {

@@ -145,7 +145,7 @@ pub fn bundle(o: &BundleOptions) -> Result<Manifest> {
         let mut files: Vec<String> = fs::read_dir(&shared)?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<std::io::Result<_>>()?;
-        files.sort_by_key(|f| (f.starts_with("start") && f.ends_with(".elf"), f.clone()));
+        files.sort_by_key(|f| (cairn_slots::mbr::is_second_stage(f), f.clone()));
         for f in files {
             paths.push((format!("boot/{f}"), shared.join(&f)));
         }

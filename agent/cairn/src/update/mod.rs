@@ -553,7 +553,7 @@ impl CardSlot {
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), UpdateError> {
         let what = |p: &Path| p.display().to_string();
-        let second_stage = |name: &str| name.starts_with("start") && name.ends_with(".elf");
+        let second_stage = cairn_slots::mbr::is_second_stage;
         for de in fs::read_dir(&self.dir).map_err(io_err(what(&self.dir)))? {
             let de = de.map_err(io_err(what(&self.dir)))?;
             let name = de.file_name().to_string_lossy().to_ascii_lowercase();
