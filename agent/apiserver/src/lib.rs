@@ -50,8 +50,8 @@
 //! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
 //! finalizer); a deleted namespace is `Terminating` until its contents (and their finalizers)
 //! are gone. Pods are not deleted gracefully yet (no kubelet to wait for). Lists honour `resourceVersion` and `resourceVersionMatch`
-//! (`Exact` reads the past revision; otherwise the current state); `remainingItemCount` is
-//! not set.
+//! (`Exact` reads the past revision; otherwise the current state); pages of a list without
+//! selectors say how many objects follow (`remainingItemCount`).
 //! Watches end after 30 minutes by default.
 
 pub mod auth;

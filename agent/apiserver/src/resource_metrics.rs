@@ -183,7 +183,7 @@ fn targets(api: &Api, action: &Action) -> Result<Targets, ApiError> {
                 body: Default::default(),
                 user: None,
             };
-            api.list_items(&list)?.0
+            api.list_items(&list)?.items
         }
     };
     let nodes: Vec<Value> = if plural == "nodes" {

@@ -564,7 +564,7 @@ pub fn to_table(resource: &Resource, body: &Value) -> Value {
         })
         .collect();
     let mut metadata = json!({});
-    for field in ["resourceVersion", "continue"] {
+    for field in ["resourceVersion", "continue", "remainingItemCount"] {
         if let Some(v) = body["metadata"].get(field) {
             metadata[field] = v.clone();
         }
@@ -596,12 +596,14 @@ mod tests {
 
     #[test]
     fn configmap_table() {
-        let list = json!({"metadata": {"resourceVersion": "9"}, "items": [
+        let list = json!({"metadata": {"resourceVersion": "9", "continue": "c", "remainingItemCount": 3}, "items": [
             {"metadata": {"name": "a", "creationTimestamp": "2025-01-01T00:00:00Z"}, "data": {"x": "1", "y": "2"}}
         ]});
         let t = to_table(find("", "v1", "configmaps").unwrap(), &list);
         assert_eq!(t["kind"], "Table");
         assert_eq!(t["metadata"]["resourceVersion"], "9");
+        assert_eq!(t["metadata"]["continue"], "c");
+        assert_eq!(t["metadata"]["remainingItemCount"], 3);
         assert_eq!(t["columnDefinitions"][1]["name"], "Data");
         assert_eq!(t["rows"][0]["cells"][0], "a");
         assert_eq!(t["rows"][0]["cells"][1], 2);

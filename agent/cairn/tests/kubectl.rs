@@ -626,6 +626,11 @@ fn python_client_lists_watches_and_creates() {
         serde_json::json!([["ADDED", "two"]]),
         "{seen}"
     );
+    assert_eq!(
+        seen["pages"],
+        serde_json::json!([["one"], 1, ["two"], null]),
+        "limit/continue with remainingItemCount"
+    );
     assert_eq!(seen["patched"], serde_json::json!({"k": "w"}));
     assert_eq!(seen["replicas"], 4);
     assert_eq!(seen["missing"], serde_json::json!([404, "NotFound"]));

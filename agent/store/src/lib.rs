@@ -170,6 +170,17 @@ pub trait Store: Send + Sync {
         at_rev: Option<Revision>,
     ) -> Result<ListPage, StoreError>;
 
+    /// How many keys [`Store::list`] with the same arguments and no limit would return.
+    /// Backends with a cheaper way than listing override it.
+    fn count(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        at_rev: Option<Revision>,
+    ) -> Result<u64, StoreError> {
+        Ok(self.list(prefix, start_after, 0, at_rev)?.items.len() as u64)
+    }
+
     /// Events for keys starting with `prefix` with revision > `from_rev`: first those in the
     /// log, then live ones. Fails with `Compacted` if `from_rev` is older than the compaction.
     fn watch(&self, prefix: &str, from_rev: Revision) -> Result<Watch, StoreError>;
@@ -242,6 +253,15 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         at_rev: Option<Revision>,
     ) -> Result<ListPage, StoreError> {
         (**self).list(prefix, start_after, limit, at_rev)
+    }
+
+    fn count(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        at_rev: Option<Revision>,
+    ) -> Result<u64, StoreError> {
+        (**self).count(prefix, start_after, at_rev)
     }
 
     fn watch(&self, prefix: &str, from_rev: Revision) -> Result<Watch, StoreError> {

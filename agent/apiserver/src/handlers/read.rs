@@ -23,24 +23,26 @@ impl Api {
     }
 
     pub(super) fn list(&self, action: &Action) -> Result<Reply, ApiError> {
-        let (items, revision, next) = self.list_items(action)?;
-        let mut metadata = json!({"resourceVersion": revision.to_string()});
-        if let Some(token) = next {
+        let page = self.list_items(action)?;
+        let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+        if let Some(token) = page.next {
             metadata["continue"] = Value::String(token);
+        }
+        if let Some(n) = page.remaining {
+            metadata["remainingItemCount"] = json!(n);
         }
         Ok(Reply::ok(json!({
             "kind": action.resource.list_kind(),
             "apiVersion": action.resource.api_version(),
             "metadata": metadata,
-            "items": items,
+            "items": page.items,
         })))
     }
 
-    /// The matching objects of one page, the snapshot revision and the next page's token.
-    pub(crate) fn list_items(
-        &self,
-        action: &Action,
-    ) -> Result<(Vec<Value>, u64, Option<String>), ApiError> {
+    /// One page of a list: the matching objects, the snapshot revision, the next page's
+    /// token and, as kube-apiserver gives it, how many objects the later pages hold (only
+    /// for lists without selectors, where the store can count them without reading them).
+    pub(crate) fn list_items(&self, action: &Action) -> Result<ListPage, ApiError> {
         let opts = &action.options;
         let prefix = action.resource.prefix(action.namespace.as_deref());
         let (mut at_rev, mut start_after) = match &opts.continue_token {
@@ -97,14 +99,41 @@ impl Api {
             let more = page.more || scanned > 0;
             let revision = page.revision;
             if !more {
-                return Ok((items, revision, None));
+                return Ok(ListPage {
+                    items,
+                    revision,
+                    next: None,
+                    remaining: None,
+                });
             }
             if opts.limit != 0 && items.len() == opts.limit {
-                let token = encode_continue(revision, start_after.as_deref().unwrap_or(""));
-                return Ok((items, revision, Some(token)));
+                let last = start_after.as_deref().unwrap_or("");
+                let remaining =
+                    if opts.label_selector.0.is_empty() && opts.field_selector.0.is_empty() {
+                        Some(self.store.count(&prefix, Some(last), Some(revision))?)
+                    } else {
+                        None
+                    };
+                return Ok(ListPage {
+                    items,
+                    revision,
+                    next: Some(encode_continue(revision, last)),
+                    remaining,
+                });
             }
         }
     }
+}
+
+/// What [`Api::list_items`] found.
+pub(crate) struct ListPage {
+    pub items: Vec<Value>,
+    /// The store revision the list was read at (its `resourceVersion`).
+    pub revision: u64,
+    /// The `continue` token for the next page.
+    pub next: Option<String>,
+    /// `remainingItemCount`.
+    pub remaining: Option<u64>,
 }
 
 impl Api {

@@ -337,6 +337,48 @@ fn lists_select_and_page() {
     );
     assert_eq!(names(&p2), ["c4"]);
     assert!(p2["metadata"].get("continue").is_none());
+    assert!(
+        p1["metadata"].get("remainingItemCount").is_none(),
+        "not with a selector"
+    );
+    // Without selectors the later pages' size is known: 4 more after the first 2 of 6.
+    let q1 = ok(
+        &api,
+        "GET",
+        "/api/v1/namespaces/d/configmaps?limit=2",
+        Value::Null,
+    );
+    assert_eq!(names(&q1), ["c0", "c1"]);
+    assert_eq!(q1["metadata"]["remainingItemCount"], 4);
+    let token = q1["metadata"]["continue"].as_str().unwrap().to_owned();
+    ok(
+        &api,
+        "POST",
+        "/api/v1/namespaces/d/configmaps",
+        json!({"metadata": {"name": "c8"}}),
+    );
+    let q2 = ok(
+        &api,
+        "GET",
+        &format!("/api/v1/namespaces/d/configmaps?limit=3&continue={token}"),
+        Value::Null,
+    );
+    assert_eq!(names(&q2), ["c2", "c3", "c4"]);
+    assert_eq!(
+        q2["metadata"]["remainingItemCount"], 1,
+        "the snapshot's, not c8"
+    );
+    let q3 = ok(
+        &api,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/d/configmaps?limit=3&continue={}",
+            q2["metadata"]["continue"].as_str().unwrap()
+        ),
+        Value::Null,
+    );
+    assert_eq!(names(&q3), ["c9"]);
+    assert!(q3["metadata"].get("remainingItemCount").is_none());
     assert_eq!(
         p2["metadata"]["resourceVersion"],
         p1["metadata"]["resourceVersion"]

@@ -67,8 +67,9 @@ pub async fn start(
                 let mut all = setup_action.clone();
                 all.options.limit = 0;
                 all.options.continue_token = None;
-                let (items, rev, _) = api.list_items(&all)?;
-                Ok((items, rev, api.store.watch(&prefix, rev)))
+                let page = api.list_items(&all)?;
+                let rev = page.revision;
+                Ok((page.items, rev, api.store.watch(&prefix, rev)))
             }
             Some(rev) => Ok((Vec::new(), rev, api.store.watch(&prefix, rev))),
         }

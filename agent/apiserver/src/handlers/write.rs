@@ -407,7 +407,9 @@ impl Api {
         let mut list_action = action.clone();
         list_action.options.limit = 0;
         list_action.options.continue_token = None;
-        let (items, revision, _) = self.list_items(&list_action)?;
+        let super::read::ListPage {
+            items, revision, ..
+        } = self.list_items(&list_action)?;
         let mut deleted = Vec::new();
         for obj in items {
             let name = meta_str(&obj, "name").to_owned();

@@ -1,4 +1,5 @@
-"""The Python `kubernetes` client against cairn: create, list, watch, patch, scale, delete.
+"""The Python `kubernetes` client against cairn: create, list (in pages), watch, patch, scale,
+delete.
 
 Usage: client.py KUBECONFIG. Prints one JSON object of what it saw; the Rust test
 (tests/kubectl.rs, python_client_*) asserts on it.
@@ -47,6 +48,15 @@ for event in w.stream(
     if event["object"].metadata.name == "two":
         w.stop()
 out["watched"] = seen
+
+page = core.list_namespaced_config_map("py", limit=1)
+rest = core.list_namespaced_config_map("py", limit=1, _continue=page.metadata._continue)
+out["pages"] = [
+    [i.metadata.name for i in page.items],
+    page.metadata.remaining_item_count,
+    [i.metadata.name for i in rest.items],
+    rest.metadata._continue,
+]
 
 core.patch_namespaced_config_map("one", "py", {"data": {"k": "w"}})
 out["patched"] = core.read_namespaced_config_map("one", "py").data

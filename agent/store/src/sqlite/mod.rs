@@ -207,24 +207,10 @@ impl Store for SqliteStore {
         limit: usize,
         at_rev: Option<Revision>,
     ) -> Result<ListPage, StoreError> {
-        let current = self.hub.revision();
-        if let Some(requested) = at_rev.filter(|&rev| rev > current) {
-            return Err(StoreError::FutureRevision { requested, current });
-        }
+        let current = self.readable(at_rev)?;
         self.readers.with(|conn| {
             let snapshot = conn.unchecked_transaction()?;
-            let compacted = schema::compacted_revision(&snapshot)?;
-            let at = match at_rev {
-                Some(requested) if requested < compacted => {
-                    return Err(StoreError::Compacted {
-                        requested,
-                        compacted,
-                    })
-                }
-                Some(requested) => requested,
-                // Compaction never passes a committed revision, so the snapshot has it all.
-                None => current.max(compacted),
-            };
+            let at = snapshot_revision(&snapshot, at_rev, current)?;
             let mut items = schema::list(&snapshot, prefix, start_after, limit, at)?;
             let more = limit > 0 && items.len() > limit;
             items.truncate(if limit > 0 { limit } else { items.len() });
@@ -233,6 +219,20 @@ impl Store for SqliteStore {
                 revision: at,
                 more,
             })
+        })
+    }
+
+    fn count(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        at_rev: Option<Revision>,
+    ) -> Result<u64, StoreError> {
+        let current = self.readable(at_rev)?;
+        self.readers.with(|conn| {
+            let snapshot = conn.unchecked_transaction()?;
+            let at = snapshot_revision(&snapshot, at_rev, current)?;
+            schema::count(&snapshot, prefix, start_after, at)
         })
     }
 
@@ -255,6 +255,36 @@ impl Store for SqliteStore {
             .send(Request::Compact(rev, done))
             .map_err(|_| StoreError::Closed)?;
         wait.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl SqliteStore {
+    /// The current revision, refusing a read at a revision not reached yet.
+    fn readable(&self, at_rev: Option<Revision>) -> Result<Revision, StoreError> {
+        let current = self.hub.revision();
+        match at_rev.filter(|&rev| rev > current) {
+            Some(requested) => Err(StoreError::FutureRevision { requested, current }),
+            None => Ok(current),
+        }
+    }
+}
+
+/// The revision a read in `snapshot` is made at: `at_rev` (refused once compacted), else
+/// `current`.
+fn snapshot_revision(
+    snapshot: &rusqlite::Transaction<'_>,
+    at_rev: Option<Revision>,
+    current: Revision,
+) -> Result<Revision, StoreError> {
+    let compacted = schema::compacted_revision(snapshot)?;
+    match at_rev {
+        Some(requested) if requested < compacted => Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }),
+        Some(requested) => Ok(requested),
+        // Compaction never passes a committed revision, so the snapshot has it all.
+        None => Ok(current.max(compacted)),
     }
 }
 

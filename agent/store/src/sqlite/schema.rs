@@ -172,6 +172,27 @@ pub fn list(
     Ok(items)
 }
 
+/// How many live keys under `prefix` after `start_after` there were at revision `at`.
+pub fn count(
+    conn: &Connection,
+    prefix: &str,
+    start_after: Option<&str>,
+    at: Revision,
+) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COUNT(*) FROM kv WHERE id IN (
+             SELECT MAX(id) FROM kv
+             WHERE name >= ?1 AND name < ?2 AND name > ?3 AND id <= ?4 GROUP BY name)
+         AND deleted = 0",
+    )?;
+    let after = start_after.unwrap_or("").as_bytes();
+    let n: i64 = stmt.query_row(
+        params![prefix.as_bytes(), prefix_end(prefix), after, at as i64],
+        |row| row.get(0),
+    )?;
+    Ok(n as u64)
+}
+
 /// Events under `prefix` with `after < revision <= upto`, in revision order.
 pub fn events(
     conn: &Connection,

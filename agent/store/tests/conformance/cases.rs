@@ -117,6 +117,10 @@ pub fn list_pages_at_fixed_revision<S: Store>(store: S) {
 
     let mut seen = first.items;
     let mut after = seen.last().unwrap().key.clone();
+    // Counts see the list's snapshot too: 6 keys after the first page, 11 now.
+    assert_eq!(store.count(prefix, Some(&after), Some(at)).unwrap(), 6);
+    assert_eq!(store.count(prefix, Some(&after), None).unwrap(), 7);
+    assert_eq!(store.count(prefix, None, None).unwrap(), 11);
     loop {
         let page = store.list(prefix, Some(&after), 4, Some(at)).unwrap();
         assert_eq!(page.revision, at);
@@ -161,6 +165,10 @@ pub fn list_at_past_and_future_revisions<S: Store>(store: S) {
     assert_eq!(at(r3), vec![]);
     assert_eq!(at(r4), vec![("/b".to_string(), b"b".to_vec())]);
     let err = store.list("/", None, 0, Some(r4 + 1)).unwrap_err();
+    assert!(matches!(err, StoreError::FutureRevision { .. }), "{err}");
+    assert_eq!(store.count("/", None, Some(r2)).unwrap(), 1);
+    assert_eq!(store.count("/", None, Some(r3)).unwrap(), 0);
+    let err = store.count("/", None, Some(r4 + 1)).unwrap_err();
     assert!(matches!(err, StoreError::FutureRevision { .. }), "{err}");
 }
 
@@ -283,6 +291,11 @@ pub fn compaction<S: Store>(store: S) {
         .list("/c/", None, 0, Some(ra))
         .unwrap_err()
         .is_compacted());
+    assert!(store
+        .count("/c/", None, Some(ra))
+        .unwrap_err()
+        .is_compacted());
+    assert_eq!(store.count("/c/", None, Some(ra2)).unwrap(), 2);
     let at = store.list("/c/", None, 0, Some(ra2)).unwrap();
     let values: Vec<_> = at.items.iter().map(|kv| kv.value.as_slice()).collect();
     assert_eq!(values, [&b"a2"[..], b"b1"]);
