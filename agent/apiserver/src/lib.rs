@@ -40,18 +40,19 @@
 //! with kubectl's columns. The resource metrics API `metrics.k8s.io/v1beta1` (`kubectl top`)
 //! is answered from the nodes' kubelets ([`resource_metrics`]).
 //!
-//! **Limitations.** Authentication but no authorisation yet (any authenticated user may do
-//! anything). Service-account tokens are ES256 JWTs ([`serviceaccount`]). Strategic merge patches merge lists by the keys
-//! [`openapi`] knows (`handlers::strategic`). Nothing acts on the workloads yet (controllers
-//! and the scheduler are separate work); pods have `binding` and `eviction` (budgets computed
-//! when asked, `handlers::pods`) but no `log`, `exec` or `attach` yet. Server-side apply ([`handlers`]`::apply`: field managers, conflicts, `force`; only appliers own
-//! fields). No YAML bodies except apply's;
-//! protobuf bodies (kubectl's typed commands) are read ([`protobuf`]) but answers are always
-//! JSON. Finalizers hold a deletion (`deletionTimestamp` set, the object goes with its last
-//! finalizer); a deleted namespace is `Terminating` until its contents (and their finalizers)
-//! are gone. Pods are not deleted gracefully yet (no kubelet to wait for). Lists honour `resourceVersion` and `resourceVersionMatch`
-//! (`Exact` reads the past revision; otherwise the current state); pages of a list without
-//! selectors say how many objects follow (`remainingItemCount`).
+//! **Limitations.** Strategic merge patches merge lists by the keys [`openapi`] knows
+//! (`handlers::strategic`). Server-side apply ([`handlers`]`::apply`: field managers,
+//! conflicts, `force`) records only appliers' fields: plain updates and patches add no
+//! `Update` entry to `managedFields`. No YAML bodies except apply's; protobuf bodies
+//! (kubectl's typed commands) are read ([`protobuf`]) but answers are always JSON, and
+//! `/openapi/v2` is served as JSON only. Finalizers hold a deletion (`deletionTimestamp` set,
+//! the object goes with its last finalizer); a deleted namespace is `Terminating` until its
+//! contents (and their finalizers) are gone. Pods are deleted at once, not gracefully: the
+//! kubelet stops a deleted pod's containers within its `terminationGracePeriodSeconds` after
+//! the object is gone, so `kubectl delete pod` returns before they have stopped. Lists
+//! honour `resourceVersion` and `resourceVersionMatch` (`Exact` reads the past revision;
+//! otherwise the current state); pages of a list without selectors say how many objects
+//! follow (`remainingItemCount`).
 //! Watches end after 30 minutes by default.
 
 pub mod auth;
