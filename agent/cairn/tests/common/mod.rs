@@ -231,28 +231,18 @@ impl Kubectl {
     }
 }
 
-/// `busybox.oci.tar` and `httpd.oci.tar` for this machine: from `CAIRN_TEST_IMAGES` (what
-/// `make unit-test` builds), else built here with `cairnctl test-images`.
+/// `busybox.oci.tar` and `httpd.oci.tar` for every architecture: from `CAIRN_TEST_IMAGES`
+/// (what `make unit-test` builds), else built here with `cairnctl test-images` (the
+/// registry tests push other architectures than this machine's).
 pub fn test_images() -> PathBuf {
     if let Some(dir) = std::env::var_os("CAIRN_TEST_IMAGES") {
         return PathBuf::from(dir);
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-images");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-images-all");
     if !dir.join("busybox.oci.tar").exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let arch = std::env::consts::ARCH;
         let status = Command::new(cargo)
-            .args([
-                "run",
-                "-q",
-                "-p",
-                "cairnctl",
-                "--",
-                "test-images",
-                "--arch",
-                arch,
-                "-o",
-            ])
+            .args(["run", "-q", "-p", "cairnctl", "--", "test-images", "-o"])
             .arg(&dir)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .status()
