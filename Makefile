@@ -125,7 +125,7 @@ test: unit-test images boot-test
 bench: images
 	$(CAIRNCTL) bench $(QEMU_BOARDS)
 	$(CAIRNCTL) bench-pods $(if $(filter 0,$(shell id -u)),--agent) qemu-x86_64 qemu-aarch64
-	$(CAIRNCTL) bench-update qemu-x86_64 qemu-aarch64
+	$(CAIRNCTL) bench-update qemu-x86_64 qemu-aarch64 rpi4
 	$(HOST_CARGO) bench -q -p cairn --features test-fixtures --bench update
 	$(HOST_CARGO) bench -q -p cairn --bench api
 	$(HOST_CARGO) bench -q -p cairn-controllers --bench controllers

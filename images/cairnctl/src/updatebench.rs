@@ -25,7 +25,8 @@ pub struct Row {
     pub board: String,
     pub bundle_bytes: u64,
     pub apply_s: f64,
-    pub written_bytes: u64,
+    /// `None` on boards whose disk is QEMU's SD card, whose model keeps no block statistics.
+    pub written_bytes: Option<u64>,
     pub back_ready_s: f64,
 }
 
@@ -73,6 +74,10 @@ fn make_bundle(repo: &Path, board_name: &str) -> Result<std::path::PathBuf> {
 
 pub fn measure(repo: &Path, board_name: &str) -> Result<Row> {
     let board = crate::board::load(&repo.join("board-configs"), board_name)?;
+    let sd_card = board
+        .qemu
+        .as_ref()
+        .is_some_and(|q| q.bus == crate::board::Bus::Soc);
     let out = repo.join("out").join(board_name);
     eprintln!("{board_name}: building a bundle at {VERSION}");
     let bundle = make_bundle(repo, board_name)?;
@@ -118,10 +123,10 @@ pub fn measure(repo: &Path, board_name: &str) -> Result<Row> {
     }
     row.apply_s = started.elapsed().as_secs_f64();
     // The node drains itself before it reboots: its disk is still there to ask.
-    row.written_bytes = vm
+    let after = vm
         .bytes_written()
-        .context("the node rebooted before its disk statistics were read")?
-        .saturating_sub(before);
+        .context("the node rebooted before its disk statistics were read")?;
+    row.written_bytes = (!sd_card).then(|| after.saturating_sub(before));
     let applied = Instant::now();
     // The guest reboots; QEMU (-no-reboot) exits and is launched again, as `make qemu` does.
     match vm.wait(BOOT)? {
@@ -164,7 +169,7 @@ pub fn print(rows: &[Row]) {
             r.board,
             mib(r.bundle_bytes),
             r.apply_s,
-            mib(r.written_bytes),
+            r.written_bytes.map_or("n/a (SD card)".into(), mib),
             r.back_ready_s
         );
     }
