@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cairnctl::qemu::{self, Stop, Vm, VmOptions};
 
 mod common;
-use common::{built_board, free_port};
+use common::{built_board, damage_fat, fat_clean, free_port};
 
 const BOOT: Duration = Duration::from_secs(420);
 
@@ -138,70 +138,6 @@ struct Extras {
     corrupt_data: bool,
 }
 
-/// Leaves on the FAT32 boot partition of `disk` what a power cut in the middle of writing a
-/// boot file leaves: a chain of clusters no directory entry owns, whose last link points far
-/// past the end of the FAT (in both FAT copies), and the dirty bit Linux set when it mounted
-/// the partition writable.
-fn damage_boot_fat(disk: &std::path::Path) {
-    use std::os::unix::fs::FileExt;
-    let (offset, _) = cairnctl::disk::find_partition(disk, "cairn-boot").unwrap();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(disk)
-        .unwrap();
-    let mut bs = [0u8; 512];
-    f.read_exact_at(&mut bs, offset).unwrap();
-    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
-    let u32_at = |o: usize| u64::from(u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]));
-    let (bps, spc, reserved, fats) = (u16_at(11), u64::from(bs[13]), u16_at(14), u64::from(bs[16]));
-    let (total, fat_sectors) = (u32_at(32), u32_at(36));
-    assert!(
-        fat_sectors > 0 && u16_at(22) == 0,
-        "cairn-boot is not FAT32"
-    );
-    assert_eq!(bs[0x41] & 1, 0, "dirty before the damage");
-    f.write_all_at(&[bs[0x41] | 1], offset + 0x41).unwrap();
-    let clusters = (total - reserved - fats * fat_sectors) / spc;
-    // The last two data clusters: free on a boot partition that is far from full.
-    let (first, second) = (clusters, clusters + 1);
-    for i in 0..fats {
-        let fat = offset + (reserved + i * fat_sectors) * bps;
-        for (cluster, value) in [(first, second as u32), (second, 0x00FF_FFF0)] {
-            let mut old = [0u8; 4];
-            f.read_exact_at(&mut old, fat + 4 * cluster).unwrap();
-            assert_eq!(
-                u32::from_le_bytes(old) & 0x0FFF_FFFF,
-                0,
-                "cluster {cluster} in use"
-            );
-            f.write_all_at(&value.to_le_bytes(), fat + 4 * cluster)
-                .unwrap();
-        }
-    }
-}
-
-/// `fsck.fat -n` of the boot partition of `disk` (copied out, as fsck.fat takes no offset):
-/// true when it finds nothing to repair.
-fn boot_fat_clean(disk: &std::path::Path, scratch: &std::path::Path) -> bool {
-    use std::os::unix::fs::FileExt;
-    let (offset, size) = cairnctl::disk::find_partition(disk, "cairn-boot").unwrap();
-    let mut bytes = vec![0u8; size as usize];
-    std::fs::File::open(disk)
-        .unwrap()
-        .read_exact_at(&mut bytes, offset)
-        .unwrap();
-    std::fs::write(scratch, &bytes).unwrap();
-    let out = std::process::Command::new("/usr/sbin/fsck.fat")
-        .arg("-n")
-        .arg(scratch)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(scratch);
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    out.status.success()
-}
-
 fn boot_twice(board_name: &str, arch_in_version: &str) {
     boot(board_name, arch_in_version, Extras::default());
 }
@@ -291,12 +227,12 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         // And the boot partition's FAT as a power cut during an update leaves it.
         let scratch = o.run_dir.join("boot-part.img");
         assert!(
-            boot_fat_clean(&o.node_disk(), &scratch),
+            fat_clean(&o.node_disk(), "cairn-boot", &scratch),
             "clean before the damage"
         );
-        damage_boot_fat(&o.node_disk());
+        damage_fat(&o.node_disk(), "cairn-boot");
         assert!(
-            !boot_fat_clean(&o.node_disk(), &scratch),
+            !fat_clean(&o.node_disk(), "cairn-boot", &scratch),
             "the damage is not seen"
         );
         let (mut vm, start) = reboot_expecting_data(&o, port, "repaired");
@@ -325,7 +261,7 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         power_off(&mut vm);
         drop(vm);
         assert!(
-            boot_fat_clean(&o.node_disk(), &scratch),
+            fat_clean(&o.node_disk(), "cairn-boot", &scratch),
             "boot FAT still damaged"
         );
     }

@@ -15,7 +15,7 @@ use cairnctl::qemu::{self, VmOptions};
 use cairnctl::upgrade::{self, Options, Outcome};
 
 mod common;
-use common::{built_board, free_port, make_bundle, KeptVm as Node};
+use common::{built_board, damage_fat, fat_clean, free_port, make_bundle, KeptVm as Node};
 
 const BOOT: Duration = Duration::from_secs(420);
 
@@ -103,8 +103,17 @@ fn update_round_trip(board_name: &str, kill_points: usize) {
     let v2_bundle = make_bundle(board_name, "90.0.2", false);
     let v3_bundle = make_bundle(board_name, "90.0.3", true);
 
+    let card = board.boot.chain == cairnctl::board::BootChain::Raspberrypi;
     let o = VmOptions::headless(board, out, "update-test", free_port());
-    let node = Node::start(o.clone());
+    qemu::prepare(&o).unwrap();
+    if card {
+        // Slot B's FAT as a power cut while an earlier update wrote it left it: the update
+        // must repair it before writing (`cairn update: repaired slot b`), not fail on it.
+        damage_fat(&o.node_disk(), "cairn-boot-b");
+        let scratch = o.run_dir.join("slot-b.img");
+        assert!(!fat_clean(&o.node_disk(), "cairn-boot-b", &scratch));
+    }
+    let node = Node::start_prepared(o.clone());
     node.wait_for("cairn: ready", 0, BOOT);
     let first = node.wait_report("answered", |_| true);
     if let Some(v1) = v1 {
@@ -126,6 +135,14 @@ fn update_round_trip(board_name: &str, kill_points: usize) {
         ("b", "committed")
     );
     assert_eq!(r.last.as_ref().unwrap().result, "committed");
+    if card {
+        let console = std::fs::read_to_string(o.console_log()).unwrap();
+        assert!(
+            console.contains("cairn: update: repaired slot b"),
+            "slot b's FAT was not repaired:\n{}",
+            qemu::tail(&console, 40)
+        );
+    }
     // The commit waited for the Node to be Ready with the new version: kubectl shows it, and
     // the cordon the node put on itself before the reboot is lifted (within 30 s).
     let deadline = Instant::now() + Duration::from_secs(30);

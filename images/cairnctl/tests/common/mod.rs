@@ -148,6 +148,11 @@ pub struct KeptVm {
 impl KeptVm {
     pub fn start(o: VmOptions) -> KeptVm {
         qemu::prepare(&o).unwrap();
+        KeptVm::start_prepared(o)
+    }
+
+    /// [`KeptVm::start`] on a node disk `qemu::prepare` made already (and a test changed).
+    pub fn start_prepared(o: VmOptions) -> KeptVm {
         let stop = Arc::new(AtomicBool::new(false));
         let kill = Arc::new(AtomicBool::new(false));
         let launches = Arc::new(AtomicUsize::new(0));
@@ -254,4 +259,65 @@ pub fn vm_kubectl_until(
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Leaves on the FAT32 partition `label` of `disk` what a power cut in the middle of writing
+/// a boot file leaves: a chain of clusters no directory entry owns, whose last link points far
+/// past the end of the FAT (in both FAT copies), and the dirty bit Linux set when it mounted
+/// the partition writable.
+pub fn damage_fat(disk: &Path, label: &str) {
+    use std::os::unix::fs::FileExt;
+    let (offset, _) = cairnctl::disk::find_partition(disk, label).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .unwrap();
+    let mut bs = [0u8; 512];
+    f.read_exact_at(&mut bs, offset).unwrap();
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+    let u32_at = |o: usize| u64::from(u32::from_le_bytes([bs[o], bs[o + 1], bs[o + 2], bs[o + 3]]));
+    let (bps, spc, reserved, fats) = (u16_at(11), u64::from(bs[13]), u16_at(14), u64::from(bs[16]));
+    let (total, fat_sectors) = (u32_at(32), u32_at(36));
+    assert!(fat_sectors > 0 && u16_at(22) == 0, "{label} is not FAT32");
+    assert_eq!(bs[0x41] & 1, 0, "dirty before the damage");
+    f.write_all_at(&[bs[0x41] | 1], offset + 0x41).unwrap();
+    let clusters = (total - reserved - fats * fat_sectors) / spc;
+    // The last two data clusters: free on a boot partition that is far from full.
+    let (first, second) = (clusters, clusters + 1);
+    for i in 0..fats {
+        let fat = offset + (reserved + i * fat_sectors) * bps;
+        for (cluster, value) in [(first, second as u32), (second, 0x00FF_FFF0)] {
+            let mut old = [0u8; 4];
+            f.read_exact_at(&mut old, fat + 4 * cluster).unwrap();
+            assert_eq!(
+                u32::from_le_bytes(old) & 0x0FFF_FFFF,
+                0,
+                "cluster {cluster} in use"
+            );
+            f.write_all_at(&value.to_le_bytes(), fat + 4 * cluster)
+                .unwrap();
+        }
+    }
+}
+
+/// `fsck.fat -n` of the partition `label` of `disk` (copied out to `scratch`, as fsck.fat
+/// takes no offset): true when it finds nothing to repair.
+pub fn fat_clean(disk: &Path, label: &str, scratch: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let (offset, size) = cairnctl::disk::find_partition(disk, label).unwrap();
+    let mut bytes = vec![0u8; size as usize];
+    std::fs::File::open(disk)
+        .unwrap()
+        .read_exact_at(&mut bytes, offset)
+        .unwrap();
+    std::fs::write(scratch, &bytes).unwrap();
+    let out = std::process::Command::new("/usr/sbin/fsck.fat")
+        .arg("-n")
+        .arg(scratch)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(scratch);
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    out.status.success()
 }
