@@ -556,8 +556,7 @@ impl CardSlot {
         let second_stage = cairn_slots::mbr::is_second_stage;
         for de in fs::read_dir(&self.dir).map_err(io_err(what(&self.dir)))? {
             let de = de.map_err(io_err(what(&self.dir)))?;
-            let name = de.file_name().to_string_lossy().to_ascii_lowercase();
-            if second_stage(&name) {
+            if second_stage(&de.file_name().to_string_lossy()) {
                 fs::remove_file(de.path()).map_err(io_err(what(&de.path())))?;
             }
         }

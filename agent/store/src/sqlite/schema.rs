@@ -138,6 +138,13 @@ pub fn insert(conn: &Connection, row: &Row) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The rows [`list`] and [`count`] read: each live key's newest row as of revision `?4`,
+/// for keys in `[?1, ?2)` (a prefix's range) after `?3`.
+const LIVE_AT: &str = "id IN (
+         SELECT MAX(id) FROM kv
+         WHERE name >= ?1 AND name < ?2 AND name > ?3 AND id <= ?4 GROUP BY name)
+     AND deleted = 0";
+
 /// Keys under `prefix` after `start_after` as of revision `at`; up to `limit + 1` items.
 pub fn list(
     conn: &Connection,
@@ -146,12 +153,7 @@ pub fn list(
     limit: usize,
     at: Revision,
 ) -> Result<Vec<KeyValue>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM kv WHERE id IN (
-             SELECT MAX(id) FROM kv
-             WHERE name >= ?1 AND name < ?2 AND name > ?3 AND id <= ?4 GROUP BY name)
-         AND deleted = 0 ORDER BY name LIMIT ?5"
-    );
+    let sql = format!("SELECT {COLUMNS} FROM kv WHERE {LIVE_AT} ORDER BY name LIMIT ?5");
     let mut stmt = conn.prepare_cached(&sql)?;
     let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
     let after = start_after.unwrap_or("").as_bytes();
@@ -179,12 +181,7 @@ pub fn count(
     start_after: Option<&str>,
     at: Revision,
 ) -> Result<u64, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COUNT(*) FROM kv WHERE id IN (
-             SELECT MAX(id) FROM kv
-             WHERE name >= ?1 AND name < ?2 AND name > ?3 AND id <= ?4 GROUP BY name)
-         AND deleted = 0",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT COUNT(*) FROM kv WHERE {LIVE_AT}"))?;
     let after = start_after.unwrap_or("").as_bytes();
     let n: i64 = stmt.query_row(
         params![prefix.as_bytes(), prefix_end(prefix), after, at as i64],
