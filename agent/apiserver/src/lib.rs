@@ -47,9 +47,9 @@
 //! (kubectl's typed commands) are read ([`protobuf`]) but answers are always JSON, and
 //! `/openapi/v2` is served as JSON only. Finalizers hold a deletion (`deletionTimestamp` set,
 //! the object goes with its last finalizer); a deleted namespace is `Terminating` until its
-//! contents (and their finalizers) are gone. Pods are deleted at once, not gracefully: the
-//! kubelet stops a deleted pod's containers within its `terminationGracePeriodSeconds` after
-//! the object is gone, so `kubectl delete pod` returns before they have stopped. Lists
+//! contents (and their finalizers) are gone. Deleting a pod a node runs is graceful: it stays
+//! `Terminating` until its kubelet has stopped it and deletes it with grace 0 (or its Node is
+//! deleted), so `kubectl delete pod` waits for the containers to stop. Lists
 //! honour `resourceVersion` and `resourceVersionMatch` (`Exact` reads the past revision;
 //! otherwise the current state); pages of a list without selectors say how many objects
 //! follow (`remainingItemCount`).

@@ -146,7 +146,7 @@ impl Api {
             }
             Verb::Patch(kind) => self.patch(action, kind, body)?,
             Verb::Delete => self.delete(action, body)?,
-            Verb::DeleteCollection => self.delete_collection(action)?,
+            Verb::DeleteCollection => self.delete_collection(action, body)?,
         };
         let writes = !matches!(action.verb, Verb::Get | Verb::List);
         if writes && crate::crd::is_definitions(action.resource) && !action.options.dry_run {

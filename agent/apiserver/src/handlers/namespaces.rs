@@ -49,7 +49,9 @@ impl Api {
                 for _ in 0..ATTEMPTS {
                     let Some(kv) = current.take() else { break };
                     let obj = decode_object(&kv)?;
-                    match self.delete_or_mark(&kv.key, obj, kv.mod_revision) {
+                    // Pods get their grace period: the namespace waits for them.
+                    let grace = super::write::grace_period(resource, &obj, None);
+                    match self.delete_or_mark(&kv.key, obj, kv.mod_revision, grace) {
                         Ok(_) | Err(cairn_store::StoreError::NotFound { .. }) => break,
                         // Changed meanwhile: read it again and retry.
                         Err(cairn_store::StoreError::Conflict { .. }) => {

@@ -8,6 +8,10 @@
 //! if one more may go; a pod that is not Ready, only if the budget is met without it
 //! (`unhealthyPodEvictionPolicy: IfHealthyBudget`, the default). Blocked evictions answer
 //! `429 TooManyRequests`, which kubectl drain retries.
+//!
+//! Deleting a pod a node runs is graceful ([`grace_period`]): the pod turns `Terminating`
+//! (`deletionTimestamp` = now + grace, `deletionGracePeriodSeconds`), its kubelet stops the
+//! containers (SIGTERM, SIGKILL at the deadline) and then deletes it for good with grace 0.
 
 use serde_json::{json, Value};
 
@@ -222,4 +226,28 @@ fn created(who: &crate::error::Subject) -> Value {
     let mut status = success(who);
     status["code"] = json!(201);
     status
+}
+
+/// How long a deleted pod has to stop, as kube-apiserver decides it: a pod no node runs
+/// (unscheduled, or finished) goes at once; otherwise the deletion's own grace period (a
+/// negative one counts as 1 s), else `spec.terminationGracePeriodSeconds`, else 30 s.
+pub(super) fn grace_period(pod: &Value, asked: Option<i64>) -> i64 {
+    let scheduled = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded") | Some("Failed")
+    );
+    if !scheduled || finished {
+        return 0;
+    }
+    match asked {
+        Some(g) if g < 0 => 1,
+        Some(g) => g,
+        None => pod["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(30)
+            .max(0),
+    }
 }

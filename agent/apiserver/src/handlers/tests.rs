@@ -633,6 +633,167 @@ fn evictions_respect_the_disruption_budget() {
     assert_eq!(e.code_reason().0, 400, "{e}");
 }
 
+#[test]
+fn pods_on_a_node_are_deleted_gracefully() {
+    let api = with_ns("p");
+    let pods = "/api/v1/namespaces/p/pods";
+    let on_node = |name: &str, extra: Value| {
+        let mut spec = json!({"nodeName": "edge-1", "containers": [{"name": "c", "image": "i"}]});
+        json_patch::merge(&mut spec, &extra);
+        ok(
+            &api,
+            "POST",
+            pods,
+            json!({"metadata": {"name": name}, "spec": spec}),
+        )
+    };
+    let gone = |name: &str| {
+        call(
+            &api,
+            "GET",
+            &format!("{pods}/{name}"),
+            "application/json",
+            Value::Null,
+        )
+        .is_err_and(|e| e.code_reason().0 == 404)
+    };
+    let web = on_node("web", json!({"terminationGracePeriodSeconds": 20}));
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_owned();
+    let deleted = ok(&api, "DELETE", &format!("{pods}/web"), Value::Null);
+    assert_eq!(deleted["metadata"]["deletionGracePeriodSeconds"], 20);
+    let deadline: jiff::Timestamp = deleted["metadata"]["deletionTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ahead = deadline.as_second() - jiff::Timestamp::now().as_second();
+    assert!((18..=21).contains(&ahead), "deadline {ahead} s ahead");
+    // Terminating: still there, and the kubelet's status writes do not remove it.
+    ok(
+        &api,
+        "PATCH",
+        &format!("{pods}/web/status"),
+        json!({"status": {"phase": "Running"}}),
+    );
+    assert!(!gone("web"));
+    // Deleting again never lengthens the grace period, and may shorten it.
+    let again = ok(
+        &api,
+        "DELETE",
+        &format!("{pods}/web"),
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 60}),
+    );
+    assert_eq!(again["metadata"]["deletionGracePeriodSeconds"], 20);
+    assert_eq!(
+        again["metadata"]["deletionTimestamp"],
+        deleted["metadata"]["deletionTimestamp"]
+    );
+    let shorter = ok(
+        &api,
+        "DELETE",
+        &format!("{pods}/web?gracePeriodSeconds=5"),
+        Value::Null,
+    );
+    assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 5);
+    assert!(
+        shorter["metadata"]["deletionTimestamp"].as_str()
+            < deleted["metadata"]["deletionTimestamp"].as_str()
+    );
+    // The kubelet's final deletion: grace 0, for this pod only (uid precondition).
+    let last = |uid: &str| {
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+               "preconditions": {"uid": uid}})
+    };
+    let (code, msg) = err(&api, "DELETE", &format!("{pods}/web"), last("someone-else"));
+    assert_eq!(code, 409, "{msg}");
+    ok(&api, "DELETE", &format!("{pods}/web"), last(&uid));
+    assert!(gone("web"));
+    let (code, _) = err(
+        &api,
+        "DELETE",
+        &format!("{pods}/web?gracePeriodSeconds=x"),
+        Value::Null,
+    );
+    assert_eq!(code, 400);
+
+    // No node runs it: gone at once. Unscheduled, or finished.
+    ok(
+        &api,
+        "POST",
+        pods,
+        json!({"metadata": {"name": "pending"},
+                                  "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    );
+    ok(&api, "DELETE", &format!("{pods}/pending"), Value::Null);
+    assert!(gone("pending"));
+    on_node("done", json!({}));
+    ok(
+        &api,
+        "PATCH",
+        &format!("{pods}/done/status"),
+        json!({"status": {"phase": "Succeeded"}}),
+    );
+    ok(&api, "DELETE", &format!("{pods}/done"), Value::Null);
+    assert!(gone("done"));
+
+    // Finalizers and a grace period: the kubelet's grace 0 leaves it to the finalizer.
+    ok(
+        &api,
+        "POST",
+        pods,
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+               "spec": {"nodeName": "edge-1", "containers": [{"name": "c", "image": "i"}]}}),
+    );
+    let held = ok(&api, "DELETE", &format!("{pods}/held"), Value::Null);
+    assert_eq!(
+        held["metadata"]["deletionGracePeriodSeconds"], 30,
+        "the default"
+    );
+    let held = ok(
+        &api,
+        "DELETE",
+        &format!("{pods}/held?gracePeriodSeconds=0"),
+        Value::Null,
+    );
+    assert_eq!(held["metadata"]["deletionGracePeriodSeconds"], 0);
+    assert!(!gone("held"));
+    ok(
+        &api,
+        "PATCH",
+        &format!("{pods}/held"),
+        json!({"metadata": {"finalizers": null}}),
+    );
+    assert!(gone("held"));
+
+    // A collection: each pod by the same rules.
+    on_node("a", json!({}));
+    on_node("b", json!({}));
+    let list = ok(&api, "DELETE", pods, Value::Null);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert!(!gone("a") && !gone("b"));
+    ok(
+        &api,
+        "DELETE",
+        &format!("{pods}?gracePeriodSeconds=0"),
+        Value::Null,
+    );
+    assert!(gone("a") && gone("b"));
+
+    // A namespace waits for its pods to stop; the last pod's final deletion ends it.
+    on_node("last", json!({}));
+    let ns = ok(&api, "DELETE", "/api/v1/namespaces/p", Value::Null);
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    let last_pod = ok(&api, "GET", &format!("{pods}/last"), Value::Null);
+    assert_eq!(last_pod["metadata"]["deletionGracePeriodSeconds"], 30);
+    ok(
+        &api,
+        "DELETE",
+        &format!("{pods}/last?gracePeriodSeconds=0"),
+        Value::Null,
+    );
+    assert_eq!(err(&api, "GET", "/api/v1/namespaces/p", Value::Null).0, 404);
+}
+
 fn err_patch(api: &Api, uri: &str, body: Value) -> (u16, String) {
     let e = call(api, "PATCH", uri, "application/merge-patch+json", body).unwrap_err();
     (e.code_reason().0, e.to_string())

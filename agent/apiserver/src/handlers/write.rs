@@ -292,7 +292,11 @@ impl Api {
             });
         }
         let namespace = resource.kind == "Namespace" && resource.group.is_empty();
-        if deleting && finalizers(&obj).is_empty() && !namespace {
+        // A pod in its grace period stays until its kubelet deletes it with grace 0.
+        let graceful = old["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .is_some_and(|g| g > 0);
+        if deleting && finalizers(&obj).is_empty() && !namespace && !graceful {
             // The last finalizer is gone: the deletion asked for earlier happens now.
             let rev = self
                 .store
@@ -361,9 +365,15 @@ impl Api {
             let obj = self.delete_namespace(&key, obj, current.mod_revision)?;
             return Ok(Reply::ok(obj));
         }
-        let obj = self
-            .delete_or_mark(&key, obj, current.mod_revision)
+        let grace = grace_period(resource, &obj, requested_grace(action, body)?);
+        let (obj, deleted) = self
+            .delete_or_mark(&key, obj, current.mod_revision, grace)
             .map_err(|e| ApiError::from_store(e, &who))?;
+        // A pod that outlived its namespace's sweep (its grace period) may have been the
+        // last thing keeping the namespace.
+        if let (true, Some(ns)) = (deleted, ns) {
+            self.finish_namespace(ns)?;
+        }
         if obj.is_object() {
             Ok(Reply::ok(obj))
         } else {
@@ -371,39 +381,76 @@ impl Api {
         }
     }
 
-    /// Deletes `obj` (stored at `key`, revision `rev`), or, while it has finalizers, marks it
-    /// for deletion: `deletionTimestamp` is set once and the object goes when an update
-    /// removes its last finalizer ([`Self::replace`]). Returns the object as it now is.
+    /// Deletes `obj` (stored at `key`, revision `rev`), or marks it for deletion: while it
+    /// has finalizers (it goes when an update removes the last, [`Self::replace`]) or while
+    /// it has a grace period (`grace` seconds: a pod a node runs stops first, and its kubelet
+    /// then deletes it with grace 0). `deletionTimestamp` is set once; a later deletion may
+    /// only shorten the grace period. Returns the object as it now is and whether it is gone.
     pub(super) fn delete_or_mark(
         &self,
         key: &str,
         mut obj: Value,
         rev: u64,
-    ) -> Result<Value, cairn_store::StoreError> {
-        if finalizers(&obj).is_empty() {
+        grace: i64,
+    ) -> Result<(Value, bool), cairn_store::StoreError> {
+        if grace == 0 && finalizers(&obj).is_empty() {
             if obj["kind"] == "CustomResourceDefinition" {
                 // Its objects go with it (kube-apiserver's customresourcecleanup finalizer).
                 self.delete_all(&crate::crd::objects_prefix(&obj))?;
             }
             self.store.delete(key, Some(rev))?;
-            return Ok(obj);
+            return Ok((obj, true));
         }
-        if obj["metadata"].get("deletionTimestamp").is_some() {
-            set_resource_version(&mut obj, rev);
-            return Ok(obj);
-        }
+        let now = jiff::Timestamp::now();
+        let at = |seconds: i64| {
+            let t = jiff::Timestamp::from_second(now.as_second() + seconds).unwrap_or(now);
+            Value::String(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        };
         let meta = meta::metadata(&mut obj);
-        meta.insert("deletionTimestamp".into(), Value::String(meta::now()));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-        if obj["kind"] == "Namespace" {
-            obj["status"]["phase"] = json!("Terminating");
+        match meta
+            .get("deletionTimestamp")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        {
+            Some(since) => {
+                let current = meta
+                    .get("deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if grace >= current {
+                    set_resource_version(&mut obj, rev);
+                    return Ok((obj, false));
+                }
+                // A shorter grace period: the deadline moves closer, never further.
+                let sooner = at(grace);
+                let earlier = match (since.parse::<jiff::Timestamp>(), sooner.as_str()) {
+                    (Ok(t), Some(s)) => s.parse::<jiff::Timestamp>().is_ok_and(|s| s < t),
+                    _ => true,
+                };
+                if earlier {
+                    meta.insert("deletionTimestamp".into(), sooner);
+                }
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            None => {
+                meta.insert("deletionTimestamp".into(), at(grace));
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                if obj["kind"] == "Namespace" {
+                    obj["status"]["phase"] = json!("Terminating");
+                }
+            }
         }
         let rev = self.store.update(key, &encode_object(&obj), rev)?;
         set_resource_version(&mut obj, rev);
-        Ok(obj)
+        Ok((obj, false))
     }
 
-    pub(super) fn delete_collection(&self, action: &Action) -> Result<Reply, ApiError> {
+    pub(super) fn delete_collection(
+        &self,
+        action: &Action,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        let asked = requested_grace(action, body)?;
         let mut list_action = action.clone();
         list_action.options.limit = 0;
         list_action.options.continue_token = None;
@@ -423,8 +470,9 @@ impl Api {
                 deleted.push(obj);
                 continue;
             }
-            match self.delete_or_mark(&action.resource.key(ns, &name), obj, rev) {
-                Ok(obj) => deleted.push(obj),
+            let grace = grace_period(action.resource, &obj, asked);
+            match self.delete_or_mark(&action.resource.key(ns, &name), obj, rev, grace) {
+                Ok((obj, _)) => deleted.push(obj),
                 // Deleted or changed by someone else meanwhile: not ours to report.
                 Err(
                     cairn_store::StoreError::NotFound { .. }
@@ -594,6 +642,34 @@ fn propagation_finalizer(body: &[u8]) -> Result<Option<&'static str>, ApiError> 
         Some(other) => Err(ApiError::BadRequest(format!(
             "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
         ))),
+    }
+}
+
+/// The grace period a deletion asks for: `DeleteOptions.gracePeriodSeconds` in the body, else
+/// the `gracePeriodSeconds` query parameter.
+fn requested_grace(action: &Action, body: &[u8]) -> Result<Option<i64>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(action.options.grace_period_seconds);
+    }
+    let opts: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("DeleteOptions is not valid JSON: {e}")))?;
+    match &opts["gracePeriodSeconds"] {
+        Value::Null => Ok(action.options.grace_period_seconds),
+        v => v.as_i64().map(Some).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "DeleteOptions.gracePeriodSeconds: expected a number of seconds, got {v}"
+            ))
+        }),
+    }
+}
+
+/// How long `obj` has to shut down before it is gone: only pods have a grace period
+/// ([`super::pods::grace_period`]); everything else goes at once (or when its finalizers do).
+pub(super) fn grace_period(resource: &Resource, obj: &Value, asked: Option<i64>) -> i64 {
+    if resource.kind == "Pod" && resource.group.is_empty() {
+        super::pods::grace_period(obj, asked)
+    } else {
+        0
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Options {
     pub field_manager: Option<String>,
     /// `force=true`: a server-side apply takes over fields other managers own.
     pub force: bool,
+    /// `gracePeriodSeconds` of a deletion (a `DeleteOptions` body says it too, and wins).
+    pub grace_period_seconds: Option<i64>,
 }
 
 /// `resourceVersionMatch` of a list.
@@ -117,6 +119,13 @@ impl Options {
                         return Err(bad("at most 128 characters"));
                     }
                     opts.field_manager = Some(value);
+                }
+                "gracePeriodSeconds" if !value.is_empty() => {
+                    opts.grace_period_seconds = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad("expected a number of seconds"))?,
+                    );
                 }
                 "force" => {
                     opts.force = parse_bool(&value).ok_or_else(|| bad("expected true or false"))?;
