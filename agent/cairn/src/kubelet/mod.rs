@@ -262,7 +262,9 @@ fn update(
 ) {
     let Some(pod) = pod else { return };
     let key = uid(&pod);
-    match workers.get(&key) {
+    // A worker that has ended while the API still has its pod (its final deletion failed)
+    // is started again: it finds the pod terminating and retries.
+    match workers.get(&key).filter(|tx| !tx.is_closed()) {
         Some(tx) => {
             let _ = tx.send(Some(pod));
         }

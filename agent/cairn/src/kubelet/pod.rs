@@ -82,8 +82,11 @@ pub async fn run(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Value>
     let (verdicts, mut verdicts_rx) = mpsc::unbounded_channel();
     let mut w = Worker::new(shared, pod, tx, verdicts);
     w.adopt();
+    // Whether the API still has the pod (terminating) when the worker stops.
+    let mut terminating = false;
     loop {
         if w.pod["metadata"]["deletionTimestamp"].is_string() {
+            terminating = true;
             break;
         }
         w.sync().await;
@@ -101,6 +104,9 @@ pub async fn run(shared: Arc<Shared>, mut updates: watch::Receiver<Option<Value>
         }
     }
     w.terminate(&mut rx).await;
+    if terminating {
+        w.finish_deletion().await;
+    }
 }
 
 impl Worker {
@@ -984,6 +990,37 @@ impl Worker {
         {
             Ok(_) => self.published = status,
             Err(e) => eprintln!("cairn: kubelet: pod {}: status: {e}", self.name()),
+        }
+    }
+
+    /// The graceful deletion's last step, once everything has stopped: delete the pod from
+    /// the API for good (grace 0), this pod only (uid precondition: a pod of the same name
+    /// made meanwhile is not ours). Gone already, or replaced: nothing to do. Any other
+    /// failure is retried by a new worker the next time the pod is listed or changes.
+    async fn finish_deletion(&self) {
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            self.pod["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default"),
+            self.pod["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        let options = json!({
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": self.uid},
+        });
+        match self
+            .shared
+            .client
+            .request(hyper::Method::DELETE, &path, Some(&options))
+            .await
+        {
+            Ok(_) => {}
+            Err(crate::client::ClientError::Status { code, .. })
+                if code == hyper::StatusCode::NOT_FOUND || code == hyper::StatusCode::CONFLICT => {}
+            Err(e) => eprintln!("cairn: kubelet: pod {}: final deletion: {e}", self.name()),
         }
     }
 
