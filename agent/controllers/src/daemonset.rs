@@ -5,7 +5,8 @@
 //! pressure, unschedulable) admit it; cordoned nodes keep their daemons. Each pod is pinned to
 //! its node with a required `matchFields` node affinity on `metadata.name` and left to the
 //! scheduler, as Kubernetes does. Pods on nodes that no longer fit, and duplicates on one
-//! node, are deleted. A changed template rolls out with `RollingUpdate`: at most
+//! node, are deleted; a node whose daemon pod is still terminating gets its replacement once
+//! that pod is gone. A changed template rolls out with `RollingUpdate`: at most
 //! `maxUnavailable` (default 1) outdated pods are deleted at a time, and only while the
 //! updated ones are available; with `OnDelete` a pod is replaced only when someone deletes
 //! it. Pods carry the template hash in `controller-revision-hash`; templates are kept as
@@ -74,12 +75,19 @@ impl Controller for DaemonSets {
             return Ok(Outcome::Done);
         }
         let nodes = client.list(NODES, "").map_err(|e| e.to_string())?;
-        let pods: Vec<Value> = client
+        let (pods, terminating): (Vec<Value>, Vec<Value>) = client
             .list(PODS, &key.namespace)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|p| is_controlled_by(p, &ds) && crate::pods::is_active(p))
-            .collect();
+            .filter(|p| is_controlled_by(p, &ds))
+            .filter(|p| {
+                crate::pods::is_active(p) || p["metadata"].get("deletionTimestamp").is_some()
+            })
+            .partition(|p| p["metadata"].get("deletionTimestamp").is_none());
+        // A node whose daemon pod is still stopping gets its replacement once it is gone
+        // (the two would share host ports and paths).
+        let stopping: std::collections::BTreeSet<String> =
+            terminating.iter().map(target_node).collect();
         let template = daemon_template(&ds);
         let hash = crate::deployment::template_hash(&ds["spec"]["template"]);
         let in_use: std::collections::BTreeSet<String> = pods
@@ -123,7 +131,7 @@ impl Controller for DaemonSets {
             }
         }
         for node in &wanted {
-            if !by_node.contains_key(*node) {
+            if !by_node.contains_key(*node) && !stopping.contains(*node) {
                 create.push(node);
             }
         }

@@ -13,6 +13,10 @@
 //! taints, as kube-apiserver's DefaultTolerationSeconds does), and never when they tolerate it
 //! without limit (DaemonSet pods).
 //!
+//! Evicted pods stay `Terminating` until their kubelet has stopped them; a node that never
+//! comes back keeps them so until its Node is deleted, which deletes its pods at once (pod
+//! garbage collection).
+//!
 //! The grace period is 90 s by default (a Cairn node renews its Lease every 30 s, for 90 s),
 //! longer than Kubernetes' 40–50 s because a Lease write every 10 s costs flash wear.
 
@@ -86,6 +90,7 @@ impl Controller for NodeLifecycle {
             .get(NODES, "", &key.name)
             .map_err(|e| e.to_string())?
         else {
+            remove_orphans(client, &key.name)?;
             return Ok(Outcome::Done);
         };
         let now = Timestamp::now();
@@ -219,6 +224,30 @@ impl Controller for NodeLifecycle {
         }
         Ok(wake.map_or(Outcome::Done, Outcome::After))
     }
+}
+
+/// Pod garbage collection for a Node that is gone: its pods are deleted at once (grace 0),
+/// terminating or not, since no kubelet is left to stop them and finish their deletion.
+fn remove_orphans(client: &Client, node: &str) -> Result<(), String> {
+    for pod in client.list(PODS, "").map_err(|e| e.to_string())? {
+        if pod["spec"]["nodeName"] != node {
+            continue;
+        }
+        let meta = &pod["metadata"];
+        let ns = meta["namespace"].as_str().unwrap_or_default();
+        let name = meta["name"].as_str().unwrap_or_default();
+        let options = json!({"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}});
+        match client.delete(PODS, ns, name, Some(&options)) {
+            // Replaced meanwhile by a pod of the same name: not the orphan.
+            Ok(()) | Err(cairn_apiserver::error::ApiError::Conflict { .. }) => {}
+            Err(e) => {
+                return Err(format!(
+                    "deleting pod {ns}/{name} of deleted node {node}: {e}"
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn condition<'a>(node: &'a Value, kind: &str) -> Option<&'a Value> {

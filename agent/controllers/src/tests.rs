@@ -32,8 +32,11 @@ fn client_over(store: Arc<dyn Store>) -> Client {
 /// Marks every pod Running and Ready, as a kubelet would once its containers run.
 fn kubelet(client: &Client) {
     for mut pod in client.list(PODS, "").unwrap() {
-        if pod["status"]["phase"] == "Running" || pod["metadata"].get("deletionTimestamp").is_some()
-        {
+        if pod["metadata"].get("deletionTimestamp").is_some() {
+            stop(client, &pod);
+            continue;
+        }
+        if pod["status"]["phase"] == "Running" {
             continue;
         }
         pod["status"] = json!({"phase": "Running", "conditions": [
@@ -41,6 +44,21 @@ fn kubelet(client: &Client) {
         let ns = pod["metadata"]["namespace"].as_str().unwrap().to_owned();
         client.update_status(PODS, &ns, &pod).unwrap();
     }
+}
+
+/// What a kubelet does with a terminating pod once its containers have stopped: deletes it
+/// for good (grace 0, this pod only).
+fn stop(client: &Client, pod: &Value) {
+    let options =
+        json!({"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}});
+    client
+        .delete(
+            PODS,
+            pod["metadata"]["namespace"].as_str().unwrap(),
+            pod["metadata"]["name"].as_str().unwrap(),
+            Some(&options),
+        )
+        .unwrap();
 }
 
 /// Runs the controllers (and the kubelet) over every object until nothing changes; calls
@@ -1232,6 +1250,28 @@ fn daemon_sets_put_one_pod_on_each_fitting_node_and_roll_updates() {
         assert!(rounds >= 1);
         let pods = daemon_pods(&client);
         assert!(!pods.iter().any(|(n, _)| n == "b"), "{pods:?}");
+        // A daemon pod being deleted is replaced only once it is gone.
+        let on_c = active_pods(&client)
+            .into_iter()
+            .find(|p| p["spec"]["nodeName"] == "c")
+            .unwrap();
+        client.delete_object(PODS, &on_c, None).unwrap();
+        run_daemons(&client);
+        let terminating = client
+            .get(PODS, "d", on_c["metadata"]["name"].as_str().unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(terminating["metadata"]["deletionTimestamp"].is_string());
+        assert!(
+            !daemon_pods(&client).iter().any(|(n, _)| n == "c"),
+            "no second pod on c while the first stops: {:?}",
+            daemon_pods(&client)
+        );
+        stop(&client, &terminating);
+        run_daemons(&client);
+        schedule(&client);
+        let nodes: Vec<String> = daemon_pods(&client).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(nodes, ["a", "c"], "replaced once gone");
     });
 }
 
@@ -1448,13 +1488,25 @@ fn silent_nodes_turn_unknown_get_tainted_and_lose_their_pods() {
                 "node.kubernetes.io/unreachable:NoExecute"
             ]
         );
-        let left: Vec<String> = client
-            .list(PODS, "d")
-            .unwrap()
-            .iter()
-            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(left, ["patient", "stubborn"]);
+        // Evicted gracefully: Terminating, for a kubelet that is not there to finish it.
+        let states = |client: &Client| -> Vec<String> {
+            client
+                .list(PODS, "d")
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let name = p["metadata"]["name"].as_str().unwrap();
+                    match p["metadata"]["deletionGracePeriodSeconds"].as_i64() {
+                        Some(g) => format!("{name} terminating {g}s"),
+                        None => name.to_owned(),
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            states(&client),
+            ["hasty terminating 30s", "patient", "stubborn"]
+        );
         match outcome {
             crate::runtime::Outcome::After(d) => {
                 assert!(
@@ -1477,8 +1529,26 @@ fn silent_nodes_turn_unknown_get_tainted_and_lose_their_pods() {
             .update_status(crate::client::NODES, "", &node)
             .unwrap();
         lenient.reconcile(&client, &Key::new("", "a")).unwrap();
-        let node = client.get(crate::client::NODES, "", "a").unwrap().unwrap();
-        assert!(node["spec"].get("taints").is_none(), "{}", node["spec"]);
+        let healthy = client.get(crate::client::NODES, "", "a").unwrap().unwrap();
+        assert!(
+            healthy["spec"].get("taints").is_none(),
+            "{}",
+            healthy["spec"]
+        );
+
+        // The Node deleted: its pods go at once, terminating or not (pod GC). Pods elsewhere stay.
+        self::node(&client, "b", "2", "2Gi", json!({}));
+        client
+            .create(
+                PODS,
+                "d",
+                &json!({"metadata": {"name": "elsewhere"},
+                "spec": {"nodeName": "b", "containers": [{"name": "c", "image": "i"}]}}),
+            )
+            .unwrap();
+        client.delete(crate::client::NODES, "", "a", None).unwrap();
+        lenient.reconcile(&client, &Key::new("", "a")).unwrap();
+        assert_eq!(states(&client), ["elsewhere"]);
     });
 }
 
