@@ -673,12 +673,7 @@ pub async fn drain(client: &Client, name: &str) -> Result<String, ClientError> {
     let (mut evicted, mut kept) = (0, 0);
     for pod in pods["items"].as_array().into_iter().flatten() {
         let meta = &pod["metadata"];
-        let daemon = meta["ownerReferences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|o| o["kind"] == "DaemonSet");
-        if daemon || !meta["deletionTimestamp"].is_null() {
+        if of_daemon_set(pod) || !meta["deletionTimestamp"].is_null() {
             kept += 1;
             continue;
         }
@@ -719,12 +714,64 @@ pub async fn drain(client: &Client, name: &str) -> Result<String, ClientError> {
     ))
 }
 
-/// [`drain`] as the last step before an update's reboot: the line to log either way (a
-/// failed drain does not stop the reboot; the node's pods go down with it).
+fn of_daemon_set(pod: &Value) -> bool {
+    pod["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|o| o["kind"] == "DaemonSet")
+}
+
+/// [`drain`] as the last step before an update's reboot, then [`wait_stopped`]: the line to
+/// log either way (a failed drain does not stop the reboot; the node's pods go down with it).
 pub async fn drain_before_reboot(client: &Client, name: &str) -> String {
-    match drain(client, name).await {
+    let drained = match drain(client, name).await {
         Ok(done) => done,
-        Err(e) => format!("draining node {name}: {e}; rebooting anyway"),
+        Err(e) => return format!("draining node {name}: {e}; rebooting anyway"),
+    };
+    match wait_stopped(client, name).await {
+        Ok(stopped) => format!("{drained}; {stopped}"),
+        Err(e) => format!("{drained}; waiting for its pods to stop: {e}; rebooting anyway"),
+    }
+}
+
+/// Waits for the node's terminating pods (DaemonSet pods aside) to stop, as `kubectl drain`
+/// does: until the API no longer has them (their kubelet, this node's, deletes them once
+/// their containers have stopped), or for their longest grace period and 2 s more.
+pub async fn wait_stopped(client: &Client, name: &str) -> Result<String, ClientError> {
+    let start = tokio::time::Instant::now();
+    let mut deadline = None;
+    loop {
+        let pods = client
+            .request(
+                Method::GET,
+                &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{name}"),
+                None,
+            )
+            .await?;
+        let stopping: Vec<&Value> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| !of_daemon_set(p) && !p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        let waited = start.elapsed().as_secs_f64();
+        if stopping.is_empty() {
+            return Ok(format!("its pods stopped ({waited:.1} s)"));
+        }
+        let longest = stopping
+            .iter()
+            .filter_map(|p| p["metadata"]["deletionGracePeriodSeconds"].as_u64())
+            .max()
+            .unwrap_or(30);
+        let deadline = *deadline.get_or_insert(start + std::time::Duration::from_secs(longest + 2));
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(format!(
+                "{} pod(s) still stopping after {waited:.0} s; rebooting anyway",
+                stopping.len()
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

@@ -636,7 +636,7 @@ fn node_drains_before_the_reboot_and_is_uncordoned_after() {
         let mut p = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 5,
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
                      "containers": [{"name": "c", "image": "registry.example/app:1"}]},
         });
         if daemon {
@@ -659,17 +659,43 @@ fn node_drains_before_the_reboot_and_is_uncordoned_after() {
     let node = c.get("/api/v1/nodes/edge-1");
     assert_eq!(node["spec"]["unschedulable"], true, "cordoned: {node}");
     assert_eq!(node["metadata"]["annotations"][CORDONED_FOR_UPDATE], "true");
+    // No kubelet runs here to stop web: evicted, it stays Terminating (the drain waited for
+    // its grace period and 2 s, then gave up).
     let left: Vec<String> = c.get("/api/v1/pods")["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            match p["metadata"]["deletionGracePeriodSeconds"].as_i64() {
+                Some(g) => format!("{name} terminating {g}s"),
+                None => name.to_owned(),
+            }
+        })
         .collect();
     assert_eq!(
         left,
-        ["agent-x", "elsewhere"],
+        ["agent-x", "elsewhere", "web terminating 1s"],
         "web evicted, the others kept"
     );
+    let waited =
+        c.rt.block_on(cairn::node_status::wait_stopped(&c.client, "edge-1"))
+            .unwrap();
+    assert_eq!(
+        waited,
+        "1 pod(s) still stopping after 3 s; rebooting anyway"
+    );
+    // Its kubelet's final deletion is what the wait looks for.
+    c.call(
+        Method::DELETE,
+        "/api/v1/namespaces/default/pods/web",
+        Some(json!({"gracePeriodSeconds": 0})),
+    )
+    .unwrap();
+    let waited =
+        c.rt.block_on(cairn::node_status::wait_stopped(&c.client, "edge-1"))
+            .unwrap();
+    assert!(waited.starts_with("its pods stopped"), "{waited}");
 
     // Still on trial: stays cordoned. Committed: uncordoned.
     c.sync();
