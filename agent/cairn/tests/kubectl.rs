@@ -515,7 +515,8 @@ fn typed_commands_send_protobuf_and_work() {
     let (ok, _, err) = k.try_run(&["get", "cm", "app"]);
     assert!(!ok && err.contains("not found"), "{err}");
 
-    // drain deletes pods with the typed client: a protobuf DeleteOptions body.
+    // drain deletes pods with the typed client: a protobuf DeleteOptions body. No kubelet
+    // runs typed-node to stop them, so these pods ask for no grace period.
     let node = dir.join("node.yaml");
     write(
         &node,
@@ -523,7 +524,7 @@ fn typed_commands_send_protobuf_and_work() {
     );
     k.run(&["apply", "-f", node.to_str().unwrap()]);
     let pod = dir.join("pod.yaml");
-    write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lonely\nspec:\n  nodeName: typed-node\n  containers:\n  - name: c\n    image: registry.example/tool:1\n");
+    write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lonely\nspec:\n  nodeName: typed-node\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: registry.example/tool:1\n");
     k.run(&["apply", "-f", pod.to_str().unwrap()]);
     let drained = k.run(&[
         "drain",
@@ -538,7 +539,7 @@ fn typed_commands_send_protobuf_and_work() {
 
     // Without --disable-eviction drain evicts (protobuf policy/v1 Eviction), and a
     // PodDisruptionBudget holds it back until it allows the disruption.
-    write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: guarded\n  labels: {app: guarded}\nspec:\n  nodeName: typed-node\n  containers:\n  - name: c\n    image: registry.example/tool:1\n");
+    write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: guarded\n  labels: {app: guarded}\nspec:\n  nodeName: typed-node\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: registry.example/tool:1\n");
     k.run(&["apply", "-f", pod.to_str().unwrap()]);
     k.run(&[
         "create",
@@ -557,6 +558,26 @@ fn typed_commands_send_protobuf_and_work() {
         "{drained}"
     );
     let (ok, _, err) = k.try_run(&["get", "pod", "guarded"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+
+    // A pod a node runs is deleted gracefully: Terminating until its kubelet has stopped it
+    // (none runs typed-node here), and `--force --grace-period=0` removes it at once.
+    write(&pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\nspec:\n  nodeName: typed-node\n  terminationGracePeriodSeconds: 45\n  containers:\n  - name: c\n    image: registry.example/tool:1\n");
+    k.run(&["apply", "-f", pod.to_str().unwrap()]);
+    k.run(&["delete", "pod", "slow", "--wait=false"]);
+    let listed = k.run(&["get", "pod", "slow", "--no-headers"]);
+    assert!(listed.contains("Terminating"), "{listed}");
+    let grace = k.run(&[
+        "get",
+        "pod",
+        "slow",
+        "-o",
+        "jsonpath={.metadata.deletionGracePeriodSeconds}",
+    ]);
+    assert_eq!(grace.trim(), "45");
+    let forced = k.run(&["delete", "pod", "slow", "--force", "--grace-period=0"]);
+    assert!(forced.contains("force deleted"), "{forced}");
+    let (ok, _, err) = k.try_run(&["get", "pod", "slow"]);
     assert!(!ok && err.contains("not found"), "{err}");
 
     // /metrics counted all of that; anonymous callers get no metrics.

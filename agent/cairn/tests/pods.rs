@@ -250,8 +250,22 @@ spec:
     );
 
     // Deletion: sleep ignores SIGTERM as PID 1, so it is killed after its 2 s grace period;
-    // its container, cgroup and pod directory go.
+    // meanwhile the pod is Terminating. Its container, cgroup and pod directory go, then
+    // the kubelet deletes the pod for good.
+    let deleted_at = Instant::now();
     k.run(&["delete", "pod", "sleeper", "--wait=false"]);
+    let terminating = json(&k, &["get", "pod", "sleeper"]);
+    assert_eq!(terminating["metadata"]["deletionGracePeriodSeconds"], 2);
+    assert!(
+        process_alive(pid),
+        "the container must get its grace period"
+    );
+    k.run(&["wait", "--for=delete", "pod/sleeper", "--timeout=60s"]);
+    assert!(
+        deleted_at.elapsed() >= Duration::from_millis(1500),
+        "gone after {:?}, before its grace period",
+        deleted_at.elapsed()
+    );
     let deadline = Instant::now() + WAIT;
     while container.exists() || pod_cgroup.exists() || dir.join("agent/pods").join(&uid).exists() {
         assert!(
@@ -267,6 +281,10 @@ spec:
     k.run(&["delete", "pod", "--all", "--wait=false"]);
     drop(server);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
+}
+
+fn process_alive(pid: &str) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
 
 /// The node's pod network: the server gives the Node a pod range, the kubelet a bridge and

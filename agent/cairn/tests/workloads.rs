@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 mod common;
 use common::{kubectl_path, temp_data_dir, Kubectl, Server};
 
-/// Reports pods bound to `nodes` Running and Ready until `stop`.
+/// Reports pods bound to `nodes` Running and Ready, and finishes their deletions, until `stop`.
 fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicBool>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,10 +57,23 @@ fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicB
             {
                 for mut pod in list["items"].as_array().cloned().unwrap_or_default() {
                     let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
-                    if !nodes.iter().any(|n| n == node)
-                        || pod["status"]["phase"] == "Running"
-                        || pod["metadata"].get("deletionTimestamp").is_some()
-                    {
+                    if !nodes.iter().any(|n| n == node) {
+                        continue;
+                    }
+                    let path = format!(
+                        "/api/v1/namespaces/{}/pods/{}",
+                        pod["metadata"]["namespace"].as_str().unwrap(),
+                        pod["metadata"]["name"].as_str().unwrap()
+                    );
+                    if pod["metadata"].get("deletionTimestamp").is_some() {
+                        // Its containers stop at once here: the final deletion, as the
+                        // kubelet does it.
+                        let options = json!({"gracePeriodSeconds": 0,
+                            "preconditions": {"uid": pod["metadata"]["uid"]}});
+                        let _ = client.request(hyper::Method::DELETE, &path, Some(&options)).await;
+                        continue;
+                    }
+                    if pod["status"]["phase"] == "Running" {
                         continue;
                     }
                     let now = jiff::Timestamp::now()
@@ -78,11 +91,7 @@ fn kubelet(kubeconfig: std::path::PathBuf, nodes: Vec<String>, stop: Arc<AtomicB
                     if of_job {
                         pod["status"] = json!({"phase": "Succeeded", "podIP": ip});
                     }
-                    let path = format!(
-                        "/api/v1/namespaces/{}/pods/{}/status",
-                        pod["metadata"]["namespace"].as_str().unwrap(),
-                        pod["metadata"]["name"].as_str().unwrap()
-                    );
+                    let path = format!("{path}/status");
                     let _ = client.request(hyper::Method::PUT, &path, Some(&pod)).await;
                 }
             }
@@ -396,13 +405,18 @@ fn deployments_with_kubectl() {
         taints.contains("node.kubernetes.io/unreachable"),
         "{taints}"
     );
-    k.run(&["wait", "--for=delete", "pod/on-n3", "--timeout=30s"]);
+    // Evicted: Terminating, since no kubelet is there to stop it, until n3 is deleted.
+    wait_for("on-n3 Terminating", || {
+        k.run(&["get", "pod", "on-n3", "--no-headers"])
+            .contains("Terminating")
+    });
     let n1 = k.run(&["get", "node", "n1", "-o", "jsonpath={.spec.taints}"]);
     assert!(
         n1.is_empty(),
         "a node with a fresh Lease stays untainted: {n1}"
     );
     k.run(&["delete", "node", "n3"]);
+    k.run(&["wait", "--for=delete", "pod/on-n3", "--timeout=30s"]);
 
     // A StatefulSet comes up in order with a claim per pod; a DaemonSet puts one pod on each
     // node; both roll out a new image.
