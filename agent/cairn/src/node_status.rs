@@ -663,15 +663,8 @@ pub async fn drain(client: &Client, name: &str) -> Result<String, ClientError> {
         node["metadata"]["annotations"][CORDONED_FOR_UPDATE] = json!("true");
         client.request(Method::PUT, &path, Some(&node)).await?;
     }
-    let pods = client
-        .request(
-            Method::GET,
-            &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{name}"),
-            None,
-        )
-        .await?;
     let (mut evicted, mut kept) = (0, 0);
-    for pod in pods["items"].as_array().into_iter().flatten() {
+    for pod in &pods_on(client, name).await? {
         let meta = &pod["metadata"];
         if of_daemon_set(pod) || !meta["deletionTimestamp"].is_null() {
             kept += 1;
@@ -714,6 +707,21 @@ pub async fn drain(client: &Client, name: &str) -> Result<String, ClientError> {
     ))
 }
 
+/// The pods bound to node `name`.
+async fn pods_on(client: &Client, name: &str) -> Result<Vec<Value>, ClientError> {
+    let mut list = client
+        .request(
+            Method::GET,
+            &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{name}"),
+            None,
+        )
+        .await?;
+    Ok(match list["items"].take() {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    })
+}
+
 fn of_daemon_set(pod: &Value) -> bool {
     pod["metadata"]["ownerReferences"]
         .as_array()
@@ -742,17 +750,9 @@ pub async fn wait_stopped(client: &Client, name: &str) -> Result<String, ClientE
     let start = tokio::time::Instant::now();
     let mut deadline = None;
     loop {
-        let pods = client
-            .request(
-                Method::GET,
-                &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{name}"),
-                None,
-            )
-            .await?;
-        let stopping: Vec<&Value> = pods["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let pods = pods_on(client, name).await?;
+        let stopping: Vec<&Value> = pods
+            .iter()
             .filter(|p| !of_daemon_set(p) && !p["metadata"]["deletionTimestamp"].is_null())
             .collect();
         let waited = start.elapsed().as_secs_f64();
