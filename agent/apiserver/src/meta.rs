@@ -93,9 +93,14 @@ fn fill_random(buf: &mut [u8]) {
 
 /// Now, as Kubernetes writes timestamps: RFC 3339, seconds, UTC (`2025-01-02T03:04:05Z`).
 pub fn now() -> String {
+    seconds_from_now(0)
+}
+
+/// `seconds` from now, written as [`now`] writes it (a deletion's deadline).
+pub fn seconds_from_now(seconds: i64) -> String {
     let now = jiff::Timestamp::now();
-    let secs = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-    secs.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    let at = jiff::Timestamp::from_second(now.as_second() + seconds).unwrap_or(now);
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// `metadata` of an object, created if missing. Panics if `object` is not a JSON object

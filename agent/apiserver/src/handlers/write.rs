@@ -401,11 +401,6 @@ impl Api {
             self.store.delete(key, Some(rev))?;
             return Ok((obj, true));
         }
-        let now = jiff::Timestamp::now();
-        let at = |seconds: i64| {
-            let t = jiff::Timestamp::from_second(now.as_second() + seconds).unwrap_or(now);
-            Value::String(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        };
         let meta = meta::metadata(&mut obj);
         match meta
             .get("deletionTimestamp")
@@ -422,18 +417,23 @@ impl Api {
                     return Ok((obj, false));
                 }
                 // A shorter grace period: the deadline moves closer, never further.
-                let sooner = at(grace);
-                let earlier = match (since.parse::<jiff::Timestamp>(), sooner.as_str()) {
-                    (Ok(t), Some(s)) => s.parse::<jiff::Timestamp>().is_ok_and(|s| s < t),
-                    _ => true,
-                };
-                if earlier {
-                    meta.insert("deletionTimestamp".into(), sooner);
+                let sooner = jiff::Timestamp::now().as_second() + grace;
+                if since
+                    .parse::<jiff::Timestamp>()
+                    .map_or(true, |t| sooner < t.as_second())
+                {
+                    meta.insert(
+                        "deletionTimestamp".into(),
+                        meta::seconds_from_now(grace).into(),
+                    );
                 }
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
             None => {
-                meta.insert("deletionTimestamp".into(), at(grace));
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    meta::seconds_from_now(grace).into(),
+                );
                 meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 if obj["kind"] == "Namespace" {
                     obj["status"]["phase"] = json!("Terminating");
