@@ -60,7 +60,7 @@ help:
 	@echo "  make upgrade BOARD=B         send out/B/update.cairnb to the node make qemu runs"
 	@echo "  make qemu BOARD=B [API_PORT=6443]"
 	@echo "                               boot out/B/disk.img headless (console: out/B/console.log)"
-	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64, pxe-aarch64 (network boot) and rpi3, rpi4, rpi2, rpi3-armv7 (SD cards in raspi3b/4b/2b); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64)"
+	@echo "  make test                    unit tests; build and boot all four qemu-* boards and pxe-x86_64, pxe-aarch64 (network boot) and rpi3, rpi4, rpi2, rpi3-armv7 (SD cards in raspi3b/4b/2b); a two-node cluster (x86_64); A/B updates with power cuts (x86_64, aarch64, rpi4)"
 	@echo "  make bench                   sizes and boot timings per architecture; pods: memory, start latency; updater time, writes, RSS"
 	@echo "Boards: $$(ls board-configs | sed 's/\.yaml$$//' | tr '\n' ' ')"
 
@@ -73,7 +73,7 @@ ifeq ($(notdir $(CARGO)),cross)
 build: $(addprefix build-,$(ARCHES))
 else
 build:
-	@echo "==> cross-building cairn-init and cairn for $(foreach a,$(ARCHES),$(triple_$(a)))"
+	@echo "==> $$(date -u +%T) cross-building cairn-init and cairn for $(foreach a,$(ARCHES),$(triple_$(a)))"
 	$(call device_build_targets,$(foreach a,$(ARCHES),--target $(triple_$(a))))
 endif
 
@@ -98,6 +98,7 @@ bundle: cairnctl
 	$(CAIRNCTL) bundle --board $(BOARD) --image-dir out/$(BOARD)/v$(VERSION) --out out/$(BOARD)/update.cairnb $(if $(BREAK_HEALTH),--break-health)
 
 images: build
+	@echo "==> $$(date -u +%T) images"
 	@for b in $(QEMU_BOARDS) $(NETBOOT_BOARDS) $(RPI_BOARDS); do $(MAKE) --no-print-directory image BOARD=$$b || exit 1; done
 
 # Sends out/$(BOARD)/update.cairnb to the node `make qemu` runs, and follows it to the end.
@@ -111,14 +112,17 @@ qemu: cairnctl
 
 # The kubelet tests run pods of the test images (out/test-images, built by cairnctl).
 unit-test: cairnctl
+	@echo "==> $$(date -u +%T) unit and host tests"
 	$(CAIRNCTL) test-images -o out/test-images
 	CAIRN_TEST_IMAGES=$(CURDIR)/out/test-images $(HOST_CARGO) test --workspace --exclude cairnctl
 	$(HOST_CARGO) test -p cairnctl --lib --bins --test config --test upgrade --test testimages
 
 boot-test: cairnctl
+	@echo "==> $$(date -u +%T) QEMU boots, cluster, updates"
 	$(HOST_CARGO) test -p cairnctl --test reproducible --test flash --test boot --test netboot --test raspi --test cluster --test update -- --test-threads=2
 
 test: unit-test images boot-test
+	@echo "==> $$(date -u +%T) make test passed"
 
 # Pods: x86_64 and aarch64 (armv7 and s390x under TCG take long; `cairnctl bench-pods
 # qemu-armv7` measures them). The agent and the 256 MiB node need root for the host bridge.
