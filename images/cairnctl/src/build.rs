@@ -698,11 +698,16 @@ fn set_mtimes(tree: &Path, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// zstd level 19, single-threaded (deterministic), streaming (no whole image in memory).
+/// zstd level 19, streaming (no whole image in memory), on every core: zstd's multi-threaded
+/// streaming output is the same for any number of workers (it cuts the input into jobs by
+/// the level's window, not by the worker count), so builds stay byte-identical across
+/// machines.
 fn compress(src: &Path, dst: &Path) -> Result<()> {
     let input = std::fs::File::open(src)?;
     let output = std::fs::File::create(dst)?;
     let mut enc = zstd::stream::Encoder::new(output, 19)?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    enc.multithread(u32::try_from(workers).unwrap_or(1))?;
     enc.include_checksum(true)?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, input);
     std::io::copy(&mut reader, &mut enc)?;
