@@ -408,9 +408,9 @@ fn qemu_x86_64_usb_stick_bundle_is_installed() {
 /// `autoboot.txt` following them. One round of two power cuts (while writing, then once in
 /// the trial boot or its commit), as each boot of the emulated Pi takes over a minute; the
 /// unit tests of `cairn-slots` cut every step of the entries' update and the one between
-/// the entries and `autoboot.txt`. Named `card_...`
-/// to sort first: libtest starts tests in name order, and this, the longest, runs on one
-/// test thread while the other takes the UEFI boards one after the other.
+/// the entries and `autoboot.txt`. Named `card_...` to sort first: libtest starts tests
+/// in name order, and this, the longest, runs on one test thread while the other takes the
+/// UEFI boards one after the other.
 #[test]
 fn card_rpi4_updates_rolls_back_and_survives_power_cuts() {
     update_round_trip("rpi4", Cuts::new(2, 1, false));
