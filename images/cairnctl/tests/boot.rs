@@ -2,7 +2,9 @@
 //! init's markers on the serial console, a healthy `/readyz` through the forwarded API
 //! port, the real kubectl with the kubeconfig made from host-generated secrets (seeded onto
 //! the disk), a clean power-off from the power button, and a second boot that finds the data
-//! partition clean and the object kubectl created still there. Needs `make images` first
+//! partition clean and the object kubectl created still there. On armv7 the power is then
+//! cut while kubectl creates objects, and the next boot must still hold every one the API
+//! server acknowledged. Needs `make images` first
 //! (`make test` does it) and kubectl (`make deps`).
 
 use std::process::Command;
@@ -136,10 +138,9 @@ struct Extras {
     /// After the second boot: smash the data filesystem's primary superblock and the boot
     /// partition's FAT, and boot again.
     corrupt_data: bool,
-}
-
-fn boot_twice(board_name: &str, arch_in_version: &str) {
-    boot(board_name, arch_in_version, Extras::default());
+    /// In the second boot: cut the power while kubectl creates objects, then boot again and
+    /// find every object the API server acknowledged.
+    power_cut_writes: bool,
 }
 
 fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
@@ -211,6 +212,30 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     // the datastore on it still holds what kubectl wrote.
     let (mut vm, _) = reboot_expecting_data(&o, port, "clean");
     assert_eq!(boot_marker(&vm, &o), board_name);
+    if extras.power_cut_writes {
+        let acknowledged = cut_power_while_writing(&mut vm, &o);
+        drop(vm);
+        let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
+        vm = Vm::launch(&o).unwrap();
+        let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
+        let line = vm.console_text()[at..].lines().next().unwrap_or("").to_owned();
+        assert!(
+            line.starts_with("clean") || line.starts_with("repaired"),
+            "after the power cut: `data {line}`"
+        );
+        vm.wait_for("cairn: ready", at, BOOT).unwrap();
+        wait_https(&mut vm, port, "/readyz", "ok");
+        let names = kubectl(&vm, &o, &["get", "configmaps", "-o", "name"]);
+        let missing: Vec<_> = acknowledged
+            .iter()
+            .filter(|n| !names.lines().any(|l| l == format!("configmap/{n}")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged before the power cut but gone after it: {missing:?} (of {})",
+            acknowledged.len()
+        );
+    }
     power_off(&mut vm);
     drop(vm);
 
@@ -265,6 +290,52 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
             "boot FAT still damaged"
         );
     }
+}
+
+/// Cuts the power (kills QEMU) while the real kubectl creates ConfigMaps one after another,
+/// after the API server has acknowledged `CUT_AFTER` of them: the datastore's writes are in
+/// flight at the cut. Returns the names kubectl reported created.
+fn cut_power_while_writing(vm: &mut Vm, o: &VmOptions) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    const CUT_AFTER: usize = 25;
+    let manifest = o.run_dir.join("power-cut.yaml");
+    let docs: Vec<String> = (0..200)
+        .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cut-{i:03}\ndata:\n  n: \"{i}\"\n"))
+        .collect();
+    std::fs::write(&manifest, docs.join("---\n")).unwrap();
+    let bin = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let mut child = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(o.kubeconfig())
+        .args(["create", "-f"])
+        .arg(&manifest)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(name) = line
+            .strip_prefix("configmap/")
+            .and_then(|l| l.strip_suffix(" created"))
+        {
+            acknowledged.push(name.to_owned());
+            if acknowledged.len() == CUT_AFTER {
+                vm.kill();
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        acknowledged.len(),
+        CUT_AFTER,
+        "kubectl stopped before the cut; console:\n{}",
+        qemu::tail(&vm.console_text(), 30)
+    );
+    acknowledged
 }
 
 /// Polls `kubectl get ... -o jsonpath=...` until `done` holds for its output.
@@ -543,15 +614,18 @@ spec:
   - name: inspect
     image: cairn.local/test/busybox:latest
     # Deleted pods are cleaned up after they leave the API: allow the kubelet a minute.
-    command: [sh, -c, 'for i in $(seq 60); do n="$(ls /node/containers | wc -l) $(ls -d /node/cgroup/pod* | wc -l)"; [ "$n" = "1 1" ] && break; sleep 1; done; echo $n > /dev/termination-log']
+    command: [sh, -c, 'for i in $(seq 60); do n="$(ls /node/containers | wc -l) $(ls -d /node/cgroup/pod* | wc -l)"; [ "$n" = "1 1" ] && break; sleep 1; done; echo $n $(grep -c -e "^    client-key-data: " -e "^    server: https://" /node/cairn.yaml) > /dev/termination-log']
     volumeMounts:
     - {name: containers, mountPath: /node/containers, readOnly: true}
     - {name: cgroup, mountPath: /node/cgroup, readOnly: true}
+    - {name: kubeconfig, mountPath: /node/cairn.yaml, readOnly: true}
   volumes:
   - name: containers
     hostPath: {path: /var/lib/cairn/agent/containers}
   - name: cgroup
     hostPath: {path: /sys/fs/cgroup/kubepods}
+  - name: kubeconfig
+    hostPath: {path: /etc/cairn/cairn.yaml, type: File}
 "#,
     )
     .unwrap();
@@ -566,8 +640,9 @@ spec:
     );
     assert_eq!(
         kubectl(vm, o, &["get", "pod", "inspect", "-o", message]).trim(),
-        "1 1",
-        "containers and pod cgroups on the node besides the inspecting pod's own"
+        "1 1 2",
+        "containers and pod cgroups on the node besides the inspecting pod's own, and the \
+         admin kubeconfig's server and key lines in /etc/cairn/cairn.yaml"
     );
     kubectl(vm, o, &["delete", "pod", "inspect", "--wait=false"]);
 }
@@ -616,8 +691,15 @@ fn qemu_aarch64_boots_serves_and_powers_off_and_repairs_data_and_boot() {
 }
 
 #[test]
-fn qemu_armv7_boots_serves_and_powers_off() {
-    boot_twice("qemu-armv7", "arm");
+fn qemu_armv7_boots_serves_keeps_writes_through_a_power_cut_and_powers_off() {
+    boot(
+        "qemu-armv7",
+        "arm",
+        Extras {
+            power_cut_writes: true,
+            ..Extras::default()
+        },
+    );
 }
 
 #[test]
