@@ -197,6 +197,18 @@ fn boot(board_name: &str, uname: &str) {
     let at = vm
         .wait_for("cairn-init: data formatted dev=/dev/mmcblk0p4", at, BOOT)
         .unwrap();
+    // The Pi has no real-time clock: it starts in 1970, and init moves it forward (to the
+    // image's build time or when cairnctl wrote the seed, whichever is later) and says so.
+    let at = vm
+        .wait_for("cairn-init: clock set forward from=", at, BOOT)
+        .unwrap();
+    let console = vm.console_text();
+    let line = console[at..].lines().next().unwrap_or("").trim_end();
+    assert!(
+        line.ends_with("; no real-time clock?)")
+            && (line.contains("(image build time;") || line.contains("(seed written;")),
+        "{line}"
+    );
     vm.wait_for("cairn: ready", at, BOOT).unwrap();
     let console = vm.console_text();
     assert!(!console.contains("FATAL"), "{}", qemu::tail(&console, 40));
