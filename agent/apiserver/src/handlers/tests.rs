@@ -20,6 +20,22 @@ fn call(
     content_type: &str,
     body: Value,
 ) -> Result<Reply, ApiError> {
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    };
+    call_raw(api, method, uri, content_type, &bytes)
+}
+
+/// [`call`] with the body's bytes as they are (too large, or not JSON at all).
+fn call_raw(
+    api: &Api,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
     let uri: http::Uri = uri.parse().unwrap();
     let mut headers = http::HeaderMap::new();
     headers.insert("content-type", content_type.parse().unwrap());
@@ -29,12 +45,7 @@ fn call(
     else {
         panic!("not a resource request");
     };
-    let bytes = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(&body).unwrap()
-    };
-    api.handle(&action, &bytes)
+    api.handle(&action, body)
 }
 
 fn ok(api: &Api, method: &str, uri: &str, body: Value) -> Value {
@@ -267,6 +278,145 @@ fn patches() {
     )
     .unwrap_err();
     assert_eq!(e.code_reason().0, 404);
+}
+
+/// A request body over [`MAX_BODY`] is refused, whatever the verb, with Kubernetes' 413 `Status`;
+/// nothing is written and the next request is served as usual.
+#[test]
+fn oversized_bodies_are_refused_with_413() {
+    let api = with_ns("d");
+    let uri = "/api/v1/namespaces/d/configmaps";
+    let cm = ok(
+        &api,
+        "POST",
+        uri,
+        json!({"metadata": {"name": "a"}, "data": {"k": "1"}}),
+    );
+    let big = |name: &str| {
+        serde_json::to_vec(&json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"k": "x".repeat(MAX_BODY)},
+        }))
+        .unwrap()
+    };
+    for (method, uri, content_type, body) in [
+        ("POST", uri.to_owned(), "application/json", big("big")),
+        ("PUT", format!("{uri}/a"), "application/json", big("a")),
+        (
+            "PATCH",
+            format!("{uri}/a"),
+            "application/merge-patch+json",
+            big("a"),
+        ),
+        (
+            "PATCH",
+            format!("{uri}/a"),
+            "application/strategic-merge-patch+json",
+            big("a"),
+        ),
+        (
+            "PATCH",
+            format!("{uri}/a?fieldManager=me"),
+            "application/apply-patch+yaml",
+            big("a"),
+        ),
+    ] {
+        let e = call_raw(&api, method, &uri, content_type, &body).unwrap_err();
+        let status = serde_json::to_value(e.status()).unwrap();
+        assert_eq!(status["kind"], "Status", "{method} {content_type}");
+        assert_eq!(status["status"], "Failure");
+        assert_eq!(status["code"], 413, "{method} {content_type}: {status}");
+        assert_eq!(status["reason"], "RequestEntityTooLarge");
+        let message = status["message"].as_str().unwrap();
+        assert!(message.contains("3145728"), "{message}");
+    }
+    // Nothing was written, and normal requests go on.
+    assert_eq!(err(&api, "GET", &format!("{uri}/big"), Value::Null).0, 404);
+    let got = ok(&api, "GET", &format!("{uri}/a"), Value::Null);
+    assert_eq!(got, cm);
+    let patched = ok(
+        &api,
+        "PATCH",
+        &format!("{uri}/a"),
+        json!({"data": {"k": "2"}}),
+    );
+    assert_eq!(patched["data"]["k"], "2");
+    ok(&api, "POST", uri, json!({"metadata": {"name": "small"}}));
+}
+
+/// Bodies that do not parse are a 400 saying where they broke, and write nothing.
+#[test]
+fn malformed_bodies_are_bad_requests_and_store_nothing() {
+    let api = with_ns("d");
+    let uri = "/api/v1/namespaces/d/configmaps";
+    let cm = ok(
+        &api,
+        "POST",
+        uri,
+        json!({"metadata": {"name": "a"}, "data": {"k": "1"}}),
+    );
+    let before = api.store.current_revision().unwrap();
+    let truncated = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"#;
+    for (method, uri, content_type, body, want) in [
+        (
+            "POST",
+            uri.to_owned(),
+            "application/json",
+            &truncated[..],
+            "the request body is not valid JSON: EOF while parsing an object at line 1 column 55",
+        ),
+        (
+            "PUT",
+            format!("{uri}/a"),
+            "application/json",
+            &truncated[..],
+            "the request body is not valid JSON: EOF while parsing an object at line 1 column 55",
+        ),
+        (
+            "PATCH",
+            format!("{uri}/a"),
+            "application/merge-patch+json",
+            br#"{"data": {"k": "2""#,
+            "the patch is not valid JSON: EOF while parsing an object at line 1 column 18",
+        ),
+        (
+            "PATCH",
+            format!("{uri}/a"),
+            "application/json-patch+json",
+            br#"[{"op": "replace", "path": "/data/k", "value": }]"#,
+            "the patch is not valid JSON: expected value at line 1 column 48",
+        ),
+        (
+            "PATCH",
+            format!("{uri}/b?fieldManager=me"),
+            "application/apply-patch+yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+            "the apply configuration is not valid YAML or JSON: ",
+        ),
+    ] {
+        let e = call_raw(&api, method, &uri, content_type, body).unwrap_err();
+        let status = serde_json::to_value(e.status()).unwrap();
+        assert_eq!(status["kind"], "Status", "{method} {content_type}");
+        assert_eq!(
+            (&status["code"], &status["reason"]),
+            (&json!(400), &json!("BadRequest")),
+            "{method} {content_type}: {status}"
+        );
+        let message = status["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(want),
+            "{method} {content_type}: {message}"
+        );
+        assert!(message.contains(" line "), "{message}");
+    }
+    assert_eq!(
+        api.store.current_revision().unwrap(),
+        before,
+        "a write happened"
+    );
+    assert_eq!(ok(&api, "GET", &format!("{uri}/a"), Value::Null), cm);
+    assert_eq!(err(&api, "GET", &format!("{uri}/b"), Value::Null).0, 404);
 }
 
 #[test]
