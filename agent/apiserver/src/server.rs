@@ -600,3 +600,6 @@ impl Body for ChannelBody {
             .map(|line| line.map(|b| Ok(Frame::data(b))))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -67,6 +67,15 @@ pub async fn start(
                 let mut all = setup_action.clone();
                 all.options.limit = 0;
                 all.options.continue_token = None;
+                // client-go's streaming list asks for NotOlderThan without a resourceVersion
+                // (kube-apiserver allows that for watches): the current objects, as a list
+                // without a match reads them.
+                if all.options.resource_version_match
+                    == Some(crate::request::ResourceVersionMatch::NotOlderThan)
+                    && initial_events_end
+                {
+                    all.options.resource_version_match = None;
+                }
                 let page = api.list_items(&all)?;
                 let rev = page.revision;
                 Ok((page.items, rev, api.store.watch(&prefix, rev)))
