@@ -55,15 +55,34 @@ fn connect(port: u16, config: Arc<ClientConfig>, name: &str) -> (ClientConnectio
     (conn, sock)
 }
 
-/// One HTTP/1.1 request; returns (status code, content type, body).
+/// One HTTP/1.1 GET; returns (status code, content type, body).
 fn get(port: u16, config: Arc<ClientConfig>, name: &str, path: &str) -> (u16, String, String) {
+    request(port, config, name, "GET", path, &[], b"")
+}
+
+/// One HTTP/1.1 request with extra `headers` and a `body`; returns (status code, content
+/// type, body).
+fn request(
+    port: u16,
+    config: Arc<ClientConfig>,
+    name: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let (mut conn, mut sock) = connect(port, config, name);
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n");
+    for (header, value) in headers {
+        head.push_str(&format!("{header}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(body).unwrap();
     let mut raw = Vec::new();
     match tls.read_to_end(&mut raw) {
         Ok(_) => {}
@@ -218,6 +237,89 @@ fn serves_https_and_reuses_certificates() {
         before,
         "certificates changed on restart"
     );
+    assert!(server.stop().success());
+    fs::remove_dir_all(&data).unwrap();
+}
+
+/// A bearer token that does not authenticate is a 401 `Status` for the client and a line
+/// with the reason (never the secret) in the server's log.
+#[test]
+fn a_wrong_bearer_token_is_refused_and_logged() {
+    let data = temp_data_dir("bearer");
+    let server = Server::start(&data);
+    let anonymous = client_config(&data, &[], false);
+    let secret = "0123456789abcdef";
+    let bearer = format!("Bearer abcdef.{secret}");
+    let (code, ct, body) = request(
+        server.port,
+        anonymous,
+        "localhost",
+        "GET",
+        "/api/v1/namespaces",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!((code, ct.as_str()), (401, "application/json"), "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&status["kind"], &status["reason"], &status["code"]),
+        (
+            &serde_json::json!("Status"),
+            &serde_json::json!("Unauthorized"),
+            &serde_json::json!(401)
+        )
+    );
+    let line = server.wait_line("cairn: apiserver: 401 for ", Duration::from_secs(10));
+    assert!(line.contains("127.0.0.1:"), "{line}");
+    assert!(
+        line.ends_with(" GET /api/v1/namespaces: bootstrap token abcdef: no such token"),
+        "{line}"
+    );
+    assert!(!line.contains(secret), "{line}");
+    assert!(server.stop().success());
+    fs::remove_dir_all(&data).unwrap();
+}
+
+/// A body over the 3 MiB limit gets Kubernetes' 413 `Status` over a real connection, and the
+/// server answers the next request.
+#[test]
+fn an_oversized_body_gets_413_and_the_server_goes_on() {
+    let data = temp_data_dir("oversized");
+    let server = Server::start(&data);
+    let admin = client_config(&data, &[], true);
+    let limit = 3 * 1024 * 1024;
+    let head = r#"{"metadata":{"name":"big"},"data":{"k":""#;
+    let tail = r#""}}"#;
+    let body = format!(
+        "{head}{}{tail}",
+        "x".repeat(limit + 1 - head.len() - tail.len())
+    );
+    let (code, ct, answer) = request(
+        server.port,
+        admin.clone(),
+        "localhost",
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!((code, ct.as_str()), (413, "application/json"), "{answer}");
+    let status: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["code"], 413);
+    assert_eq!(status["reason"], "RequestEntityTooLarge");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains(&limit.to_string()), "{message}");
+    let (code, _, answer) = request(
+        server.port,
+        admin,
+        "localhost",
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        &[("Content-Type", "application/json")],
+        br#"{"metadata":{"name":"small"}}"#,
+    );
+    assert_eq!(code, 201, "{answer}");
     assert!(server.stop().success());
     fs::remove_dir_all(&data).unwrap();
 }
