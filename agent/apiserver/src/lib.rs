@@ -53,7 +53,10 @@
 //! honour `resourceVersion` and `resourceVersionMatch` (`Exact` reads the past revision;
 //! otherwise the current state); pages of a list without selectors say how many objects
 //! follow (`remainingItemCount`).
-//! Watches end after 30 minutes by default.
+//! Watches end after 30 minutes by default. A body over 3 MiB gets `413` without the rest
+//! being read: an HTTP/1.1 client still sending a much larger body may see the connection
+//! closed (broken pipe) before it reads the answer (bodies just over the limit get the
+//! `Status`).
 
 pub mod auth;
 pub mod authz;
