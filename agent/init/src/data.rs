@@ -120,9 +120,12 @@ fn check_or_format(dev: &str) -> Result<()> {
         info!("data formatted dev={dev}");
         return Ok(());
     }
-    match fsck_outcome(run(E2FSCK, &["-p", dev])?) {
-        Fsck::Clean => info!("data clean dev={dev}"),
-        Fsck::Repaired => info!("data repaired dev={dev}"),
+    let started = std::time::Instant::now();
+    let outcome = fsck_outcome(run(E2FSCK, &["-p", dev])?);
+    let check_ms = started.elapsed().as_millis();
+    match outcome {
+        Fsck::Clean => info!("data clean dev={dev} check_ms={check_ms}"),
+        Fsck::Repaired => info!("data repaired dev={dev} check_ms={check_ms}"),
         Fsck::Failed => {
             warn!("e2fsck -p could not repair {dev}, trying e2fsck -y");
             let code = run(E2FSCK, &["-y", dev])?;
