@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::stream::{decoder, sniff, Compression};
@@ -51,7 +52,10 @@ impl Archive {
         let mut entries = HashMap::new();
         let mut links = HashMap::new();
         let mut cache = HashMap::new();
+        // Where the last entry's data (padded to whole blocks) ends.
+        let mut end = 0u64;
         archive.walk(&mut |name, kind, link, size, offset, data| {
+            end = end.max(offset + size.next_multiple_of(512));
             match kind {
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     if let Some(target) = link {
@@ -97,6 +101,16 @@ impl Archive {
             if let Some((name, _)) = entries.iter().find(|(_, e)| e.offset + e.size > len) {
                 return Err(archive.bad(format!(
                     "truncated: {name} ends past the end of the file ({len} bytes)"
+                )));
+            }
+            // So does one cut between two entries: a whole archive has its end-of-archive
+            // marker (zero blocks) after the last entry.
+            let mut marker = [0u8; 512];
+            let file = archive.file()?;
+            if file.read_exact_at(&mut marker, end).is_err() || marker.iter().any(|&b| b != 0) {
+                return Err(archive.bad(format!(
+                    "truncated: no end-of-archive marker after the last entry (the file ends \
+                     at {len} bytes)"
                 )));
             }
         }

@@ -433,6 +433,21 @@ fn snapshot(
     )
 }
 
+/// The offset of the header of a plain tar's last file entry: a cut there leaves whole
+/// entries only.
+fn tar_entry_boundary(archive: &[u8]) -> usize {
+    let mut boundary = None;
+    for entry in tar::Archive::new(archive).entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            boundary = Some(entry.raw_header_position() as usize);
+        }
+    }
+    let boundary = boundary.expect("a file entry");
+    assert!(boundary > 0 && boundary % 512 == 0);
+    boundary
+}
+
 #[test]
 fn bad_input_leaves_the_store_unchanged() {
     require_root();
@@ -462,6 +477,15 @@ fn bad_input_leaves_the_store_unchanged() {
             )
         }
         other => panic!("truncated: {other:?}"),
+    }
+    still_fine();
+    // Cut between two entries (the case above, depending on the archive's layout): the
+    // entries read whole, only the end-of-archive marker and what followed are missing.
+    let boundary = tar_entry_boundary(&httpd);
+    fs::write(&cut, &httpd[..boundary]).unwrap();
+    match store.import_archive(&cut) {
+        Err(e @ Error::BadArchive(..)) => assert!(e.to_string().contains("truncated"), "{e}"),
+        other => panic!("cut between entries: {other:?}"),
     }
     still_fine();
     // Also compressed and truncated.
