@@ -405,13 +405,16 @@ fn qemu_x86_64_usb_stick_bundle_is_installed() {
 }
 
 /// Raspberry Pi (raspi4b): the slot entries on the card's first partition with
-/// `autoboot.txt` following them. One round of two power cuts (while writing, then once in
-/// the trial boot or its commit), as each boot of the emulated Pi takes over a minute; the
-/// unit tests of `cairn-slots` cut every step of the entries' update and the one between
-/// the entries and `autoboot.txt`. Named `card_...` to sort first: libtest starts tests
-/// in name order, and this, the longest, runs on one test thread while the other takes the
-/// UEFI boards one after the other.
+/// `autoboot.txt` following them: an update committed, then a failing one rolled back.
+/// No power cuts by default (`CAIRN_KILL_POINTS=N` cuts N times, two per round: while
+/// writing and once in the trial boot or its commit): each boot of the emulated Pi takes
+/// one to two minutes, and a round of cuts made this the longest test of `make test`. The
+/// updater is the same as on the UEFI boards, whose tests cut the power in every run; the
+/// unit tests of `cairn-slots` cut every step of the Pi's entries' update and the one
+/// between the entries and `autoboot.txt`. Named `card_...` to sort first: libtest starts
+/// tests in name order, and this runs on one test thread while the other takes the UEFI
+/// boards.
 #[test]
-fn card_rpi4_updates_rolls_back_and_survives_power_cuts() {
-    update_round_trip("rpi4", Cuts::new(2, 1, false));
+fn card_rpi4_updates_and_rolls_back() {
+    update_round_trip("rpi4", Cuts::new(0, 1, false));
 }
