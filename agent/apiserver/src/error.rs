@@ -47,9 +47,9 @@ pub enum ApiError {
     #[error("the request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
 
-    /// Worded as kube-apiserver's watch cache words it (the oldest revision still served in
-    /// parentheses); clients go by the reason and list again.
-    #[error("too old resource version: {requested} ({compacted})")]
+    /// Begins as kube-apiserver's watch cache words it (the oldest revision still served in
+    /// parentheses), then says what to do; clients go by the reason and list again.
+    #[error("too old resource version: {requested} ({compacted}); list again and watch from the list's resourceVersion")]
     Expired { requested: u64, compacted: u64 },
 
     #[error("namespace \"{0}\" not found: create it first (kubectl create namespace {0})")]
@@ -257,7 +257,10 @@ mod tests {
             &cm("x"),
         );
         assert_eq!(e.code_reason(), (410, "Expired"));
-        assert_eq!(e.to_string(), "too old resource version: 3 (9)");
+        assert_eq!(
+            e.to_string(),
+            "too old resource version: 3 (9); list again and watch from the list's resourceVersion"
+        );
     }
 
     #[test]

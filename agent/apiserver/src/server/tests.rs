@@ -215,7 +215,13 @@ async fn a_watch_from_a_compacted_revision_gets_an_expired_error_event() {
     assert_eq!(status["code"], 410);
     assert_eq!(status["reason"], "Expired");
     let message = status["message"].as_str().unwrap();
-    assert_eq!(message, format!("too old resource version: {old} ({now})"));
+    assert_eq!(
+        message,
+        format!(
+            "too old resource version: {old} ({now}); list again and watch from the list's \
+             resourceVersion"
+        )
+    );
     assert_eq!(
         events.within(Duration::from_secs(5)).await,
         Ok(None),
