@@ -97,7 +97,8 @@ impl Archive {
         })?;
         if compression == Compression::None {
             // A plain tar cut short can end on a block boundary, which reads as a clean end.
-            let len = archive.file()?.metadata().map_err(|e| archive.io(e))?.len();
+            let file = archive.file()?;
+            let len = file.metadata().map_err(|e| archive.io(e))?.len();
             if let Some((name, _)) = entries.iter().find(|(_, e)| e.offset + e.size > len) {
                 return Err(archive.bad(format!(
                     "truncated: {name} ends past the end of the file ({len} bytes)"
@@ -106,7 +107,6 @@ impl Archive {
             // So does one cut between two entries: a whole archive has its end-of-archive
             // marker (zero blocks) after the last entry.
             let mut marker = [0u8; 512];
-            let file = archive.file()?;
             if file.read_exact_at(&mut marker, end).is_err() || marker.iter().any(|&b| b != 0) {
                 return Err(archive.bad(format!(
                     "truncated: no end-of-archive marker after the last entry (the file ends \
