@@ -218,7 +218,11 @@ fn main() {
         let idle_rate = (written_bytes(pid) - before) as f64 / idle_start.elapsed().as_secs_f64();
         rows.push((
             format!("disk writes idle, per minute ({IDLE_SECONDS} s)"),
-            format!("{:.1} KiB ({:.0} B/s)", idle_rate * 60.0 / 1024.0, idle_rate),
+            format!(
+                "{:.1} KiB ({:.0} B/s)",
+                idle_rate * 60.0 / 1024.0,
+                idle_rate
+            ),
             "≤ 4 KiB/s".into(),
         ));
         for ns in ["bench", "watched"] {

@@ -49,7 +49,10 @@ pub fn skeleton(root: &Path) -> Result<()> {
         // The admin kubeconfig where K3s users look for it (`/etc/rancher/k3s/k3s.yaml`
         // there): the read-only root points into the data partition, where a control-plane
         // node writes it at every start and certificate renewal. Dangles on workers.
-        ("etc/cairn/cairn.yaml", "/var/lib/cairn/server/cred/admin.kubeconfig"),
+        (
+            "etc/cairn/cairn.yaml",
+            "/var/lib/cairn/server/cred/admin.kubeconfig",
+        ),
     ] {
         symlink(target, root.join(link)).with_context(|| format!("symlink {link}"))?;
     }

@@ -85,7 +85,10 @@ fn creates_then_reuses() {
     assert_eq!(pki.ca_cert, read(&dir, "ca.crt"));
     assert_eq!(pki.serving.key, read(&dir, "serving.key"));
     // Lifetimes as written in the certificates: the CA ten years, the leaves one year.
-    let since_epoch = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let lifetime_days = |pem: &str| {
         let not_after = cairn_apiserver::metrics::not_after(pem).unwrap();
         (not_after - since_epoch + 43_200) / 86_400
