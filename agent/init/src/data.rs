@@ -140,8 +140,9 @@ enum Check {
     Force,
 }
 
-/// Makes sure `dev` holds a usable ext4, logging the `data ...` marker. Returns whether the
-/// check was skipped because the superblock said clean.
+/// Makes sure `dev` holds a usable ext4, logging the `data ...` marker, except when the check
+/// was skipped because the superblock said clean: then it returns `true` and the caller logs
+/// the marker once the kernel has mounted the filesystem.
 fn check_or_format(dev: &str, check: Check) -> Result<bool> {
     // Only a blank partition (as shipped: its first MiB written as zeros) is formatted
     // outright. A damaged primary superblock goes through e2fsck, which finds the backups.
@@ -152,7 +153,6 @@ fn check_or_format(dev: &str, check: Check) -> Result<bool> {
         return Ok(false);
     }
     if check == Check::UnlessClean && sb.is_some_and(|sb| sb.clean) {
-        info!("data clean dev={dev} check_ms=0 (superblock clean)");
         return Ok(true);
     }
     let force: &[&str] = if check == Check::Force { &["-f"] } else { &[] };
@@ -160,6 +160,9 @@ fn check_or_format(dev: &str, check: Check) -> Result<bool> {
     let outcome = fsck_outcome(run(E2FSCK, &[force, &["-p", dev]].concat())?);
     let check_ms = started.elapsed().as_millis();
     match outcome {
+        Fsck::Clean if check == Check::Force => {
+            info!("data checked dev={dev} check_ms={check_ms} (e2fsck -f)")
+        }
         Fsck::Clean => info!("data clean dev={dev} check_ms={check_ms}"),
         Fsck::Repaired => info!("data repaired dev={dev} check_ms={check_ms}"),
         Fsck::Failed => {
@@ -169,27 +172,26 @@ fn check_or_format(dev: &str, check: Check) -> Result<bool> {
                 info!("data repaired dev={dev}");
                 return Ok(false);
             }
-            line(
-                2,
-                "!!! ================================================================ !!!",
-            );
-            line(
-                2,
-                &format!("!!! data filesystem on {dev} is beyond repair (e2fsck -y exit {code:?})"),
-            );
-            line(
-                2,
-                "!!! RECREATING IT: all node state on the data partition is lost      !!!",
-            );
-            line(
-                2,
-                "!!! ================================================================ !!!",
-            );
-            mkfs(dev, true)?;
-            info!("data recreated dev={dev}");
+            recreate(dev, &format!("beyond repair (e2fsck -y exit {code:?})"))?;
         }
     }
     Ok(false)
+}
+
+/// Makes a new filesystem over one that cannot be repaired, loudly: a node that boots with
+/// empty state (and rejoins) beats one that reboots forever.
+fn recreate(dev: &str, why: &str) -> Result<()> {
+    let banner = "!!! ================================================================ !!!";
+    line(2, banner);
+    line(2, &format!("!!! data filesystem on {dev}: {why}"));
+    line(
+        2,
+        "!!! RECREATING IT: all node state on the data partition is lost      !!!",
+    );
+    line(2, banner);
+    mkfs(dev, true)?;
+    info!("data recreated dev={dev}");
+    Ok(())
 }
 
 /// Finds, prepares and mounts the data partition at `/var`.
@@ -226,13 +228,25 @@ pub fn prepare(board: &Board) -> Result<()> {
     }
     let skipped = check_or_format(&dev, Check::UnlessClean)?;
     let mount = || mounts::mount_fs(&dev, "/var", "ext4", MsFlags::MS_NOATIME, None);
-    if let Err(e) = mount() {
-        if !skipped {
-            return Err(e);
+    match mount() {
+        Ok(()) if skipped => info!("data clean dev={dev} check_ms=0 (superblock clean)"),
+        Ok(()) => {}
+        Err(e) => {
+            // The kernel checks what the superblock cannot say, e.g. the group descriptors.
+            if skipped {
+                warn!("cannot mount {dev} ({e}) although its superblock says clean: checking it");
+            } else {
+                warn!("cannot mount {dev} ({e}) after e2fsck -p: checking it with e2fsck -f");
+            }
+            check_or_format(&dev, Check::Force)?;
+            if let Err(e) = mount() {
+                recreate(
+                    &dev,
+                    &format!("the kernel refuses it after e2fsck -f ({e})"),
+                )?;
+                mount()?;
+            }
         }
-        warn!("cannot mount {dev} ({e}) although its superblock says clean: checking it");
-        check_or_format(&dev, Check::Force)?;
-        mount()?;
     }
     let Some(sb) = Ext4Super::read(&dev)? else {
         bail!("no ext4 superblock on {dev} after mke2fs")

@@ -141,6 +141,9 @@ struct Extras {
     /// In the second boot: cut the power while kubectl creates objects, then boot again and
     /// find every object the API server acknowledged.
     power_cut_writes: bool,
+    /// At the end: damage the data filesystem's group descriptors under a superblock that
+    /// still says clean, and boot again.
+    damage_group_descriptors: bool,
 }
 
 fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
@@ -209,8 +212,15 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
     drop(vm);
 
     // Second boot on the same disk: the data partition must be clean (no fsck repairs), and
-    // the datastore on it still holds what kubectl wrote.
-    let (mut vm, _) = reboot_expecting_data(&o, port, "clean");
+    // the datastore on it still holds what kubectl wrote. Its superblock says so after the
+    // clean power-off, so init does not even start e2fsck.
+    let (mut vm, start) = reboot_expecting_data(&o, port, "clean");
+    let console = vm.console_text();
+    assert!(
+        console[start..].contains("(superblock clean)"),
+        "e2fsck ran after a clean power-off:\n{}",
+        qemu::tail(&console, 30)
+    );
     assert_eq!(boot_marker(&vm, &o), board_name);
     if extras.power_cut_writes {
         let acknowledged = cut_power_while_writing(&mut vm, &o);
@@ -218,7 +228,11 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
         vm = Vm::launch(&o).unwrap();
         let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
-        let line = vm.console_text()[at..].lines().next().unwrap_or("").to_owned();
+        let line = vm.console_text()[at..]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
         assert!(
             line.starts_with("clean") || line.starts_with("repaired"),
             "after the power cut: `data {line}`"
@@ -289,6 +303,74 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
             fat_clean(&o.node_disk(), "cairn-boot", &scratch),
             "boot FAT still damaged"
         );
+    }
+
+    if extras.damage_group_descriptors {
+        // Init trusts a clean superblock and skips e2fsck; the kernel's mount checks the group
+        // descriptors and refuses one whose checksum is wrong (a flipped bit on the card), so
+        // init runs `e2fsck -f` and mounts the repaired filesystem. (Garbage over the whole
+        // descriptor is another story: e2fsck -p then reads the journal inode from a wrong
+        // inode table and clears it, and the node's state is lost, with or without the skip.)
+        let (offset, _) = cairnctl::disk::find_partition(&o.node_disk(), "cairn-data").unwrap();
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(o.node_disk())
+            .unwrap();
+        let mut sb = [0u8; 1024];
+        f.read_exact_at(&mut sb, offset + 1024).unwrap();
+        let u32_at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().unwrap());
+        assert_eq!(
+            u16::from_le_bytes([sb[0x38], sb[0x39]]),
+            0xef53,
+            "ext4 magic"
+        );
+        assert_eq!(sb[0x3a] & 3, 1, "clean before the damage");
+        let block_size = 1024u64 << u32_at(0x18);
+        const RO_COMPAT_GDT_CSUM: u32 = 0x10;
+        const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+        assert_ne!(
+            u32_at(0x64) & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM),
+            0,
+            "group descriptors without checksums"
+        );
+        // Group 0's descriptor, right after the superblock's block; bg_checksum at 0x1e.
+        let checksum_at = offset + (u64::from(u32_at(0x14)) + 1) * block_size + 0x1e;
+        let mut checksum = [0u8; 2];
+        f.read_exact_at(&mut checksum, checksum_at).unwrap();
+        f.write_all_at(&[!checksum[0], !checksum[1]], checksum_at)
+            .unwrap();
+        drop(f);
+        let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
+        let mut vm = Vm::launch(&o).unwrap();
+        let at = vm
+            .wait_for(
+                "although its superblock says clean: checking it",
+                start,
+                BOOT,
+            )
+            .unwrap();
+        // e2fsck -p fixes a descriptor checksum and says so, yet may exit 0 ("checked").
+        let at = vm.wait_for("cairn-init: data ", at, BOOT).unwrap();
+        let line = vm.console_text()[at..]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        assert!(
+            line.starts_with("checked") || line.starts_with("repaired"),
+            "after e2fsck -f: `data {line}`"
+        );
+        vm.wait_for("cairn: ready", at, BOOT).unwrap();
+        wait_https(&mut vm, port, "/readyz", "ok");
+        assert_eq!(
+            boot_marker(&vm, &o),
+            board_name,
+            "the datastore did not survive the repair"
+        );
+        power_off(&mut vm);
+        drop(vm);
     }
 }
 
@@ -665,7 +747,7 @@ fn reboot_expecting_data(o: &VmOptions, port: u16, state: &str) -> (Vm, usize) {
 }
 
 #[test]
-fn qemu_x86_64_boots_serves_and_powers_off() {
+fn qemu_x86_64_boots_serves_and_powers_off_and_checks_bad_descriptors() {
     let yaml =
         "# written by the boot test\nhostname: edge-x86\nrole: server\nnetwork:\n  mode: dhcp\n";
     boot(
@@ -673,6 +755,7 @@ fn qemu_x86_64_boots_serves_and_powers_off() {
         "amd64",
         Extras {
             node_yaml: Some((yaml, "serving names edge-x86")),
+            damage_group_descriptors: true,
             ..Extras::default()
         },
     );
