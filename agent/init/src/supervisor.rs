@@ -93,7 +93,11 @@ impl Cairn {
             Ok(child) => {
                 let pid = child.id();
                 self.pid = Some(Pid::from_raw(pid as i32));
-                info!("started cairn role={} pid={pid}", self.args[0]);
+                let uptime = crate::uptime_ms();
+                info!(
+                    "started cairn role={} pid={pid} uptime_ms={uptime}",
+                    self.args[0]
+                );
             }
             Err(e) => {
                 warn!("cannot start {CAIRN_BIN}: {e}");
