@@ -69,6 +69,15 @@ pub fn line(level: u8, msg: &str) {
     }
 }
 
+/// Writes one line to `/dev/kmsg` only (`dmesg` shows it, the console does not).
+pub fn kmsg_only(level: u8, msg: &str) {
+    if let Ok(mut guard) = KMSG.try_lock() {
+        if let Some(kmsg) = guard.as_mut() {
+            let _ = kmsg.write_all(format!("<{level}>{PREFIX}{msg}\n").as_bytes());
+        }
+    }
+}
+
 macro_rules! info {
     ($($arg:tt)*) => { $crate::log::line(6, &format!($($arg)*)) };
 }
