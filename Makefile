@@ -40,7 +40,10 @@ ifeq ($(notdir $(CARGO)),cross)
 export CAIRN_K8S_PROTOSET_DIR ?= /usr/local/share/cairn
 device_build = cross build --release --target $(triple_$(1)) -p cairn-init -p cairn --target-dir $(DEVICE_TARGET_DIR)
 else
-device_build_targets = RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
+# Without SOURCE_DATE_EPOCH (the images' timestamps, not the binaries'): cc-rs reruns every C
+# build script when it changes, so each commit would rebuild ring, zstd and SQLite and
+# relink every target from scratch.
+device_build_targets = env -u SOURCE_DATE_EPOCH RUSTC=$(DEVICE_RUSTC) CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
 	$(CARGO) build --release $(1) -p cairn-init -p cairn
 device_build = $(call device_build_targets,--target $(triple_$(1)))
