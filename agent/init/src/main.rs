@@ -164,7 +164,7 @@ fn main() {
     // binary); it gives the helper no console, so open one for the report.
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some(OsStr::new("modprobe")) {
-        log::ensure_console();
+        log::use_console();
         log::open_kmsg();
         let args: Vec<String> = std::env::args_os()
             .skip(1)

@@ -6,7 +6,7 @@
 //! running `/sbin/modprobe -q -- NAME` (`request_module`), and `/sbin/modprobe` is this
 //! binary. [`modprobe`] resolves NAME through `modules.alias` (e.g. `rtnl-link-bridge`,
 //! `nfnetlink-subsys-10`, `nft-chain-2-nat`) and loads it with its dependencies. They stay
-//! off the boot's path: under QEMU TCG each module costs some 20-70 ms to load.
+//! off the boot's path (stage 1 of qemu-x86_64 took ~0.75 s with 31 modules under TCG).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
