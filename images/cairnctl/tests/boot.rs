@@ -248,18 +248,13 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         drop(vm);
         let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
         vm = Vm::launch(&o).unwrap();
-        let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
-        let line = vm.console_text()[at..]
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        assert!(
-            line.starts_with("clean") || line.starts_with("repaired"),
-            "after the power cut: `data {line}`"
+        data_then_ready(
+            &mut vm,
+            port,
+            start,
+            &["clean", "repaired"],
+            "after the power cut",
         );
-        vm.wait_for("cairn: ready", at, BOOT).unwrap();
-        wait_https(&mut vm, port, "/readyz", "ok");
         let names = kubectl(&vm, &o, &["get", "configmaps", "-o", "name"]);
         let missing: Vec<_> = acknowledged
             .iter()
@@ -372,19 +367,14 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
                 BOOT,
             )
             .unwrap();
-        // e2fsck -p fixes a descriptor checksum and says so, yet may exit 0 ("checked").
-        let at = vm.wait_for("cairn-init: data ", at, BOOT).unwrap();
-        let line = vm.console_text()[at..]
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        assert!(
-            line.starts_with("checked") || line.starts_with("repaired"),
-            "after e2fsck -f: `data {line}`"
+        // e2fsck -f fixes a descriptor checksum and says so, yet may exit 0 ("checked").
+        data_then_ready(
+            &mut vm,
+            port,
+            at,
+            &["checked", "repaired"],
+            "after e2fsck -f",
         );
-        vm.wait_for("cairn: ready", at, BOOT).unwrap();
-        wait_https(&mut vm, port, "/readyz", "ok");
         assert_eq!(
             boot_marker(&vm, &o),
             board_name,
@@ -755,16 +745,25 @@ spec:
 fn reboot_expecting_data(o: &VmOptions, port: u16, state: &str) -> (Vm, usize) {
     let start = std::fs::metadata(o.console_log()).unwrap().len() as usize;
     let mut vm = Vm::launch(o).unwrap();
-    let at = vm.wait_for("cairn-init: data ", start, BOOT).unwrap();
-    let console = vm.console_text();
-    let line = console[at..].lines().next().unwrap_or("");
+    data_then_ready(&mut vm, port, start, &[state], "on this boot");
+    (vm, start)
+}
+
+/// Waits for the boot's `cairn-init: data <state>` marker after `from`, asserts that the
+/// state is one of `states`, then waits for `cairn: ready` and a healthy `/readyz`.
+fn data_then_ready(vm: &mut Vm, port: u16, from: usize, states: &[&str], when: &str) {
+    let at = vm.wait_for("cairn-init: data ", from, BOOT).unwrap();
+    let line = vm.console_text()[at..]
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
     assert!(
-        line.starts_with(state),
-        "expected `data {state}` on this boot, got `data {line}`"
+        states.iter().any(|state| line.starts_with(state)),
+        "{when}: expected `data` to be one of {states:?}, got `data {line}`"
     );
     vm.wait_for("cairn: ready", at, BOOT).unwrap();
-    wait_https(&mut vm, port, "/readyz", "ok");
-    (vm, start)
+    wait_https(vm, port, "/readyz", "ok");
 }
 
 #[test]
