@@ -120,6 +120,40 @@ pub fn uptime_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds spent in each step of a boot stage, for its `steps_ms` marker
+/// (`cairnctl bench` shows where the time goes).
+pub struct Steps {
+    last: i64,
+    done: Vec<(&'static str, i64)>,
+}
+
+impl Steps {
+    /// Starts counting at `uptime` (the stage's start marker).
+    pub fn since(uptime: i64) -> Steps {
+        Steps {
+            last: uptime,
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the step called `name`, which began where the previous one ended.
+    pub fn end(&mut self, name: &'static str) {
+        let now = uptime_ms();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// `name=ms` pairs in the order they were taken.
+    pub fn summary(&self) -> String {
+        let pairs: Vec<String> = self
+            .done
+            .iter()
+            .map(|(n, ms)| format!("{n}={ms}"))
+            .collect();
+        pairs.join(" ")
+    }
+}
+
 /// Stops the boot: `FATAL: <reason>`, then a reboot after 10 s, or with `cairn.stay=1` an
 /// endless sleep. Never returns, never exits (PID 1 exiting panics the kernel).
 pub fn fatal(reason: &str) -> ! {

@@ -33,11 +33,15 @@ pub fn run() -> Result<Infallible> {
     info!("start stage=1 uptime_ms={uptime}");
     early?;
     let cmdline = crate::cmdline();
+    let mut steps = crate::Steps::since(uptime);
     modules::load_listed();
+    steps.end("modules");
     if Path::new(RAM_ROOT).is_file() {
         let dev = mount_ram_root()?;
+        steps.end("mount_root");
         info!("root ram dev={dev} fstype=squashfs");
         keep_seed()?;
+        info!("stage=1 steps_ms {}", steps.summary());
         info!("switch_root");
         mounts::switch_root(NEW_ROOT)?;
         return exec_stage2();
@@ -46,7 +50,9 @@ pub fn run() -> Result<Infallible> {
     if crate::config::Board::load().root_in_boot {
         follow_entries_on_card(slot);
         let dev = mount_root_file(slot)?;
+        steps.end("mount_root");
         info!("root slot={} dev={dev} fstype=squashfs", slot.as_str());
+        info!("stage=1 steps_ms {}", steps.summary());
         info!("switch_root");
         mounts::switch_root(NEW_ROOT)?;
         return exec_stage2();
@@ -60,8 +66,11 @@ pub fn run() -> Result<Infallible> {
         );
     }
     let dev = format!("/dev/{name}");
+    steps.end("find_root");
     let fstype = mount_root(&dev)?;
+    steps.end("mount_root");
     info!("root slot={} dev={dev} fstype={fstype}", slot.as_str());
+    info!("stage=1 steps_ms {}", steps.summary());
     info!("switch_root");
     mounts::switch_root(NEW_ROOT)?;
     exec_stage2()

@@ -27,12 +27,17 @@ pub fn run() -> Result<Infallible> {
         warn!("cannot disable Ctrl-Alt-Del: {e}");
     }
     let cmdline = crate::cmdline();
+    let mut steps = crate::Steps::since(uptime);
     mounts::mount_stage2()?;
     modules::load_listed();
+    steps.end("mounts");
     mount_boot();
+    steps.end("boot");
     let cfg = config::render();
+    steps.end("config");
     data::prepare(&Board::load())?;
     clock::set_forward();
+    steps.end("data");
 
     let iface = net::wait_for_interface(cfg.interface.as_deref(), Duration::from_secs(10));
     let hostname = cfg.hostname.clone().unwrap_or_else(|| {
@@ -45,6 +50,8 @@ pub fn run() -> Result<Infallible> {
         warn!("write /run/cairn/hostname: {e}");
     }
     let net = Network::start(&cfg, iface, &hostname);
+    steps.end("network");
+    info!("stage=2 steps_ms {}", steps.summary());
     supervisor::run(&cfg, net, cmdline.cad)
 }
 
