@@ -245,7 +245,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
     }
     p.done(&format!("{} entries", rootfs::walk(&root)?.len()));
 
-    p.step("read-only root (squashfs, zstd)");
+    p.step("read-only root (squashfs, lz4)");
     let squash = o.out.join("rootfs.squashfs");
     if squash.exists() {
         std::fs::remove_file(&squash)?;
@@ -257,10 +257,12 @@ pub fn build(o: &Options) -> Result<Manifest> {
             .arg(&squash)
             .args([
                 "-noappend",
+                // LZ4 rather than zstd: every process start and page fault reads the
+                // root, and under TCG zstd's decompression was most of starting `cairn`
+                // (docs/decisions.md, Image builder).
                 "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "19",
+                "lz4",
+                "-Xhc",
                 "-all-root",
                 "-no-xattrs",
             ])
