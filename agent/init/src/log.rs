@@ -53,27 +53,6 @@ pub fn ensure_console() {
     }
 }
 
-/// Points stdout and stderr at `/dev/console`, whatever they were. For the kernel's module
-/// requests: the kernel starts the helper with no files open, and Rust's runtime fills
-/// fds 0-2 with `/dev/null` before `main`, so [`ensure_console`] would find nothing missing.
-pub fn use_console() {
-    let Ok(fd) = open(
-        "/dev/console",
-        OFlag::O_WRONLY | OFlag::O_NOCTTY,
-        Mode::empty(),
-    ) else {
-        return;
-    };
-    for target in [1, 2] {
-        if fd != target {
-            let _ = nix::unistd::dup2(fd, target);
-        }
-    }
-    if fd > 2 {
-        let _ = nix::unistd::close(fd);
-    }
-}
-
 /// Writes one line at kernel log level `level` (6 = info, 4 = warning, 2 = critical).
 pub fn line(level: u8, msg: &str) {
     let text = format!("{PREFIX}{msg}\n");
@@ -86,15 +65,6 @@ pub fn line(level: u8, msg: &str) {
     if let Ok(mut guard) = KMSG.try_lock() {
         if let Some(kmsg) = guard.as_mut() {
             let _ = kmsg.write_all(format!("<{level}>{text}").as_bytes());
-        }
-    }
-}
-
-/// Writes one line to `/dev/kmsg` only (`dmesg` shows it, the console does not).
-pub fn kmsg_only(level: u8, msg: &str) {
-    if let Ok(mut guard) = KMSG.try_lock() {
-        if let Some(kmsg) = guard.as_mut() {
-            let _ = kmsg.write_all(format!("<{level}>{PREFIX}{msg}\n").as_bytes());
         }
     }
 }

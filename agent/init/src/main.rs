@@ -15,9 +15,6 @@
 //!   the network (static or a built-in DHCP client); then supervise `cairn <role>` (restart
 //!   with back-off), reap zombies, and turn signals and the power button into an orderly
 //!   poweroff or reboot.
-//! * **`/sbin/modprobe`** (a link to this binary): the kernel runs it for a module it wants
-//!   (`request_module`), e.g. the pod network's bridge and nftables modules, which the board
-//!   ships but does not load at boot; see `modules.rs`.
 //!
 //! Design: std + nix only, no async runtime and no YAML. Signals are blocked and read from a
 //! signalfd in one poll loop; helper programs and `cairn` start with an empty signal mask
@@ -193,18 +190,6 @@ fn main() {
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--version")) {
         let _ = writeln!(std::io::stdout(), "cairn-init {VERSION}");
         std::process::exit(0);
-    }
-    // The kernel runs `/sbin/modprobe -q -- NAME` for modules it wants (a link to this
-    // binary); it gives the helper no console, so open one for the report.
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    if std::path::Path::new(&argv0).file_name() == Some(OsStr::new("modprobe")) {
-        log::use_console();
-        log::open_kmsg();
-        let args: Vec<String> = std::env::args_os()
-            .skip(1)
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        std::process::exit(modules::modprobe(&args));
     }
     if nix::unistd::getpid().as_raw() != 1 {
         let _ = std::io::stderr().write_all(USAGE.as_bytes());

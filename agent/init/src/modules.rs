@@ -1,12 +1,5 @@
 //! Kernel modules: the names in `/etc/cairn/modules` are loaded with `finit_module` in
 //! `modules.dep` order, dependencies first and each module once.
-//!
-//! The image ships more modules than it lists (the pod network's bridge, veth and
-//! nftables modules): the kernel asks for those itself when they are first needed, by
-//! running `/sbin/modprobe -q -- NAME` (`request_module`), and `/sbin/modprobe` is this
-//! binary. [`modprobe`] resolves NAME through `modules.alias` (e.g. `rtnl-link-bridge`,
-//! `nfnetlink-subsys-10`, `nft-chain-2-nat`) and loads it with its dependencies. They stay
-//! off the boot's path (stage 1 of qemu-x86_64 took ~0.75 s with 31 modules under TCG).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -111,107 +104,6 @@ impl DepMap {
     }
 }
 
-/// Parsed `modules.alias` (`alias PATTERN MODULE` lines, as depmod writes them).
-#[derive(Debug, Default)]
-pub struct Aliases {
-    entries: Vec<(String, String)>,
-}
-
-impl Aliases {
-    pub fn parse(text: &str) -> Aliases {
-        let entries = text
-            .lines()
-            .filter_map(|l| {
-                let mut words = l.split_whitespace();
-                match (words.next(), words.next(), words.next()) {
-                    (Some("alias"), Some(pattern), Some(module)) => {
-                        Some((pattern.to_string(), normalize(module)))
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
-        Aliases { entries }
-    }
-
-    /// The modules whose alias patterns match `name`, in file order, each once.
-    pub fn resolve(&self, name: &str) -> Vec<&str> {
-        let mut found: Vec<&str> = Vec::new();
-        for (pattern, module) in &self.entries {
-            if glob(pattern.as_bytes(), name.as_bytes()) && !found.contains(&module.as_str()) {
-                found.push(module);
-            }
-        }
-        found
-    }
-}
-
-/// fnmatch(3) without flags, as modprobe matches aliases: `*`, `?` and `[...]` classes
-/// (with ranges and `!`/`^` negation; an unclosed `[` is literal); the rest literal.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where to resume after the last `*`: pattern index after it, text index it matched to.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        let step = match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p + 1, t));
-                p += 1;
-                continue;
-            }
-            Some(b'?') => Some(p + 1),
-            Some(b'[') => match class(&pattern[p..], text[t]) {
-                Some((true, len)) => Some(p + len),
-                Some((false, _)) => None,
-                None => (text[t] == b'[').then_some(p + 1),
-            },
-            Some(&c) if c == text[t] => Some(p + 1),
-            _ => None,
-        };
-        match (step, star) {
-            (Some(next), _) => {
-                p = next;
-                t += 1;
-            }
-            (None, Some((after, matched))) => {
-                p = after;
-                t = matched + 1;
-                star = Some((after, matched + 1));
-            }
-            (None, None) => return false,
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// The class at the start of `pattern` (`[...]`) against `c`: whether it matches and the
-/// class's length, or `None` when the class is not closed.
-fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(pattern.get(i), Some(b'!' | b'^'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let lo = *pattern.get(i)?;
-        if lo == b']' && !first {
-            break;
-        }
-        first = false;
-        if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&h| h != b']') {
-            let hi = pattern[i + 2];
-            matched |= lo <= c && c <= hi;
-            i += 3;
-        } else {
-            matched |= lo == c;
-            i += 1;
-        }
-    }
-    Some((matched != negate, i + 1))
-}
-
 /// Module names currently loaded, from `/proc/modules`.
 fn loaded_modules() -> HashSet<String> {
     let text = fs::read_to_string("/proc/modules").unwrap_or_default();
@@ -292,70 +184,6 @@ pub fn load_listed() {
     if !done.is_empty() {
         info!("modules loaded: {}", done.join(" "));
     }
-}
-
-/// The module directory of the running kernel, `/lib/modules/RELEASE`.
-fn module_dir() -> Option<String> {
-    let release = nix::sys::utsname::uname().ok()?;
-    Some(format!(
-        "/lib/modules/{}",
-        release.release().to_string_lossy()
-    ))
-}
-
-/// `/sbin/modprobe` as the kernel runs it (`modprobe -q -- NAME`): loads the module NAME
-/// names, directly or through `modules.alias`, with its dependencies. Returns the exit
-/// status: 0 when loaded (or already there), 1 when NAME is not shipped or a load failed.
-/// Loads are reported on the console; a NAME the image has no module for only in `dmesg`
-/// (the kernel asks for many it can do without).
-pub fn modprobe(args: &[String]) -> i32 {
-    let names: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let Some(&name) = names.first() else {
-        warn!("modprobe: usage: modprobe [-q] [--] NAME (run by the kernel)");
-        return 1;
-    };
-    let Some(dir) = module_dir() else {
-        warn!("modprobe {name}: uname failed");
-        return 1;
-    };
-    let dep = DepMap::parse(&fs::read_to_string(format!("{dir}/modules.dep")).unwrap_or_default());
-    let wanted: Vec<String> = if dep.path_of(name).is_some() {
-        vec![normalize(name)]
-    } else {
-        let aliases =
-            Aliases::parse(&fs::read_to_string(format!("{dir}/modules.alias")).unwrap_or_default());
-        aliases
-            .resolve(name)
-            .into_iter()
-            .map(str::to_string)
-            .collect()
-    };
-    if wanted.is_empty() {
-        // The kernel asks for many modules it can do without; dmesg has them, at debug level.
-        crate::log::kmsg_only(7, &format!("modprobe {name}: no module in this image"));
-        return 1;
-    }
-    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    let (order, _) = dep.load_order(&wanted, &loaded_modules());
-    let mut done = Vec::new();
-    let mut failed = false;
-    for path in &order {
-        match load_one(&dir, path, "") {
-            Ok(()) => done.push(name_of(path)),
-            Err(e) => {
-                failed = true;
-                warn!("modprobe {name}: {e}");
-            }
-        }
-    }
-    if !done.is_empty() {
-        info!("modprobe {name}: loaded {}", done.join(" "));
-    }
-    i32::from(failed)
 }
 
 #[cfg(test)]
@@ -444,74 +272,6 @@ kernel/drivers/input/keyboard/gpio-keys.ko:
         assert_eq!(names(&order), ["virtio_blk", "gpio_keys"]);
         assert_eq!(order[1], "kernel/drivers/input/keyboard/gpio-keys.ko");
         assert_eq!(missing, ["nosuch"]);
-    }
-
-    #[test]
-    fn aliases_resolve_like_modprobe() {
-        let aliases = Aliases::parse(
-            "# Aliases extracted from modules themselves.\n\
-alias rtnl-link-bridge bridge\n\
-alias net-pf-16-proto-12 nfnetlink\n\
-alias nfnetlink-subsys-10 nf_tables\n\
-alias nft-chain-2-nat nft_chain_nat\n\
-alias nft-expr-masq nft_masq\n\
-alias pci:v00001AF4d00001042sv*sd*bc*sc*i* virtio_blk\n\
-alias fs-vfat vfat\n\
-alias char-major-10-* loop-like\n\
-alias pci:v*d*sv*sd*bc01sc08i02* nvme\n\
-alias of:N*T*Cbrcm,bcm2835-sdhost* sdhost\n\
-alias of:N*T*Cbrcm,bcm2835-sdhostC* sdhost\n\
-alias input:b0019v*e*-e0,1,*k74,* evdev-like\n\
-alias acpi*:PNP0C0[CD]:* button\n\
-alias usb:v0424pEC00d*dc*dsc*dp*ic*isc*ip*in* smsc95xx\n\
-alias rtnl-link-veth veth\n",
-        );
-        assert_eq!(aliases.resolve("rtnl-link-bridge"), ["bridge"]);
-        assert_eq!(aliases.resolve("nfnetlink-subsys-10"), ["nf_tables"]);
-        assert_eq!(aliases.resolve("nft-chain-2-nat"), ["nft_chain_nat"]);
-        assert_eq!(aliases.resolve("nft-chain-10-nat"), Vec::<&str>::new());
-        assert_eq!(aliases.resolve("net-pf-16-proto-12"), ["nfnetlink"]);
-        assert_eq!(aliases.resolve("net-pf-16-proto-1"), Vec::<&str>::new());
-        assert_eq!(
-            aliases.resolve("pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00"),
-            ["virtio_blk"]
-        );
-        assert_eq!(
-            aliases.resolve("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02"),
-            ["nvme"]
-        );
-        assert_eq!(aliases.resolve("char-major-10-237"), ["loop_like"]);
-        assert_eq!(
-            aliases.resolve("of:NmmcT(null)Cbrcm,bcm2835-sdhostCbrcm,sdhci"),
-            ["sdhost"],
-            "two patterns, one module"
-        );
-        assert_eq!(aliases.resolve("acpi:PNP0C0C:"), ["button"]);
-        assert_eq!(aliases.resolve("acpi:PNP0C0E:"), Vec::<&str>::new());
-        assert_eq!(
-            aliases.resolve("usb:v0424pEC00d0200dcFFdsc00dp01icFFisc00ip00in00"),
-            ["smsc95xx"]
-        );
-        assert_eq!(aliases.resolve("rtnl-link-veth"), ["veth"]);
-        assert_eq!(aliases.resolve("rtnl-link-vet"), Vec::<&str>::new());
-    }
-
-    #[test]
-    fn glob_classes_and_stars() {
-        let m = |p: &str, t: &str| glob(p.as_bytes(), t.as_bytes());
-        assert!(m("a*b*c", "aXXbYYc"));
-        assert!(m("a*b*c", "abc"));
-        assert!(!m("a*b*c", "aXXbYY"));
-        assert!(m("*", ""));
-        assert!(!m("?", ""));
-        assert!(m("[a-c]x", "bx"));
-        assert!(!m("[!a-c]x", "bx"));
-        assert!(m("[^a-c]x", "dx"));
-        assert!(m("[]]", "]"), "a leading ] is literal");
-        assert!(m("[a-]", "-"), "a trailing - is literal");
-        assert!(m("[ab", "[ab"), "an unclosed [ is literal");
-        assert!(!m("[ab", "a"));
-        assert!(m("**x", "x"));
     }
 
     #[test]

@@ -82,11 +82,6 @@ pub struct Board {
     /// Kernel modules cairn-init loads (dependencies are resolved from modules.dep).
     #[serde(default)]
     pub modules: Vec<String>,
-    /// Kernel modules shipped in the root but not loaded at boot: the kernel asks for them
-    /// when first needed (`/sbin/modprobe` is cairn-init, resolving `modules.alias`), which
-    /// keeps them off the boot's path. E.g. the pod network's bridge, veth and nftables.
-    #[serde(default)]
-    pub modules_on_demand: Vec<String>,
     pub boot: Boot,
     /// The disk layout; network-booted boards have none.
     pub partitions: Option<Partitions>,
@@ -334,29 +329,14 @@ fn validate(b: &Board, text: &str, file: &str) -> Result<()> {
             );
         }
     }
-    for (key, list) in [
-        ("modules", &b.modules),
-        ("modules_on_demand", &b.modules_on_demand),
-    ] {
-        for m in list {
-            if m.is_empty()
-                || !m
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                bail!("{}: {key}: bad module name `{m}`", at(key));
-            }
+    for m in &b.modules {
+        if m.is_empty()
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!("{}: bad module name `{m}`", at("modules"));
         }
-    }
-    if let Some(m) = b.modules_on_demand.iter().find(|m| {
-        b.modules
-            .iter()
-            .any(|l| l.replace('-', "_") == m.replace('-', "_"))
-    }) {
-        bail!(
-            "{}: modules_on_demand: `{m}` is also in modules (loaded at boot); list it once",
-            at("modules_on_demand")
-        );
     }
     Ok(())
 }
@@ -417,25 +397,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("qemu.bus soc"), "{e}");
-    }
-
-    #[test]
-    fn a_module_is_loaded_at_boot_or_on_demand_not_both() {
-        let text = std::fs::read_to_string(repo_boards().join("qemu-x86_64.yaml")).unwrap();
-        let b = parse(&text, "b.yaml").unwrap();
-        assert!(b.modules_on_demand.iter().any(|m| m == "nf_tables"));
-        let twice = text.replace("modules: [virtio_pci,", "modules: [nf-tables, virtio_pci,");
-        let e = parse(&twice, "b.yaml").unwrap_err().to_string();
-        assert!(
-            e.contains("modules_on_demand") && e.contains("list it once"),
-            "{e}"
-        );
-        let bad = text.replace(
-            "modules_on_demand: [bridge,",
-            "modules_on_demand: [br/idge,",
-        );
-        let e = parse(&bad, "b.yaml").unwrap_err().to_string();
-        assert!(e.contains("bad module name `br/idge`"), "{e}");
     }
 
     #[test]

@@ -141,57 +141,37 @@ pub fn build(o: &Options) -> Result<Manifest> {
 
     p.step("kernel modules");
     let db = kmod::ModuleDb::load(&moddir)?;
-    // Loaded at boot (the initramfs carries these), and everything the root ships: those
-    // plus the ones the kernel asks for when it needs them (cairn-init's modprobe).
-    let boot_mods = db
+    let mods = db
         .closure(&b.modules)
         .with_context(|| format!("board-configs/{}.yaml: modules", b.name))?;
-    let all_wanted: Vec<String> = b
-        .modules
-        .iter()
-        .chain(&b.modules_on_demand)
-        .cloned()
-        .collect();
-    let mods = db
-        .closure(&all_wanted)
-        .with_context(|| format!("board-configs/{}.yaml: modules_on_demand", b.name))?;
-    let modalias = kmod::filtered_alias(
-        &std::fs::read_to_string(moddir.join("modules.alias")).unwrap_or_default(),
-        &mods,
-    );
+    let moddep = db.filtered_dep(&mods);
     let modlist: String = b
         .modules
         .iter()
         .filter(|m| !db.is_builtin(m))
         .map(|m| format!("{m}\n"))
         .collect();
-    let lay_modules = |root: &Path, mods: &[String], alias: Option<&str>| -> Result<u64> {
+    let lay_modules = |root: &Path| -> Result<u64> {
         let mut bytes = 0;
-        for m in mods {
+        for m in &mods {
             let rel = format!("usr/lib/modules/{krel}/{m}");
             let src = moddir.join(m);
             bytes += std::fs::metadata(&src)?.len();
             rootfs::copy(root, &rel, &src, false)?;
         }
-        let dir = format!("usr/lib/modules/{krel}");
-        let dep = db.filtered_dep(mods);
-        rootfs::write(root, &format!("{dir}/modules.dep"), dep.as_bytes(), false)?;
-        if let Some(alias) = alias {
-            rootfs::write(
-                root,
-                &format!("{dir}/modules.alias"),
-                alias.as_bytes(),
-                false,
-            )?;
-        }
+        rootfs::write(
+            root,
+            &format!("usr/lib/modules/{krel}/modules.dep"),
+            moddep.as_bytes(),
+            false,
+        )?;
         rootfs::write(root, "etc/cairn/modules", modlist.as_bytes(), false)?;
         Ok(bytes)
     };
     p.done(&format!(
-        "{} listed, {} with dependencies, {} of them loaded on demand",
-        b.modules.len() + b.modules_on_demand.len(),
-        mods.len(),
-        mods.len() - boot_mods.len()
+        "{} listed, {} with dependencies",
+        b.modules.len(),
+        mods.len()
     ));
 
     p.step("root filesystem tree");
@@ -199,7 +179,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
     rootfs::skeleton(&root)?;
     rootfs::copy(&root, "usr/sbin/init", &init_bin, true)?;
     rootfs::copy(&root, "usr/bin/cairn", &cairn_bin, true)?;
-    lay_modules(&root, &mods, Some(&modalias))?;
+    lay_modules(&root)?;
     rootfs::write(
         &root,
         "etc/ssl/certs/ca-certificates.crt",
@@ -280,7 +260,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
         rootfs::mkdir(&iroot.join(d))?;
     }
     rootfs::copy(&iroot, "init", &init_bin, true)?;
-    lay_modules(&iroot, &boot_mods, None)?;
+    lay_modules(&iroot)?;
     // Stage 1 needs to know where the slot's root is (a partition, or a file on the slot's
     // boot partition).
     rootfs::write(&iroot, "etc/cairn/board", board_facts(b).as_bytes(), false)?;

@@ -84,23 +84,6 @@ impl ModuleDb {
     }
 }
 
-/// The lines of `modules.alias` (as depmod writes it) that name one of the modules at
-/// `paths`: cairn-init's modprobe resolves the kernel's requests with them.
-pub fn filtered_alias(modules_alias: &str, paths: &[String]) -> String {
-    let shipped: BTreeSet<String> = paths.iter().map(|p| canonical(p)).collect();
-    let mut s = String::new();
-    for line in modules_alias.lines() {
-        let mut words = line.split_whitespace();
-        if let (Some("alias"), Some(_), Some(module)) = (words.next(), words.next(), words.next()) {
-            if shipped.contains(&canonical(module)) {
-                s.push_str(line);
-                s.push('\n');
-            }
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,24 +104,6 @@ kernel/drivers/block/virtio_blk.ko:\nkernel/drivers/input/keyboard/gpio_keys.ko:
         let dep = db.filtered_dep(&c);
         assert!(dep.contains("ext4.ko: kernel/fs/jbd2/jbd2.ko"));
         assert!(!dep.contains("virtio_blk"));
-    }
-
-    #[test]
-    fn aliases_of_shipped_modules_only() {
-        let alias = "# Aliases extracted from modules themselves.\n\
-alias rtnl-link-bridge bridge\n\
-alias nfnetlink-subsys-10 nf_tables\n\
-alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
-alias fs-vfat vfat\n\
-alias gpio-keys-like gpio_keys\n";
-        let shipped = [
-            "kernel/net/bridge/bridge.ko".to_string(),
-            "kernel/drivers/input/keyboard/gpio-keys.ko".to_string(),
-        ];
-        assert_eq!(
-            filtered_alias(alias, &shipped),
-            "alias rtnl-link-bridge bridge\nalias gpio-keys-like gpio_keys\n"
-        );
     }
 
     #[test]

@@ -44,8 +44,6 @@ pub fn skeleton(root: &Path) -> Result<()> {
         ("sbin", "usr/sbin"),
         ("lib", "usr/lib"),
         ("lib64", "usr/lib64"),
-        // The kernel runs /sbin/modprobe for modules it needs: cairn-init answers.
-        ("usr/sbin/modprobe", "init"),
         ("etc/hostname", "/run/cairn/hostname"),
         ("etc/resolv.conf", "/run/cairn/resolv.conf"),
         // The admin kubeconfig where K3s users look for it (`/etc/rancher/k3s/k3s.yaml`

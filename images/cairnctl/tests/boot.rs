@@ -201,27 +201,6 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         "{created}"
     );
     run_test_pod(&vm, &o, arch_in_version);
-    // The pod network's modules are not loaded at boot; the kernel asked cairn-init's
-    // modprobe for them when the kubelet made the bridge, veth pair and nftables rules.
-    let console = vm.console_text();
-    let at_boot = console
-        .lines()
-        .find(|l| l.starts_with("cairn-init: modules loaded:"))
-        .unwrap_or_default();
-    assert!(
-        !at_boot.contains(" bridge") && !at_boot.contains(" nf_tables"),
-        "the pod network's modules were loaded at boot: {at_boot}"
-    );
-    for module in ["bridge", "veth", "nf_tables", "nft_chain_nat", "nft_masq"] {
-        assert!(
-            console
-                .lines()
-                .any(|l| l.starts_with("cairn-init: modprobe ")
-                    && l.split_whitespace().any(|w| w == module)),
-            "no modprobe line loading {module}:\n{}",
-            qemu::tail(&console, 60)
-        );
-    }
     if let Some((_, want)) = extras.node_yaml {
         assert!(
             console.contains(want),
