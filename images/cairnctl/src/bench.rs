@@ -16,14 +16,11 @@ pub struct Row {
     pub rootfs_bytes: u64,
     pub raw_bytes: u64,
     pub zst_bytes: u64,
-    pub kernel_to_init_ms: u64,
     /// First boot: formats and grows the data partition, makes the node's keys.
     pub first_init_to_ready_ms: u64,
-    /// Every later boot.
-    pub init_to_ready_ms: u64,
-    pub init_rss_kb: u64,
-    /// The later boot with the median init→ready, split by init's markers.
-    pub split: Option<Boot>,
+    /// The later boot (the node set up) with the median init→ready: its kernel→init,
+    /// init→ready, init RSS and split by init's markers.
+    pub median: Boot,
     /// How many later boots the median is of.
     pub boots: usize,
 }
@@ -124,11 +121,7 @@ pub fn measure(repo: &Path, board_name: &str) -> Result<Row> {
         later.push(boot_once(&o)?);
     }
     later.sort_by_key(|b| b.init_to_ready_ms);
-    let median = later.swap_remove(later.len() / 2);
-    row.kernel_to_init_ms = median.kernel_to_init_ms;
-    row.init_to_ready_ms = median.init_to_ready_ms;
-    row.init_rss_kb = median.init_rss_kb;
-    row.split = Some(median);
+    row.median = later.swap_remove(later.len() / 2);
     row.boots = LATER_BOOTS;
     Ok(row)
 }
@@ -164,10 +157,10 @@ pub fn print(rows: &[Row]) {
             mib(r.rootfs_bytes),
             mib(r.raw_bytes),
             mib(r.zst_bytes),
-            r.kernel_to_init_ms,
-            r.init_to_ready_ms,
+            r.median.kernel_to_init_ms,
+            r.median.init_to_ready_ms,
             r.first_init_to_ready_ms,
-            r.init_rss_kb
+            r.median.init_rss_kb
         );
     }
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -177,7 +170,7 @@ pub fn print(rows: &[Row]) {
     println!("| board | boots | stage 1 (initramfs) | stage 2 (until cairn starts) | cairn → ready | steps |");
     println!("|---|---|---|---|---|---|");
     for r in rows {
-        let Some(b) = &r.split else { continue };
+        let b = &r.median;
         println!(
             "| {} | {} | {} | {} | {} | {} |",
             r.board,
