@@ -41,10 +41,7 @@ pub fn run() -> Result<Infallible> {
         steps.end("mount_root");
         info!("root ram dev={dev} fstype=squashfs");
         keep_seed()?;
-        info!("stage=1 steps_ms {}", steps.summary());
-        info!("switch_root");
-        mounts::switch_root(NEW_ROOT)?;
-        return exec_stage2();
+        return enter_root(&steps);
     }
     let slot = choose_slot(&cmdline);
     if crate::config::Board::load().root_in_boot {
@@ -52,10 +49,7 @@ pub fn run() -> Result<Infallible> {
         let dev = mount_root_file(slot)?;
         steps.end("mount_root");
         info!("root slot={} dev={dev} fstype=squashfs", slot.as_str());
-        info!("stage=1 steps_ms {}", steps.summary());
-        info!("switch_root");
-        mounts::switch_root(NEW_ROOT)?;
-        return exec_stage2();
+        return enter_root(&steps);
     }
     let label = format!("cairn-{}", slot.as_str());
     let (name, others) = blockdev::wait_for(&label, ROOT_WAIT)?;
@@ -70,6 +64,11 @@ pub fn run() -> Result<Infallible> {
     let fstype = mount_root(&dev)?;
     steps.end("mount_root");
     info!("root slot={} dev={dev} fstype={fstype}", slot.as_str());
+    enter_root(&steps)
+}
+
+/// Reports stage 1's steps, switches to the root mounted at [`NEW_ROOT`] and runs its init.
+fn enter_root(steps: &crate::Steps) -> Result<Infallible> {
     info!("stage=1 steps_ms {}", steps.summary());
     info!("switch_root");
     mounts::switch_root(NEW_ROOT)?;
