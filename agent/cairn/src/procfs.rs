@@ -66,6 +66,18 @@ pub fn parse_cpu_busy_nanos(text: &str) -> Option<u64> {
     Some(busy * (1_000_000_000 / USER_HZ))
 }
 
+/// How many CPUs `/proc/stat` counts (its `cpuN` lines: the online ones).
+pub fn parse_cpu_count(text: &str) -> Option<u64> {
+    let count = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count() as u64;
+    (count > 0).then_some(count)
+}
+
 /// The node's memory working set in bytes from `/proc/meminfo`: MemTotal − MemFree −
 /// Inactive(file), as the kubelet counts the root cgroup on cgroup v2 (page cache the kernel
 /// may drop at once is not in use; the active cache is).
@@ -219,6 +231,7 @@ mod tests {
     fn node_cpu_and_memory() {
         let stat = "cpu  2848740 6675 333334 3485884 20136 10 3547 2374 0 0\n\
                     cpu0 1387291 2967 157938 1793000 6591 0 800 1196 0 0\n\
+                    cpu1 1461449 3708 175396 1692884 13545 10 2747 1178 0 0\n\
                     intr 1 2 3\n";
         let ticks = 2_848_740 + 6_675 + 333_334 + 10 + 3_547 + 2_374;
         assert_eq!(parse_cpu_busy_nanos(stat), Some(ticks * 10_000_000));
@@ -226,6 +239,8 @@ mod tests {
         assert_eq!(parse_cpu_busy_nanos("cpu 1 2 3 4\n"), Some(6 * 10_000_000));
         assert_eq!(parse_cpu_busy_nanos("cpu0 1 2 3 4\n"), None);
         assert_eq!(parse_cpu_busy_nanos("cpu 1 x 3 4\n"), None);
+        assert_eq!(parse_cpu_count(stat), Some(2));
+        assert_eq!(parse_cpu_count("cpu 1 2 3 4\n"), None);
         let meminfo = "MemTotal:       24684084 kB\nMemFree:        18077560 kB\n\
                        MemAvailable:   23844356 kB\nActive(file):    1763168 kB\n\
                        Inactive(file):  4071580 kB\n";

@@ -87,6 +87,8 @@ pub struct Reading {
     /// `at` as the API writes times.
     time: String,
     node_cpu_nanos: Option<u64>,
+    /// The node's online CPUs, the most its CPU rate can be.
+    node_cpus: Option<u64>,
     node_memory_bytes: Option<u64>,
     /// The running containers, by container id.
     containers: BTreeMap<String, Container>,
@@ -105,6 +107,7 @@ async fn read(runtime: &Runtime) -> Reading {
         at: Instant::now(),
         time: cairn_apiserver::meta::now(),
         node_cpu_nanos: None,
+        node_cpus: None,
         node_memory_bytes: None,
         containers: BTreeMap::new(),
     };
@@ -117,6 +120,7 @@ impl Reading {
     /// The node's counters and those of every running container with a cgroup.
     fn take(runtime: &Runtime) -> Reading {
         let proc = |file: &str| std::fs::read_to_string(file).ok();
+        let stat = proc("/proc/stat");
         let containers = runtime
             .ids()
             .into_iter()
@@ -137,8 +141,10 @@ impl Reading {
         Reading {
             at: Instant::now(),
             time: cairn_apiserver::meta::now(),
-            node_cpu_nanos: proc("/proc/stat")
-                .and_then(|t| crate::procfs::parse_cpu_busy_nanos(&t)),
+            node_cpu_nanos: stat
+                .as_deref()
+                .and_then(crate::procfs::parse_cpu_busy_nanos),
+            node_cpus: stat.as_deref().and_then(crate::procfs::parse_cpu_count),
             node_memory_bytes: proc("/proc/meminfo")
                 .and_then(|t| crate::procfs::parse_memory_working_set(&t)),
             containers,
@@ -176,7 +182,13 @@ fn between(prev: &Reading, now: &Reading) -> (Summary, bool) {
         // Rates use the exact window; it is told in milliseconds (`1.002s`, not `1.001774766s`).
         window_nanos: window.as_millis() as u64 * 1_000_000,
         node: Usage {
-            cpu_nano_cores: rate(prev.node_cpu_nanos, now.node_cpu_nanos),
+            // `/proc/stat` counts whole 10 ms ticks, so a busy node's count over a 1 s
+            // window can come out a tick or two above what its CPUs can do (2005m on two
+            // cores): no more than all of them is said.
+            cpu_nano_cores: rate(prev.node_cpu_nanos, now.node_cpu_nanos).map(|r| {
+                now.node_cpus
+                    .map_or(r, |cpus| r.min(cpus.saturating_mul(1_000_000_000)))
+            }),
             memory_working_set_bytes: now.node_memory_bytes,
         },
         pods: pods
@@ -203,6 +215,7 @@ mod tests {
             at,
             time: "2025-06-01T10:00:00Z".into(),
             node_cpu_nanos: Some(node_cpu),
+            node_cpus: Some(2),
             node_memory_bytes: Some(512 << 20),
             containers: containers
                 .iter()
@@ -283,6 +296,10 @@ mod tests {
         let back = reading(t0 + Duration::from_secs(3), 9_000_000_000, &[]);
         let (summary, _) = between(&now, &back);
         assert_eq!(summary.node.cpu_nano_cores, None);
+        // 2.01 s of ticks in 1 s on two CPUs: all of both, not more.
+        let over = reading(t0 + Duration::from_secs(4), 11_010_000_000, &[]);
+        let (summary, _) = between(&back, &over);
+        assert_eq!(summary.node.cpu_nano_cores, Some(2_000_000_000));
     }
 
     #[tokio::test]
