@@ -15,6 +15,9 @@
 //!   the network (static or a built-in DHCP client); then supervise `cairn <role>` (restart
 //!   with back-off), reap zombies, and turn signals and the power button into an orderly
 //!   poweroff or reboot.
+//! * **`cairn-init load-modules FILE`**: loads the modules FILE lists, with their
+//!   dependencies; `cairn`'s kubelet runs it for the pod network's bridge and nftables
+//!   modules, which the board ships but stage 1 does not load; see `modules.rs`.
 //!
 //! Design: std + nix only, no async runtime and no YAML. Signals are blocked and read from a
 //! signalfd in one poll loop; helper programs and `cairn` start with an empty signal mask
@@ -92,6 +95,7 @@ Kernel command line: cairn.slot=a|b  cairn.stay=1  cairn.cad=poweroff|reboot
 Signals to PID 1: SIGTERM/SIGUSR2/SIGPWR power off, SIGUSR1 reboots, SIGINT = cairn.cad.
 
 Usage: cairn-init --version
+       cairn-init load-modules FILE   load the kernel modules FILE lists (one per line)
 ";
 
 static CMDLINE: OnceLock<Cmdline> = OnceLock::new();
@@ -190,6 +194,15 @@ fn main() {
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--version")) {
         let _ = writeln!(std::io::stdout(), "cairn-init {VERSION}");
         std::process::exit(0);
+    }
+    // `cairn`'s kubelet has the pod network's modules loaded when it makes the network.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let [cmd, list] = args.as_slice() {
+        if cmd == "load-modules" {
+            log::open_kmsg();
+            let list = list.to_string_lossy();
+            std::process::exit(if modules::load_listed(&list) { 0 } else { 1 });
+        }
     }
     if nix::unistd::getpid().as_raw() != 1 {
         let _ = std::io::stderr().write_all(USAGE.as_bytes());

@@ -34,7 +34,7 @@ pub fn run() -> Result<Infallible> {
     early?;
     let cmdline = crate::cmdline();
     let mut steps = crate::Steps::since(uptime);
-    modules::load_listed();
+    modules::load_listed(modules::LIST);
     steps.end("modules");
     if Path::new(RAM_ROOT).is_file() {
         let dev = mount_ram_root()?;

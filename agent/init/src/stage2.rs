@@ -29,7 +29,7 @@ pub fn run() -> Result<Infallible> {
     let cmdline = crate::cmdline();
     let mut steps = crate::Steps::since(uptime);
     mounts::mount_stage2()?;
-    modules::load_listed();
+    modules::load_listed(modules::LIST);
     steps.end("mounts");
     mount_boot();
     steps.end("boot");

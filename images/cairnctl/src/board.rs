@@ -82,6 +82,11 @@ pub struct Board {
     /// Kernel modules cairn-init loads (dependencies are resolved from modules.dep).
     #[serde(default)]
     pub modules: Vec<String>,
+    /// The pod network's kernel modules (bridge, veth, nftables): shipped in the root, not
+    /// loaded at boot; `cairn`'s kubelet has them loaded (`cairn-init load-modules`) when it
+    /// makes the pod network, after the API is ready, which keeps them off the boot's path.
+    #[serde(default)]
+    pub pod_network_modules: Vec<String>,
     pub boot: Boot,
     /// The disk layout; network-booted boards have none.
     pub partitions: Option<Partitions>,
@@ -329,14 +334,29 @@ fn validate(b: &Board, text: &str, file: &str) -> Result<()> {
             );
         }
     }
-    for m in &b.modules {
-        if m.is_empty()
-            || !m
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            bail!("{}: bad module name `{m}`", at("modules"));
+    for (key, list) in [
+        ("modules", &b.modules),
+        ("pod_network_modules", &b.pod_network_modules),
+    ] {
+        for m in list {
+            if m.is_empty()
+                || !m
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                bail!("{}: {key}: bad module name `{m}`", at(key));
+            }
         }
+    }
+    if let Some(m) = b.pod_network_modules.iter().find(|m| {
+        b.modules
+            .iter()
+            .any(|l| l.replace('-', "_") == m.replace('-', "_"))
+    }) {
+        bail!(
+            "{}: pod_network_modules: `{m}` is also in modules (loaded at boot); list it once",
+            at("pod_network_modules")
+        );
     }
     Ok(())
 }
@@ -397,6 +417,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("qemu.bus soc"), "{e}");
+    }
+
+    #[test]
+    fn a_module_is_loaded_at_boot_or_for_the_pod_network_not_both() {
+        let text = std::fs::read_to_string(repo_boards().join("qemu-x86_64.yaml")).unwrap();
+        let b = parse(&text, "b.yaml").unwrap();
+        assert!(b.pod_network_modules.iter().any(|m| m == "nf_tables"));
+        let twice = text.replace("modules: [virtio_pci,", "modules: [nf-tables, virtio_pci,");
+        let e = parse(&twice, "b.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("pod_network_modules") && e.contains("list it once"),
+            "{e}"
+        );
+        let bad = text.replace(
+            "pod_network_modules: [bridge,",
+            "pod_network_modules: [br/idge,",
+        );
+        let e = parse(&bad, "b.yaml").unwrap_err().to_string();
+        assert!(e.contains("bad module name `br/idge`"), "{e}");
     }
 
     #[test]

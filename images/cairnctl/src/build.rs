@@ -141,37 +141,51 @@ pub fn build(o: &Options) -> Result<Manifest> {
 
     p.step("kernel modules");
     let db = kmod::ModuleDb::load(&moddir)?;
-    let mods = db
+    // Loaded at boot (the initramfs carries these), and everything the root ships: those
+    // plus the pod network's, which the kubelet has loaded when it makes the network.
+    let boot_mods = db
         .closure(&b.modules)
         .with_context(|| format!("board-configs/{}.yaml: modules", b.name))?;
-    let moddep = db.filtered_dep(&mods);
-    let modlist: String = b
+    let all_wanted: Vec<String> = b
         .modules
         .iter()
-        .filter(|m| !db.is_builtin(m))
-        .map(|m| format!("{m}\n"))
+        .chain(&b.pod_network_modules)
+        .cloned()
         .collect();
-    let lay_modules = |root: &Path| -> Result<u64> {
+    let mods = db
+        .closure(&all_wanted)
+        .with_context(|| format!("board-configs/{}.yaml: pod_network_modules", b.name))?;
+    let list = |names: &[String]| -> String {
+        names
+            .iter()
+            .filter(|m| !db.is_builtin(m))
+            .map(|m| format!("{m}\n"))
+            .collect()
+    };
+    let modlist = list(&b.modules);
+    let lay_modules = |root: &Path, mods: &[String]| -> Result<u64> {
         let mut bytes = 0;
-        for m in &mods {
+        for m in mods {
             let rel = format!("usr/lib/modules/{krel}/{m}");
             let src = moddir.join(m);
             bytes += std::fs::metadata(&src)?.len();
             rootfs::copy(root, &rel, &src, false)?;
         }
+        let dep = db.filtered_dep(mods);
         rootfs::write(
             root,
             &format!("usr/lib/modules/{krel}/modules.dep"),
-            moddep.as_bytes(),
+            dep.as_bytes(),
             false,
         )?;
         rootfs::write(root, "etc/cairn/modules", modlist.as_bytes(), false)?;
         Ok(bytes)
     };
     p.done(&format!(
-        "{} listed, {} with dependencies",
-        b.modules.len(),
-        mods.len()
+        "{} listed, {} with dependencies, {} of them for the pod network (loaded after boot)",
+        b.modules.len() + b.pod_network_modules.len(),
+        mods.len(),
+        mods.len() - boot_mods.len()
     ));
 
     p.step("root filesystem tree");
@@ -179,7 +193,13 @@ pub fn build(o: &Options) -> Result<Manifest> {
     rootfs::skeleton(&root)?;
     rootfs::copy(&root, "usr/sbin/init", &init_bin, true)?;
     rootfs::copy(&root, "usr/bin/cairn", &cairn_bin, true)?;
-    lay_modules(&root)?;
+    lay_modules(&root, &mods)?;
+    rootfs::write(
+        &root,
+        "etc/cairn/modules.pod-network",
+        list(&b.pod_network_modules).as_bytes(),
+        false,
+    )?;
     rootfs::write(
         &root,
         "etc/ssl/certs/ca-certificates.crt",
@@ -260,7 +280,7 @@ pub fn build(o: &Options) -> Result<Manifest> {
         rootfs::mkdir(&iroot.join(d))?;
     }
     rootfs::copy(&iroot, "init", &init_bin, true)?;
-    lay_modules(&iroot)?;
+    lay_modules(&iroot, &boot_mods)?;
     // Stage 1 needs to know where the slot's root is (a partition, or a file on the slot's
     // boot partition).
     rootfs::write(&iroot, "etc/cairn/board", board_facts(b).as_bytes(), false)?;

@@ -201,6 +201,25 @@ fn boot(board_name: &str, arch_in_version: &str, extras: Extras) {
         "{created}"
     );
     run_test_pod(&vm, &o, arch_in_version);
+    // The pod network's modules are not loaded at boot (stage 1's line); the kubelet had
+    // cairn-init load them (a second line) when it made the bridge and nftables rules.
+    let console = vm.console_text();
+    let mut loaded = console
+        .lines()
+        .filter(|l| l.starts_with("cairn-init: modules loaded:"));
+    let at_boot = loaded.next().unwrap_or_default();
+    assert!(
+        !at_boot.contains(" bridge") && !at_boot.contains(" nf_tables"),
+        "the pod network's modules were loaded at boot: {at_boot}"
+    );
+    let later: Vec<&str> = loaded.flat_map(str::split_whitespace).collect();
+    for module in ["bridge", "veth", "nf_tables", "nft_chain_nat", "nft_masq"] {
+        assert!(
+            later.contains(&module),
+            "no later `cairn-init: modules loaded:` line with {module}:\n{}",
+            qemu::tail(&console, 60)
+        );
+    }
     if let Some((_, want)) = extras.node_yaml {
         assert!(
             console.contains(want),

@@ -5,6 +5,10 @@
 //! Until the network is up, pods with a network of their own wait with the reason
 //! `NetworkNotReady` (and the cause as message) on the pod and its `PodReadyToStartContainers`
 //! condition; `hostNetwork` pods run regardless. A setup that fails is tried again every 30 s.
+//!
+//! On a Cairn image the bridge, veth and nftables modules are not loaded at boot (they would
+//! be on the boot's path to a ready API): the kubelet has cairn-init load them
+//! ([`load_modules`]) just before it makes the network.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,11 @@ use cairn_net::{Ipv4Cidr, Network};
 use hyper::Method;
 
 use crate::client::Client;
+
+/// The image's list of the pod network's kernel modules (the board's `pod_network_modules`).
+const MODULE_LIST: &str = "/etc/cairn/modules.pod-network";
+/// cairn-init, which loads them (`load-modules FILE`) as it loads the boot's.
+const INIT: &str = "/usr/sbin/init";
 
 /// The pod is not started because the node's network is not up (the kubelet's reason).
 pub const NOT_READY: &str = "NetworkNotReady";
@@ -75,6 +84,13 @@ impl PodNetwork {
         };
         let config = cairn_net::Config::new(&self.bridge, pod_cidr, cluster_cidr, &self.state_dir);
         loop {
+            match tokio::task::spawn_blocking(load_modules).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("cairn: kubelet: warning: {e}"),
+                Err(e) => {
+                    eprintln!("cairn: kubelet: warning: loading the pod network's modules: {e}")
+                }
+            }
             let c = config.clone();
             match tokio::task::spawn_blocking(move || Network::setup(c)).await {
                 Ok(Ok(net)) => {
@@ -184,5 +200,25 @@ async fn forget_gone_pods(client: &Client, node: &str, net: &Arc<Network>) {
         }
         Ok(Err(e)) => eprintln!("cairn: kubelet: freeing addresses of gone pods: {e}"),
         Err(e) => eprintln!("cairn: kubelet: freeing addresses of gone pods: {e}"),
+    }
+}
+
+/// Has cairn-init load the pod network's kernel modules (those not loaded yet, with their
+/// dependencies; it reports on the console). Nothing to do off a Cairn image (no list).
+fn load_modules() -> Result<(), String> {
+    if !Path::new(MODULE_LIST).exists() {
+        return Ok(());
+    }
+    let status = std::process::Command::new(INIT)
+        .args(["load-modules", MODULE_LIST])
+        .status()
+        .map_err(|e| format!("running {INIT} load-modules {MODULE_LIST}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{INIT} load-modules {MODULE_LIST}: {status}: not every module of the pod network \
+             loaded (its warnings are above)"
+        ))
     }
 }
