@@ -6,9 +6,10 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use cairn_config::{NodeConfig, Role};
@@ -116,6 +117,40 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     )
 }
 
+/// Where the start goes on the way to ready, step by step: `cairn: steps_ms tls=N ...`
+/// just before the ready line (`cairnctl bench` shows it beside init's steps). Each step
+/// begins where the previous one ended.
+struct Steps {
+    last: Instant,
+    done: Vec<(&'static str, u128)>,
+}
+
+impl Steps {
+    fn start() -> Steps {
+        Steps {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn end(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done
+            .push((name, now.duration_since(self.last).as_millis()));
+        self.last = now;
+    }
+
+    /// `name=ms` pairs in the order they were taken.
+    fn summary(&self) -> String {
+        let pairs: Vec<String> = self
+            .done
+            .iter()
+            .map(|(n, ms)| format!("{n}={ms}"))
+            .collect();
+        pairs.join(" ")
+    }
+}
+
 /// What an agent joins with.
 struct Join {
     server: String,
@@ -153,6 +188,7 @@ fn serve(
     parts: cairn_controllers::Parts,
     join: Option<Join>,
 ) -> Result<()> {
+    let mut steps = Steps::start();
     let role_name = role.as_str();
     let paths = ServerPaths::new(&args.data_dir);
     let tls_dir = match role {
@@ -189,6 +225,7 @@ fn serve(
     );
     eprintln!("cairn: serving names {}", names.all().join(","));
     let (tls, serving_cert) = pki::tls::server_config_with(&certs).context("TLS configuration")?;
+    steps.end("tls");
     let api_server = match role {
         Role::Server => {
             let (key, made) = pki::ensure_service_account_key(&tls_dir)
@@ -200,7 +237,9 @@ fn serve(
                 cairn_apiserver::serviceaccount::TokenSigner::from_pem(&key).map_err(|e| {
                     anyhow::anyhow!("{}/{}: {e}", tls_dir.display(), pki::SERVICE_ACCOUNT_KEY)
                 })?;
+            steps.end("sa_key");
             let (api, token) = open_api(&paths, &certs)?;
+            steps.end("datastore");
             let mut server = cairn_apiserver::Server::new(api.with_token_signer(signer));
             server.cacerts = Some(certs.ca_cert.as_str().into());
             server.server_token = Some(token.credential.as_str().into());
@@ -221,6 +260,7 @@ fn serve(
                     None
                 }
             };
+            steps.end("kubelet_client");
             Some((server, (token, kubelets)))
         }
         Role::Agent => None,
@@ -246,6 +286,7 @@ fn serve(
         .and_then(|n| n.release().ok())
         .map_or_else(|| env!("CARGO_PKG_VERSION").to_owned(), |r| r.version);
     let deadline = Duration::from_secs(node.update.health_deadline_seconds.into());
+    steps.end("slots");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -267,6 +308,8 @@ fn serve(
                 write_kubeconfig(path, local, &certs)?;
             }
         }
+        steps.end("listen");
+        eprintln!("cairn: steps_ms {}", steps.summary());
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "{}", procfs::ready_line())
             .and_then(|()| stdout.flush())
@@ -775,6 +818,17 @@ fn write_kubeconfig(path: &Path, local: SocketAddr, certs: &pki::Pki) -> Result<
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let text = kubeconfig::render(&url, certs);
+    // Unchanged since the last start (the usual boot): no write, no fsync on the way to
+    // ready, no flash wear.
+    let same = fs::read(path).is_ok_and(|old| old == text.as_bytes())
+        && fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o600);
+    if same {
+        eprintln!(
+            "cairn: kubeconfig {} for {url} is up to date",
+            path.display()
+        );
+        return Ok(());
+    }
     pki::write_atomic(path, text.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("cairn: wrote kubeconfig {} for {url}", path.display());

@@ -210,13 +210,23 @@ fn serves_https_and_reuses_certificates() {
         "{kubeconfig}"
     );
     let before = read_tls_files(&data);
+    let written = fs::metadata(data.join("admin.kubeconfig"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    // Where the start went, step by step, before the ready line.
+    let steps = server.wait_line("cairn: steps_ms ", Duration::from_secs(10));
+    for step in ["tls=", "datastore=", "listen="] {
+        assert!(steps.contains(step), "{steps}");
+    }
 
     assert!(
         server.stop().success(),
         "cairn exited with an error after SIGTERM"
     );
 
-    let server = Server::start(&data);
+    // The same port again: the kubeconfigs are as they were and are not written again.
+    let server = Server::start_with(&data, &["--https-listen-port", &port.to_string()]);
     assert!(
         server
             .log
@@ -224,6 +234,17 @@ fn serves_https_and_reuses_certificates() {
             .any(|l| l.ends_with(": ca reused, serving reused, admin reused")),
         "{:?}",
         server.log
+    );
+    for _ in ["server/cred/admin.kubeconfig", "--write-kubeconfig's"] {
+        let line = server.wait_line(" is up to date", Duration::from_secs(10));
+        assert!(line.starts_with("cairn: kubeconfig "), "{line}");
+    }
+    assert_eq!(
+        fs::metadata(data.join("admin.kubeconfig"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        written
     );
     let (code, _, _) = get(
         server.port,

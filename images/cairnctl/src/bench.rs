@@ -37,7 +37,7 @@ pub struct Boot {
     pub stage2_ms: Option<u64>,
     /// `started cairn` → `cairn: ready`.
     pub cairn_ms: Option<u64>,
-    /// Init's `stage=N steps_ms ...` markers, `name=ms` pairs.
+    /// Init's `stage=N steps_ms ...` and cairn's `steps_ms ...` markers, `name=ms` pairs.
     pub steps: Vec<String>,
 }
 
@@ -63,6 +63,12 @@ pub fn timings(console: &str) -> Option<Boot> {
     let steps = console
         .lines()
         .filter_map(|l| {
+            if let Some(at) = l.find("cairn: steps_ms ") {
+                return Some(format!(
+                    "cairn: {}",
+                    l[at + "cairn: steps_ms ".len()..].trim()
+                ));
+            }
             let rest = &l[l.find("cairn-init: stage=")? + "cairn-init: ".len()..];
             let (stage, pairs) = rest.split_once(" steps_ms ")?;
             Some(format!("{}: {}", stage.replace('=', " "), pairs.trim()))
@@ -208,6 +214,7 @@ mod tests {
                  [    3.7] cairn-init: start stage=2 uptime_ms=3700\n\
                  cairn-init: stage=2 steps_ms mounts=3 boot=5 config=150 data=1 network=250\n\
                  cairn-init: started cairn role=server pid=80 uptime_ms=4400\n\
+                 cairn: steps_ms tls=90 sa_key=10 datastore=200 kubelet_client=40 slots=5 listen=30\n\
                  cairn: ready uptime_ms=5000 init_rss_kb=1400\n";
         let b = super::timings(c).unwrap();
         assert_eq!(b.init_to_ready_ms, 2000);
@@ -219,7 +226,8 @@ mod tests {
             b.steps,
             [
                 "stage 1: modules=500 find_root=20 mount_root=30",
-                "stage 2: mounts=3 boot=5 config=150 data=1 network=250"
+                "stage 2: mounts=3 boot=5 config=150 data=1 network=250",
+                "cairn: tls=90 sa_key=10 datastore=200 kubelet_client=40 slots=5 listen=30"
             ]
         );
     }

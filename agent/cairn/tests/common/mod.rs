@@ -65,10 +65,13 @@ impl Server {
         cmd.arg(role)
             .arg("--data-dir")
             .arg(data)
-            .args(["--https-listen-port", "0", "--bind-address", "127.0.0.1"])
+            .args(["--bind-address", "127.0.0.1"])
             .args(["--kubelet-port", "0"])
             .arg("--node-config")
             .arg(data.join("node.yaml"));
+        if !extra.contains(&"--https-listen-port") {
+            cmd.args(["--https-listen-port", "0"]);
+        }
         if role == "server" {
             cmd.arg("--write-kubeconfig")
                 .arg(data.join("admin.kubeconfig"));
