@@ -47,6 +47,7 @@ HOST_PKGS=(
   ovmf qemu-efi-aarch64 qemu-efi-arm systemd-boot-efi
   ca-certificates openssl python3 python3-pip python3-kubernetes curl protobuf-compiler etcd-server
   tzdata skopeo iproute2
+  musl-dev musl-tools
   docker-registry apache2-utils
 )
 log "installing host packages"
@@ -66,8 +67,10 @@ fi
 
 # Debian's Rust 1.85 is the cross compiler (rustup cannot add targets here).
 log "installing Debian rustc-web 1.85 (cross compiler)"
+# rust-web-src: cairn-init is built for musl with -Zbuild-std (docs/decisions.md).
 $SUDO apt-get install -y --no-install-recommends \
-  rustc-web/bookworm cargo-web/bookworm libstd-rust-web-dev/bookworm libstd-rust-web-1.85/bookworm
+  rustc-web/bookworm cargo-web/bookworm libstd-rust-web-dev/bookworm libstd-rust-web-1.85/bookworm \
+  rust-web-src/bookworm
 
 log "installing QEMU from bookworm-backports"
 $SUDO apt-get install -y --no-install-recommends -t bookworm-backports \
@@ -87,6 +90,19 @@ for a in $FOREIGN_ARCHES; do
   $SUDO rm -rf "/usr/lib/rustlib/$t"
   $SUDO cp -a "$tmp/$a/usr/lib/rustlib/$t" /usr/lib/rustlib/
   echo "$RUSTC_VER" | $SUDO tee "$stamp" >/dev/null
+done
+
+# musl's static libc and start files for the foreign arches (cairn-init links them): the
+# packages only hold /usr/lib/<triple>, /usr/include/<triple> and a gcc wrapper
+# (/usr/bin/<triple>-gcc), so they are unpacked in place rather than installed as multiarch.
+MUSL_VER=$(dpkg-query -W -f='${Version}' musl-dev)
+for a in $FOREIGN_ARCHES; do
+  stamp=/usr/lib/.cairn-musl-dev-$a
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$MUSL_VER" ]; then continue; fi
+  log "unpacking musl-dev for $a ($MUSL_VER)"
+  (cd "$tmp" && apt-get download "musl-dev:$a=$MUSL_VER")
+  $SUDO dpkg-deb -x "$tmp"/musl-dev_*_"$a".deb /
+  echo "$MUSL_VER" | $SUDO tee "$stamp" >/dev/null
 done
 
 # --- 4. the real kubectl and helm (static x86_64 binaries shipped in a PyPI wheel)

@@ -190,6 +190,18 @@ fn is_stage2() -> bool {
     !mounts::root_is_initramfs()
 }
 
+/// Static musl builds link GCC's unwinder (`libgcc_eh`) for std's backtrace code, and GCC
+/// 12's looks frames up with glibc's `_dl_find_object`, which musl does not have. Init
+/// aborts on panic and prints no backtraces: "no object" makes the unwinder stop at once.
+#[cfg(target_env = "musl")]
+#[no_mangle]
+pub extern "C" fn _dl_find_object(
+    _pc: *mut std::ffi::c_void,
+    _result: *mut std::ffi::c_void,
+) -> i32 {
+    -1
+}
+
 fn main() {
     if std::env::args_os().nth(1).as_deref() == Some(OsStr::new("--version")) {
         let _ = writeln!(std::io::stdout(), "cairn-init {VERSION}");
