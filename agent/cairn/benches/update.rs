@@ -85,6 +85,7 @@ fn apply_one(dir: &Path, bundle: &str) {
         slot_a: dir.join("slot-a.img"),
         slot_b: dir.join("slot-b.img"),
         remount_boot: false,
+        card: false,
     };
     let before = write_bytes();
     let t = Instant::now();
