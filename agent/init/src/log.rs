@@ -10,8 +10,9 @@ use std::io::Write;
 use std::sync::Mutex;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 
 pub const PREFIX: &str = "cairn-init: ";
 
@@ -30,13 +31,16 @@ pub fn open_kmsg() {
 /// Makes sure fds 0, 1 and 2 are open, pointing missing ones at `/dev/console`. The kernel
 /// opens the console for init only when the initramfs has a `/dev/console` node.
 pub fn ensure_console() {
-    let missing: Vec<i32> = (0..3)
-        .filter(|fd| fcntl(*fd, FcntlArg::F_GETFD) == Err(Errno::EBADF))
-        .collect();
+    // SAFETY: F_GETFD only asks whether the number is an open descriptor.
+    let closed = |fd: RawFd| {
+        let r = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) };
+        r == -1 && Errno::last() == Errno::EBADF
+    };
+    let missing: Vec<RawFd> = (0..3).filter(|&fd| closed(fd)).collect();
     if missing.is_empty() {
         return;
     }
-    let Ok(fd) = open(
+    let Ok(console) = open(
         "/dev/console",
         OFlag::O_RDWR | OFlag::O_NOCTTY,
         Mode::empty(),
@@ -44,12 +48,17 @@ pub fn ensure_console() {
         return;
     };
     for m in missing {
-        if m != fd {
-            let _ = nix::unistd::dup2(fd, m);
+        if m != console.as_raw_fd() {
+            // SAFETY: `m` is not open (checked above), so nothing else owns the number; the
+            // copy stays open for the life of the process.
+            if let Ok(copy) = unsafe { nix::unistd::dup2_raw(&console, m) } {
+                let _ = copy.into_raw_fd();
+            }
         }
     }
-    if fd > 2 {
-        let _ = nix::unistd::close(fd);
+    if console.as_raw_fd() <= 2 {
+        // It is one of 0-2 itself: keep it open.
+        let _ = console.into_raw_fd();
     }
 }
 
