@@ -56,29 +56,24 @@ endif
 # wrapper per architecture. Rust's unwind crate links `-lunwind` for static musl: that is
 # GCC's libgcc_eh from the cross compiler, under the name Rust asks for. The binary is then
 # put next to `cairn` in target/device/<gnu triple>/release, where cairnctl takes both.
-musl_x86_64  := x86_64-unknown-linux-musl
-musl_aarch64 := aarch64-unknown-linux-musl
-musl_armv7   := armv7-unknown-linux-musleabihf
-musl_s390x   := s390x-unknown-linux-musl
+# The musl names follow from the gnu ones: x86_64-unknown-linux-gnu -> -musl,
+# armv7-unknown-linux-gnueabihf -> -musleabihf; aarch64-linux-gnu-gcc -> aarch64-linux-musl-gcc.
+musl = $(subst -gnu,-musl,$(1))
 gnu_gcc_x86_64  := x86_64-linux-gnu-gcc
 gnu_gcc_aarch64 := aarch64-linux-gnu-gcc
 gnu_gcc_armv7   := arm-linux-gnueabihf-gcc
 gnu_gcc_s390x   := s390x-linux-gnu-gcc
-musl_gcc_x86_64  := x86_64-linux-musl-gcc
-musl_gcc_aarch64 := aarch64-linux-musl-gcc
-musl_gcc_armv7   := arm-linux-musleabihf-gcc
-musl_gcc_s390x   := s390x-linux-musl-gcc
 UNWIND_DIR := $(DEVICE_TARGET_DIR)/unwind
 upper = $(shell echo '$(1)' | tr 'a-z-' 'A-Z_')
-musl_env = CARGO_TARGET_$(call upper,$(musl_$(1)))_LINKER=$(musl_gcc_$(1)) \
-	CARGO_TARGET_$(call upper,$(musl_$(1)))_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C link-self-contained=no -L $(UNWIND_DIR)/$(1)"
+musl_env = CARGO_TARGET_$(call upper,$(call musl,$(triple_$(1))))_LINKER=$(call musl,$(gnu_gcc_$(1))) \
+	CARGO_TARGET_$(call upper,$(call musl,$(triple_$(1))))_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C link-self-contained=no -L $(UNWIND_DIR)/$(1)"
 init_build = for a in $(1); do mkdir -p $(UNWIND_DIR)/$$a; done \
 	$(foreach a,$(1),&& ln -sf "$$($(gnu_gcc_$(a)) -print-file-name=libgcc_eh.a)" $(UNWIND_DIR)/$(a)/libunwind.a) \
 	&& env -u SOURCE_DATE_EPOCH RUSTC=$(DEVICE_RUSTC) RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(DEVICE_TARGET_DIR) \
 	$(foreach a,$(1),$(call musl_env,$(a))) \
-	$(CARGO) build --release $(foreach a,$(1),--target $(musl_$(a))) -p cairn-init \
+	$(CARGO) build --release $(foreach a,$(1),--target $(call musl,$(triple_$(a)))) -p cairn-init \
 	-Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
-	$(foreach a,$(1),&& install -D -m 0755 $(DEVICE_TARGET_DIR)/$(musl_$(a))/release/cairn-init $(DEVICE_TARGET_DIR)/$(triple_$(a))/release/cairn-init)
+	$(foreach a,$(1),&& install -D -m 0755 $(DEVICE_TARGET_DIR)/$(call musl,$(triple_$(a)))/release/cairn-init $(DEVICE_TARGET_DIR)/$(triple_$(a))/release/cairn-init)
 
 .PHONY: help deps build build-% cairnctl image bundle upgrade images images-built qemu test unit-test boot-test bench clean
 
@@ -107,7 +102,7 @@ ifeq ($(notdir $(CARGO)),cross)
 build: $(addprefix build-,$(ARCHES))
 else
 build:
-	@echo "==> $$(date -u +%T) cross-building cairn for $(foreach a,$(ARCHES),$(triple_$(a))), cairn-init for $(foreach a,$(ARCHES),$(musl_$(a)))"
+	@echo "==> $$(date -u +%T) cross-building cairn for $(foreach a,$(ARCHES),$(triple_$(a))), cairn-init for $(foreach a,$(ARCHES),$(call musl,$(triple_$(a))))"
 	$(call device_build_targets,$(ARCHES))
 endif
 
