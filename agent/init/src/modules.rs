@@ -1,11 +1,11 @@
 //! Kernel modules: the names in `/etc/cairn/modules` are loaded with `finit_module` in
 //! `modules.dep` order, dependencies first and each module once.
 //!
-//! The board's `pod_network_modules` (bridge, veth, nftables) are not in that list: they ship
-//! in the root with their own list, `/etc/cairn/modules.pod-network`, and `cairn`'s kubelet has them
-//! loaded (`cairn-init load-modules FILE`) just before it makes the pod network, after the
-//! API is ready, instead of stage 1 loading them on the boot's path (~0.3 s of
-//! qemu-x86_64's stage 1 under TCG).
+//! The board's `pod_network_modules` (bridge, veth, nftables) are not in that list: they
+//! ship in the root with their own list, `/etc/cairn/modules.pod-network`, and `cairn`'s
+//! kubelet has them loaded (`cairn-init load-modules FILE`) just before it makes the pod
+//! network, after the API is ready, instead of stage 1 loading them on the boot's path
+//! (~0.3 s of qemu-x86_64's stage 1 under TCG).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
