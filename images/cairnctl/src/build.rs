@@ -168,8 +168,11 @@ pub fn build(o: &Options) -> Result<Manifest> {
         for m in mods {
             let rel = format!("usr/lib/modules/{krel}/{m}");
             let src = moddir.join(m);
-            bytes += std::fs::metadata(&src)?.len();
-            rootfs::copy(root, &rel, &src, false)?;
+            let module =
+                std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            let module = kmod::without_signature(&module);
+            bytes += module.len() as u64;
+            rootfs::write(root, &rel, module, false)?;
         }
         let dep = db.filtered_dep(mods);
         rootfs::write(

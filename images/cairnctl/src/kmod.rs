@@ -14,6 +14,32 @@ pub fn canonical(name: &str) -> String {
     base.replace('-', "_")
 }
 
+/// The end of a signed module (the kernel's `scripts/sign-file`): the module, its PKCS#7
+/// signature, a 12-byte `struct module_signature` ending in the signature's length
+/// (big-endian), then this marker.
+const SIGNATURE_MARKER: &[u8] = b"~Module signature appended~\n";
+
+/// `module` without its appended signature; unchanged when it has none (or a compressed
+/// module, whose signature is inside) or when the trailer does not add up.
+///
+/// The image carries its modules unsigned: the kernel would hash every module it loads and
+/// check an RSA signature, ~60 ms of the boot's 18 modules under QEMU TCG, and that check
+/// guards nothing here, since whoever can change a module on the device can change
+/// `cairn-init` beside it (docs/decisions.md, "Kernel modules unsigned").
+pub fn without_signature(module: &[u8]) -> &[u8] {
+    let Some(signed) = module.strip_suffix(SIGNATURE_MARKER) else {
+        return module;
+    };
+    let Some(info_at) = signed.len().checked_sub(12) else {
+        return module;
+    };
+    let len = u32::from_be_bytes(signed[signed.len() - 4..].try_into().expect("4 bytes"));
+    match info_at.checked_sub(len as usize) {
+        Some(end) => &module[..end],
+        None => module,
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ModuleDb {
     /// canonical name -> (relative path, dependency paths)
@@ -87,6 +113,31 @@ impl ModuleDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signed(body: &[u8], signature: &[u8]) -> Vec<u8> {
+        let mut m = body.to_vec();
+        m.extend_from_slice(signature);
+        // algo, hash, id_type, signer_len, key_id_len, 3 bytes of padding, sig_len.
+        m.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(&(signature.len() as u32).to_be_bytes());
+        m.extend_from_slice(SIGNATURE_MARKER);
+        m
+    }
+
+    #[test]
+    fn appended_signatures_are_cut_off() {
+        let body = b"\x7fELF module body";
+        assert_eq!(without_signature(&signed(body, b"PKCS#7 bytes")), body);
+        assert_eq!(without_signature(&signed(body, b"")), body);
+        // Unsigned (or compressed) modules are left as they are.
+        assert_eq!(without_signature(body), body);
+        // A trailer that claims more signature than there is: left alone.
+        let mut bad = signed(body, b"sig");
+        let at = bad.len() - SIGNATURE_MARKER.len() - 4;
+        bad[at..at + 4].copy_from_slice(&1000u32.to_be_bytes());
+        assert_eq!(without_signature(&bad), &bad[..]);
+        assert_eq!(without_signature(SIGNATURE_MARKER), SIGNATURE_MARKER);
+    }
 
     const DEP: &str =
         "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko\n\
