@@ -921,3 +921,44 @@ fn qemu_x86_64_applies_manifests_baked_by_a_recipe() {
     );
     power_off(&mut vm);
 }
+
+/// The image's kernel modules lost the signatures Debian appended (the kernel would hash and
+/// check each one as it loads it; docs/decisions.md): none of the root's `.ko` files ends in
+/// the signature marker, and they are there to check.
+#[test]
+fn qemu_x86_64_modules_carry_no_signatures() {
+    let (_, out) = built_board("qemu-x86_64");
+    let dir = std::env::temp_dir().join(format!("cairn-modules-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = Command::new("unsquashfs")
+        .args(["-q", "-n", "-d"])
+        .arg(&dir)
+        .arg(out.join("rootfs.squashfs"))
+        .arg("usr/lib/modules")
+        .status()
+        .expect("unsquashfs (`make deps` installs squashfs-tools)");
+    assert!(status.success());
+    let mut modules = Vec::new();
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "ko") {
+                modules.push(path);
+            }
+        }
+    }
+    assert!(modules.len() >= 10, "modules in the root: {modules:?}");
+    for m in &modules {
+        let bytes = std::fs::read(m).unwrap();
+        assert!(
+            !bytes.ends_with(b"~Module signature appended~\n"),
+            "{} is still signed",
+            m.display()
+        );
+        assert!(bytes.starts_with(b"\x7fELF"), "{} is not ELF", m.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
