@@ -23,9 +23,10 @@ const SIGNATURE_MARKER: &[u8] = b"~Module signature appended~\n";
 /// module, whose signature is inside) or when the trailer does not add up.
 ///
 /// The image carries its modules unsigned: the kernel would hash every module it loads and
-/// check an RSA signature, ~60 ms of the boot's 18 modules under QEMU TCG, and that check
-/// guards nothing here, since whoever can change a module on the device can change
-/// `cairn-init` beside it (docs/decisions.md, "Kernel modules unsigned").
+/// check an RSA signature (~60 ms for qemu-x86_64's 18 boot modules under QEMU TCG), and that
+/// check guards nothing here, since whoever can change a module on the device can change
+/// `cairn-init` beside it (docs/decisions.md, Init: "Kernel modules go into the image
+/// without their signatures").
 pub fn without_signature(module: &[u8]) -> &[u8] {
     let Some(signed) = module.strip_suffix(SIGNATURE_MARKER) else {
         return module;
