@@ -200,6 +200,7 @@ spec:
 
     k.run(&["delete", "pod", "shell", "listener", "--wait=false"]);
     drop(server);
+    common::stop_containers_under(&dir);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }
 
@@ -337,6 +338,7 @@ spec:
 
     k.run(&["delete", "pod", "web", "--wait=false"]);
     drop(server);
+    common::stop_containers_under(&dir);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }
 
@@ -497,6 +499,7 @@ spec:
 
     k.run(&["delete", "pod", "--all", "--wait=false"]);
     drop(server);
+    common::stop_containers_under(&dir);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }
 
@@ -745,5 +748,6 @@ spec:
 
     k.run(&["delete", "pod", "--all", "--wait=false"]);
     drop(server);
+    common::stop_containers_under(&dir);
     let _ = nix::mount::umount2(&cgroups, nix::mount::MntFlags::MNT_DETACH);
 }

@@ -170,6 +170,54 @@ impl Drop for Server {
     }
 }
 
+/// Kills what a test's `cairn` leaves running under its data dir `dir`: the container shims,
+/// which outlive `cairn` by design (a restarted node finds its containers), and the
+/// containers they started. For the end of a test that does not delete its pods.
+pub fn stop_containers_under(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let pids = || -> Vec<i32> {
+        fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let shims: Vec<i32> = pids()
+        .into_iter()
+        .filter(|pid| {
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.get(1) == Some(&&b"container-shim"[..])
+                && args
+                    .get(2)
+                    .is_some_and(|a| Path::new(std::ffi::OsStr::from_bytes(a)).starts_with(dir))
+        })
+        .collect();
+    // A container is its shim's child and the first process of its own PID namespace:
+    // killing it ends everything in the container.
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let containers: Vec<i32> = pids()
+        .into_iter()
+        .filter(|pid| parent_of(*pid).is_some_and(|p| shims.contains(&p)))
+        .collect();
+    for pid in containers.into_iter().chain(shims) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// Runs the `cairn` binary once: (success, stdout, stderr).
 pub fn cairn(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
