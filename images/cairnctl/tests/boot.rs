@@ -938,18 +938,11 @@ fn qemu_x86_64_modules_carry_no_signatures() {
         .status()
         .expect("unsquashfs (`make deps` installs squashfs-tools)");
     assert!(status.success());
-    let mut modules = Vec::new();
-    let mut todo = vec![dir.clone()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if path.extension().is_some_and(|e| e == "ko") {
-                modules.push(path);
-            }
-        }
-    }
+    let modules: Vec<_> = cairnctl::rootfs::walk(&dir)
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ko"))
+        .collect();
     assert!(modules.len() >= 10, "modules in the root: {modules:?}");
     for m in &modules {
         let bytes = std::fs::read(m).unwrap();
